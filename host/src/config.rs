@@ -1,0 +1,413 @@
+//! Typed configuration: defaults → `sluice.toml` → environment (`DATABASE_URL`, `SLUICE_LISTEN`).
+//!
+//! `load` either returns a config that is internally consistent (every source names existing
+//! destinations, ids are unique, retry policies are sane) or a [`ConfigError`] naming the file,
+//! the line and the field at fault. Relative paths are resolved against the config file's folder.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Everything `sluice serve` needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from (for messages); `None` when built in code.
+    pub path: Option<PathBuf>,
+    pub server: ServerConfig,
+    pub sources: Vec<SourceConfig>,
+    pub destinations: Vec<DestinationConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_plugins_dir")]
+    pub plugins_dir: PathBuf,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Use this PostgreSQL server instead of the embedded one. `DATABASE_URL` overrides it.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// A resent `messageId` from the same source within this window creates no new jobs.
+    #[serde(default = "default_dedup_window", with = "humantime_serde")]
+    pub dedup_window: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub id: String,
+    pub workspace: String,
+    pub write_key: String,
+    #[serde(default)]
+    pub destinations: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    pub id: String,
+    pub workspace: String,
+    pub plugin: String,
+    /// Handed to the plugin's `configure` as JSON.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// Overrides of the plugin manifest's retry policy, field by field.
+    #[serde(default)]
+    pub retry: RetryOverrides,
+}
+
+/// Retry settings as written in config or a manifest: any field may be left out.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryOverrides {
+    #[serde(default, with = "humantime_serde")]
+    pub min_backoff: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_backoff: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
+}
+
+/// Errors from loading the config; each names where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}:{line}: {field}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        field: String,
+        message: String,
+    },
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_plugins_dir() -> PathBuf {
+    PathBuf::from("plugins.d")
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("var")
+}
+fn default_dedup_window() -> Duration {
+    Duration::from_secs(3600)
+}
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            plugins_dir: default_plugins_dir(),
+            data_dir: default_data_dir(),
+            database_url: None,
+            dedup_window: default_dedup_window(),
+        }
+    }
+}
+
+/// The file as written, with spans kept for the fields that cross-reference each other.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    source: Vec<Spanned<RawSource>>,
+    #[serde(default)]
+    destination: Vec<Spanned<RawDestination>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    id: Spanned<String>,
+    workspace: String,
+    write_key: Spanned<String>,
+    #[serde(default)]
+    destinations: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    id: Spanned<String>,
+    workspace: Spanned<String>,
+    plugin: Spanned<String>,
+    #[serde(default)]
+    config: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    retry: Option<Spanned<RetryOverrides>>,
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`, then applies environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.server.plugins_dir = base.join(&config.server.plugins_dir);
+        config.server.data_dir = base.join(&config.server.data_dir);
+        config.path = Some(path.to_path_buf());
+        config.apply_env();
+        Ok(config)
+    }
+
+    /// Parses and validates config text; `name` is used in error messages.
+    pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: name.to_string(),
+            message: e.to_string(),
+        })?;
+        let invalid = |span: std::ops::Range<usize>, field: &str, message: String| {
+            ConfigError::Invalid {
+                path: name.to_string(),
+                line: line_of(text, span.start),
+                field: field.to_string(),
+                message,
+            }
+        };
+
+        let mut destinations = Vec::new();
+        let mut dest_ids = HashSet::new();
+        for (i, d) in raw.destination.into_iter().enumerate() {
+            let d = d.into_inner();
+            let field = |f: &str| format!("destination[{i}].{f}");
+            if !valid_id(d.id.get_ref()) {
+                return Err(invalid(d.id.span(), &field("id"), id_rule(d.id.get_ref())));
+            }
+            if !dest_ids.insert(d.id.get_ref().clone()) {
+                return Err(invalid(
+                    d.id.span(),
+                    &field("id"),
+                    format!("duplicate destination id `{}`", d.id.get_ref()),
+                ));
+            }
+            if d.plugin.get_ref().is_empty() {
+                return Err(invalid(d.plugin.span(), &field("plugin"), "must not be empty".into()));
+            }
+            let config = match d.config {
+                None => empty_object(),
+                Some(c) => {
+                    let span = c.span();
+                    let value = serde_json::to_value(c.into_inner())
+                        .map_err(|e| invalid(span.clone(), &field("config"), e.to_string()))?;
+                    if !value.is_object() {
+                        return Err(invalid(span, &field("config"), "must be a table".into()));
+                    }
+                    value
+                }
+            };
+            let retry = match d.retry {
+                None => RetryOverrides::default(),
+                Some(r) => {
+                    let span = r.span();
+                    let r = r.into_inner();
+                    if let (Some(min), Some(max)) = (r.min_backoff, r.max_backoff)
+                        && min > max
+                    {
+                        return Err(invalid(
+                            span,
+                            &field("retry"),
+                            "min_backoff must not exceed max_backoff".into(),
+                        ));
+                    }
+                    if r.min_backoff == Some(Duration::ZERO) {
+                        return Err(invalid(
+                            span,
+                            &field("retry.min_backoff"),
+                            "must be greater than zero".into(),
+                        ));
+                    }
+                    r
+                }
+            };
+            destinations.push(DestinationConfig {
+                id: d.id.into_inner(),
+                workspace: d.workspace.into_inner(),
+                plugin: d.plugin.into_inner(),
+                config,
+                retry,
+            });
+        }
+
+        let mut sources = Vec::new();
+        let mut source_ids = HashSet::new();
+        let mut keys = HashSet::new();
+        for (i, s) in raw.source.into_iter().enumerate() {
+            let s = s.into_inner();
+            let field = |f: &str| format!("source[{i}].{f}");
+            if !valid_id(s.id.get_ref()) {
+                return Err(invalid(s.id.span(), &field("id"), id_rule(s.id.get_ref())));
+            }
+            if !source_ids.insert(s.id.get_ref().clone()) {
+                return Err(invalid(
+                    s.id.span(),
+                    &field("id"),
+                    format!("duplicate source id `{}`", s.id.get_ref()),
+                ));
+            }
+            if s.write_key.get_ref().is_empty() || !keys.insert(s.write_key.get_ref().clone()) {
+                return Err(invalid(
+                    s.write_key.span(),
+                    &field("write_key"),
+                    "must be non-empty and unique across sources".into(),
+                ));
+            }
+            for d in &s.destinations {
+                if !dest_ids.contains(d.get_ref()) {
+                    return Err(invalid(
+                        d.span(),
+                        &field("destinations"),
+                        format!("unknown destination `{}`", d.get_ref()),
+                    ));
+                }
+                let dest = destinations.iter().find(|x| &x.id == d.get_ref());
+                if let Some(dest) = dest
+                    && dest.workspace != s.workspace
+                {
+                    return Err(invalid(
+                        d.span(),
+                        &field("destinations"),
+                        format!(
+                            "destination `{}` belongs to workspace `{}`, not `{}`",
+                            dest.id, dest.workspace, s.workspace
+                        ),
+                    ));
+                }
+            }
+            sources.push(SourceConfig {
+                id: s.id.into_inner(),
+                workspace: s.workspace,
+                write_key: s.write_key.into_inner(),
+                destinations: s.destinations.into_iter().map(Spanned::into_inner).collect(),
+            });
+        }
+
+        Ok(Config {
+            path: None,
+            server: raw.server,
+            sources,
+            destinations,
+        })
+    }
+
+    fn apply_env(&mut self) {
+        if let Ok(url) = std::env::var("DATABASE_URL")
+            && !url.is_empty()
+        {
+            self.server.database_url = Some(url);
+        }
+    }
+}
+
+/// Ids appear in SQL views, URLs and logs: keep them to a safe alphabet.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+fn id_rule(id: &str) -> String {
+    format!("`{id}` is not a valid id: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'")
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[source]]
+id = "web"
+workspace = "acme"
+write_key = "wk_acme_web"
+destinations = ["hook"]
+
+[[destination]]
+id = "hook"
+workspace = "acme"
+plugin = "webhook"
+config = { url = "http://127.0.0.1:9000/hook", secret = "whsec_test" }
+retry = { min_backoff = "10s", max_backoff = "5m", max_attempts = 3, window = "3h" }
+"#;
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let c = Config::parse(GOOD, "sluice.toml").unwrap();
+        assert_eq!(c.sources[0].destinations, vec!["hook"]);
+        assert_eq!(c.destinations[0].config["url"], "http://127.0.0.1:9000/hook");
+        assert_eq!(c.destinations[0].retry.max_backoff, Some(Duration::from_secs(300)));
+        assert_eq!(c.destinations[0].retry.window, Some(Duration::from_secs(3 * 3600)));
+    }
+
+    #[test]
+    fn unknown_destination_names_file_line_and_field() {
+        let text = GOOD.replace(r#"destinations = ["hook"]"#, r#"destinations = ["hok"]"#);
+        let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "sluice.toml:9: source[0].destinations: unknown destination `hok`"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_a_parse_error_with_line() {
+        let text = GOOD.replace("plugin = \"webhook\"", "plugn = \"webhook\"");
+        let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+        assert!(err.starts_with("sluice.toml: TOML parse error at line"), "{err}");
+        assert!(err.contains("plugn"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_reported() {
+        let text = GOOD.replace("\"10s\"", "\"ten seconds\"");
+        let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+        assert!(err.contains("line 16"), "{err}");
+    }
+
+    #[test]
+    fn min_backoff_above_max_is_rejected() {
+        let text = GOOD.replace("\"10s\"", "\"10m\"");
+        let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+        assert!(err.contains("min_backoff must not exceed max_backoff"), "{err}");
+        assert!(err.starts_with("sluice.toml:16: destination[0].retry"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_write_key_is_rejected() {
+        let text = format!(
+            "{GOOD}\n[[source]]\nid = \"app\"\nworkspace = \"acme\"\nwrite_key = \"wk_acme_web\"\n"
+        );
+        let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+        assert!(err.contains("source[1].write_key"), "{err}");
+    }
+}

@@ -1,0 +1,166 @@
+//! The `sluice` command line.
+
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use sluice::config::Config;
+use sluice::plugin_build::{self, BuildOptions};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Event delivery with a PostgreSQL job store and WebAssembly destinations")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: ingest API, job store and delivery.
+    Serve {
+        /// Config file.
+        #[arg(long, short, default_value = "sluice.toml", env = "SLUICE_CONFIG")]
+        config: PathBuf,
+        /// Override `server.listen` (e.g. 127.0.0.1:0 for any free port).
+        #[arg(long, env = "SLUICE_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+    /// Build the webhook plugin, start a local sink and run Sluice with a demo source.
+    Demo {
+        /// Where the demo keeps its config, plugins and embedded database.
+        #[arg(long, default_value = "var/demo")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the demo sink receives webhooks.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        sink: SocketAddr,
+    },
+    /// Receive webhooks, verify their signatures and print them.
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// The destination's webhook secret.
+        #[arg(long)]
+        secret: String,
+    },
+    /// Build and check plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Compile a plugin crate to wasm32-wasip2 and write NAME.wasm + NAME.toml into --out.
+    Build {
+        crate_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Cargo target directory.
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+        /// Use the dev profile.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Load a plugin the way `serve` does and print its manifest.
+    Check { wasm: PathBuf },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve { config, listen } => {
+                let mut config = Config::load(&config)?;
+                if let Some(listen) = listen {
+                    config.server.listen = listen;
+                }
+                sluice::run(config, None, shutdown_on_signal()).await
+            }
+            Command::Demo { dir, listen, sink } => demo::run(&dir, listen, sink, shutdown_on_signal()).await,
+            Command::Sink { listen, secret } => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("binding {listen}"))?;
+                println!("sink listening on http://{listen}");
+                sluice::sink::serve(listener, secret, shutdown_on_signal()).await
+            }
+            Command::Plugin(PluginCommand::Build {
+                crate_dir,
+                out,
+                target_dir,
+                debug,
+            }) => {
+                let built = plugin_build::build(&BuildOptions {
+                    crate_dir,
+                    out_dir: out,
+                    target_dir,
+                    debug,
+                })
+                .await?;
+                println!(
+                    "built plugin `{}`: {} ({} bytes) and {}",
+                    built.name,
+                    built.wasm.display(),
+                    built.bytes,
+                    built.manifest.display()
+                );
+                Ok(())
+            }
+            Command::Plugin(PluginCommand::Check { wasm }) => {
+                let manifest = plugin_build::check(&wasm).await?;
+                println!("{}: ok\n{}", wasm.display(), toml::to_string_pretty(&manifest)?);
+                Ok(())
+            }
+        }
+    })
+}
+
+fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A token cancelled by SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}

@@ -1,0 +1,146 @@
+//! The delivery loop of one destination: claim → deliver → record, with up to `max_in_flight`
+//! claims under way at once.
+//!
+//! The loop sleeps when there is nothing due, and wakes on ingest (an in-process notification),
+//! when a delivery finishes (it may have unblocked keys), when the earliest retry falls due, or
+//! at the latest after [`IDLE_POLL`] (jobs written by another process, clock skew).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::delivery::deliver;
+use super::pool::InstancePool;
+use super::retry::RetryPolicy;
+use crate::store::{JobUpdate, Store};
+
+/// Upper bound on how long an idle destination sleeps before looking at the store again.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Shortest idle sleep.
+const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
+/// How long a destination pauses when no plugin instance can be created.
+const UNAVAILABLE_PAUSE: Duration = Duration::from_secs(10);
+/// Pause after a store error before claiming again.
+const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Everything one destination's loop needs.
+pub struct DestinationWorker {
+    pub destination_id: String,
+    pub store: Store,
+    pub pool: Arc<InstancePool>,
+    pub policy: RetryPolicy,
+    pub batch_size: usize,
+    pub max_in_flight: usize,
+    pub wake: Arc<Notify>,
+    pub shutdown: CancellationToken,
+}
+
+impl DestinationWorker {
+    pub async fn run(self) {
+        let me = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(me.max_in_flight));
+        let paused_until = Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let mut deliveries = JoinSet::new();
+        tracing::info!(destination = %me.destination_id, plugin = %me.pool.plugin_name(), "router started");
+
+        loop {
+            while deliveries.try_join_next().is_some() {}
+            if me.shutdown.is_cancelled() {
+                break;
+            }
+            let pause = paused_until.lock().ok().and_then(|p| *p);
+            if let Some(until) = pause
+                && until > Instant::now()
+            {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = me.shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = me.shutdown.cancelled() => break,
+            };
+            match me.store.job_claim(&me.destination_id, me.batch_size).await {
+                Ok(jobs) if !jobs.is_empty() => {
+                    let worker = me.clone();
+                    let paused_until = paused_until.clone();
+                    deliveries.spawn(async move {
+                        let report = deliver(&worker.pool, &worker.policy, jobs, &worker.shutdown).await;
+                        let pause = report
+                            .throttle
+                            .or(report.unavailable.as_ref().map(|_| UNAVAILABLE_PAUSE));
+                        if let Some(d) = pause
+                            && let Ok(mut p) = paused_until.lock()
+                        {
+                            let until = Instant::now() + d;
+                            *p = Some(p.map_or(until, |old| old.max(until)));
+                        }
+                        worker.record(&report.updates).await;
+                        drop(permit);
+                        worker.wake.notify_one();
+                    });
+                }
+                Ok(_) => {
+                    drop(permit);
+                    if !me.idle_wait().await {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(destination = %me.destination_id, error = %e, "claim failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(STORE_ERROR_PAUSE) => {}
+                        _ = me.shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        // Let deliveries under way finish their wave and record outcomes.
+        while deliveries.join_next().await.is_some() {}
+        tracing::info!(destination = %me.destination_id, "router stopped");
+    }
+
+    /// Sleeps until woken, the next retry is due, or the idle poll; `false` on shutdown.
+    async fn idle_wait(&self) -> bool {
+        let mut wait = IDLE_POLL;
+        if let Ok(Some(due)) = self.store.job_next_due(&self.destination_id).await {
+            let until = due - time::OffsetDateTime::now_utc();
+            // A due retry that the claim did not take is blocked by a job in flight, whose
+            // completion wakes us; the floor keeps a clock skew from spinning the loop.
+            let until = Duration::try_from(until).unwrap_or_default();
+            wait = wait.min(until).max(MIN_IDLE_WAIT);
+        }
+        tokio::select! {
+            _ = self.wake.notified() => true,
+            _ = tokio::time::sleep(wait) => true,
+            _ = self.shutdown.cancelled() => false,
+        }
+    }
+
+    /// Writes outcomes, retrying while the store is unreachable. If it never becomes
+    /// reachable the jobs stay `executing` and are retried after the next start.
+    async fn record(&self, updates: &[JobUpdate]) {
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1.. {
+            match self.store.job_complete_many(updates).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(destination = %self.destination_id, attempt, error = %e, "recording outcomes failed; retrying");
+                    if attempt >= 30 {
+                        tracing::error!(destination = %self.destination_id, jobs = updates.len(), "giving up recording outcomes; the jobs will be retried after restart");
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}

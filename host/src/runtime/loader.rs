@@ -1,0 +1,159 @@
+//! Loading plugins from the plugins directory: `NAME.wasm` + manifest `NAME.toml`.
+//!
+//! Each component is compiled once and cached on disk (key: the wasm's sha256 and the engine's
+//! compatibility hash), then checked against the `sluice:destination@0.1.0` world: a component
+//! that imports something the host does not provide, or lacks an export, is rejected with the
+//! mismatch named. A bad plugin never stops the others from loading.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+use super::bindings::DestinationPre;
+use super::host_api::HostState;
+use super::manifest::Manifest;
+use super::PluginRuntime;
+
+/// The WIT world every plugin must implement.
+pub const WORLD: &str = "sluice:destination/destination@0.1.0";
+
+/// A compiled, validated plugin, ready to instantiate.
+pub struct LoadedPlugin {
+    pub name: String,
+    pub manifest: Manifest,
+    pub wasm_path: PathBuf,
+    pub sha256: String,
+    pub(crate) pre: DestinationPre<HostState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("version", &self.manifest.version)
+            .field("wasm_path", &self.wasm_path)
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+/// Why one plugin file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin {path}: {reason}")]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl PluginRuntime {
+    /// Loads every `*.wasm` in `dir`. Returns the plugins that loaded and the errors of those
+    /// that did not.
+    pub async fn load_dir(&self, dir: &Path) -> (Vec<Arc<LoadedPlugin>>, Vec<LoadError>) {
+        let mut loaded = Vec::new();
+        let mut errors = Vec::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(LoadError {
+                    path: dir.to_path_buf(),
+                    reason: format!("cannot read the plugins directory: {e}"),
+                });
+                return (loaded, errors);
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            match self.load_file(&path).await {
+                Ok(p) => loaded.push(Arc::new(p)),
+                Err(reason) => errors.push(LoadError { path, reason }),
+            }
+        }
+        (loaded, errors)
+    }
+
+    /// Loads one plugin; the error says what is wrong with it.
+    pub async fn load_file(&self, wasm_path: &Path) -> Result<LoadedPlugin, String> {
+        let stem = wasm_path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or("the file name is not valid UTF-8")?
+            .to_string();
+        let manifest_path = wasm_path.with_extension("toml");
+        let manifest_text = std::fs::read_to_string(&manifest_path).map_err(|e| {
+            format!("cannot read its manifest {}: {e}", manifest_path.display())
+        })?;
+        let manifest = Manifest::parse(&manifest_text, &manifest_path)?;
+        if manifest.name != stem {
+            return Err(format!(
+                "manifest {} names the plugin `{}`, but the file is `{stem}.wasm`",
+                manifest_path.display(),
+                manifest.name
+            ));
+        }
+        let bytes = std::fs::read(wasm_path).map_err(|e| format!("cannot read: {e}"))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+
+        let component = {
+            let runtime = self.clone();
+            let sha = sha256.clone();
+            tokio::task::spawn_blocking(move || runtime.compile_cached(&bytes, &sha))
+                .await
+                .map_err(|e| format!("compilation task failed: {e}"))??
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            format!("does not match the `{WORLD}` world (imports): {e:#}")
+        })?;
+        let pre = DestinationPre::new(instance_pre).map_err(|e| {
+            format!("does not match the `{WORLD}` world (exports): {e:#}")
+        })?;
+        Ok(LoadedPlugin {
+            name: manifest.name.clone(),
+            manifest,
+            wasm_path: wasm_path.to_path_buf(),
+            sha256,
+            pre,
+        })
+    }
+
+    /// Compiles `bytes`, or reads the result of an earlier compilation from the cache.
+    fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<Component, String> {
+        let cache_file = self.cache_dir.as_ref().map(|dir| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut h);
+            dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()))
+        });
+        if let Some(file) = &cache_file
+            && file.exists()
+        {
+            // SAFETY: the cache directory is private to this sluice and only ever holds
+            // artifacts this code serialised from the same engine configuration (the file name
+            // carries the engine's compatibility hash); a corrupt file fails to deserialise and
+            // is recompiled below.
+            match unsafe { Component::deserialize_file(&self.engine, file) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(file = %file.display(), error = %e, "ignoring unusable compiled plugin cache entry"),
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| format!("is not a valid WebAssembly component: {e:#}"))?;
+        if let Some(file) = &cache_file
+            && let Ok(serialized) = component.serialize()
+        {
+            let tmp = file.with_extension("tmp");
+            let written = std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))
+                .and_then(|_| std::fs::write(&tmp, &serialized))
+                .and_then(|_| std::fs::rename(&tmp, file));
+            if let Err(e) = written {
+                tracing::warn!(file = %file.display(), error = %e, "could not cache the compiled plugin");
+            }
+        }
+        Ok(component)
+    }
+}

@@ -1,0 +1,189 @@
+//! The plugin manifest: `NAME.toml` beside `NAME.wasm` in the plugins directory.
+//!
+//! ```toml
+//! name = "webhook"
+//! version = "0.1.0"
+//! allowed_hosts = ["{{ config.url }}"]   # see runtime::allowlist
+//! batch_size = 50                         # jobs per claim / send call
+//! max_in_flight = 4                       # concurrent batches per destination
+//! [limits]
+//! memory = "64MiB"                        # linear memory cap per instance
+//! deadline = "2s"                         # guest time per call (host HTTP time excluded)
+//! [retry]                                 # defaults for destinations using this plugin
+//! min_backoff = "10s"
+//! ```
+//! `sluice plugin build` writes it from the crate's `[package.metadata.sluice]` table.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::RetryOverrides;
+
+/// Default guest time per call.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(2);
+/// Default linear-memory cap per instance.
+pub const DEFAULT_MEMORY: u64 = 64 << 20;
+/// Hard ceiling on any plugin's memory cap, whatever its manifest asks for.
+pub const MAX_MEMORY: u64 = 4 << 30;
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    #[serde(default = "default_version")]
+    pub version: String,
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default, skip_serializing_if = "is_default_retry")]
+    pub retry: RetryOverrides,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_memory_text")]
+    pub memory: String,
+    #[serde(default = "default_deadline", with = "humantime_serde")]
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: default_memory_text(),
+            deadline: DEFAULT_DEADLINE,
+        }
+    }
+}
+
+fn default_version() -> String {
+    "0.0.0".into()
+}
+fn default_batch_size() -> usize {
+    50
+}
+fn default_max_in_flight() -> usize {
+    4
+}
+fn default_memory_text() -> String {
+    "64MiB".into()
+}
+fn default_deadline() -> Duration {
+    DEFAULT_DEADLINE
+}
+fn is_default_retry(r: &RetryOverrides) -> bool {
+    *r == RetryOverrides::default()
+}
+
+impl Manifest {
+    /// Parses and validates manifest text; errors name the file and the field.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, String> {
+        let manifest: Manifest =
+            toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+        manifest
+            .validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("name: must not be empty".into());
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err("batch_size: must be between 1 and 10000".into());
+        }
+        if !(1..=256).contains(&self.max_in_flight) {
+            return Err("max_in_flight: must be between 1 and 256".into());
+        }
+        let memory = self.memory_bytes()?;
+        if memory < (1 << 20) || memory > MAX_MEMORY {
+            return Err("limits.memory: must be between 1MiB and 4GiB".into());
+        }
+        if self.limits.deadline.is_zero() {
+            return Err("limits.deadline: must be greater than zero".into());
+        }
+        Ok(())
+    }
+
+    /// The memory cap in bytes.
+    pub fn memory_bytes(&self) -> Result<u64, String> {
+        parse_size(&self.limits.memory).map_err(|e| format!("limits.memory: {e}"))
+    }
+}
+
+/// Parses sizes such as `64MiB`, `512KiB`, `1GiB`, `1048576` (bytes); KB/MB/GB are read as
+/// binary units too, since that is what people mean for memory.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like `64MiB`"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown unit `{other}` in `{text}`")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_manifest() {
+        let m = Manifest::parse(
+            r#"
+name = "webhook"
+version = "0.1.0"
+allowed_hosts = ["{{ config.url }}"]
+batch_size = 20
+[limits]
+memory = "32MiB"
+deadline = "500ms"
+[retry]
+max_attempts = 5
+"#,
+            Path::new("webhook.toml"),
+        )
+        .unwrap();
+        assert_eq!(m.memory_bytes().unwrap(), 32 << 20);
+        assert_eq!(m.limits.deadline, Duration::from_millis(500));
+        assert_eq!(m.max_in_flight, 4);
+        assert_eq!(m.retry.max_attempts, Some(5));
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let err = Manifest::parse("name = \"x\"\nbatch_size = 0\n", Path::new("p/x.toml"))
+            .unwrap_err();
+        assert_eq!(err, "p/x.toml: batch_size: must be between 1 and 10000");
+        let err = Manifest::parse("name = \"x\"\n[limits]\nmemory = \"lots\"\n", Path::new("x.toml"))
+            .unwrap_err();
+        assert!(err.starts_with("x.toml: limits.memory:"), "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("512 KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert!(parse_size("12XB").is_err());
+    }
+}

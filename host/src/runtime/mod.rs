@@ -1,0 +1,83 @@
+//! The plugin runtime: one wasmtime engine and linker shared by every plugin, an epoch ticker
+//! for deadlines, and the host's outbound HTTP client.
+//!
+//! - `loader`: plugins directory → compiled, validated [`LoadedPlugin`]s
+//! - `instance`: a configured instance serving one destination ([`PluginInstance`])
+//! - `host_api`: the `http`/`log` imports and the per-instance store state
+//! - `limits`: deadline and memory cap; `allowlist`: outbound host patterns
+//! - `manifest`: the `NAME.toml` beside each plugin
+
+pub mod allowlist;
+pub mod bindings;
+pub mod host_api;
+pub mod instance;
+pub mod limits;
+pub mod loader;
+pub mod manifest;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+pub use instance::{CallError, InstanceSpec, PluginInstance};
+pub use loader::{LoadError, LoadedPlugin};
+pub use manifest::Manifest;
+
+use bindings::Destination;
+use host_api::HostState;
+
+/// Shared by all plugins and destinations; cheap to clone.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Arc<Linker<HostState>>,
+    pub(crate) http: reqwest::Client,
+    /// Where compiled components are cached; `None` disables the cache.
+    pub(crate) cache_dir: Option<PathBuf>,
+}
+
+impl PluginRuntime {
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<PluginRuntime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        // We use no WASI 0.3 async exports; concurrency support costs ~0.8 µs per call.
+        config.concurrency_support(false);
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+
+        let mut linker = Linker::new(&engine);
+        // Rust's std imports WASI 0.2 even in plugins that never touch files: link it, with a
+        // context that grants nothing (see host_api).
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
+        Destination::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking the sluice host interfaces")?;
+
+        start_epoch_ticker(&engine)?;
+        Ok(PluginRuntime {
+            engine,
+            linker: Arc::new(linker),
+            http: host_api::http_client()?,
+            cache_dir,
+        })
+    }
+}
+
+/// Drives epoch deadlines. Holds only a weak handle so that it ends with the engine.
+fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("sluice-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(limits::TICK);
+            }
+        })
+        .context("spawning the epoch ticker thread")?;
+    Ok(())
+}
