@@ -48,7 +48,11 @@ CREATE TABLE job_state (
 -- Pickup scans unfinished jobs of a destination in id order.
 CREATE INDEX job_state_ready ON job_state (destination_id, job_id)
     WHERE state IN ('pending', 'failed');
--- Which keys are busy or waiting for a retry, and the head job of each key.
+-- Keys that are busy or waiting for a retry: what a claim must skip. Small by construction
+-- (at most one claim's worth of executing jobs plus one failed head per failing key).
+CREATE INDEX job_state_busy_keys ON job_state (destination_id, ordering_key)
+    WHERE state IN ('executing', 'failed');
+-- The head (lowest unfinished job) of each key, for the blocked_jobs view.
 CREATE INDEX job_state_open_keys ON job_state (destination_id, ordering_key, job_id)
     WHERE state IN ('pending', 'executing', 'failed');
 

@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub plugins_dir: PathBuf,
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Compiled plugins are cached here (default: `<data_dir>/plugin-cache`).
+    #[serde(default)]
+    pub plugin_cache_dir: Option<PathBuf>,
     /// Use this PostgreSQL server instead of the embedded one. `DATABASE_URL` overrides it.
     #[serde(default)]
     pub database_url: Option<String>,
@@ -117,6 +120,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             plugins_dir: default_plugins_dir(),
             data_dir: default_data_dir(),
+            plugin_cache_dir: None,
             database_url: None,
             dedup_window: default_dedup_window(),
         }
@@ -168,6 +172,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.server.plugins_dir = base.join(&config.server.plugins_dir);
         config.server.data_dir = base.join(&config.server.data_dir);
+        config.server.plugin_cache_dir = config.server.plugin_cache_dir.map(|d| base.join(d));
         config.path = Some(path.to_path_buf());
         config.apply_env();
         Ok(config)
@@ -179,14 +184,13 @@ impl Config {
             path: name.to_string(),
             message: e.to_string(),
         })?;
-        let invalid = |span: std::ops::Range<usize>, field: &str, message: String| {
-            ConfigError::Invalid {
+        let invalid =
+            |span: std::ops::Range<usize>, field: &str, message: String| ConfigError::Invalid {
                 path: name.to_string(),
                 line: line_of(text, span.start),
                 field: field.to_string(),
                 message,
-            }
-        };
+            };
 
         let mut destinations = Vec::new();
         let mut dest_ids = HashSet::new();
@@ -204,7 +208,11 @@ impl Config {
                 ));
             }
             if d.plugin.get_ref().is_empty() {
-                return Err(invalid(d.plugin.span(), &field("plugin"), "must not be empty".into()));
+                return Err(invalid(
+                    d.plugin.span(),
+                    &field("plugin"),
+                    "must not be empty".into(),
+                ));
             }
             let config = match d.config {
                 None => empty_object(),
@@ -300,7 +308,11 @@ impl Config {
                 id: s.id.into_inner(),
                 workspace: s.workspace,
                 write_key: s.write_key.into_inner(),
-                destinations: s.destinations.into_iter().map(Spanned::into_inner).collect(),
+                destinations: s
+                    .destinations
+                    .into_iter()
+                    .map(Spanned::into_inner)
+                    .collect(),
             });
         }
 
@@ -364,9 +376,18 @@ retry = { min_backoff = "10s", max_backoff = "5m", max_attempts = 3, window = "3
     fn parses_the_documented_shape() {
         let c = Config::parse(GOOD, "sluice.toml").unwrap();
         assert_eq!(c.sources[0].destinations, vec!["hook"]);
-        assert_eq!(c.destinations[0].config["url"], "http://127.0.0.1:9000/hook");
-        assert_eq!(c.destinations[0].retry.max_backoff, Some(Duration::from_secs(300)));
-        assert_eq!(c.destinations[0].retry.window, Some(Duration::from_secs(3 * 3600)));
+        assert_eq!(
+            c.destinations[0].config["url"],
+            "http://127.0.0.1:9000/hook"
+        );
+        assert_eq!(
+            c.destinations[0].retry.max_backoff,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            c.destinations[0].retry.window,
+            Some(Duration::from_secs(3 * 3600))
+        );
     }
 
     #[test]
@@ -383,7 +404,10 @@ retry = { min_backoff = "10s", max_backoff = "5m", max_attempts = 3, window = "3
     fn unknown_field_is_a_parse_error_with_line() {
         let text = GOOD.replace("plugin = \"webhook\"", "plugn = \"webhook\"");
         let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
-        assert!(err.starts_with("sluice.toml: TOML parse error at line"), "{err}");
+        assert!(
+            err.starts_with("sluice.toml: TOML parse error at line"),
+            "{err}"
+        );
         assert!(err.contains("plugn"), "{err}");
     }
 
@@ -398,8 +422,14 @@ retry = { min_backoff = "10s", max_backoff = "5m", max_attempts = 3, window = "3
     fn min_backoff_above_max_is_rejected() {
         let text = GOOD.replace("\"10s\"", "\"10m\"");
         let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
-        assert!(err.contains("min_backoff must not exceed max_backoff"), "{err}");
-        assert!(err.starts_with("sluice.toml:16: destination[0].retry"), "{err}");
+        assert!(
+            err.contains("min_backoff must not exceed max_backoff"),
+            "{err}"
+        );
+        assert!(
+            err.starts_with("sluice.toml:16: destination[0].retry"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,12 +17,20 @@ const WRITE_KEY: &str = "wk_demo";
 /// `whsec_` + base64("sluice-demo-secret").
 const SECRET: &str = "whsec_c2x1aWNlLWRlbW8tc2VjcmV0";
 
-pub async fn run(dir: &Path, listen: SocketAddr, sink: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    dir: &Path,
+    listen: SocketAddr,
+    sink: SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let plugins = dir.join("plugins");
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/webhook");
-    println!("building the webhook plugin from {} ...", crate_dir.display());
+    println!(
+        "building the webhook plugin from {} ...",
+        crate_dir.display()
+    );
     plugin_build::build(&BuildOptions {
         crate_dir,
         out_dir: plugins.clone(),
@@ -62,7 +70,11 @@ retry = {{ min_backoff = "2s", max_backoff = "30s", max_attempts = 5, window = "
     let sink_listener = tokio::net::TcpListener::bind(sink)
         .await
         .with_context(|| format!("binding the demo sink on {sink}"))?;
-    let sink_task = tokio::spawn(sluice::sink::serve(sink_listener, SECRET.into(), shutdown.clone()));
+    let sink_task = tokio::spawn(sluice::sink::serve(
+        sink_listener,
+        SECRET.into(),
+        shutdown.clone(),
+    ));
 
     println!(
         "\nSluice demo\n  config:    {}\n  write key: {WRITE_KEY}\n  sink:      http://{sink}/hook (deliveries are printed below)\n\nSend an event from another terminal:\n  curl -u {WRITE_KEY}: -H 'content-type: application/json' \\\n    -d '{{\"batch\":[{{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"Signed Up\"}}]}}' \\\n    http://{listen}/v1/batch\n\nInspect the store with psql and the URL from the `database url=...` log line, e.g.\n  SELECT * FROM destination_depth;  SELECT * FROM failed_jobs;\nPress Ctrl-C to stop.\n",

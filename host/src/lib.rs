@@ -66,10 +66,18 @@ async fn serve(
     let store = Store::connect(url).await.context("opening the job store")?;
     let recovered = store.job_recover_executing().await?;
     if recovered > 0 {
-        tracing::warn!(jobs = recovered, "jobs were executing when sluice last stopped; they will be retried");
+        tracing::warn!(
+            jobs = recovered,
+            "jobs were executing when sluice last stopped; they will be retried"
+        );
     }
 
-    let runtime = PluginRuntime::new(Some(config.server.data_dir.join("plugin-cache")))?;
+    let cache_dir = config
+        .server
+        .plugin_cache_dir
+        .clone()
+        .unwrap_or_else(|| config.server.data_dir.join("plugin-cache"));
+    let runtime = PluginRuntime::new(Some(cache_dir))?;
     let (plugins, errors) = runtime.load_dir(&config.server.plugins_dir).await;
     for e in &errors {
         tracing::error!(error = %e, "plugin not loaded");
@@ -78,7 +86,13 @@ async fn serve(
         tracing::info!(plugin = %p.name, version = %p.manifest.version, sha256 = %&p.sha256[..12], "plugin loaded");
     }
 
-    let router = Router::start(config, &plugins, store.clone(), runtime, shutdown.child_token());
+    let router = Router::start(
+        config,
+        &plugins,
+        store.clone(),
+        runtime,
+        shutdown.child_token(),
+    );
     let ingest = ingest::IngestState::new(config, store.clone(), router.wakers());
     let app = ingest::router(Arc::new(ingest))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())

@@ -13,7 +13,11 @@ use sluice::config::Config;
 use sluice::plugin_build::{self, BuildOptions};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Event delivery with a PostgreSQL job store and WebAssembly destinations")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Event delivery with a PostgreSQL job store and WebAssembly destinations"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
@@ -91,7 +95,9 @@ fn main() -> anyhow::Result<()> {
                 }
                 sluice::run(config, None, shutdown_on_signal()).await
             }
-            Command::Demo { dir, listen, sink } => demo::run(&dir, listen, sink, shutdown_on_signal()).await,
+            Command::Demo { dir, listen, sink } => {
+                demo::run(&dir, listen, sink, shutdown_on_signal()).await
+            }
             Command::Sink { listen, secret } => {
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
@@ -123,7 +129,11 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Plugin(PluginCommand::Check { wasm }) => {
                 let manifest = plugin_build::check(&wasm).await?;
-                println!("{}: ok\n{}", wasm.display(), toml::to_string_pretty(&manifest)?);
+                println!(
+                    "{}: ok\n{}",
+                    wasm.display(),
+                    toml::to_string_pretty(&manifest)?
+                );
                 Ok(())
             }
         }
@@ -148,13 +158,14 @@ fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

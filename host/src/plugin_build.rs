@@ -61,10 +61,15 @@ pub async fn build(opts: &BuildOptions) -> anyhow::Result<Built> {
     }
     let output = cmd.output().context("running cargo build")?;
     if !output.status.success() {
-        bail!("cargo build of {} failed ({})", manifest_path.display(), output.status);
+        bail!(
+            "cargo build of {} failed ({})",
+            manifest_path.display(),
+            output.status
+        );
     }
-    let wasm = find_artifact(&output.stdout, &package["id"])
-        .with_context(|| format!("cargo built no .wasm for `{package_name}`: is its crate-type [\"cdylib\"]?"))?;
+    let wasm = find_artifact(&output.stdout, &package["id"]).with_context(|| {
+        format!("cargo built no .wasm for `{package_name}`: is its crate-type [\"cdylib\"]?")
+    })?;
 
     let manifest = manifest_from_metadata(&package)?;
     let manifest_text = toml::to_string_pretty(&manifest).context("encoding the manifest")?;
@@ -129,7 +134,11 @@ fn ensure_target() -> anyhow::Result<()> {
     let status = Command::new("rustup")
         .args(["target", "add", TARGET])
         .status()
-        .with_context(|| format!("the {TARGET} target is missing and rustup could not be run; install the target"))?;
+        .with_context(|| {
+            format!(
+                "the {TARGET} target is missing and rustup could not be run; install the target"
+            )
+        })?;
     if !status.success() {
         bail!("`rustup target add {TARGET}` failed");
     }
@@ -138,7 +147,13 @@ fn ensure_target() -> anyhow::Result<()> {
 
 fn package_metadata(manifest_path: &Path) -> anyhow::Result<Value> {
     let out = Command::new(cargo())
-        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
         .arg(manifest_path)
         .output()
         .context("running cargo metadata")?;
@@ -184,12 +199,7 @@ fn find_artifact(stdout: &[u8], package_id: &Value) -> Option<PathBuf> {
         .split(|b| *b == b'\n')
         .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
         .filter(|m| m["reason"] == "compiler-artifact" && &m["package_id"] == package_id)
-        .flat_map(|m| {
-            m["filenames"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
+        .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
         .filter_map(|f| f.as_str().map(PathBuf::from))
         .find(|f| f.extension().is_some_and(|e| e == "wasm"))
 }

@@ -64,7 +64,11 @@ struct SinkState {
 }
 
 /// Serves the sink on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, secret: String, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    secret: String,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let state = Arc::new(SinkState {
         secret,
         received: AtomicU64::new(0),
@@ -87,7 +91,13 @@ async fn receive(
     let n = state.received.fetch_add(1, Ordering::Relaxed) + 1;
     let signed = verify(&state.secret, &headers, &body);
     let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let text = |k: &str| event.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+    let text = |k: &str| {
+        event
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("-")
+            .to_string()
+    };
     let user = match text("userId").as_str() {
         "-" => text("anonymousId"),
         u => u.to_string(),

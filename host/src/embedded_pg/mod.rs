@@ -159,7 +159,14 @@ impl EmbeddedPostgres {
         let mut cmd = self.command(self.bins.initdb());
         cmd.arg("-D")
             .arg(&self.cluster_dir)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ])
             .current_dir(root);
         run(cmd, "initdb").await.map(|_| ())
     }
@@ -190,7 +197,10 @@ impl EmbeddedPostgres {
             .map_err(|e| match e {
                 EmbeddedPgError::Command { action, detail } => EmbeddedPgError::Command {
                     action,
-                    detail: format!("{detail} (server log: {})", root.join("postgres.log").display()),
+                    detail: format!(
+                        "{detail} (server log: {})",
+                        root.join("postgres.log").display()
+                    ),
                 },
                 other => other,
             })
@@ -208,10 +218,7 @@ impl EmbeddedPostgres {
 }
 
 async fn run(mut cmd: Command, action: &str) -> Result<String, EmbeddedPgError> {
-    let out = cmd
-        .output()
-        .await
-        .map_err(io(format!("run {action}")))?;
+    let out = cmd.output().await.map_err(io(format!("run {action}")))?;
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }

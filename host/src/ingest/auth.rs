@@ -46,7 +46,10 @@ mod tests {
     #[test]
     fn username_is_the_key() {
         // base64("wk_1:")
-        assert_eq!(basic_auth_key(&headers("Basic d2tfMTo=")).unwrap(), Some("wk_1".into()));
+        assert_eq!(
+            basic_auth_key(&headers("Basic d2tfMTo=")).unwrap(),
+            Some("wk_1".into())
+        );
         assert_eq!(basic_auth_key(&HeaderMap::new()).unwrap(), None);
         assert!(basic_auth_key(&headers("Bearer x")).is_err());
         assert!(basic_auth_key(&headers("Basic !!!")).is_err());

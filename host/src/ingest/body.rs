@@ -21,13 +21,18 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiErro
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         return Err(ApiError::too_large(MAX_BODY_BYTES));
     }
-    let raw = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
-        if is_length_limit(&e) {
-            ApiError::too_large(MAX_BODY_BYTES)
-        } else {
-            ApiError::bad_request("unreadable_body", format!("could not read the request body: {e}"))
-        }
-    })?;
+    let raw = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            if is_length_limit(&e) {
+                ApiError::too_large(MAX_BODY_BYTES)
+            } else {
+                ApiError::bad_request(
+                    "unreadable_body",
+                    format!("could not read the request body: {e}"),
+                )
+            }
+        })?;
     let encoding = headers
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -45,9 +50,9 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiErro
 fn gunzip(raw: &[u8]) -> Result<Bytes, ApiError> {
     let mut out = Vec::with_capacity(raw.len() * 4);
     let mut reader = flate2::read::GzDecoder::new(raw).take(MAX_BODY_BYTES as u64 + 1);
-    reader
-        .read_to_end(&mut out)
-        .map_err(|e| ApiError::bad_request("invalid_gzip", format!("the gzip body is invalid: {e}")))?;
+    reader.read_to_end(&mut out).map_err(|e| {
+        ApiError::bad_request("invalid_gzip", format!("the gzip body is invalid: {e}"))
+    })?;
     if out.len() > MAX_BODY_BYTES {
         return Err(ApiError::too_large(MAX_BODY_BYTES));
     }

@@ -23,7 +23,11 @@ pub struct RequestMeta<'a> {
 }
 
 /// Validates and normalises one event; the error is the reason (without position).
-pub fn normalize(value: Value, forced_type: Option<&str>, meta: &RequestMeta) -> Result<NewEvent, String> {
+pub fn normalize(
+    value: Value,
+    forced_type: Option<&str>,
+    meta: &RequestMeta,
+) -> Result<NewEvent, String> {
     let Value::Object(mut event) = value else {
         return Err("an event must be a JSON object".into());
     };
@@ -42,7 +46,10 @@ pub fn normalize(value: Value, forced_type: Option<&str>, meta: &RequestMeta) ->
         None => return Err("missing `type`".into()),
     }
     if event.get("type").and_then(Value::as_str) == Some("track")
-        && !event.get("event").and_then(Value::as_str).is_some_and(|e| !e.is_empty())
+        && !event
+            .get("event")
+            .and_then(Value::as_str)
+            .is_some_and(|e| !e.is_empty())
     {
         return Err("a track event needs a non-empty `event` name".into());
     }
@@ -74,7 +81,8 @@ pub fn normalize(value: Value, forced_type: Option<&str>, meta: &RequestMeta) ->
     {
         event.insert("sentAt".into(), sent_at.clone());
     }
-    let event_json = serde_json::to_string(&event).map_err(|e| format!("cannot encode event: {e}"))?;
+    let event_json =
+        serde_json::to_string(&event).map_err(|e| format!("cannot encode event: {e}"))?;
     Ok(NewEvent {
         message_id,
         ordering_key,
@@ -87,7 +95,9 @@ fn id_field(event: &Map<String, Value>, name: &str) -> Result<Option<String>, St
     match event.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) if s.len() > 512 => Err(format!("`{name}` is longer than 512 characters")),
+        Some(Value::String(s)) if s.len() > 512 => {
+            Err(format!("`{name}` is longer than 512 characters"))
+        }
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(_) => Err(format!("`{name}` must be a string")),
@@ -106,9 +116,19 @@ mod tests {
 
     #[test]
     fn user_id_wins_over_anonymous_id() {
-        let e = normalize(json!({"type":"identify","userId":"u1","anonymousId":"a1"}), None, &META).unwrap();
+        let e = normalize(
+            json!({"type":"identify","userId":"u1","anonymousId":"a1"}),
+            None,
+            &META,
+        )
+        .unwrap();
         assert_eq!(e.ordering_key, "u1");
-        let e = normalize(json!({"type":"identify","userId":"","anonymousId":"a1"}), None, &META).unwrap();
+        let e = normalize(
+            json!({"type":"identify","userId":"","anonymousId":"a1"}),
+            None,
+            &META,
+        )
+        .unwrap();
         assert_eq!(e.ordering_key, "a1");
         let e = normalize(json!({"type":"identify","userId":42}), None, &META).unwrap();
         assert_eq!(e.ordering_key, "42");
@@ -120,14 +140,27 @@ mod tests {
             normalize(json!({"type":"identify"}), None, &META).unwrap_err(),
             "neither `userId` nor `anonymousId` is set"
         );
-        assert!(normalize(json!({"type":"bogus","userId":"u"}), None, &META).unwrap_err().contains("unknown event type"));
-        assert!(normalize(json!({"type":"track","userId":"u"}), None, &META).unwrap_err().contains("`event` name"));
+        assert!(
+            normalize(json!({"type":"bogus","userId":"u"}), None, &META)
+                .unwrap_err()
+                .contains("unknown event type")
+        );
+        assert!(
+            normalize(json!({"type":"track","userId":"u"}), None, &META)
+                .unwrap_err()
+                .contains("`event` name")
+        );
         assert!(normalize(json!([1]), None, &META).is_err());
     }
 
     #[test]
     fn message_id_is_generated_and_write_key_dropped() {
-        let e = normalize(json!({"userId":"u","event":"E","writeKey":"k"}), Some("track"), &META).unwrap();
+        let e = normalize(
+            json!({"userId":"u","event":"E","writeKey":"k"}),
+            Some("track"),
+            &META,
+        )
+        .unwrap();
         let v: Value = serde_json::from_str(&e.event_json).unwrap();
         assert_eq!(v["messageId"], Value::String(e.message_id.clone()));
         assert_eq!(e.message_id.len(), 36);
@@ -139,8 +172,16 @@ mod tests {
     #[test]
     fn batch_sent_at_is_copied() {
         let sent = json!("2026-01-01T00:00:01Z");
-        let meta = RequestMeta { received_at: "x", sent_at: Some(&sent) };
-        let e = normalize(json!({"type":"page","anonymousId":"a","messageId":"m"}), None, &meta).unwrap();
+        let meta = RequestMeta {
+            received_at: "x",
+            sent_at: Some(&sent),
+        };
+        let e = normalize(
+            json!({"type":"page","anonymousId":"a","messageId":"m"}),
+            None,
+            &meta,
+        )
+        .unwrap();
         let v: Value = serde_json::from_str(&e.event_json).unwrap();
         assert_eq!(v["sentAt"], sent);
         assert_eq!(e.message_id, "m");

@@ -25,8 +25,18 @@ pub async fn batch(
     let (source, mut doc) = parse_and_authenticate(&state, &headers, body).await?;
     let batch = match doc.remove("batch") {
         Some(Value::Array(items)) => items,
-        Some(_) => return Err(ApiError::bad_request("invalid_batch", "`batch` must be an array")),
-        None => return Err(ApiError::bad_request("invalid_batch", "missing `batch` array")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_batch",
+                "`batch` must be an array",
+            ));
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                "invalid_batch",
+                "missing `batch` array",
+            ));
+        }
     };
     if batch.is_empty() {
         return Err(ApiError::bad_request("empty_batch", "`batch` is empty"));
@@ -39,7 +49,9 @@ pub async fn batch(
     let events = batch
         .into_iter()
         .enumerate()
-        .map(|(i, e)| normalize(e, None, &meta).map_err(|why| invalid_event(format!("batch[{i}]: {why}"))))
+        .map(|(i, e)| {
+            normalize(e, None, &meta).map_err(|why| invalid_event(format!("batch[{i}]: {why}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     store(&state, &source, events).await
 }
@@ -51,7 +63,12 @@ pub async fn single(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let kind = uri.path().rsplit('/').next().unwrap_or_default().to_string();
+    let kind = uri
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let (source, doc) = parse_and_authenticate(&state, &headers, body).await?;
     let received_at = now_rfc3339();
     let meta = RequestMeta {
@@ -68,7 +85,10 @@ pub async fn health(State(state): State<Arc<IngestState>>) -> (StatusCode, Json<
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
         Err(e) => {
             tracing::warn!(error = %e, "health check: store unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "store_unavailable"})))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "store_unavailable"})),
+            )
         }
     }
 }
@@ -80,10 +100,14 @@ async fn parse_and_authenticate(
 ) -> Result<(Arc<Source>, serde_json::Map<String, Value>), ApiError> {
     let header_key = basic_auth_key(headers)?;
     let bytes = read_body(headers, body).await?;
-    let doc: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
     let Value::Object(doc) = doc else {
-        return Err(ApiError::bad_request("invalid_json", "the body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body must be a JSON object",
+        ));
     };
     let key = match header_key {
         Some(k) => k,
@@ -104,7 +128,11 @@ async fn parse_and_authenticate(
     Ok((source, doc))
 }
 
-async fn store(state: &IngestState, source: &Source, events: Vec<NewEvent>) -> Result<Json<Value>, ApiError> {
+async fn store(
+    state: &IngestState,
+    source: &Source,
+    events: Vec<NewEvent>,
+) -> Result<Json<Value>, ApiError> {
     let outcome = state
         .store
         .job_insert_many(&source.workspace, &source.id, &source.destinations, events)

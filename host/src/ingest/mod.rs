@@ -72,5 +72,6 @@ pub fn router(state: Arc<IngestState>) -> Router {
     for kind in event::EVENT_TYPES {
         app = app.route(&format!("/v1/{kind}"), post(handlers::single));
     }
-    app.route("/health", get(handlers::health)).with_state(state)
+    app.route("/health", get(handlers::health))
+        .with_state(state)
 }

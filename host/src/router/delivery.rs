@@ -97,7 +97,9 @@ async fn run_waves(
                 NextState::Retry { code, text, at } => {
                     tracing::info!(job = job.job_id, key = %job.ordering_key, %code, error = %text, retry_at = %at, "attempt failed")
                 }
-                NextState::Throttled { at } => tracing::info!(job = job.job_id, until = %at, "throttled"),
+                NextState::Throttled { at } => {
+                    tracing::info!(job = job.job_id, until = %at, "throttled")
+                }
                 NextState::Released => {}
             }
             // A key goes on only past a terminal job; otherwise its later jobs wait.
@@ -297,8 +299,17 @@ mod tests {
 
     #[test]
     fn keys_keep_id_order_and_first_seen_order() {
-        let q = by_key(vec![job(1, "a"), job(2, "b"), job(3, "a"), job(4, "c"), job(5, "b")]);
-        let ids: Vec<Vec<i64>> = q.iter().map(|q| q.iter().map(|j| j.job_id).collect()).collect();
+        let q = by_key(vec![
+            job(1, "a"),
+            job(2, "b"),
+            job(3, "a"),
+            job(4, "c"),
+            job(5, "b"),
+        ]);
+        let ids: Vec<Vec<i64>> = q
+            .iter()
+            .map(|q| q.iter().map(|j| j.job_id).collect())
+            .collect();
         assert_eq!(ids, vec![vec![1, 3], vec![2, 5], vec![4]]);
     }
 

@@ -151,7 +151,10 @@ mod tests {
                     assert_eq!(code, "http_500");
                     let wait = at - now;
                     let base = p.backoff(attempts_before + 1);
-                    assert!(wait >= base && wait <= base.mul_f64(1.2), "{wait:?} vs {base:?}");
+                    assert!(
+                        wait >= base && wait <= base.mul_f64(1.2),
+                        "{wait:?} vs {base:?}"
+                    );
                 }
                 other => panic!("expected a retry, got {other:?}"),
             }
@@ -165,10 +168,16 @@ mod tests {
         let first = OffsetDateTime::now_utc();
         // Many attempts but within the window: keep retrying.
         let soon = first + time::Duration::hours(1);
-        assert!(matches!(decide(&p, 20, first, soon, retry(), &mut rng), NextState::Retry { .. }));
+        assert!(matches!(
+            decide(&p, 20, first, soon, retry(), &mut rng),
+            NextState::Retry { .. }
+        ));
         // Past the window but too few attempts: keep retrying.
         let late = first + time::Duration::hours(4);
-        assert!(matches!(decide(&p, 1, first, late, retry(), &mut rng), NextState::Retry { .. }));
+        assert!(matches!(
+            decide(&p, 1, first, late, retry(), &mut rng),
+            NextState::Retry { .. }
+        ));
         // Past the window and enough attempts: abort, keeping the code.
         match decide(&p, 2, first, late, retry(), &mut rng) {
             NextState::Aborted { code, text } => {
@@ -188,9 +197,24 @@ mod tests {
             code: "http_400".into(),
             message: "bad".into(),
         };
-        assert!(matches!(decide(&p, 0, now, now, abort, &mut rng), NextState::Aborted { .. }));
-        let t = decide(&p, 0, now, now, JobOutcome::Throttled(Duration::from_secs(7)), &mut rng);
-        assert_eq!(t, NextState::Throttled { at: now + Duration::from_secs(7) });
+        assert!(matches!(
+            decide(&p, 0, now, now, abort, &mut rng),
+            NextState::Aborted { .. }
+        ));
+        let t = decide(
+            &p,
+            0,
+            now,
+            now,
+            JobOutcome::Throttled(Duration::from_secs(7)),
+            &mut rng,
+        );
+        assert_eq!(
+            t,
+            NextState::Throttled {
+                at: now + Duration::from_secs(7)
+            }
+        );
     }
 
     #[test]

@@ -71,7 +71,8 @@ impl DestinationWorker {
                     let worker = me.clone();
                     let paused_until = paused_until.clone();
                     deliveries.spawn(async move {
-                        let report = deliver(&worker.pool, &worker.policy, jobs, &worker.shutdown).await;
+                        let report =
+                            deliver(&worker.pool, &worker.policy, jobs, &worker.shutdown).await;
                         let pause = report
                             .throttle
                             .or(report.unavailable.as_ref().map(|_| UNAVAILABLE_PAUSE));

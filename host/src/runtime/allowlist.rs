@@ -43,8 +43,9 @@ impl Allowlist {
             let Some(text) = substitute(entry, config)? else {
                 continue;
             };
-            let pattern = parse_pattern(&text)
-                .ok_or_else(|| format!("allowed_hosts entry `{entry}` (`{text}`) is not a host pattern"))?;
+            let pattern = parse_pattern(&text).ok_or_else(|| {
+                format!("allowed_hosts entry `{entry}` (`{text}`) is not a host pattern")
+            })?;
             list.patterns.push(pattern);
             list.described.push(text);
         }
@@ -56,7 +57,10 @@ impl Allowlist {
         let Some(host) = url.host_str() else {
             return false;
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         let port = url.port_or_known_default();
         self.patterns.iter().any(|p| {
             p.scheme.as_deref().is_none_or(|s| s == url.scheme())
@@ -127,7 +131,11 @@ fn parse_pattern(text: &str) -> Option<Pattern> {
     }
     if text.contains("://") {
         let url = Url::parse(text).ok()?;
-        let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = url
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         return Some(Pattern {
             scheme: Some(url.scheme().to_string()),
             host: host_pattern(&host),
@@ -135,7 +143,11 @@ fn parse_pattern(text: &str) -> Option<Pattern> {
         });
     }
     // host or host:port; parse through a dummy scheme to reuse the URL crate's host rules.
-    let url = Url::parse(&format!("sluice://{}", text.replace("*.", "wildcard-marker."))).ok()?;
+    let url = Url::parse(&format!(
+        "sluice://{}",
+        text.replace("*.", "wildcard-marker.")
+    ))
+    .ok()?;
     if url.path() != "" && url.path() != "/" {
         return None;
     }
@@ -174,27 +186,75 @@ mod tests {
     #[test]
     fn config_template_allows_exactly_the_configured_origin() {
         let cfg = json!({"url": "http://127.0.0.1:9000/hook"});
-        assert!(allows(&["{{ config.url }}"], cfg.clone(), "http://127.0.0.1:9000/other"));
-        assert!(!allows(&["{{ config.url }}"], cfg.clone(), "http://127.0.0.1:9001/hook"));
-        assert!(!allows(&["{{ config.url }}"], cfg.clone(), "https://127.0.0.1:9000/hook"));
-        assert!(!allows(&["{{ config.url }}"], cfg, "http://forbidden.example.invalid/"));
+        assert!(allows(
+            &["{{ config.url }}"],
+            cfg.clone(),
+            "http://127.0.0.1:9000/other"
+        ));
+        assert!(!allows(
+            &["{{ config.url }}"],
+            cfg.clone(),
+            "http://127.0.0.1:9001/hook"
+        ));
+        assert!(!allows(
+            &["{{ config.url }}"],
+            cfg.clone(),
+            "https://127.0.0.1:9000/hook"
+        ));
+        assert!(!allows(
+            &["{{ config.url }}"],
+            cfg,
+            "http://forbidden.example.invalid/"
+        ));
     }
 
     #[test]
     fn missing_config_field_allows_nothing() {
-        assert!(!allows(&["{{ config.url }}"], json!({}), "http://127.0.0.1/"));
+        assert!(!allows(
+            &["{{ config.url }}"],
+            json!({}),
+            "http://127.0.0.1/"
+        ));
     }
 
     #[test]
     fn host_and_wildcard_patterns() {
-        assert!(allows(&["api.example.com"], json!({}), "https://api.example.com/x"));
-        assert!(allows(&["api.example.com"], json!({}), "http://API.example.com:8080/x"));
-        assert!(!allows(&["api.example.com:443"], json!({}), "http://api.example.com/x"));
-        assert!(allows(&["*.example.com"], json!({}), "https://a.b.example.com/"));
-        assert!(!allows(&["*.example.com"], json!({}), "https://example.com/"));
-        assert!(!allows(&["*.example.com"], json!({}), "https://badexample.com/"));
+        assert!(allows(
+            &["api.example.com"],
+            json!({}),
+            "https://api.example.com/x"
+        ));
+        assert!(allows(
+            &["api.example.com"],
+            json!({}),
+            "http://API.example.com:8080/x"
+        ));
+        assert!(!allows(
+            &["api.example.com:443"],
+            json!({}),
+            "http://api.example.com/x"
+        ));
+        assert!(allows(
+            &["*.example.com"],
+            json!({}),
+            "https://a.b.example.com/"
+        ));
+        assert!(!allows(
+            &["*.example.com"],
+            json!({}),
+            "https://example.com/"
+        ));
+        assert!(!allows(
+            &["*.example.com"],
+            json!({}),
+            "https://badexample.com/"
+        ));
         assert!(allows(&["*"], json!({}), "http://anything:1/"));
-        assert!(allows(&["https://{{ config.region }}.api.io"], json!({"region": "eu"}), "https://eu.api.io/v1"));
+        assert!(allows(
+            &["https://{{ config.region }}.api.io"],
+            json!({"region": "eu"}),
+            "https://eu.api.io/v1"
+        ));
     }
 
     #[test]

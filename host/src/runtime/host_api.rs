@@ -100,11 +100,21 @@ impl log::Host for HostState {
         let l = &self.labels;
         let job = self.current_job;
         match level {
-            Level::Trace => tracing::trace!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}"),
-            Level::Debug => tracing::debug!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}"),
-            Level::Info => tracing::info!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}"),
-            Level::Warn => tracing::warn!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}"),
-            Level::Error => tracing::error!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}"),
+            Level::Trace => {
+                tracing::trace!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}")
+            }
         }
     }
 }
@@ -153,17 +163,18 @@ impl HostState {
                 .map_err(|_| HttpError::InvalidRequest(format!("bad value for header `{name}`")))?;
             builder = builder.header(name, value);
         }
-        let mut response = builder
-            .body(request.body)
-            .send()
-            .await
-            .map_err(classify)?;
+        let mut response = builder.body(request.body).send().await.map_err(classify)?;
 
         let status = response.status().as_u16();
         let headers = response
             .headers()
             .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(classify)? {

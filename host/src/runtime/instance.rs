@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use wasmtime::{Store, UpdateDeadline};
 
+use super::PluginRuntime;
+use super::allowlist::Allowlist;
 use super::bindings::{Destination, JobContext, Outcome, Request, TransformError};
 use super::host_api::{HostState, Labels};
 use super::loader::LoadedPlugin;
-use super::allowlist::Allowlist;
-use super::PluginRuntime;
 
 /// A call that did not return normally: the plugin trapped, ran out of time or memory, or
 /// broke the protocol. The job is retried with this code.
@@ -48,11 +48,15 @@ pub struct PluginInstance {
 
 impl PluginInstance {
     /// Instantiates the plugin and runs `configure`.
-    pub async fn new(runtime: &PluginRuntime, spec: &InstanceSpec) -> Result<PluginInstance, CallError> {
+    pub async fn new(
+        runtime: &PluginRuntime,
+        spec: &InstanceSpec,
+    ) -> Result<PluginInstance, CallError> {
         let manifest = &spec.plugin.manifest;
-        let max_memory = manifest
-            .memory_bytes()
-            .map_err(|message| CallError { code: "plugin_config", message })?;
+        let max_memory = manifest.memory_bytes().map_err(|message| CallError {
+            code: "plugin_config",
+            message,
+        })?;
         let state = HostState::new(
             runtime.http.clone(),
             spec.allowlist.clone(),

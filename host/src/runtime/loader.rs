@@ -12,10 +12,10 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
+use super::PluginRuntime;
 use super::bindings::DestinationPre;
 use super::host_api::HostState;
 use super::manifest::Manifest;
-use super::PluginRuntime;
 
 /// The WIT world every plugin must implement.
 pub const WORLD: &str = "sluice:destination/destination@0.1.0";
@@ -86,9 +86,8 @@ impl PluginRuntime {
             .ok_or("the file name is not valid UTF-8")?
             .to_string();
         let manifest_path = wasm_path.with_extension("toml");
-        let manifest_text = std::fs::read_to_string(&manifest_path).map_err(|e| {
-            format!("cannot read its manifest {}: {e}", manifest_path.display())
-        })?;
+        let manifest_text = std::fs::read_to_string(&manifest_path)
+            .map_err(|e| format!("cannot read its manifest {}: {e}", manifest_path.display()))?;
         let manifest = Manifest::parse(&manifest_text, &manifest_path)?;
         if manifest.name != stem {
             return Err(format!(
@@ -107,12 +106,12 @@ impl PluginRuntime {
                 .await
                 .map_err(|e| format!("compilation task failed: {e}"))??
         };
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            format!("does not match the `{WORLD}` world (imports): {e:#}")
-        })?;
-        let pre = DestinationPre::new(instance_pre).map_err(|e| {
-            format!("does not match the `{WORLD}` world (exports): {e:#}")
-        })?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("does not match the `{WORLD}` world (imports): {e:#}"))?;
+        let pre = DestinationPre::new(instance_pre)
+            .map_err(|e| format!("does not match the `{WORLD}` world (exports): {e:#}"))?;
         Ok(LoadedPlugin {
             name: manifest.name.clone(),
             manifest,
@@ -138,7 +137,9 @@ impl PluginRuntime {
             // is recompiled below.
             match unsafe { Component::deserialize_file(&self.engine, file) } {
                 Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!(file = %file.display(), error = %e, "ignoring unusable compiled plugin cache entry"),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "ignoring unusable compiled plugin cache entry")
+                }
             }
         }
         let component = Component::new(&self.engine, bytes)

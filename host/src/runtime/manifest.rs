@@ -124,9 +124,7 @@ impl Manifest {
 /// binary units too, since that is what people mean for memory.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
@@ -171,11 +169,14 @@ max_attempts = 5
 
     #[test]
     fn errors_name_file_and_field() {
-        let err = Manifest::parse("name = \"x\"\nbatch_size = 0\n", Path::new("p/x.toml"))
-            .unwrap_err();
+        let err =
+            Manifest::parse("name = \"x\"\nbatch_size = 0\n", Path::new("p/x.toml")).unwrap_err();
         assert_eq!(err, "p/x.toml: batch_size: must be between 1 and 10000");
-        let err = Manifest::parse("name = \"x\"\n[limits]\nmemory = \"lots\"\n", Path::new("x.toml"))
-            .unwrap_err();
+        let err = Manifest::parse(
+            "name = \"x\"\n[limits]\nmemory = \"lots\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
         assert!(err.starts_with("x.toml: limits.memory:"), "{err}");
     }
 

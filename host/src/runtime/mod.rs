@@ -46,12 +46,16 @@ impl PluginRuntime {
         config.epoch_interruption(true);
         // We use no WASI 0.3 async exports; concurrency support costs ~0.8 µs per call.
         config.concurrency_support(false);
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
 
         let mut linker = Linker::new(&engine);
         // Rust's std imports WASI 0.2 even in plugins that never touch files: link it, with a
         // context that grants nothing (see host_api).
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
         Destination::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("linking the sluice host interfaces")?;

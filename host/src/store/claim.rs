@@ -65,8 +65,8 @@ impl Store {
             "WITH blocked AS (
                 SELECT DISTINCT ordering_key FROM job_state
                 WHERE destination_id = $1
-                  AND state IN ('pending', 'executing', 'failed')
-                  AND (state = 'executing' OR (state = 'failed' AND next_attempt_at > now()))
+                  AND state IN ('executing', 'failed')
+                  AND (state = 'executing' OR next_attempt_at > now())
              ), picked AS (
                 SELECT s.job_id FROM job_state s
                 WHERE s.destination_id = $1

@@ -1,5 +1,8 @@
 //! Recording the outcome of a claim: one batched UPDATE for all jobs of a delivery.
 //!
+//! `error_code`/`error_text` hold the *last* error: a job delivered after failures keeps them,
+//! so an operator can see why it needed retries.
+//!
 //! Only jobs still `executing` are touched, so an outcome that arrives after an operator
 //! aborted or replayed the job cannot overwrite that decision.
 
@@ -78,8 +81,10 @@ impl Store {
             "UPDATE job_state s
              SET state = u.state,
                  attempt = s.attempt + u.inc,
-                 error_code = CASE WHEN u.state = 'pending' THEN s.error_code ELSE u.code END,
-                 error_text = CASE WHEN u.state = 'pending' THEN s.error_text ELSE u.text END,
+                 error_code = CASE WHEN u.state IN ('pending', 'delivered') THEN s.error_code
+                                   ELSE u.code END,
+                 error_text = CASE WHEN u.state IN ('pending', 'delivered') THEN s.error_text
+                                   ELSE u.text END,
                  next_attempt_at = coalesce(u.next_at, s.next_attempt_at),
                  updated_at = now()
              FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[],

@@ -76,13 +76,12 @@ impl Store {
         let job_count = accepted.len() * destinations.len();
 
         if job_count > 0 {
-            let mut ids: Vec<i64> = sqlx::query_scalar(
-                "SELECT nextval('job_id_seq') FROM generate_series(1, $1)",
-            )
-            .bind(job_count as i64)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StoreError::from_sqlx("reserving job ids"))?;
+            let mut ids: Vec<i64> =
+                sqlx::query_scalar("SELECT nextval('job_id_seq') FROM generate_series(1, $1)")
+                    .bind(job_count as i64)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx("reserving job ids"))?;
             ids.sort_unstable();
 
             let mut dests = Vec::with_capacity(job_count);

@@ -109,7 +109,10 @@ impl Store {
     }
 
     /// When the earliest failed job of a destination becomes due (for the router's sleep).
-    pub async fn job_next_due(&self, destination_id: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+    pub async fn job_next_due(
+        &self,
+        destination_id: &str,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
         let row = sqlx::query(
             "SELECT min(next_attempt_at) AS due FROM job_state
              WHERE destination_id = $1 AND state = 'failed'",

@@ -1,0 +1,182 @@
+//! Delivery order and retries through the webhook plugin.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+const FAST_RETRY: &str =
+    r#"{ min_backoff = "1s", max_backoff = "5s", max_attempts = 3, window = "1h" }"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_events_from_fifty_users_arrive_in_order_and_signed() {
+    let sink = Sink::ok(SECRET);
+    let sluice = Sluice::start(&webhook_config(&sink.url, FAST_RETRY, ""));
+    post_all(&sluice, &events(50, 1000), 100).await;
+
+    wait_until(Duration::from_secs(120), "1000 deliveries", || async {
+        (sink.accepted().len() >= 1000).then_some(())
+    })
+    .await;
+    let received = sink.received();
+    assert_in_order_exactly_once(&received, 50, 20);
+    assert!(
+        received.iter().all(|r| r.signature_ok),
+        "every webhook is signed with the secret"
+    );
+    assert!(
+        received
+            .iter()
+            .all(|r| r.webhook_id == format!("{}:hook", r.message_id))
+    );
+
+    let pool = db(&sluice).await;
+    let states = states(&pool, "hook").await;
+    assert_eq!(states.get("delivered"), Some(&1000), "{states:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_user_waits_while_other_users_are_delivered() {
+    // user-7's first event fails three times with 500, then succeeds.
+    let sink = Sink::with(SECRET, |r| {
+        if r.message_id == "user-7-0" && r.nth <= 3 {
+            500
+        } else {
+            200
+        }
+    });
+    let sluice = Sluice::start(&webhook_config(&sink.url, FAST_RETRY, ""));
+    let pool = db(&sluice).await;
+    post_all(&sluice, &events(10, 100), 100).await;
+
+    // While user-7's head job is failing, the store shows it and what it blocks.
+    let (attempt, code): (i32, String) =
+        wait_until(Duration::from_secs(30), "user-7-0 to fail", || async {
+            sqlx::query_as(
+                "SELECT attempt, error_code FROM failed_jobs WHERE message_id = 'user-7-0'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        })
+        .await;
+    assert!(attempt >= 1);
+    assert_eq!(code, "http_500");
+    let blocked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM blocked_jobs b JOIN jobs j ON j.id = b.job_id
+         WHERE j.ordering_key = 'user-7' AND b.blocked_by = (SELECT id FROM jobs WHERE message_id = 'user-7-0')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        blocked, 9,
+        "user-7's other nine jobs wait behind its failed head"
+    );
+
+    wait_until(Duration::from_secs(60), "all 100 deliveries", || async {
+        (sink.accepted().len() >= 100).then_some(())
+    })
+    .await;
+    let received = sink.received();
+    assert_in_order_exactly_once(&received, 10, 10);
+
+    // Everyone else was delivered before user-7's head finally went through.
+    let head_ok = received
+        .iter()
+        .find(|r| r.message_id == "user-7-0" && r.status == 200)
+        .unwrap()
+        .at;
+    let others_last = received
+        .iter()
+        .filter(|r| r.user != "user-7")
+        .map(|r| r.at)
+        .max()
+        .unwrap();
+    assert!(
+        others_last < head_ok,
+        "other users were not held up by user-7"
+    );
+    let attempts_of_head = received
+        .iter()
+        .filter(|r| r.message_id == "user-7-0")
+        .count();
+    assert_eq!(attempts_of_head, 4);
+
+    let (state, attempt, code): (String, i32, Option<String>) = sqlx::query_as(
+        "SELECT state, attempt, error_code FROM job_overview WHERE message_id = 'user-7-0'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (state.as_str(), attempt, code.as_deref()),
+        ("delivered", 3, Some("http_500"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_aborts_the_job_at_once_and_the_user_goes_on() {
+    let sink = Sink::with(
+        SECRET,
+        |r| if r.message_id == "user-3-2" { 400 } else { 200 },
+    );
+    let sluice = Sluice::start(&webhook_config(&sink.url, FAST_RETRY, ""));
+    post_all(&sluice, &events(5, 50), 50).await;
+
+    wait_until(Duration::from_secs(60), "49 deliveries", || async {
+        (sink.accepted().len() >= 49).then_some(())
+    })
+    .await;
+    let received = sink.received();
+    assert_eq!(
+        received
+            .iter()
+            .filter(|r| r.message_id == "user-3-2")
+            .count(),
+        1,
+        "never retried"
+    );
+    let by_user = accepted_by_user(&received);
+    assert_eq!(by_user["user-3"], vec![0, 1, 3, 4, 5, 6, 7, 8, 9]);
+
+    let pool = db(&sluice).await;
+    let (attempt, code, text): (i32, String, String) = sqlx::query_as(
+        "SELECT attempt, error_code, error_text FROM aborted_jobs WHERE message_id = 'user-3-2'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((attempt, code.as_str()), (1, "http_400"));
+    assert!(!text.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_aborted_after_max_attempts_and_window() {
+    let sink = Sink::with(SECRET, |r| if r.user == "user-0" { 503 } else { 200 });
+    let retry =
+        r#"{ min_backoff = "200ms", max_backoff = "400ms", max_attempts = 3, window = "0s" }"#;
+    let sluice = Sluice::start(&webhook_config(&sink.url, retry, ""));
+    post_all(&sluice, &events(2, 4), 4).await;
+    let pool = db(&sluice).await;
+    let aborted: i64 = wait_until(
+        Duration::from_secs(30),
+        "user-0's jobs to be aborted",
+        || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM aborted_jobs WHERE ordering_key = 'user-0'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (n == 2).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(aborted, 2);
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempt FROM aborted_jobs ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, vec![3, 3], "each aborted after max_attempts");
+    assert_eq!(accepted_by_user(&sink.received())["user-1"], vec![0, 1]);
+}

@@ -1,0 +1,147 @@
+//! Test harness: the real binary, real embedded Postgres, real compiled plugins, a local sink.
+
+pub mod plugins;
+pub mod process;
+pub mod sink;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+pub use process::Sluice;
+pub use sink::{Received, Sink};
+
+pub const WRITE_KEY: &str = "wk_test";
+pub const SECRET: &str = "whsec_dGVzdC1zZWNyZXQ=";
+
+/// One source (`WRITE_KEY`) feeding one webhook destination `hook` at `sink_url`, plus `extra`.
+pub fn webhook_config(sink_url: &str, retry: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[source]]
+id = "web"
+workspace = "acme"
+write_key = "{WRITE_KEY}"
+destinations = ["hook"]
+
+[[destination]]
+id = "hook"
+workspace = "acme"
+plugin = "webhook"
+config = {{ url = "{sink_url}", secret = "{SECRET}" }}
+retry = {retry}
+{extra}
+"#
+    )
+}
+
+/// A track event of `user` carrying its per-user sequence number.
+pub fn track(user: &str, seq: i64) -> Value {
+    json!({
+        "type": "track",
+        "userId": user,
+        "event": "Order Completed",
+        "messageId": format!("{user}-{seq}"),
+        "properties": { "seq": seq, "pad": "x".repeat(200) },
+        "timestamp": "2026-11-25T00:00:00Z",
+    })
+}
+
+/// `n` events spread round-robin over `users` users, each user's numbered from 0.
+pub fn events(users: usize, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| track(&format!("user-{}", i % users), (i / users) as i64))
+        .collect()
+}
+
+pub fn client() -> reqwest::Client {
+    // reqwest is built without a bundled crypto provider (see runtime::host_api::http_client).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// POSTs a batch with Basic auth; returns status and JSON body.
+pub async fn post_batch(sluice: &Sluice, events: &[Value]) -> (u16, Value) {
+    let resp = client()
+        .post(sluice.url("/v1/batch"))
+        .basic_auth(WRITE_KEY, Some(""))
+        .json(&json!({ "batch": events, "sentAt": "2026-11-25T00:00:01Z" }))
+        .send()
+        .await
+        .expect("post batch");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Sends `events` in batches of `size`, asserting each is accepted.
+pub async fn post_all(sluice: &Sluice, events: &[Value], size: usize) {
+    for chunk in events.chunks(size) {
+        let (status, body) = post_batch(sluice, chunk).await;
+        assert_eq!(status, 200, "batch rejected: {body}");
+    }
+}
+
+pub async fn db(sluice: &Sluice) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&sluice.db_url)
+        .await
+        .expect("connect to the test database")
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Per user, the `seq` of each accepted delivery in arrival order.
+pub fn accepted_by_user(received: &[Received]) -> BTreeMap<String, Vec<i64>> {
+    let mut map: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for r in received.iter().filter(|r| (200..300).contains(&r.status)) {
+        map.entry(r.user.clone()).or_default().push(r.seq);
+    }
+    map
+}
+
+/// Asserts every user got exactly `0..per_user` in order, each once.
+pub fn assert_in_order_exactly_once(received: &[Received], users: usize, per_user: i64) {
+    let by_user = accepted_by_user(received);
+    assert_eq!(by_user.len(), users, "users seen: {:?}", by_user.keys());
+    for (user, seqs) in &by_user {
+        let want: Vec<i64> = (0..per_user).collect();
+        assert_eq!(
+            seqs, &want,
+            "deliveries of {user} out of order or duplicated"
+        );
+    }
+}
+
+/// Counts jobs by state for a destination.
+pub async fn states(pool: &PgPool, destination: &str) -> BTreeMap<String, i64> {
+    sqlx::query_as::<_, (String, i64)>(
+        "SELECT state, count(*) FROM job_state WHERE destination_id = $1 GROUP BY state",
+    )
+    .bind(destination)
+    .fetch_all(pool)
+    .await
+    .expect("count states")
+    .into_iter()
+    .collect()
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `sluice` binary with its embedded PostgreSQL, real plugins built by
+//! `sluice plugin build`, and a local HTTP sink. Each test has its own data directory (and so its
+//! own database); waits poll with deadlines, never fixed sleeps.
+
+mod harness;
+
+mod clients;
+mod crash;
+mod delivery;
+mod ingest_errors;
+mod sandbox;
