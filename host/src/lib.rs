@@ -9,6 +9,7 @@ pub mod config;
 pub mod embedded_pg;
 pub mod ingest;
 pub mod plugin_build;
+pub mod plugin_call;
 pub mod router;
 pub mod runtime;
 pub mod sink;

@@ -77,6 +77,22 @@ enum PluginCommand {
     },
     /// Load a plugin the way `serve` does and print its manifest.
     Check { wasm: PathBuf },
+    /// Run a plugin's transform (and optionally send) on one event, under the sandbox.
+    Call {
+        wasm: PathBuf,
+        /// The destination config, as JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// The event, as JSON.
+        #[arg(long)]
+        event: String,
+        /// Also call `send` with the payloads (makes real HTTP requests).
+        #[arg(long)]
+        send: bool,
+        /// Call transform this many times and report the mean time per call.
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -124,6 +140,30 @@ fn main() -> anyhow::Result<()> {
                     built.wasm.display(),
                     built.bytes,
                     built.manifest.display()
+                );
+                Ok(())
+            }
+            Command::Plugin(PluginCommand::Call {
+                wasm,
+                config,
+                event,
+                send,
+                repeat,
+            }) => {
+                let report =
+                    sluice::plugin_call::call(&wasm, &config, &event, repeat, send).await?;
+                for (i, p) in report.payloads.iter().enumerate() {
+                    println!("payload[{i}]: {p}");
+                }
+                if let Some(outcomes) = report.outcomes {
+                    for (i, o) in outcomes.iter().enumerate() {
+                        println!("outcome[{i}]: {o}");
+                    }
+                }
+                println!(
+                    "transform: {} call(s), mean {:.2} µs per call",
+                    report.transform_calls,
+                    report.transform_mean.as_secs_f64() * 1e6
                 );
                 Ok(())
             }

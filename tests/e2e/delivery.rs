@@ -147,7 +147,7 @@ async fn a_400_aborts_the_job_at_once_and_the_user_goes_on() {
     .await
     .unwrap();
     assert_eq!((attempt, code.as_str()), (1, "http_400"));
-    assert!(!text.is_empty());
+    assert_eq!(text, "HTTP 400 (empty body)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

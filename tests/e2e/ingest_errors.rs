@@ -40,6 +40,16 @@ async fn job_count(sluice: &Sluice) -> i64 {
         .unwrap()
 }
 
+/// A bad request and what it must get back: name, write key, headers, body, status, error code.
+type Case<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Vec<(&'a str, &'a str)>,
+    Vec<u8>,
+    u16,
+    &'a str,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_their_status_and_reason_and_store_nothing() {
     let sink = Sink::ok(SECRET);
@@ -47,7 +57,7 @@ async fn bad_requests_get_their_status_and_reason_and_store_nothing() {
     let good = track("u1", 0);
     let batch = |events: Value| serde_json::to_vec(&json!({ "batch": events })).unwrap();
 
-    let cases: Vec<(&str, Option<&str>, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "no write key",
             None,

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod cli;
 mod clients;
 mod crash;
 mod delivery;

@@ -1,7 +1,7 @@
 //! Finding the system's PostgreSQL server binaries (`initdb`, `pg_ctl`).
 //!
-//! Order: `SLUICE_PG_BIN` (a bin directory), then `pg_config --bindir`, then the newest
-//! `/usr/lib/postgresql/*/bin` (Debian/Ubuntu), then `PATH`.
+//! `SLUICE_PG_BIN` (a bin directory), when set, is the only place looked at. Otherwise:
+//! `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin` (Debian/Ubuntu), then `PATH`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +32,7 @@ impl PgBinaries {
 fn candidates() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(dir) = std::env::var_os("SLUICE_PG_BIN") {
-        dirs.push(PathBuf::from(dir));
+        return vec![PathBuf::from(dir)];
     }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
         && out.status.success()
@@ -58,6 +58,6 @@ fn debian_bin_dirs(root: &Path) -> Vec<PathBuf> {
             Some((major, e.path().join("bin")))
         })
         .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
     versions.into_iter().map(|(_, p)| p).collect()
 }

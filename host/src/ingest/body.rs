@@ -5,34 +5,23 @@ use std::io::Read;
 
 use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
-use axum::http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
+use axum::http::header::CONTENT_ENCODING;
+use bytes::BytesMut;
+use futures_util::StreamExt;
 
 use super::error::ApiError;
 
 /// Largest accepted body, compressed or not (RudderStack's and Segment's limit).
 pub const MAX_BODY_BYTES: usize = 4000 * 1024;
 
+/// Oversized bodies are still read (and discarded) up to this size before answering 413, so
+/// that a client that writes its whole body before reading the response sees the 413 rather
+/// than a broken connection. Beyond it the connection is cut.
+const MAX_DRAIN_BYTES: usize = 64 << 20;
+
 /// Reads and, if needed, gunzips the body.
 pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(ApiError::too_large(MAX_BODY_BYTES));
-    }
-    let raw = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|e| {
-            if is_length_limit(&e) {
-                ApiError::too_large(MAX_BODY_BYTES)
-            } else {
-                ApiError::bad_request(
-                    "unreadable_body",
-                    format!("could not read the request body: {e}"),
-                )
-            }
-        })?;
+    let raw = read_limited(body).await?;
     let encoding = headers
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -47,6 +36,32 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiErro
     }
 }
 
+/// Collects at most `MAX_BODY_BYTES`; past that, drains (bounded) and reports 413.
+async fn read_limited(body: Body) -> Result<Bytes, ApiError> {
+    let mut body = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(
+                "unreadable_body",
+                format!("could not read the request body: {e}"),
+            )
+        })?;
+        total += chunk.len();
+        if total > MAX_DRAIN_BYTES {
+            return Err(ApiError::too_large(MAX_BODY_BYTES));
+        }
+        if total <= MAX_BODY_BYTES {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    }
+    Ok(buf.freeze())
+}
+
 fn gunzip(raw: &[u8]) -> Result<Bytes, ApiError> {
     let mut out = Vec::with_capacity(raw.len() * 4);
     let mut reader = flate2::read::GzDecoder::new(raw).take(MAX_BODY_BYTES as u64 + 1);
@@ -57,15 +72,4 @@ fn gunzip(raw: &[u8]) -> Result<Bytes, ApiError> {
         return Err(ApiError::too_large(MAX_BODY_BYTES));
     }
     Ok(Bytes::from(out))
-}
-
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }

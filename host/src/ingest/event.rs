@@ -5,6 +5,7 @@
 //!   (single-event endpoints set it from the path);
 //! - it has a non-empty `userId` or `anonymousId` (strings; numbers are accepted and kept);
 //! - `track` events name the `event`.
+//!
 //! Normalisation: a missing `messageId` gets a UUID, `receivedAt` is set by the server, a batch's
 //! `sentAt` is copied onto events without one, and a body-level `writeKey` is not stored.
 
@@ -46,10 +47,10 @@ pub fn normalize(
         None => return Err("missing `type`".into()),
     }
     if event.get("type").and_then(Value::as_str) == Some("track")
-        && !event
+        && event
             .get("event")
             .and_then(Value::as_str)
-            .is_some_and(|e| !e.is_empty())
+            .is_none_or(str::is_empty)
     {
         return Err("a track event needs a non-empty `event` name".into());
     }

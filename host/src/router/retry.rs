@@ -5,6 +5,7 @@
 //! - Abort when the job has been retried for longer than `window` *and* at least
 //!   `max_attempts` times, or at once on a permanent failure.
 //! - Throttling waits without spending an attempt.
+//!
 //! Defaults are RudderStack's: 10 s, 300 s, 3 attempts, 3 h (≈ 40 attempts).
 
 use std::time::Duration;

@@ -8,6 +8,7 @@
 //!   config value first, so `"{{ config.url }}"` allows exactly the origin of the destination's
 //!   `url`, like Spin's templated `allowed_outbound_hosts`. An entry whose field is missing
 //!   allows nothing.
+//!
 //! Redirects are never followed by the host, so a response cannot lead a plugin elsewhere.
 
 use url::Url;

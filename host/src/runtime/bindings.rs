@@ -10,6 +10,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use sluice::destination::http::{HttpError, HttpRequest, HttpResponse};
-pub use sluice::destination::log::Level;
-pub use sluice::destination::types::Failure;
+pub use self::sluice::destination::http::{HttpError, HttpRequest, HttpResponse};
+pub use self::sluice::destination::log::Level;
+pub use self::sluice::destination::types::{Failure, JobContext, Outcome, Request, TransformError};

@@ -92,6 +92,7 @@ impl PluginInstance {
         instance.begin();
         let result = instance
             .bindings
+            .sluice_destination_plugin()
             .call_configure(&mut instance.store, &spec.config_json)
             .await;
         match instance.finish(result)? {
@@ -118,6 +119,7 @@ impl PluginInstance {
         self.store.data_mut().current_job = Some(context.job_id);
         let result = self
             .bindings
+            .sluice_destination_plugin()
             .call_transform(&mut self.store, context, event)
             .await;
         self.finish(result)
@@ -126,7 +128,11 @@ impl PluginInstance {
     /// `send` of a batch; exactly one outcome per request or a `plugin_protocol` error.
     pub async fn send(&mut self, requests: &[Request]) -> Result<Vec<Outcome>, CallError> {
         self.begin();
-        let result = self.bindings.call_send(&mut self.store, requests).await;
+        let result = self
+            .bindings
+            .sluice_destination_plugin()
+            .call_send(&mut self.store, requests)
+            .await;
         let outcomes = self.finish(result)?;
         if outcomes.len() != requests.len() {
             self.poisoned = true;

@@ -105,7 +105,7 @@ impl Manifest {
             return Err("max_in_flight: must be between 1 and 256".into());
         }
         let memory = self.memory_bytes()?;
-        if memory < (1 << 20) || memory > MAX_MEMORY {
+        if !((1 << 20)..=MAX_MEMORY).contains(&memory) {
             return Err("limits.memory: must be between 1MiB and 4GiB".into());
         }
         if self.limits.deadline.is_zero() {

@@ -1,0 +1,87 @@
+//! Sluice webhook destination: POSTs each event's JSON to one URL, signed per Standard
+//! Webhooks (<https://www.standardwebhooks.com>), so receivers can verify it with any
+//! off-the-shelf library.
+//!
+//! Contract: `transform` keeps the SDK default (one payload = the event's raw JSON); `send`
+//! POSTs each payload in order with `content-type: application/json`,
+//! `user-agent: sluice-webhook/0.1`, `webhook-id` (the job's idempotency key, stable across
+//! retries), `webhook-timestamp` (Unix seconds at sending) and `webhook-signature`, plus
+//! the configured extra headers (which may override the content type and user agent). Each
+//! response maps to an outcome with [`Outcome::from_result`]. Config: see [`config`].
+
+pub mod config;
+pub mod signature;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_sdk::http::{self, HttpRequest};
+use sluice_sdk::{Destination, Outcome, Request};
+
+use crate::config::Config;
+
+const USER_AGENT: &str = "sluice-webhook/0.1";
+
+/// The webhook destination, holding its validated config.
+#[derive(Debug)]
+pub struct Webhook {
+    config: Config,
+}
+
+impl Destination for Webhook {
+    fn configure(config: serde_json::Value) -> Result<Self, String> {
+        Config::parse(&config).map(|config| Webhook { config })
+    }
+
+    fn send(&self, requests: Vec<Request>) -> Vec<Outcome> {
+        requests.into_iter().map(|req| self.deliver(req)).collect()
+    }
+}
+
+impl Webhook {
+    fn deliver(&self, req: Request) -> Outcome {
+        // Signed at sending time, not at transform time: receivers reject stale timestamps,
+        // and a retry must carry a fresh one (with the same webhook-id).
+        let timestamp = match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(now) => now.as_secs(),
+            Err(err) => {
+                return Outcome::retry("clock_error", format!("system clock before 1970: {err}"));
+            }
+        };
+        Outcome::from_result(http::send(&self.request(req, timestamp)))
+    }
+
+    /// The signed POST for `req` at `timestamp` (Unix seconds).
+    fn request(&self, req: Request, timestamp: u64) -> HttpRequest {
+        let id = req.context.idempotency_key;
+        let signature = signature::sign(&self.config.key, &id, timestamp, &req.body);
+        let not_overridden = |name: &str| {
+            !self
+                .config
+                .headers
+                .iter()
+                .any(|(key, _)| key.eq_ignore_ascii_case(name))
+        };
+        let mut post = HttpRequest::post(&self.config.url);
+        if not_overridden("content-type") {
+            post = post.header("content-type", "application/json");
+        }
+        if not_overridden("user-agent") {
+            post = post.header("user-agent", USER_AGENT);
+        }
+        post = post
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(req.body);
+        for (name, value) in &self.config.headers {
+            post = post.header(name, value);
+        }
+        post.timeout = self.config.timeout;
+        post
+    }
+}
+
+sluice_sdk::export_destination!(Webhook);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,300 @@
+//! A typed view of a Segment-spec event, as the host hands it to `transform`.
+//!
+//! Contract: the well-known Segment fields are lifted into typed fields (camelCase JSON keys,
+//! as Segment sends them); everything, including unknown fields, stays available unchanged in
+//! [`Event::raw`]. `type` and `messageId` are required (the Segment spec requires them);
+//! every other field may be absent or `null`. ID fields also accept JSON numbers, which some
+//! Segment libraries send for `userId`, and turn them into strings.
+
+use std::fmt;
+
+use serde::de::Error as _;
+use serde_json::{Map, Value};
+
+/// The Segment call type (`type` key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// `track`: a user action, named in [`Event::event`].
+    Track,
+    /// `identify`: who the user is, with [`Event::traits`].
+    Identify,
+    /// `page`: a web page view, named in [`Event::name`].
+    Page,
+    /// `screen`: a mobile screen view, named in [`Event::name`].
+    Screen,
+    /// `group`: the user joined [`Event::group_id`].
+    Group,
+    /// `alias`: [`Event::previous_id`] and `userId` are the same user.
+    Alias,
+    /// Any other type, kept verbatim.
+    Other(String),
+}
+
+impl EventType {
+    /// Map a `type` value to an [`EventType`]; known types match case-insensitively.
+    pub fn parse(value: &str) -> EventType {
+        const KNOWN: [(&str, EventType); 6] = [
+            ("track", EventType::Track),
+            ("identify", EventType::Identify),
+            ("page", EventType::Page),
+            ("screen", EventType::Screen),
+            ("group", EventType::Group),
+            ("alias", EventType::Alias),
+        ];
+        KNOWN
+            .into_iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(value))
+            .map_or_else(|| EventType::Other(value.to_owned()), |(_, kind)| kind)
+    }
+
+    /// The lowercase Segment name of this type (`Other` returns its original text).
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventType::Track => "track",
+            EventType::Identify => "identify",
+            EventType::Page => "page",
+            EventType::Screen => "screen",
+            EventType::Group => "group",
+            EventType::Alias => "alias",
+            EventType::Other(other) => other,
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Segment-spec event. Object-valued fields are [`Value::Null`] when absent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// `type`.
+    pub event_type: EventType,
+    /// `messageId`.
+    pub message_id: String,
+    /// `userId`.
+    pub user_id: Option<String>,
+    /// `anonymousId`.
+    pub anonymous_id: Option<String>,
+    /// `event`: the name of a `track` call.
+    pub event: Option<String>,
+    /// `name`: the name of a `page` or `screen` call.
+    pub name: Option<String>,
+    /// `properties`.
+    pub properties: Value,
+    /// `traits`.
+    pub traits: Value,
+    /// `context`.
+    pub context: Value,
+    /// `integrations`.
+    pub integrations: Value,
+    /// `timestamp`.
+    pub timestamp: Option<String>,
+    /// `originalTimestamp`.
+    pub original_timestamp: Option<String>,
+    /// `sentAt`.
+    pub sent_at: Option<String>,
+    /// `receivedAt`.
+    pub received_at: Option<String>,
+    /// `groupId`.
+    pub group_id: Option<String>,
+    /// `previousId`.
+    pub previous_id: Option<String>,
+    /// The whole event as received, unknown fields included.
+    pub raw: Value,
+}
+
+impl Event {
+    /// Parse an event from its JSON text.
+    ///
+    /// Fails if the text is not JSON, not an object, lacks `type` or `messageId`, or a
+    /// well-known field has the wrong JSON type.
+    pub fn from_json(json: &str) -> Result<Event, serde_json::Error> {
+        Event::from_value(serde_json::from_str(json)?)
+    }
+
+    /// Build an event from already-parsed JSON; same rules as [`Event::from_json`].
+    pub fn from_value(raw: Value) -> Result<Event, serde_json::Error> {
+        let Value::Object(obj) = &raw else {
+            return Err(serde_json::Error::custom(format!(
+                "an event must be a JSON object, got {}",
+                kind(&raw)
+            )));
+        };
+        let event_type = text(obj, "type")?
+            .map(|t| EventType::parse(&t))
+            .ok_or_else(|| serde_json::Error::missing_field("type"))?;
+        let message_id =
+            id(obj, "messageId")?.ok_or_else(|| serde_json::Error::missing_field("messageId"))?;
+        Ok(Event {
+            event_type,
+            message_id,
+            user_id: id(obj, "userId")?,
+            anonymous_id: id(obj, "anonymousId")?,
+            event: text(obj, "event")?,
+            name: text(obj, "name")?,
+            properties: any(obj, "properties"),
+            traits: any(obj, "traits"),
+            context: any(obj, "context"),
+            integrations: any(obj, "integrations"),
+            timestamp: text(obj, "timestamp")?,
+            original_timestamp: text(obj, "originalTimestamp")?,
+            sent_at: text(obj, "sentAt")?,
+            received_at: text(obj, "receivedAt")?,
+            group_id: id(obj, "groupId")?,
+            previous_id: id(obj, "previousId")?,
+            raw,
+        })
+    }
+
+    /// The key identifying the user: `userId` if non-empty, else `anonymousId` if non-empty.
+    pub fn user_key(&self) -> Option<&str> {
+        [&self.user_id, &self.anonymous_id]
+            .into_iter()
+            .filter_map(|key| key.as_deref())
+            .find(|key| !key.is_empty())
+    }
+}
+
+/// A string field; absent and `null` are `None`.
+fn text(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, serde_json::Error> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(wrong_type(key, "a string", other)),
+    }
+}
+
+/// An ID field: like [`text`], but numbers are accepted and written out as strings.
+fn id(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, serde_json::Error> {
+    match obj.get(key) {
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other @ (Value::Bool(_) | Value::Array(_) | Value::Object(_))) => {
+            Err(wrong_type(key, "a string or number", other))
+        }
+        _ => text(obj, key),
+    }
+}
+
+/// Any JSON value, `Null` when absent.
+fn any(obj: &Map<String, Value>, key: &str) -> Value {
+    obj.get(key).cloned().unwrap_or(Value::Null)
+}
+
+fn wrong_type(key: &str, expected: &str, got: &Value) -> serde_json::Error {
+    serde_json::Error::custom(format!("`{key}` must be {expected}, got {}", kind(got)))
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_a_track_call() {
+        let json = r#"{
+            "type": "track", "messageId": "m-1", "userId": "u-1", "anonymousId": "a-1",
+            "event": "Order Completed", "properties": {"total": 12.5},
+            "context": {"ip": "127.0.0.1"}, "timestamp": "2024-01-01T00:00:00Z",
+            "originalTimestamp": "2024-01-01T00:00:00Z", "sentAt": "2024-01-01T00:00:01Z",
+            "receivedAt": "2024-01-01T00:00:02Z", "custom": [1, 2]
+        }"#;
+        let event = Event::from_json(json).expect("valid event");
+        assert_eq!(event.event_type, EventType::Track);
+        assert_eq!(event.message_id, "m-1");
+        assert_eq!(event.user_id.as_deref(), Some("u-1"));
+        assert_eq!(event.event.as_deref(), Some("Order Completed"));
+        assert_eq!(event.properties, json!({"total": 12.5}));
+        assert_eq!(event.traits, Value::Null);
+        assert_eq!(event.integrations, Value::Null);
+        assert_eq!(event.sent_at.as_deref(), Some("2024-01-01T00:00:01Z"));
+        assert_eq!(event.received_at.as_deref(), Some("2024-01-01T00:00:02Z"));
+        assert_eq!(
+            event.raw["custom"],
+            json!([1, 2]),
+            "unknown fields stay in raw"
+        );
+    }
+
+    #[test]
+    fn parses_identify_group_alias_and_unknown_types() {
+        let identify = Event::from_value(json!({
+            "type": "identify", "messageId": "m", "userId": 42, "traits": {"plan": "pro"}
+        }))
+        .expect("identify");
+        assert_eq!(identify.event_type, EventType::Identify);
+        assert_eq!(
+            identify.user_id.as_deref(),
+            Some("42"),
+            "numeric ids become strings"
+        );
+        assert_eq!(identify.traits, json!({"plan": "pro"}));
+
+        let group = Event::from_value(json!({"type": "group", "messageId": "m", "groupId": "g"}))
+            .expect("group");
+        assert_eq!(group.group_id.as_deref(), Some("g"));
+
+        let alias =
+            Event::from_value(json!({"type": "Alias", "messageId": "m", "previousId": "p"}))
+                .expect("alias");
+        assert_eq!(alias.event_type, EventType::Alias);
+        assert_eq!(alias.previous_id.as_deref(), Some("p"));
+
+        let other = Event::from_value(json!({"type": "batch", "messageId": "m"})).expect("other");
+        assert_eq!(other.event_type, EventType::Other("batch".into()));
+        assert_eq!(other.event_type.to_string(), "batch");
+    }
+
+    #[test]
+    fn user_key_prefers_a_non_empty_user_id() {
+        let mut event = Event::from_value(json!({
+            "type": "page", "messageId": "m", "userId": "", "anonymousId": "anon", "name": null
+        }))
+        .expect("page");
+        assert_eq!(event.name, None);
+        assert_eq!(event.user_key(), Some("anon"));
+        event.user_id = Some("user".into());
+        assert_eq!(event.user_key(), Some("user"));
+        event.user_id = None;
+        event.anonymous_id = None;
+        assert_eq!(event.user_key(), None);
+    }
+
+    #[test]
+    fn rejects_malformed_events() {
+        for (json, needle) in [
+            ("not json", "expected"),
+            ("[1]", "must be a JSON object"),
+            (r#"{"messageId": "m"}"#, "`type`"),
+            (r#"{"type": "track"}"#, "`messageId`"),
+            (
+                r#"{"type": 1, "messageId": "m"}"#,
+                "`type` must be a string",
+            ),
+            (
+                r#"{"type": "track", "messageId": "m", "userId": {}}"#,
+                "`userId`",
+            ),
+            (
+                r#"{"type": "track", "messageId": "m", "event": 5}"#,
+                "`event`",
+            ),
+        ] {
+            let err = Event::from_json(json).expect_err(json).to_string();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The bridge between an author's [`Destination`] and the generated component exports.
+//!
+//! Contract: [`export_destination!`](crate::export_destination) exports [`Adapter<T>`] as the
+//! component's `plugin` interface (`configure`/`transform`/`send`). The adapter keeps the configured instance (a
+//! successful `configure` replaces it, a failed one clears it), answers `transform`/`send`
+//! before a successful `configure` with retry failures coded `not_configured` instead of
+//! trapping, aborts events that do not parse (`invalid_event`), and always returns exactly
+//! one outcome per request, whatever the author's `send` returned.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+use crate::bindings::exports::sluice::destination::plugin::Guest;
+use crate::bindings::sluice::destination::types as wire;
+use crate::{Destination, Event, Failure, JobContext, Outcome, Request, TransformError};
+
+thread_local! {
+    // A component instance is single-threaded and exports exactly one destination type, so
+    // one type-erased slot is enough; it lets the generic adapter live in the SDK (statics
+    // cannot be generic) and keeps the export macro small.
+    static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+/// Exports `T` through the generated `Guest` trait. Use
+/// [`export_destination!`](crate::export_destination) rather than naming this directly.
+pub struct Adapter<T>(PhantomData<T>);
+
+impl<T: Destination> Adapter<T> {
+    /// Run `f` with the configured instance, or return `None` if there is none.
+    fn with_instance<R>(f: impl FnOnce(&T) -> R) -> Option<R> {
+        INSTANCE.with_borrow(|slot| slot.as_ref()?.downcast_ref::<T>().map(f))
+    }
+}
+
+fn not_configured() -> Failure {
+    Failure::new(
+        "not_configured",
+        "the destination was called before a successful configure",
+    )
+}
+
+impl<T: Destination> Guest for Adapter<T> {
+    fn configure(config: String) -> Result<(), String> {
+        // Clear first: after a failed reconfigure, serving the old config would be wrong.
+        INSTANCE.set(None);
+        let config: serde_json::Value = serde_json::from_str(&config)
+            .map_err(|err| format!("the config is not valid JSON: {err}"))?;
+        let instance = T::configure(config)?;
+        INSTANCE.set(Some(Box::new(instance)));
+        Ok(())
+    }
+
+    fn transform(
+        context: wire::JobContext,
+        event: String,
+    ) -> Result<Vec<Vec<u8>>, wire::TransformError> {
+        let context = JobContext::from(context);
+        let result = Adapter::<T>::with_instance(|instance| {
+            let event = Event::from_json(&event)
+                .map_err(|err| TransformError::abort("invalid_event", err.to_string()))?;
+            instance.transform(&context, &event)
+        });
+        result
+            .unwrap_or_else(|| Err(TransformError::Retry(not_configured())))
+            .map_err(Into::into)
+    }
+
+    fn send(requests: Vec<wire::Request>) -> Vec<wire::Outcome> {
+        let expected = requests.len();
+        let requests: Vec<Request> = requests.into_iter().map(Request::from).collect();
+        let Some(mut outcomes) = Adapter::<T>::with_instance(|instance| instance.send(requests))
+        else {
+            return vec![Outcome::Retry(not_configured()).into(); expected];
+        };
+        if outcomes.len() != expected {
+            // The host pairs outcomes with requests by position; a wrong count would
+            // misattribute them, so fix the shape here and leave a trace for the author.
+            crate::log::error(&format!(
+                "send returned {} outcomes for {expected} requests; extra ones are dropped, \
+                 missing ones retried",
+                outcomes.len()
+            ));
+            outcomes.truncate(expected);
+            outcomes.resize(
+                expected,
+                Outcome::retry(
+                    "missing_outcome",
+                    "send returned no outcome for this request",
+                ),
+            );
+        }
+        outcomes.into_iter().map(Into::into).collect()
+    }
+}
+
+impl From<wire::JobContext> for JobContext {
+    fn from(ctx: wire::JobContext) -> JobContext {
+        JobContext {
+            job_id: ctx.job_id,
+            idempotency_key: ctx.idempotency_key,
+            message_id: ctx.message_id,
+            workspace_id: ctx.workspace_id,
+            source_id: ctx.source_id,
+            destination_id: ctx.destination_id,
+            attempt: ctx.attempt,
+        }
+    }
+}
+
+impl From<wire::Request> for Request {
+    fn from(req: wire::Request) -> Request {
+        Request {
+            context: req.context.into(),
+            body: req.body,
+        }
+    }
+}
+
+impl From<Failure> for wire::Failure {
+    fn from(failure: Failure) -> wire::Failure {
+        wire::Failure {
+            code: failure.code,
+            message: failure.message,
+        }
+    }
+}
+
+impl From<TransformError> for wire::TransformError {
+    fn from(err: TransformError) -> wire::TransformError {
+        match err {
+            TransformError::Retry(failure) => wire::TransformError::Retry(failure.into()),
+            TransformError::Abort(failure) => wire::TransformError::Abort(failure.into()),
+        }
+    }
+}
+
+impl From<Outcome> for wire::Outcome {
+    fn from(outcome: Outcome) -> wire::Outcome {
+        match outcome {
+            Outcome::Delivered => wire::Outcome::Delivered,
+            Outcome::Retry(failure) => wire::Outcome::Retry(failure.into()),
+            // Milliseconds in a u64 outlast any sane wait; saturate rather than wrap.
+            Outcome::Throttled(wait) => {
+                wire::Outcome::Throttled(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+            }
+            Outcome::Abort(failure) => wire::Outcome::Abort(failure.into()),
+        }
+    }
+}
+
+/// Register `$ty` (which must implement [`Destination`](crate::Destination)) as this
+/// component's destination. Invoke it once, at module level, in the plugin crate.
+///
+/// In a native build (unit tests) it only checks the type; the component exports are
+/// emitted for `wasm32` targets only.
+///
+/// A type that is not a [`Destination`](crate::Destination) is an ordinary compile error:
+///
+/// ```compile_fail
+/// struct NotADestination;
+/// sluice_sdk::export_destination!(NotADestination);
+/// ```
+#[macro_export]
+macro_rules! export_destination {
+    ($ty:ty) => {
+        // A wrong type fails here, with a plain "trait bound not satisfied" error.
+        const _: fn() = || {
+            fn assert_destination<T: $crate::Destination>() {}
+            assert_destination::<$ty>();
+        };
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        type __SluiceDestinationAdapter = $crate::__private::Adapter<$ty>;
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::export!(__SluiceDestinationAdapter with_types_in $crate::bindings);
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::job_context;
+
+    /// Answers each request by its body: "ok" delivers, anything else aborts; "short"
+    /// configs return one outcome too few, to exercise the count guard.
+    struct Echo {
+        short: bool,
+    }
+
+    impl Destination for Echo {
+        fn configure(config: serde_json::Value) -> Result<Self, String> {
+            match config["mode"].as_str() {
+                Some("normal") => Ok(Echo { short: false }),
+                Some("short") => Ok(Echo { short: true }),
+                _ => Err("mode: expected \"normal\" or \"short\"".to_owned()),
+            }
+        }
+
+        fn send(&self, requests: Vec<Request>) -> Vec<Outcome> {
+            let mut outcomes: Vec<Outcome> = requests
+                .iter()
+                .map(|req| match req.body.as_slice() {
+                    b"ok" => Outcome::Delivered,
+                    _ => Outcome::abort("bad", "not ok"),
+                })
+                .collect();
+            if self.short {
+                outcomes.pop();
+            }
+            outcomes
+        }
+    }
+
+    type Exported = Adapter<Echo>;
+
+    fn wire_context() -> wire::JobContext {
+        let ctx = job_context(7);
+        wire::JobContext {
+            job_id: ctx.job_id,
+            idempotency_key: ctx.idempotency_key,
+            message_id: ctx.message_id,
+            workspace_id: ctx.workspace_id,
+            source_id: ctx.source_id,
+            destination_id: ctx.destination_id,
+            attempt: ctx.attempt,
+        }
+    }
+
+    fn wire_request(body: &str) -> wire::Request {
+        wire::Request {
+            context: wire_context(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn failure_code(outcome: &wire::Outcome) -> Option<&str> {
+        match outcome {
+            wire::Outcome::Retry(f) | wire::Outcome::Abort(f) => Some(&f.code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn calls_before_configure_retry_as_not_configured() {
+        let err = Exported::transform(wire_context(), "{}".into()).expect_err("unconfigured");
+        assert!(matches!(err, wire::TransformError::Retry(f) if f.code == "not_configured"));
+        let outcomes = Exported::send(vec![wire_request("ok"), wire_request("ok")]);
+        assert_eq!(outcomes.len(), 2);
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, wire::Outcome::Retry(f) if f.code == "not_configured"))
+        );
+    }
+
+    #[test]
+    fn configure_errors_are_reported_and_clear_the_old_instance() {
+        let err = Exported::configure("{".into()).expect_err("bad json");
+        assert!(err.contains("not valid JSON"), "{err}");
+        Exported::configure(r#"{"mode": "normal"}"#.into()).expect("valid");
+        let err = Exported::configure(r#"{"mode": 1}"#.into()).expect_err("invalid mode");
+        assert!(err.starts_with("mode:"), "{err}");
+        let outcomes = Exported::send(vec![wire_request("ok")]);
+        assert_eq!(failure_code(&outcomes[0]), Some("not_configured"));
+    }
+
+    #[test]
+    fn transform_defaults_to_the_event_json_and_aborts_invalid_events() {
+        Exported::configure(r#"{"mode": "normal"}"#.into()).expect("valid");
+        let event = r#"{"type":"track","messageId":"m-7","event":"Signed Up"}"#;
+        let payloads = Exported::transform(wire_context(), event.into()).expect("transformed");
+        let parsed: serde_json::Value = serde_json::from_slice(&payloads[0]).expect("json payload");
+        assert_eq!(
+            parsed,
+            serde_json::from_str::<serde_json::Value>(event).expect("json")
+        );
+
+        let err = Exported::transform(wire_context(), r#"{"type":"track"}"#.into())
+            .expect_err("no messageId");
+        assert!(matches!(err, wire::TransformError::Abort(f) if f.code == "invalid_event"));
+    }
+
+    #[test]
+    fn send_keeps_order_and_fixes_a_wrong_outcome_count() {
+        Exported::configure(r#"{"mode": "normal"}"#.into()).expect("valid");
+        let outcomes = Exported::send(vec![wire_request("ok"), wire_request("no")]);
+        assert!(matches!(outcomes[0], wire::Outcome::Delivered));
+        assert_eq!(failure_code(&outcomes[1]), Some("bad"));
+
+        Exported::configure(r#"{"mode": "short"}"#.into()).expect("valid");
+        let outcomes = Exported::send(vec![wire_request("ok"), wire_request("ok")]);
+        assert_eq!(outcomes.len(), 2);
+        assert!(matches!(outcomes[0], wire::Outcome::Delivered));
+        assert_eq!(failure_code(&outcomes[1]), Some("missing_outcome"));
+    }
+
+    #[test]
+    fn throttle_converts_to_milliseconds() {
+        let wait = std::time::Duration::from_millis(1500);
+        assert!(matches!(
+            wire::Outcome::from(Outcome::Throttled(wait)),
+            wire::Outcome::Throttled(1500)
+        ));
+        let forever = std::time::Duration::MAX;
+        assert!(matches!(
+            wire::Outcome::from(Outcome::Throttled(forever)),
+            wire::Outcome::Throttled(u64::MAX)
+        ));
+    }
+}

@@ -1,0 +1,273 @@
+//! Outbound HTTP for plugins.
+//!
+//! Contract: [`send`] executes one request and returns the response or an [`HttpError`]. In a
+//! WebAssembly build it calls the host's `http.send` import (the host enforces the manifest's
+//! `allowed_hosts`, pooling and deadlines). In a native build (`cargo test`) it calls the mock
+//! installed with [`crate::testing::MockHttp`], so plugins are unit-tested without a host.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// An outbound HTTP request. Build one with [`HttpRequest::post`] and the chained setters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// The method, e.g. `POST`.
+    pub method: String,
+    /// The absolute `http://` or `https://` URL.
+    pub url: String,
+    /// Header names and values, sent in this order (a name may repeat).
+    pub headers: Vec<(String, String)>,
+    /// The request body.
+    pub body: Vec<u8>,
+    /// Overall deadline for this request; the host's default applies when `None`.
+    pub timeout: Option<Duration>,
+}
+
+impl HttpRequest {
+    /// A request with this method and URL, no headers and an empty body.
+    pub fn new(method: impl Into<String>, url: impl Into<String>) -> HttpRequest {
+        HttpRequest {
+            method: method.into(),
+            url: url.into(),
+            ..HttpRequest::default()
+        }
+    }
+
+    /// A `POST` request to `url`.
+    pub fn post(url: impl Into<String>) -> HttpRequest {
+        HttpRequest::new("POST", url)
+    }
+
+    /// A `GET` request to `url`.
+    pub fn get(url: impl Into<String>) -> HttpRequest {
+        HttpRequest::new("GET", url)
+    }
+
+    /// Append a header (existing headers of the same name are kept).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> HttpRequest {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Set the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> HttpRequest {
+        self.body = body.into();
+        self
+    }
+
+    /// Set the body to `value` as JSON, and `content-type: application/json` unless a
+    /// content type is already set. Fails only if `value` cannot be represented as JSON.
+    pub fn json<T: Serialize + ?Sized>(
+        mut self,
+        value: &T,
+    ) -> Result<HttpRequest, serde_json::Error> {
+        self.body = serde_json::to_vec(value)?;
+        if self.header_value("content-type").is_none() {
+            self = self.header("content-type", "application/json");
+        }
+        Ok(self)
+    }
+
+    /// Set the overall deadline.
+    pub fn timeout(mut self, timeout: Duration) -> HttpRequest {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The first value of header `name`, compared case-insensitively.
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+/// A response from the destination (any status: mapping statuses to outcomes is
+/// [`Outcome::from_response`](crate::Outcome::from_response)'s job).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The HTTP status code.
+    pub status: u16,
+    /// Header names and values as received.
+    pub headers: Vec<(String, String)>,
+    /// The response body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A response with this status, no headers and an empty body (handy in tests).
+    pub fn new(status: u16) -> HttpResponse {
+        HttpResponse {
+            status,
+            ..HttpResponse::default()
+        }
+    }
+
+    /// Add a header.
+    pub fn with_header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> HttpResponse {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Set the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> HttpResponse {
+        self.body = body.into();
+        self
+    }
+
+    /// The first value of header `name`, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Why a request produced no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    /// The host is not in the manifest's `allowed_hosts`; the message names the host.
+    Denied(String),
+    /// No response within the deadline.
+    Timeout,
+    /// Connection refused, reset, DNS failure and the like.
+    Connect(String),
+    /// The request itself was malformed (bad URL, method or header).
+    InvalidRequest(String),
+    /// Anything else, e.g. a response larger than the host accepts.
+    Other(String),
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::Denied(msg) => write!(f, "request denied by the host: {msg}"),
+            HttpError::Timeout => f.write_str("no response within the deadline"),
+            HttpError::Connect(msg) => write!(f, "connection failed: {msg}"),
+            HttpError::InvalidRequest(msg) => write!(f, "invalid request: {msg}"),
+            HttpError::Other(msg) => write!(f, "HTTP error: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// Execute `req` and wait for the response.
+pub fn send(req: &HttpRequest) -> Result<HttpResponse, HttpError> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        host::send(req)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::testing::dispatch(req)
+    }
+}
+
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
+}
+
+/// The host import and the conversions to and from its generated types.
+#[cfg(target_arch = "wasm32")]
+mod host {
+    use super::{HttpError, HttpRequest, HttpResponse, timeout_ms};
+    use crate::bindings::sluice::destination::http as wire;
+
+    pub(super) fn send(req: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        // The generated import borrows everything, so only the header tuples need a new
+        // (small) vector; the body is passed without a copy.
+        let headers: Vec<(&str, &str)> = req
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let request = wire::HttpRequest {
+            method: &req.method,
+            url: &req.url,
+            headers: &headers,
+            body: &req.body,
+            timeout_ms: req.timeout.map(timeout_ms),
+        };
+        match wire::send(request) {
+            Ok(resp) => Ok(HttpResponse {
+                status: resp.status,
+                headers: resp.headers,
+                body: resp.body,
+            }),
+            Err(err) => Err(match err {
+                wire::HttpError::Denied(msg) => HttpError::Denied(msg),
+                wire::HttpError::Timeout => HttpError::Timeout,
+                wire::HttpError::Connect(msg) => HttpError::Connect(msg),
+                wire::HttpError::InvalidRequest(msg) => HttpError::InvalidRequest(msg),
+                wire::HttpError::Other(msg) => HttpError::Other(msg),
+            }),
+        }
+    }
+}
+
+/// The WIT `timeout-ms` for `timeout`: whole milliseconds rounded up, so a sub-millisecond
+/// timeout is not sent as "0 ms", and saturated at `u32::MAX` (~49 days) rather than wrapped.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn timeout_ms(timeout: Duration) -> u32 {
+    let ms = timeout.as_nanos().div_ceil(1_000_000);
+    u32::try_from(ms).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_sets_fields() {
+        let req = HttpRequest::post("https://example.com/hook")
+            .header("X-One", "1")
+            .json(&serde_json::json!({"a": 1}))
+            .expect("json")
+            .timeout(Duration::from_millis(250));
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.header_value("x-one"), Some("1"));
+        assert_eq!(req.header_value("Content-Type"), Some("application/json"));
+        assert_eq!(req.body, br#"{"a":1}"#);
+        assert_eq!(req.timeout, Some(Duration::from_millis(250)));
+
+        let keeps = HttpRequest::get("http://x")
+            .header("content-type", "application/x-ndjson")
+            .json(&1)
+            .expect("json");
+        let types: Vec<_> = keeps
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "content-type")
+            .collect();
+        assert_eq!(types.len(), 1, "an explicit content type is not duplicated");
+    }
+
+    #[test]
+    fn timeouts_round_up_and_saturate() {
+        assert_eq!(timeout_ms(Duration::from_micros(1)), 1);
+        assert_eq!(timeout_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(timeout_ms(Duration::from_secs(u64::MAX)), u32::MAX);
+    }
+
+    #[test]
+    fn response_header_lookup_is_case_insensitive() {
+        let resp = HttpResponse::new(204)
+            .with_header("Retry-After", "3")
+            .with_body("x");
+        assert_eq!(resp.header("retry-after"), Some("3"));
+        assert_eq!(resp.header("missing"), None);
+        assert!(resp.is_success());
+        assert!(!HttpResponse::new(302).is_success());
+    }
+}

@@ -1,0 +1,56 @@
+//! Logging into the host's log, which tags each line with the job, destination and plugin.
+//!
+//! Contract: in a WebAssembly build each call goes to the host's `log` import; in a native
+//! build (unit tests) it is printed to stderr, where the test harness captures it.
+
+/// Log at trace level.
+pub fn trace(msg: &str) {
+    emit(Level::Trace, msg);
+}
+
+/// Log at debug level.
+pub fn debug(msg: &str) {
+    emit(Level::Debug, msg);
+}
+
+/// Log at info level.
+pub fn info(msg: &str) {
+    emit(Level::Info, msg);
+}
+
+/// Log at warn level.
+pub fn warn(msg: &str) {
+    emit(Level::Warn, msg);
+}
+
+/// Log at error level.
+pub fn error(msg: &str) {
+    emit(Level::Error, msg);
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[cfg(target_arch = "wasm32")]
+fn emit(level: Level, msg: &str) {
+    use crate::bindings::sluice::destination::log as wire;
+    let level = match level {
+        Level::Trace => wire::Level::Trace,
+        Level::Debug => wire::Level::Debug,
+        Level::Info => wire::Level::Info,
+        Level::Warn => wire::Level::Warn,
+        Level::Error => wire::Level::Error,
+    };
+    wire::log(level, msg);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn emit(level: Level, msg: &str) {
+    eprintln!("[sluice {level:?}] {msg}");
+}

@@ -1,0 +1,151 @@
+//! The command line around the server: config errors, missing Postgres, an external database,
+//! and `sluice plugin call`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn sluice_cmd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.env_remove("DATABASE_URL");
+    cmd
+}
+
+#[test]
+fn a_wrong_config_fails_at_start_naming_file_line_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &path,
+        "[[source]]\nid = \"web\"\nworkspace = \"acme\"\nwrite_key = \"k\"\ndestinations = [\"nope\"]\n",
+    )
+    .unwrap();
+    let out = sluice_cmd()
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:5: source[0].destinations: unknown destination `nope`",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_postgres_binaries_are_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("sluice.toml");
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let out = sluice_cmd()
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .env("SLUICE_PG_BIN", tmp.path().join("no-such-dir"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no PostgreSQL server binaries found"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_url_uses_that_server() {
+    // A first sluice provides a Postgres; a second one is pointed at another database in it.
+    let sink = Sink::ok(SECRET);
+    let host = Sluice::start(&webhook_config(&sink.url, r#"{ min_backoff = "1s" }"#, ""));
+    let pool = db(&host).await;
+    sqlx::query("CREATE DATABASE other")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let other_url = host.db_url.replace("/postgres?", "/other?");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let config = process::config_text(&webhook_config(&sink.url, r#"{ min_backoff = "1s" }"#, ""));
+    let second = Sluice::start_in(tmp.path(), &config, &[("DATABASE_URL", &other_url)]);
+    assert_eq!(second.db_url, other_url);
+    assert!(
+        !tmp.path().join("data/postgres").exists(),
+        "no embedded cluster was created"
+    );
+
+    post_all(&second, &events(3, 9), 9).await;
+    wait_until(Duration::from_secs(30), "9 deliveries", || async {
+        (sink.accepted().len() >= 9).then_some(())
+    })
+    .await;
+    let other = sqlx::PgPool::connect(&other_url).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&other)
+        .await
+        .unwrap();
+    assert_eq!(n, 9);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the first sluice's database is untouched");
+}
+
+#[test]
+fn plugin_call_runs_transform_under_the_sandbox() {
+    let wasm = plugins::plugins_dir().join("webhook.wasm");
+    let out = sluice_cmd()
+        .args(["plugin", "call"])
+        .arg(&wasm)
+        .args([
+            "--config",
+            r#"{"url":"http://127.0.0.1:9/hook","secret":"s"}"#,
+        ])
+        .args(["--event", r#"{"type":"track","userId":"u","event":"E"}"#])
+        .args(["--repeat", "100"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let payload = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("payload[0]: "))
+        .expect(&stdout);
+    let payload: serde_json::Value = serde_json::from_str(payload).unwrap();
+    assert_eq!(
+        (payload["type"].as_str(), payload["event"].as_str()),
+        (Some("track"), Some("E"))
+    );
+    assert_eq!(
+        payload["messageId"].as_str().map(str::len),
+        Some(36),
+        "normalised like ingest"
+    );
+    assert!(stdout.contains("transform: 100 call(s), mean"), "{stdout}");
+
+    let misbehave = plugins::plugins_dir().join("misbehave.wasm");
+    let out = sluice_cmd()
+        .args(["plugin", "call"])
+        .arg(&misbehave)
+        .args([
+            "--config",
+            r#"{"mode":"loop"}"#,
+            "--event",
+            r#"{"type":"track","userId":"u","event":"E"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("plugin_timeout"), "{stderr}");
+}
