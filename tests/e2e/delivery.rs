@@ -180,3 +180,104 @@ async fn retries_are_aborted_after_max_attempts_and_window() {
     assert_eq!(attempts, vec![3, 3], "each aborted after max_attempts");
     assert_eq!(accepted_by_user(&sink.received())["user-1"], vec![0, 1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_throttles_without_spending_an_attempt() {
+    let sink = Sink::with(SECRET, |r| {
+        if r.message_id == "user-1-0" && r.nth == 1 {
+            429
+        } else {
+            200
+        }
+    });
+    let sluice = Sluice::start(&webhook_config(&sink.url, FAST_RETRY, ""));
+    let pool = db(&sluice).await;
+    post_all(&sluice, &events(2, 6), 6).await;
+
+    let (state, attempt): (String, i32) = wait_until(Duration::from_secs(30), "the throttled job", || async {
+        sqlx::query_as("SELECT state, attempt FROM job_overview WHERE message_id = 'user-1-0' AND error_code = 'throttled'")
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(
+        state == "failed" || state == "executing" || state == "delivered",
+        "{state}"
+    );
+    assert_eq!(attempt, 0, "a throttle is not an attempt");
+
+    wait_until(Duration::from_secs(30), "6 deliveries", || async {
+        (sink.accepted().len() >= 6).then_some(())
+    })
+    .await;
+    assert_in_order_exactly_once(&sink.received(), 2, 3);
+    let attempt: i32 =
+        sqlx::query_scalar("SELECT attempt FROM job_overview WHERE message_id = 'user-1-0'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(attempt, 0);
+    let retried_at = sink
+        .received()
+        .iter()
+        .filter(|r| r.message_id == "user-1-0")
+        .map(|r| r.at)
+        .collect::<Vec<_>>();
+    assert_eq!(retried_at.len(), 2);
+    assert!(
+        retried_at[1] - retried_at[0] >= Duration::from_millis(900),
+        "waited for Retry-After"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_destination_retries_its_own_jobs_and_delays_no_other() {
+    let sink = Sink::ok(SECRET);
+    // Nothing listens on port 1: every request to `down` is refused.
+    let extra = format!(
+        "\n[[destination]]\nid = \"down\"\nworkspace = \"acme\"\nplugin = \"webhook\"\nconfig = {{ url = \"http://127.0.0.1:1/hook\", secret = \"{SECRET}\" }}\nretry = {FAST_RETRY}\n"
+    );
+    let config = webhook_config(&sink.url, FAST_RETRY, &extra).replace(
+        r#"destinations = ["hook"]"#,
+        r#"destinations = ["hook", "down"]"#,
+    );
+    let sluice = Sluice::start(&config);
+    post_all(&sluice, &events(5, 50), 50).await;
+
+    wait_until(
+        Duration::from_secs(30),
+        "50 deliveries to the live destination",
+        || async { (sink.accepted().len() >= 50).then_some(()) },
+    )
+    .await;
+    assert_in_order_exactly_once(&sink.received(), 5, 10);
+    let pool = db(&sluice).await;
+    let failed: Vec<(String, i32)> = wait_until(
+        Duration::from_secs(30),
+        "failed heads of `down`",
+        || async {
+            let rows: Vec<(String, i32)> = sqlx::query_as(
+                "SELECT error_code, attempt FROM failed_jobs WHERE destination_id = 'down'",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            (rows.len() == 5).then_some(rows)
+        },
+    )
+    .await;
+    assert!(
+        failed
+            .iter()
+            .all(|(code, attempt)| code == "http_connect" && *attempt >= 1),
+        "{failed:?}"
+    );
+    let depth: i64 = sqlx::query_scalar(
+        "SELECT pending + executing + failed FROM destination_depth WHERE destination_id = 'down'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(depth, 50, "nothing of the dead destination is lost");
+}

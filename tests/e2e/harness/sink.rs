@@ -9,6 +9,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
 
@@ -107,11 +108,7 @@ impl Sink {
     }
 }
 
-async fn receive(
-    State(state): State<Arc<SinkState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
+async fn receive(State(state): State<Arc<SinkState>>, headers: HeaderMap, body: Bytes) -> Response {
     let event: Value = serde_json::from_slice(&body).unwrap_or_default();
     let text = |k: &str| {
         event
@@ -147,5 +144,14 @@ async fn receive(
     };
     r.status = (state.behaviour)(&r);
     state.received.lock().unwrap().push(r.clone());
-    StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // A 429 always asks for a one-second pause, as rate-limited APIs do.
+    let mut response = status.into_response();
+    if r.status == 429 {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
+    response
 }
