@@ -171,6 +171,20 @@ pub fn send(req: &HttpRequest) -> Result<HttpResponse, HttpError> {
     }
 }
 
+/// Execute all `reqs` concurrently (the host bounds how many are in flight) and wait for all
+/// of them; one result per request, in order. Prefer this over a loop of [`send`] when a
+/// batch's payloads are independent of each other.
+pub fn send_batch(reqs: &[HttpRequest]) -> Vec<Result<HttpResponse, HttpError>> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        host::send_batch(reqs)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        reqs.iter().map(crate::testing::dispatch).collect()
+    }
+}
+
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -187,19 +201,47 @@ mod host {
     pub(super) fn send(req: &HttpRequest) -> Result<HttpResponse, HttpError> {
         // The generated import borrows everything, so only the header tuples need a new
         // (small) vector; the body is passed without a copy.
-        let headers: Vec<(&str, &str)> = req
-            .headers
+        let headers = header_refs(req);
+        from_wire(wire::send(to_wire(req, &headers)))
+    }
+
+    pub(super) fn send_batch(reqs: &[HttpRequest]) -> Vec<Result<HttpResponse, HttpError>> {
+        let headers: Vec<Vec<(&str, &str)>> = reqs.iter().map(header_refs).collect();
+        let requests: Vec<wire::HttpRequest<'_>> = reqs
+            .iter()
+            .zip(&headers)
+            .map(|(req, headers)| to_wire(req, headers))
+            .collect();
+        wire::send_batch(&requests)
+            .into_iter()
+            .map(from_wire)
+            .collect()
+    }
+
+    fn header_refs(req: &HttpRequest) -> Vec<(&str, &str)> {
+        req.headers
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()))
-            .collect();
-        let request = wire::HttpRequest {
+            .collect()
+    }
+
+    fn to_wire<'a>(
+        req: &'a HttpRequest,
+        headers: &'a [(&'a str, &'a str)],
+    ) -> wire::HttpRequest<'a> {
+        wire::HttpRequest {
             method: &req.method,
             url: &req.url,
-            headers: &headers,
+            headers,
             body: &req.body,
             timeout_ms: req.timeout.map(timeout_ms),
-        };
-        match wire::send(request) {
+        }
+    }
+
+    fn from_wire(
+        result: Result<wire::HttpResponse, wire::HttpError>,
+    ) -> Result<HttpResponse, HttpError> {
+        match result {
             Ok(resp) => Ok(HttpResponse {
                 status: resp.status,
                 headers: resp.headers,

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -22,6 +23,8 @@ const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Response bodies larger than this are refused (the guest would have to hold them in memory).
 const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// How many requests of one `send-batch` call are in flight at once.
+const MAX_CONCURRENT_REQUESTS: usize = 64;
 /// How much of the guest's stderr is kept for trap reports.
 const STDERR_CAPACITY: usize = 8 * 1024;
 
@@ -39,8 +42,7 @@ pub struct HostState {
     stderr: MemoryOutputPipe,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) clock: CallClock,
-    client: reqwest::Client,
-    allowlist: Arc<Allowlist>,
+    gate: Gate,
     pub(crate) labels: Arc<Labels>,
     /// Job being transformed, for log lines (`None` during `send`, which spans a batch).
     pub(crate) current_job: Option<i64>,
@@ -69,8 +71,11 @@ impl HostState {
                 exceeded: false,
             },
             clock: CallClock::new(deadline),
-            client,
-            allowlist,
+            gate: Gate {
+                client,
+                allowlist,
+                labels: labels.clone(),
+            },
             labels,
             current_job: None,
             denied: 0,
@@ -122,14 +127,47 @@ impl log::Host for HostState {
 impl http::Host for HostState {
     async fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let started = Instant::now();
-        let result = self.execute(request).await;
+        let result = self.gate.execute(request).await;
         self.clock.add_host_time(started.elapsed());
+        self.count_denials(std::slice::from_ref(&result));
         result
+    }
+
+    async fn send_batch(
+        &mut self,
+        requests: Vec<HttpRequest>,
+    ) -> Vec<Result<HttpResponse, HttpError>> {
+        let started = Instant::now();
+        let gate = &self.gate;
+        let results: Vec<_> = futures_util::stream::iter(requests)
+            .map(|r| gate.execute(r))
+            .buffered(MAX_CONCURRENT_REQUESTS)
+            .collect()
+            .await;
+        self.clock.add_host_time(started.elapsed());
+        self.count_denials(&results);
+        results
     }
 }
 
 impl HostState {
-    async fn execute(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    fn count_denials(&mut self, results: &[Result<HttpResponse, HttpError>]) {
+        self.denied += results
+            .iter()
+            .filter(|r| matches!(r, Err(HttpError::Denied(_))))
+            .count() as u32;
+    }
+}
+
+/// What outbound requests of one instance go through: the pooled client and the allowlist.
+struct Gate {
+    client: reqwest::Client,
+    allowlist: Arc<Allowlist>,
+    labels: Arc<Labels>,
+}
+
+impl Gate {
+    async fn execute(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let url = url::Url::parse(&request.url)
             .map_err(|e| HttpError::InvalidRequest(format!("bad url `{}`: {e}", request.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -139,7 +177,6 @@ impl HostState {
             )));
         }
         if !self.allowlist.allows(&url) {
-            self.denied += 1;
             let host = url.host_str().unwrap_or_default();
             let message = format!(
                 "host `{host}` is not in the plugin's allowed_hosts (allowed: {})",

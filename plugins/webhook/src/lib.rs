@@ -33,23 +33,31 @@ impl Destination for Webhook {
     }
 
     fn send(&self, requests: Vec<Request>) -> Vec<Outcome> {
-        requests.into_iter().map(|req| self.deliver(req)).collect()
-    }
-}
-
-impl Webhook {
-    fn deliver(&self, req: Request) -> Outcome {
         // Signed at sending time, not at transform time: receivers reject stale timestamps,
         // and a retry must carry a fresh one (with the same webhook-id).
         let timestamp = match SystemTime::now().duration_since(UNIX_EPOCH) {
             Ok(now) => now.as_secs(),
             Err(err) => {
-                return Outcome::retry("clock_error", format!("system clock before 1970: {err}"));
+                let failure =
+                    Outcome::retry("clock_error", format!("system clock before 1970: {err}"));
+                return vec![failure; requests.len()];
             }
         };
-        Outcome::from_result(http::send(&self.request(req, timestamp)))
+        // The host sends a batch concurrently: the jobs of one send call belong to different
+        // users (the host never puts two jobs of one key in the same call), so their order
+        // among each other does not matter.
+        let posts: Vec<HttpRequest> = requests
+            .into_iter()
+            .map(|req| self.request(req, timestamp))
+            .collect();
+        http::send_batch(&posts)
+            .into_iter()
+            .map(Outcome::from_result)
+            .collect()
     }
+}
 
+impl Webhook {
     /// The signed POST for `req` at `timestamp` (Unix seconds).
     fn request(&self, req: Request, timestamp: u64) -> HttpRequest {
         let id = req.context.idempotency_key;
