@@ -4,7 +4,8 @@
 //! the n-th job of every key still going, so a key's jobs are sent strictly one after another
 //! while different keys share each `send` call. When a job of a key does not succeed, the rest
 //! of that key is released unattempted (back to `pending`, behind the failed head), which keeps
-//! the ordering invariant of `store::claim`. A throttle ends the claim: everything not yet
+//! the ordering invariant of `store::claim`. A wave larger than the plugin's `batch_size` is
+//! sent in several `send` calls. A throttle ends the claim: everything not yet
 //! attempted is released and the destination pauses.
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ pub struct DeliveryReport {
 pub async fn deliver(
     pool: &InstancePool,
     policy: &RetryPolicy,
+    send_size: usize,
     jobs: Vec<ClaimedJob>,
     stop: &tokio_util::sync::CancellationToken,
 ) -> DeliveryReport {
@@ -45,12 +47,15 @@ pub async fn deliver(
         jobs = jobs.len(),
         first_job = jobs.first().map(|j| j.job_id).unwrap_or_default(),
     );
-    run_waves(pool, policy, jobs, stop).instrument(span).await
+    run_waves(pool, policy, send_size, jobs, stop)
+        .instrument(span)
+        .await
 }
 
 async fn run_waves(
     pool: &InstancePool,
     policy: &RetryPolicy,
+    send_size: usize,
     jobs: Vec<ClaimedJob>,
     stop: &tokio_util::sync::CancellationToken,
 ) -> DeliveryReport {
@@ -74,7 +79,11 @@ async fn run_waves(
             .enumerate()
             .filter_map(|(k, q)| q.pop_front().map(|j| (k, j)))
             .collect();
-        let outcomes = run_wave(pool, &mut instance, &wave).await;
+        // A wave may hold more keys than one `send` call takes (the manifest's batch_size).
+        let mut outcomes = Vec::with_capacity(wave.len());
+        for chunk in wave.chunks(send_size.max(1)) {
+            outcomes.extend(run_wave(pool, &mut instance, chunk).await);
+        }
 
         let now = OffsetDateTime::now_utc();
         for ((key_index, job), outcome) in wave.into_iter().zip(outcomes) {

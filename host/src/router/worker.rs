@@ -20,6 +20,8 @@ use crate::store::{JobUpdate, Store};
 
 /// Upper bound on how long an idle destination sleeps before looking at the store again.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// A claim carries this many `send` calls' worth of jobs (see `claim_size`).
+const WAVES_PER_CLAIM: usize = 10;
 /// Shortest idle sleep.
 const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
 /// How long a destination pauses when no plugin instance can be created.
@@ -40,6 +42,12 @@ pub struct DestinationWorker {
 }
 
 impl DestinationWorker {
+    /// Jobs per claim: several waves' worth, so that a key with a backlog moves several jobs
+    /// per store round trip (they still go out one after another).
+    fn claim_size(&self) -> usize {
+        self.batch_size * WAVES_PER_CLAIM
+    }
+
     pub async fn run(self) {
         let me = Arc::new(self);
         let permits = Arc::new(Semaphore::new(me.max_in_flight));
@@ -66,13 +74,26 @@ impl DestinationWorker {
                 p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = me.shutdown.cancelled() => break,
             };
-            match me.store.job_claim(&me.destination_id, me.batch_size).await {
+            match me
+                .store
+                .job_claim(&me.destination_id, me.claim_size())
+                .await
+            {
                 Ok(jobs) if !jobs.is_empty() => {
+                    // A short claim took every job that is claimable now; claiming again
+                    // before something finishes or arrives would only rescan the backlog.
+                    let drained = jobs.len() < me.claim_size();
                     let worker = me.clone();
                     let paused_until = paused_until.clone();
                     deliveries.spawn(async move {
-                        let report =
-                            deliver(&worker.pool, &worker.policy, jobs, &worker.shutdown).await;
+                        let report = deliver(
+                            &worker.pool,
+                            &worker.policy,
+                            worker.batch_size,
+                            jobs,
+                            &worker.shutdown,
+                        )
+                        .await;
                         let pause = report
                             .throttle
                             .or(report.unavailable.as_ref().map(|_| UNAVAILABLE_PAUSE));
@@ -86,6 +107,9 @@ impl DestinationWorker {
                         drop(permit);
                         worker.wake.notify_one();
                     });
+                    if drained && !me.idle_wait().await {
+                        break;
+                    }
                 }
                 Ok(_) => {
                     drop(permit);

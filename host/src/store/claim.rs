@@ -72,7 +72,10 @@ impl Store {
                 WHERE s.destination_id = $1
                   AND s.state IN ('pending', 'failed')
                   AND s.next_attempt_at <= now()
-                  AND NOT EXISTS (SELECT 1 FROM blocked b WHERE b.ordering_key = s.ordering_key)
+                  -- NOT IN over a subquery is planned as one hashed subplan, whatever the
+                  -- (often stale, after bulk loads) row estimates; NOT EXISTS was turned into
+                  -- a nested loop that rescanned the busy keys for every candidate row.
+                  AND s.ordering_key NOT IN (SELECT ordering_key FROM blocked)
                 ORDER BY s.job_id
                 LIMIT $2
              )
