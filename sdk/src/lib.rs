@@ -1,4 +1,4 @@
-//! Write [Sluice](https://example.invalid/sluice) destination plugins in Rust.
+//! Write Sluice destination plugins in Rust.
 //!
 //! A destination is a WebAssembly component (target `wasm32-wasip2`) implementing the
 //! `sluice:destination` WIT world. With this crate a plugin is one type implementing

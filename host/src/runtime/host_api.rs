@@ -46,8 +46,6 @@ pub struct HostState {
     pub(crate) labels: Arc<Labels>,
     /// Job being transformed, for log lines (`None` during `send`, which spans a batch).
     pub(crate) current_job: Option<i64>,
-    /// Requests refused by the allowlist during the current call.
-    pub(crate) denied: u32,
 }
 
 impl HostState {
@@ -78,7 +76,6 @@ impl HostState {
             },
             labels,
             current_job: None,
-            denied: 0,
         }
     }
 
@@ -129,7 +126,6 @@ impl http::Host for HostState {
         let started = Instant::now();
         let result = self.gate.execute(request).await;
         self.clock.add_host_time(started.elapsed());
-        self.count_denials(std::slice::from_ref(&result));
         result
     }
 
@@ -145,17 +141,7 @@ impl http::Host for HostState {
             .collect()
             .await;
         self.clock.add_host_time(started.elapsed());
-        self.count_denials(&results);
         results
-    }
-}
-
-impl HostState {
-    fn count_denials(&mut self, results: &[Result<HttpResponse, HttpError>]) {
-        self.denied += results
-            .iter()
-            .filter(|r| matches!(r, Err(HttpError::Denied(_))))
-            .count() as u32;
     }
 }
 

@@ -151,7 +151,6 @@ impl PluginInstance {
     fn begin(&mut self) {
         let data = self.store.data_mut();
         data.clock.begin();
-        data.denied = 0;
         data.current_job = None;
         // The deadline is relative to the current epoch: set it before every call.
         self.store.set_epoch_deadline(1);
