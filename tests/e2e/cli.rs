@@ -149,3 +149,28 @@ fn plugin_call_runs_transform_under_the_sandbox() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("plugin_timeout"), "{stderr}");
 }
+
+#[test]
+fn plugin_build_refuses_a_component_of_another_world() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = sluice_cmd()
+        .args(["plugin", "build"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/plugins/wrong-world"
+        ))
+        .arg("--out")
+        .arg(out_dir.path())
+        .arg("--target-dir")
+        .arg(plugins::guests_target_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not have export `send`"), "{stderr}");
+    let published: Vec<_> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
+    assert!(published.is_empty(), "nothing is published, no staging left: {published:?}");
+}

@@ -82,6 +82,12 @@ async fn a_broken_plugin_file_is_rejected_by_name_and_the_rest_keep_serving() {
         plugins.join("nomanifest.wasm"),
     )
     .unwrap();
+    std::fs::copy(
+        plugins::wrong_world_wasm(),
+        plugins.join("wrong-world.wasm"),
+    )
+    .unwrap();
+    std::fs::write(plugins.join("wrong-world.toml"), "name = \"wrong-world\"\n").unwrap();
 
     let config = process::config_text(&webhook_config(&sink.url, r#"{ min_backoff = "1s" }"#, ""))
         .replace(
@@ -89,7 +95,7 @@ async fn a_broken_plugin_file_is_rejected_by_name_and_the_rest_keep_serving() {
             "plugins_dir = \"plugins\"",
         );
     let sluice = Sluice::start_in(dir, &config, &[]);
-    let errors: Vec<String> = ["broken.wasm", "nomanifest.wasm"]
+    let errors: Vec<String> = ["broken.wasm", "nomanifest.wasm", "wrong-world.wasm"]
         .iter()
         .map(|f| {
             sluice
@@ -106,6 +112,12 @@ async fn a_broken_plugin_file_is_rejected_by_name_and_the_rest_keep_serving() {
         errors[0]
     );
     assert!(errors[1].contains("manifest"), "{}", errors[1]);
+    assert!(
+        errors[2].contains("does not match the `sluice:destination/destination@0.1.0` world")
+            && errors[2].contains("does not have export `send`"),
+        "the WIT mismatch is named: {}",
+        errors[2]
+    );
 
     post_all(&sluice, &events(2, 4), 4).await;
     wait_until(

@@ -16,6 +16,11 @@ fn e2e_dir() -> PathBuf {
     repo_root().join("target/e2e")
 }
 
+/// Cargo's target directory for the guests: not the outer `cargo test`'s, whose lock it may hold.
+pub fn guests_target_dir() -> PathBuf {
+    e2e_dir().join("guests")
+}
+
 /// Where compiled components are cached across the tests of a run.
 pub fn plugin_cache_dir() -> PathBuf {
     e2e_dir().join("plugin-cache")
@@ -33,14 +38,43 @@ pub fn plugins_dir() -> PathBuf {
                     .arg(repo_root().join(krate))
                     .arg("--out")
                     .arg(&out)
-                    // Its own target dir: the outer `cargo test` may hold the lock on target/.
                     .arg("--target-dir")
-                    .arg(e2e_dir().join("guests"))
+                    .arg(guests_target_dir())
                     .status()
                     .expect("run sluice plugin build");
                 assert!(status.success(), "sluice plugin build {krate} failed");
             }
             out
+        })
+        .clone()
+}
+
+/// The raw component of `tests/plugins/wrong-world`, which implements an older draft of the
+/// WIT (no `send`). Built with plain cargo: `sluice plugin build` refuses to publish it.
+pub fn wrong_world_wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                    "-p",
+                    "sluice-test-wrong-world",
+                ])
+                .arg("--manifest-path")
+                .arg(repo_root().join("Cargo.toml"))
+                .arg("--target-dir")
+                .arg(guests_target_dir())
+                .status()
+                .expect("run cargo build");
+            assert!(
+                status.success(),
+                "building tests/plugins/wrong-world failed"
+            );
+            guests_target_dir().join("wasm32-wasip2/release/sluice_test_wrong_world.wasm")
         })
         .clone()
 }
