@@ -172,5 +172,8 @@ fn plugin_build_refuses_a_component_of_another_world() {
         .unwrap()
         .filter_map(|e| e.ok())
         .collect();
-    assert!(published.is_empty(), "nothing is published, no staging left: {published:?}");
+    assert!(
+        published.is_empty(),
+        "nothing is published, no staging left: {published:?}"
+    );
 }

@@ -281,3 +281,67 @@ async fn a_dead_destination_retries_its_own_jobs_and_delays_no_other() {
     .unwrap();
     assert_eq!(depth, 50, "nothing of the dead destination is lost");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_down_for_every_key_is_paused_and_probed_then_drained_in_order() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let down = Arc::new(AtomicBool::new(true));
+    let flag = down.clone();
+    let sink = Sink::with(SECRET, move |_| {
+        if flag.load(Ordering::SeqCst) {
+            503
+        } else {
+            200
+        }
+    });
+    let sluice = Sluice::start(&webhook_config(&sink.url, FAST_RETRY, ""));
+    let pool = db(&sluice).await;
+    post_all(&sluice, &events(20, 40), 40).await;
+
+    // Every key's head fails once, then the breaker opens instead of retrying each key.
+    let mut sluice = sluice;
+    sluice.wait_for_log(Duration::from_secs(30), |l| {
+        l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("destination failing for every key"))
+    });
+    let attempts = || async {
+        sqlx::query_scalar::<_, i64>("SELECT sum(attempt)::bigint FROM job_state")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    // The outcomes are recorded right after the breaker decision is logged.
+    let at_open = wait_until(
+        Duration::from_secs(10),
+        "the failed heads to be recorded",
+        || async {
+            let n = attempts().await;
+            (n >= 20).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(
+        at_open, 20,
+        "one failed attempt per key before the breaker opened"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = attempts().await;
+    // Per-key retries (1 s, then 2 s backoff) would have spent ~40 more by now; probes spend one
+    // at a time (after 1 s, then 2 s more).
+    assert!(
+        later - at_open <= 3,
+        "only probes spend attempts while open: {later} vs {at_open}"
+    );
+
+    down.store(false, Ordering::SeqCst);
+    wait_until(
+        Duration::from_secs(30),
+        "all 40 delivered after recovery",
+        || async { (sink.accepted().len() >= 40).then_some(()) },
+    )
+    .await;
+    assert_in_order_exactly_once(&sink.received(), 20, 2);
+}

@@ -4,10 +4,12 @@
 //! - `delivery`: one claim through transform + send, in key order
 //! - `pool`: reusable plugin instances of a destination
 //! - `retry`: pure backoff/abort decisions
+//! - `breaker`: pauses a destination that fails for every key, then probes it
 //!
 //! Destinations whose plugin is missing or broken get no loop: their jobs stay `pending` in the
 //! store (ingest keeps accepting them) until the plugin is fixed and sluice restarted.
 
+mod breaker;
 mod delivery;
 mod pool;
 pub mod retry;
@@ -89,6 +91,7 @@ impl Router {
                 max_in_flight: plugin.manifest.max_in_flight,
                 wake,
                 shutdown: shutdown.clone(),
+                breaker: Default::default(),
             };
             tasks.spawn(worker.run());
         }

@@ -8,15 +8,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::breaker::Breaker;
 use super::delivery::deliver;
 use super::pool::InstancePool;
 use super::retry::RetryPolicy;
-use crate::store::{JobUpdate, Store};
+use crate::store::{ClaimedJob, JobUpdate, Store};
 
 /// Upper bound on how long an idle destination sleeps before looking at the store again.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -39,13 +40,20 @@ pub struct DestinationWorker {
     pub max_in_flight: usize,
     pub wake: Arc<Notify>,
     pub shutdown: CancellationToken,
+    pub breaker: std::sync::Mutex<Breaker>,
 }
 
 impl DestinationWorker {
     /// Jobs per claim: several waves' worth, so that a key with a backlog moves several jobs
     /// per store round trip (they still go out one after another).
+    /// While the circuit breaker is open, a claim is a single probe job.
     fn claim_size(&self) -> usize {
-        self.batch_size * WAVES_PER_CLAIM
+        let probing = self.breaker.lock().map(|b| b.probing()).unwrap_or(false);
+        if probing {
+            1
+        } else {
+            self.batch_size * WAVES_PER_CLAIM
+        }
     }
 
     pub async fn run(self) {
@@ -74,39 +82,18 @@ impl DestinationWorker {
                 p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = me.shutdown.cancelled() => break,
             };
-            match me
-                .store
-                .job_claim(&me.destination_id, me.claim_size())
-                .await
-            {
+            let claim_size = me.claim_size();
+            match me.store.job_claim(&me.destination_id, claim_size).await {
                 Ok(jobs) if !jobs.is_empty() => {
                     // A short claim took every job that is claimable now; claiming again
                     // before something finishes or arrives would only rescan the backlog.
-                    let drained = jobs.len() < me.claim_size();
-                    let worker = me.clone();
-                    let paused_until = paused_until.clone();
-                    deliveries.spawn(async move {
-                        let report = deliver(
-                            &worker.pool,
-                            &worker.policy,
-                            worker.batch_size,
-                            jobs,
-                            &worker.shutdown,
-                        )
-                        .await;
-                        let pause = report
-                            .throttle
-                            .or(report.unavailable.as_ref().map(|_| UNAVAILABLE_PAUSE));
-                        if let Some(d) = pause
-                            && let Ok(mut p) = paused_until.lock()
-                        {
-                            let until = Instant::now() + d;
-                            *p = Some(p.map_or(until, |old| old.max(until)));
-                        }
-                        worker.record(&report.updates).await;
-                        drop(permit);
-                        worker.wake.notify_one();
-                    });
+                    // A probe is waited for before anything else is claimed.
+                    let drained = jobs.len() < claim_size || claim_size == 1;
+                    deliveries.spawn(me.clone().deliver_and_record(
+                        jobs,
+                        permit,
+                        paused_until.clone(),
+                    ));
                     if drained && !me.idle_wait().await {
                         break;
                     }
@@ -130,6 +117,51 @@ impl DestinationWorker {
         // Let deliveries under way finish their wave and record outcomes.
         while deliveries.join_next().await.is_some() {}
         tracing::info!(destination = %me.destination_id, "router stopped");
+    }
+
+    /// One claim through the plugin; records the outcomes, applies a pause the delivery asked
+    /// for, then frees its in-flight slot and wakes the loop (keys may have been unblocked).
+    async fn deliver_and_record(
+        self: Arc<Self>,
+        jobs: Vec<ClaimedJob>,
+        permit: OwnedSemaphorePermit,
+        paused_until: Arc<std::sync::Mutex<Option<Instant>>>,
+    ) {
+        let report = deliver(
+            &self.pool,
+            &self.policy,
+            self.batch_size,
+            jobs,
+            &self.shutdown,
+        )
+        .await;
+        let opened = self.breaker.lock().ok().and_then(|mut b| {
+            b.observe(
+                &report.updates,
+                self.policy.min_backoff,
+                self.policy.max_backoff,
+            )
+        });
+        if let Some(d) = opened {
+            tracing::warn!(destination = %self.destination_id, pause = ?d, "destination failing for every key; pausing, then probing with one job");
+        }
+        let pause = [
+            report.throttle,
+            report.unavailable.as_ref().map(|_| UNAVAILABLE_PAUSE),
+            opened,
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        if let Some(d) = pause
+            && let Ok(mut p) = paused_until.lock()
+        {
+            let until = Instant::now() + d;
+            *p = Some(p.map_or(until, |old| old.max(until)));
+        }
+        self.record(&report.updates).await;
+        drop(permit);
+        self.wake.notify_one();
     }
 
     /// Sleeps until woken, the next retry is due, or the idle poll; `false` on shutdown.
