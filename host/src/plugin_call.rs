@@ -62,9 +62,7 @@ pub async fn call(
 
     // The plugin sees the event as a stored job would be: validated and normalised by ingest
     // (messageId, receivedAt).
-    let received_at = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let received_at = crate::ingest::event::now_rfc3339();
     let value: serde_json::Value =
         serde_json::from_str(event).context("--event is not valid JSON")?;
     let meta = crate::ingest::event::RequestMeta {

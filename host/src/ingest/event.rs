@@ -23,6 +23,13 @@ pub struct RequestMeta<'a> {
     pub sent_at: Option<&'a Value>,
 }
 
+/// The server's receive time as ingest stamps it (`receivedAt`), RFC 3339.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// Validates and normalises one event; the error is the reason (without position).
 pub fn normalize(
     value: Value,

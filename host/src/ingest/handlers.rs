@@ -7,12 +7,11 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{Value, json};
-use time::format_description::well_known::Rfc3339;
 
 use super::auth::basic_auth_key;
 use super::body::read_body;
 use super::error::ApiError;
-use super::event::{RequestMeta, normalize};
+use super::event::{RequestMeta, normalize, now_rfc3339};
 use super::{IngestState, Source};
 use crate::store::NewEvent;
 
@@ -152,10 +151,4 @@ async fn store(
 
 fn invalid_event(why: String) -> ApiError {
     ApiError::bad_request("invalid_event", why)
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
 }

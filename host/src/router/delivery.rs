@@ -208,16 +208,11 @@ async fn ensure<'a>(
     pool: &InstancePool,
     instance: &'a mut Option<PluginInstance>,
 ) -> Result<&'a mut PluginInstance, CallError> {
-    if instance.as_ref().is_some_and(|i| i.is_poisoned()) {
-        *instance = None;
-    }
-    if instance.is_none() {
-        *instance = Some(pool.take().await?);
-    }
-    instance.as_mut().ok_or_else(|| CallError {
-        code: "plugin_trap",
-        message: "no plugin instance".into(),
-    })
+    let healthy = match instance.take() {
+        Some(i) if !i.is_poisoned() => i,
+        _ => pool.take().await?,
+    };
+    Ok(instance.insert(healthy))
 }
 
 fn job_context(job: &ClaimedJob) -> JobContext {

@@ -43,7 +43,6 @@ pub struct HostState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) clock: CallClock,
     gate: Gate,
-    pub(crate) labels: Arc<Labels>,
     /// Job being transformed, for log lines (`None` during `send`, which spans a batch).
     pub(crate) current_job: Option<i64>,
 }
@@ -72,9 +71,8 @@ impl HostState {
             gate: Gate {
                 client,
                 allowlist,
-                labels: labels.clone(),
+                labels,
             },
-            labels,
             current_job: None,
         }
     }
@@ -99,7 +97,7 @@ impl types::Host for HostState {}
 
 impl log::Host for HostState {
     async fn log(&mut self, level: Level, message: String) {
-        let l = &self.labels;
+        let l = &self.gate.labels;
         let job = self.current_job;
         match level {
             Level::Trace => {
