@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::store::OrderingScope;
+
 /// Everything `sluice serve` needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -37,9 +39,114 @@ pub struct ServerConfig {
     /// Use this PostgreSQL server instead of the embedded one. `DATABASE_URL` overrides it.
     #[serde(default)]
     pub database_url: Option<String>,
-    /// A resent `messageId` from the same source within this window creates no new jobs.
+    /// A resent `messageId` from the same source within this window creates no new jobs
+    /// (`0s` turns dedup off).
     #[serde(default = "default_dedup_window", with = "humantime_serde")]
     pub dedup_window: Duration,
+    /// How long a host's hold on a lane lasts without renewal; another host takes the lane
+    /// over after that (hosts' clocks must agree to well within a third of it).
+    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How long a lane that ran dry keeps its lease before giving it back.
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub lane_linger: Duration,
+    /// Event bytes one lane may hold in memory (read ahead, queued, in flight).
+    #[serde(default = "default_lane_memory", deserialize_with = "size")]
+    pub lane_memory: u64,
+    /// Connections to PostgreSQL.
+    #[serde(default = "default_db_connections")]
+    pub db_connections: u32,
+    /// How often maintenance runs while there is work (rescue, datasets, dedup expiry).
+    #[serde(default = "default_maintenance_interval", with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+    /// When datasets (partitions of the log) rotate and are dropped.
+    #[serde(default)]
+    pub datasets: DatasetConfig,
+}
+
+/// `[server.datasets]`: see `store::datasets`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    #[serde(default = "default_dataset_events")]
+    pub max_events: i64,
+    #[serde(default = "default_dataset_bytes", deserialize_with = "size")]
+    pub max_bytes: u64,
+    #[serde(default = "default_dataset_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    #[serde(default = "default_compact_below")]
+    pub compact_below: i64,
+    #[serde(default = "default_aborted_retention", with = "humantime_serde")]
+    pub aborted_retention: Duration,
+}
+
+impl Default for DatasetConfig {
+    fn default() -> Self {
+        DatasetConfig {
+            max_events: default_dataset_events(),
+            max_bytes: default_dataset_bytes(),
+            max_age: default_dataset_age(),
+            compact_below: default_compact_below(),
+            aborted_retention: default_aborted_retention(),
+        }
+    }
+}
+
+impl DatasetConfig {
+    pub fn policy(&self) -> crate::store::datasets::DatasetPolicy {
+        crate::store::datasets::DatasetPolicy {
+            max_events: self.max_events.max(1),
+            max_bytes: i64::try_from(self.max_bytes).unwrap_or(i64::MAX),
+            max_age: self.max_age,
+            compact_below: self.compact_below.max(0),
+            aborted_retention: self.aborted_retention,
+        }
+    }
+}
+
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_linger() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_lane_memory() -> u64 {
+    32 << 20
+}
+fn default_db_connections() -> u32 {
+    16
+}
+fn default_maintenance_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_dataset_events() -> i64 {
+    1_000_000
+}
+fn default_dataset_bytes() -> u64 {
+    1 << 30
+}
+fn default_dataset_age() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_compact_below() -> i64 {
+    10_000
+}
+fn default_aborted_retention() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+/// A size such as `32MiB` (or a number of bytes).
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(b) => Ok(b),
+        Size::Text(t) => crate::runtime::manifest::parse_size(&t).map_err(serde::de::Error::custom),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +171,9 @@ pub struct DestinationConfig {
     /// Overrides of the plugin manifest's retry policy, field by field.
     #[serde(default)]
     pub retry: RetryOverrides,
+    /// What is kept in order: `user` (default), `source_user` or `none`.
+    #[serde(default)]
+    pub ordering: OrderingScope,
 }
 
 /// Retry settings as written in config or a manifest: any field may be left out.
@@ -123,6 +233,12 @@ impl Default for ServerConfig {
             plugin_cache_dir: None,
             database_url: None,
             dedup_window: default_dedup_window(),
+            lease_ttl: default_lease_ttl(),
+            lane_linger: default_linger(),
+            lane_memory: default_lane_memory(),
+            db_connections: default_db_connections(),
+            maintenance_interval: default_maintenance_interval(),
+            datasets: DatasetConfig::default(),
         }
     }
 }
@@ -159,6 +275,8 @@ struct RawDestination {
     config: Option<Spanned<toml::Value>>,
     #[serde(default)]
     retry: Option<Spanned<RetryOverrides>>,
+    #[serde(default)]
+    ordering: OrderingScope,
 }
 
 impl Config {
@@ -256,6 +374,7 @@ impl Config {
                 plugin: d.plugin.into_inner(),
                 config,
                 retry,
+                ordering: d.ordering,
             });
         }
 

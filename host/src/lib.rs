@@ -5,9 +5,12 @@
 //! ingest (axum) ──one tx──▶ store (Postgres) ──claim──▶ router ──▶ plugin (wasm) ──▶ destination
 //! ```
 
+pub mod clock;
 pub mod config;
 pub mod embedded_pg;
 pub mod ingest;
+pub mod lane;
+pub mod maintenance;
 pub mod plugin_build;
 pub mod plugin_call;
 pub mod router;
@@ -16,20 +19,18 @@ pub mod sink;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use config::Config;
 use embedded_pg::EmbeddedPostgres;
-use router::Router;
+use maintenance::Maintenance;
+use router::{Router, RouterSettings, Wakers};
 use runtime::PluginRuntime;
-use store::Store;
-
-/// How often expired dedup keys are removed.
-const DEDUP_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
+use store::{Dedup, HostInfo, LaneId, LaneSpec, Store, StoreOptions};
 
 /// Runs Sluice until `shutdown` fires. `listener` lets callers bind first (port 0 in tests);
 /// otherwise `config.server.listen` is bound.
@@ -64,22 +65,37 @@ async fn serve(
     listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(url).await.context("opening the job store")?;
-    let recovered = store.job_recover_executing().await?;
-    if recovered > 0 {
-        tracing::warn!(
-            jobs = recovered,
-            "jobs were executing when sluice last stopped; they will be retried"
-        );
-    }
+    let server = &config.server;
+    let store = Store::connect_with(
+        url,
+        &StoreOptions {
+            max_connections: server.db_connections,
+        },
+    )
+    .await
+    .context("opening the job store")?;
+    let clock = clock::system();
+    let host = HostInfo {
+        incarnation: uuid::Uuid::new_v4(),
+        host_name: maintenance::local_host_name(),
+        pid: std::process::id(),
+    };
+    store
+        .host_register(&host)
+        .await
+        .context("registering this host")?;
+    store
+        .lanes_sync(&lane_specs(config))
+        .await
+        .context("writing lanes and routes")?;
+    tracing::info!(incarnation = %host.incarnation, "host registered");
 
-    let cache_dir = config
-        .server
+    let cache_dir = server
         .plugin_cache_dir
         .clone()
-        .unwrap_or_else(|| config.server.data_dir.join("plugin-cache"));
+        .unwrap_or_else(|| server.data_dir.join("plugin-cache"));
     let runtime = PluginRuntime::new(Some(cache_dir))?;
-    let (plugins, errors) = runtime.load_dir(&config.server.plugins_dir).await;
+    let (plugins, errors) = runtime.load_dir(&server.plugins_dir).await;
     for e in &errors {
         tracing::error!(error = %e, "plugin not loaded");
     }
@@ -92,49 +108,143 @@ async fn serve(
         &plugins,
         store.clone(),
         runtime,
+        &RouterSettings {
+            me: host.incarnation,
+            lease_ttl: server.lease_ttl,
+            linger: server.lane_linger,
+            lane_max_bytes: usize::try_from(server.lane_memory).unwrap_or(usize::MAX),
+        },
+        clock.clone(),
         shutdown.child_token(),
     );
-    let ingest = ingest::IngestState::new(config, store.clone(), router.wakers());
+    let dedup = Dedup {
+        window: server.dedup_window,
+    };
+    let maintenance_wake = Arc::new(Notify::new());
+    let writer = ingest::Writer::start(
+        store.clone(),
+        dedup,
+        router.wakers(),
+        maintenance_wake.clone(),
+        host.incarnation,
+    );
+    let ingest = ingest::IngestState::new(config, store.clone(), writer);
     let app = ingest::router(Arc::new(ingest))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(tower_http::trace::TraceLayer::new_for_http());
 
     let listener = match listener {
         Some(l) => l,
-        None => TcpListener::bind(config.server.listen)
+        None => TcpListener::bind(server.listen)
             .await
-            .with_context(|| format!("binding {}", config.server.listen))?,
+            .with_context(|| format!("binding {}", server.listen))?,
     };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "sluice listening on http://{addr}");
 
-    let maintenance = tokio::spawn(expire_dedup_keys(
+    let maintenance = tokio::spawn(
+        Maintenance {
+            store: store.clone(),
+            wakers: router.wakers(),
+            clock: clock.clone(),
+            datasets: server.datasets.policy(),
+            dedup,
+            interval: server.maintenance_interval,
+            host: host.clone(),
+            wake: maintenance_wake.clone(),
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    let listening = tokio::spawn(listen_for_peers(
         store.clone(),
-        config.server.dedup_window,
+        router.wakers(),
+        maintenance_wake,
+        host.incarnation,
         shutdown.clone(),
     ));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .context("serving HTTP");
-    // HTTP stopped (shutdown or error): stop the routers too, then let them finish.
+    // HTTP stopped (shutdown or error): stop the lanes too, then let them finish.
     shutdown.cancel();
     router.join().await;
     let _ = maintenance.await;
+    let _ = listening.await;
+    if let Err(e) = store.host_stop(host.incarnation).await {
+        tracing::warn!(error = %e, "could not mark this host stopped");
+    }
     store.close().await;
     served
 }
 
-async fn expire_dedup_keys(store: Store, window: Duration, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(DEDUP_EXPIRY_INTERVAL) => {}
-            _ = shutdown.cancelled() => return,
+/// The lanes the config describes: one per destination, fed by the sources naming it.
+fn lane_specs(config: &Config) -> Vec<LaneSpec> {
+    config
+        .destinations
+        .iter()
+        .map(|d| LaneSpec {
+            lane: LaneId {
+                workspace_id: d.workspace.clone(),
+                destination_id: d.id.clone(),
+            },
+            ordering: d.ordering,
+            sources: config
+                .sources
+                .iter()
+                .filter(|s| s.destinations.contains(&d.id))
+                .map(|s| s.id.clone())
+                .collect(),
+        })
+        .collect()
+}
+
+/// Wakes local lanes when another host's ingest wrote events for their workspace.
+async fn listen_for_peers(
+    store: Store,
+    wakers: Wakers,
+    maintenance: Arc<Notify>,
+    me: uuid::Uuid,
+    shutdown: CancellationToken,
+) {
+    let mut listener = loop {
+        match store.wake_listener().await {
+            Ok(l) => break l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN for other hosts; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
         }
-        match store.dedup_expire(window).await {
-            Ok(n) if n > 0 => tracing::debug!(removed = n, "expired dedup keys"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "expiring dedup keys failed"),
+    };
+    loop {
+        let wake = tokio::select! {
+            w = listener.next() => w,
+            _ = shutdown.cancelled() => return,
+        };
+        match wake {
+            Ok(w) if w.from == Some(me) => {}
+            Ok(w) if w.workspaces.is_empty() => {
+                // Reconnected: notifications may have been missed.
+                wakers.wake_all();
+                maintenance.notify_one();
+            }
+            Ok(w) => {
+                for ws in &w.workspaces {
+                    wakers.wake_workspace(ws);
+                }
+                maintenance.notify_one();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
         }
     }
 }

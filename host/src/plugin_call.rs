@@ -63,7 +63,7 @@ pub async fn call(
     // The plugin sees the event as a stored job would be: validated and normalised by ingest
     // (messageId, receivedAt).
     let received_at = crate::ingest::event::now_rfc3339();
-    let value: serde_json::Value =
+    let value: &serde_json::value::RawValue =
         serde_json::from_str(event).context("--event is not valid JSON")?;
     let meta = crate::ingest::event::RequestMeta {
         received_at: &received_at,
@@ -71,7 +71,7 @@ pub async fn call(
     };
     let normalized = crate::ingest::event::normalize(value, None, &meta)
         .map_err(|why| anyhow::anyhow!("--event is not a valid event: {why}"))?;
-    let event = normalized.event_json.as_str();
+    let event = normalized.json.as_str();
 
     let repeat = repeat.max(1);
     let mut first = None;

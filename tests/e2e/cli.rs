@@ -85,12 +85,12 @@ async fn database_url_uses_that_server() {
     })
     .await;
     let other = sqlx::PgPool::connect(&other_url).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&other)
         .await
         .unwrap();
     assert_eq!(n, 9);
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&pool)
         .await
         .unwrap();

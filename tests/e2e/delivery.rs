@@ -62,8 +62,9 @@ async fn failing_user_waits_while_other_users_are_delivered() {
     assert!(attempt >= 1);
     assert_eq!(code, "http_500");
     let blocked: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM blocked_jobs b JOIN jobs j ON j.id = b.job_id
-         WHERE j.ordering_key = 'user-7' AND b.blocked_by = (SELECT id FROM jobs WHERE message_id = 'user-7-0')",
+        "SELECT count(*) FROM blocked_jobs b
+         WHERE b.order_key = 'user-7'
+           AND b.blocked_by = (SELECT id FROM events WHERE message_id = 'user-7-0')",
     )
     .fetch_one(&pool)
     .await
@@ -103,7 +104,7 @@ async fn failing_user_waits_while_other_users_are_delivered() {
     assert_eq!(attempts_of_head, 4);
 
     let (state, attempt, code): (String, i32, Option<String>) = sqlx::query_as(
-        "SELECT state, attempt, error_code FROM job_overview WHERE message_id = 'user-7-0'",
+        "SELECT state::text, attempt, error_code FROM job_overview WHERE message_id = 'user-7-0'",
     )
     .fetch_one(&pool)
     .await
@@ -162,21 +163,21 @@ async fn retries_are_aborted_after_max_attempts_and_window() {
         Duration::from_secs(30),
         "user-0's jobs to be aborted",
         || async {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM aborted_jobs WHERE ordering_key = 'user-0'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM aborted_jobs WHERE user_key = 'user-0'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
             (n == 2).then_some(n)
         },
     )
     .await;
     assert_eq!(aborted, 2);
-    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempt FROM aborted_jobs ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let attempts: Vec<i32> =
+        sqlx::query_scalar("SELECT attempt FROM aborted_jobs ORDER BY event_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(attempts, vec![3, 3], "each aborted after max_attempts");
     assert_eq!(accepted_by_user(&sink.received())["user-1"], vec![0, 1]);
 }
@@ -195,7 +196,7 @@ async fn a_429_throttles_without_spending_an_attempt() {
     post_all(&sluice, &events(2, 6), 6).await;
 
     let (state, attempt): (String, i32) = wait_until(Duration::from_secs(30), "the throttled job", || async {
-        sqlx::query_as("SELECT state, attempt FROM job_overview WHERE message_id = 'user-1-0' AND error_code = 'throttled'")
+        sqlx::query_as("SELECT state::text, attempt FROM job_overview WHERE message_id = 'user-1-0' AND error_code = 'throttled'")
             .fetch_optional(&pool)
             .await
             .unwrap()

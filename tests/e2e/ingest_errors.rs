@@ -34,7 +34,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 async fn job_count(sluice: &Sluice) -> i64 {
     let pool = db(sluice).await;
-    sqlx::query_scalar("SELECT count(*) FROM jobs")
+    sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&pool)
         .await
         .unwrap()
@@ -241,13 +241,14 @@ async fn accepted_forms_gzip_body_key_single_events_and_dedup() {
     .await;
     assert_eq!(job_count(&sluice).await, 10);
     let pool = db(&sluice).await;
-    let types: Vec<String> =
-        sqlx::query_scalar("SELECT event->>'type' FROM jobs WHERE ordering_key = 'c' ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT event::json->>'type' FROM events WHERE user_key = 'c' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(types, vec!["identify", "page", "screen", "group", "alias"]);
-    let generated: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE length(message_id) = 36 AND event->>'messageId' = message_id")
+    let generated: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE length(message_id) = 36 AND event::json->>'messageId' = message_id")
         .fetch_one(&pool)
         .await
         .unwrap();

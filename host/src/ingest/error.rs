@@ -5,7 +5,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::store::StoreError;
+use super::writer::WriteError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -40,17 +40,15 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        if e.is_unavailable() {
-            tracing::warn!(error = %e, "store unavailable; answering 503");
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> ApiError {
+        if e.unavailable {
             ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "store_unavailable",
                 message: "the event store is unavailable; retry later".into(),
             }
         } else {
-            tracing::error!(error = %e, "ingest failed");
             ApiError {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 code: "internal_error",

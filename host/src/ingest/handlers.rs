@@ -1,4 +1,5 @@
-//! The ingest handlers: parse → authenticate → validate all → store in one transaction → 200.
+//! The ingest handlers: authenticate (from the header, before reading the body, when the key
+//! is there) → read → validate all → write (group commit) → 200.
 
 use std::sync::Arc;
 
@@ -6,14 +7,34 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::auth::basic_auth_key;
 use super::body::read_body;
 use super::error::ApiError;
-use super::event::{RequestMeta, normalize, now_rfc3339};
+use super::event::{RequestMeta, contains_nul_escape, normalize, rfc3339};
 use super::{IngestState, Source};
-use crate::store::NewEvent;
+use crate::store::{AppendRequest, NewEvent};
+
+/// The body of `POST /v1/batch`, members unparsed.
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    batch: Option<&'a RawValue>,
+    #[serde(borrow, rename = "sentAt")]
+    sent_at: Option<&'a RawValue>,
+    #[serde(rename = "writeKey")]
+    write_key: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The body of a single-event endpoint: only the write key is looked at here.
+#[derive(Deserialize)]
+struct SingleBody<'a> {
+    #[serde(rename = "writeKey")]
+    write_key: Option<std::borrow::Cow<'a, str>>,
+}
 
 /// `POST /v1/batch`: `{"batch": [...], "sentAt"?, "writeKey"?}`.
 pub async fn batch(
@@ -21,38 +42,38 @@ pub async fn batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let (source, mut doc) = parse_and_authenticate(&state, &headers, body).await?;
-    let batch = match doc.remove("batch") {
-        Some(Value::Array(items)) => items,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_batch",
-                "`batch` must be an array",
-            ));
-        }
-        None => {
-            return Err(ApiError::bad_request(
-                "invalid_batch",
-                "missing `batch` array",
-            ));
-        }
+    let header_source = source_from_header(&state, &headers)?;
+    let bytes = read_body(&headers, body).await?;
+    let doc: BatchBody = parse(&bytes)?;
+    let source = match header_source {
+        Some(s) => s,
+        None => source_from_body(&state, doc.write_key.as_deref())?,
     };
-    if batch.is_empty() {
+    let Some(batch) = doc.batch else {
+        return Err(ApiError::bad_request(
+            "invalid_batch",
+            "missing `batch` array",
+        ));
+    };
+    let items: Vec<&RawValue> = serde_json::from_str(batch.get())
+        .map_err(|_| ApiError::bad_request("invalid_batch", "`batch` must be an array"))?;
+    if items.is_empty() {
         return Err(ApiError::bad_request("empty_batch", "`batch` is empty"));
     }
-    let received_at = now_rfc3339();
+    let received_at = time::OffsetDateTime::now_utc();
+    let received_text = rfc3339(received_at);
     let meta = RequestMeta {
-        received_at: &received_at,
-        sent_at: doc.get("sentAt"),
+        received_at: &received_text,
+        sent_at: doc.sent_at,
     };
-    let events = batch
+    let events = items
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
             normalize(e, None, &meta).map_err(|why| invalid_event(format!("batch[{i}]: {why}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    store(&state, &source, events).await
+    store(&state, &source, received_at, events).await
 }
 
 /// `POST /v1/{track,identify,page,screen,group,alias}`: one event, its type from the path.
@@ -68,14 +89,24 @@ pub async fn single(
         .next()
         .unwrap_or_default()
         .to_string();
-    let (source, doc) = parse_and_authenticate(&state, &headers, body).await?;
-    let received_at = now_rfc3339();
+    let header_source = source_from_header(&state, &headers)?;
+    let bytes = read_body(&headers, body).await?;
+    let doc: SingleBody = parse(&bytes)?;
+    let source = match header_source {
+        Some(s) => s,
+        None => source_from_body(&state, doc.write_key.as_deref())?,
+    };
+    let raw: &RawValue = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    let received_at = time::OffsetDateTime::now_utc();
+    let received_text = rfc3339(received_at);
     let meta = RequestMeta {
-        received_at: &received_at,
+        received_at: &received_text,
         sent_at: None,
     };
-    let event = normalize(Value::Object(doc), Some(&kind), &meta).map_err(invalid_event)?;
-    store(&state, &source, vec![event]).await
+    let event = normalize(raw, Some(&kind), &meta).map_err(invalid_event)?;
+    store(&state, &source, received_at, vec![event]).await
 }
 
 /// `GET /health`: 200 when the store answers, 503 otherwise.
@@ -92,56 +123,81 @@ pub async fn health(State(state): State<Arc<IngestState>>) -> (StatusCode, Json<
     }
 }
 
-async fn parse_and_authenticate(
+/// The source named by the Basic credentials, if the request carries them. An unknown key is
+/// refused here, before a byte of the body is read.
+fn source_from_header(
     state: &IngestState,
     headers: &HeaderMap,
-    body: Body,
-) -> Result<(Arc<Source>, serde_json::Map<String, Value>), ApiError> {
-    let header_key = basic_auth_key(headers)?;
-    let bytes = read_body(headers, body).await?;
-    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+) -> Result<Option<Arc<Source>>, ApiError> {
+    match basic_auth_key(headers)? {
+        None => Ok(None),
+        Some(key) => state
+            .sources
+            .get(&key)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| ApiError::unauthorized("unknown write key")),
+    }
+}
+
+fn source_from_body(state: &IngestState, key: Option<&str>) -> Result<Arc<Source>, ApiError> {
+    let key = key.filter(|k| !k.is_empty()).ok_or_else(|| {
+        ApiError::unauthorized(
+            "no write key: send it as the HTTP Basic username or as `writeKey` in the body",
+        )
     })?;
-    let Value::Object(doc) = doc else {
+    state
+        .sources
+        .get(key)
+        .cloned()
+        .ok_or_else(|| ApiError::unauthorized("unknown write key"))
+}
+
+/// Parses the body as a JSON object of type `T`; rejects `\u0000` anywhere.
+fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
+    if contains_nul_escape(bytes) {
         return Err(ApiError::bad_request(
             "invalid_json",
-            "the body must be a JSON object",
+            "the body contains \\u0000, which cannot be stored",
         ));
-    };
-    let key = match header_key {
-        Some(k) => k,
-        None => match doc.get("writeKey") {
-            Some(Value::String(k)) if !k.is_empty() => k.clone(),
-            _ => {
-                return Err(ApiError::unauthorized(
-                    "no write key: send it as the HTTP Basic username or as `writeKey` in the body",
-                ));
-            }
-        },
-    };
-    let source = state
-        .sources
-        .get(&key)
-        .cloned()
-        .ok_or_else(|| ApiError::unauthorized("unknown write key"))?;
-    Ok((source, doc))
+    }
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Tell "not JSON at all" apart from "JSON, but not an object".
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => ApiError::bad_request("invalid_json", "the body must be a JSON object"),
+                Err(e) => ApiError::bad_request(
+                    "invalid_json",
+                    format!("the body is not valid JSON: {e}"),
+                ),
+            },
+        );
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })
 }
 
 async fn store(
     state: &IngestState,
     source: &Source,
+    received_at: time::OffsetDateTime,
     events: Vec<NewEvent>,
 ) -> Result<Json<Value>, ApiError> {
+    let total = events.len();
+    let request = AppendRequest {
+        workspace_id: source.workspace.clone(),
+        source_id: source.id.clone(),
+        received_at,
+        events,
+    };
     let outcome = state
-        .store
-        .job_insert_many(&source.workspace, &source.id, &source.destinations, events)
+        .writer
+        .append(request, source.destinations.clone())
         .await?;
-    if outcome.jobs > 0 {
-        for d in &source.destinations {
-            state.wakers.wake(d);
-        }
-    }
-    tracing::debug!(source = %source.id, accepted = outcome.accepted, duplicates = outcome.duplicates, jobs = outcome.jobs, "batch stored");
+    tracing::debug!(source = %source.id, accepted = outcome.accepted, duplicates = outcome.duplicates, "batch stored");
+    debug_assert_eq!(outcome.accepted + outcome.duplicates, total);
     Ok(Json(json!({
         "success": true,
         "accepted": outcome.accepted,

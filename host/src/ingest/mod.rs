@@ -1,17 +1,18 @@
 //! Ingest: the Segment/RudderStack-compatible HTTP API.
 //!
 //! `POST /v1/batch` and the single-event endpoints `/v1/{track,identify,page,screen,group,alias}`
-//! accept plain or gzip JSON, authenticate by write key, validate every event, fan each one out
-//! to the source's destinations and answer 200 only after the jobs are committed.
-//! Errors: 400 (invalid JSON, empty batch, invalid event), 401 (write key), 413 (body over
-//! 4000 KB, before or after gzip), 503 (store unavailable; clients retry). Nothing is half-written:
-//! a request is stored whole or not at all.
+//! accept plain or gzip JSON, authenticate by write key, validate every event and answer 200
+//! only after the events are committed to the log (`writer`, group commit). Errors: 400
+//! (invalid JSON, `\u0000`, empty batch, invalid event), 401 (write key), 413 (body over
+//! 4000 KB, before or after gzip), 503 (store unavailable; clients retry). Nothing is
+//! half-written: a request is stored whole or not at all.
 
 mod auth;
 mod body;
 mod error;
 pub mod event;
 mod handlers;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,18 +21,18 @@ use axum::Router;
 use axum::routing::{get, post};
 
 use crate::config::Config;
-use crate::router::Wakers;
 use crate::store::Store;
 
 pub use body::MAX_BODY_BYTES;
 pub use error::ApiError;
+pub use writer::Writer;
 
 /// A source as ingest sees it.
 #[derive(Debug, Clone)]
 pub struct Source {
-    pub id: String,
-    pub workspace: String,
-    pub destinations: Vec<String>,
+    pub id: Arc<str>,
+    pub workspace: Arc<str>,
+    pub destinations: Arc<[String]>,
 }
 
 /// Shared state of the handlers.
@@ -39,11 +40,11 @@ pub struct IngestState {
     pub store: Store,
     /// Sources by write key.
     pub sources: HashMap<String, Arc<Source>>,
-    pub wakers: Wakers,
+    pub writer: Writer,
 }
 
 impl IngestState {
-    pub fn new(config: &Config, store: Store, wakers: Wakers) -> IngestState {
+    pub fn new(config: &Config, store: Store, writer: Writer) -> IngestState {
         let sources = config
             .sources
             .iter()
@@ -51,9 +52,9 @@ impl IngestState {
                 (
                     s.write_key.clone(),
                     Arc::new(Source {
-                        id: s.id.clone(),
-                        workspace: s.workspace.clone(),
-                        destinations: s.destinations.clone(),
+                        id: s.id.as_str().into(),
+                        workspace: s.workspace.as_str().into(),
+                        destinations: s.destinations.clone().into(),
                     }),
                 )
             })
@@ -61,7 +62,7 @@ impl IngestState {
         IngestState {
             store,
             sources,
-            wakers,
+            writer,
         }
     }
 }

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use crate::store::{JobUpdate, NextState};
+use crate::lane::Decision;
 
 /// Failed attempts in a row, with no delivery in between, that open the breaker.
 pub const THRESHOLD: u32 = 10;
@@ -37,17 +37,17 @@ impl Breaker {
     /// breaker (re)opens.
     pub fn observe(
         &mut self,
-        updates: &[JobUpdate],
+        decisions: &[&Decision],
         min_pause: Duration,
         max_pause: Duration,
     ) -> Option<Duration> {
         let mut alive = false;
         let mut failed = 0;
-        for u in updates {
-            match u.next {
-                NextState::Delivered | NextState::Aborted { .. } => alive = true,
-                NextState::Retry { .. } => failed += 1,
-                NextState::Throttled { .. } | NextState::Released => {}
+        for d in decisions {
+            match d {
+                Decision::Delivered | Decision::Aborted { .. } => alive = true,
+                Decision::Retry { .. } => failed += 1,
+                Decision::Throttled { .. } | Decision::Released => {}
             }
         }
         if alive {
@@ -76,25 +76,21 @@ mod tests {
     use super::*;
     use time::OffsetDateTime;
 
-    fn updates(delivered: usize, failed: usize) -> Vec<JobUpdate> {
-        let mut v = Vec::new();
-        for i in 0..delivered {
-            v.push(JobUpdate {
-                job_id: i as i64,
-                next: NextState::Delivered,
-            });
-        }
-        for i in 0..failed {
-            v.push(JobUpdate {
-                job_id: 1000 + i as i64,
-                next: NextState::Retry {
-                    code: "http_connect".into(),
-                    text: String::new(),
-                    at: OffsetDateTime::now_utc(),
-                },
+    fn updates(delivered: usize, failed: usize) -> Vec<Decision> {
+        let mut v = vec![Decision::Delivered; delivered];
+        for _ in 0..failed {
+            v.push(Decision::Retry {
+                code: "http_connect".into(),
+                text: String::new(),
+                at: OffsetDateTime::now_utc(),
             });
         }
         v
+    }
+
+    fn observe(b: &mut Breaker, d: Vec<Decision>) -> Option<Duration> {
+        let refs: Vec<&Decision> = d.iter().collect();
+        b.observe(&refs, MIN, MAX)
     }
 
     const MIN: Duration = Duration::from_secs(1);
@@ -103,20 +99,14 @@ mod tests {
     #[test]
     fn opens_after_a_run_of_failures_and_backs_off_while_probes_fail() {
         let mut b = Breaker::default();
-        assert_eq!(b.observe(&updates(0, 9), MIN, MAX), None);
+        assert_eq!(observe(&mut b, updates(0, 9)), None);
         assert!(!b.probing());
-        assert_eq!(b.observe(&updates(0, 1), MIN, MAX), Some(MIN));
+        assert_eq!(observe(&mut b, updates(0, 1)), Some(MIN));
         assert!(b.probing());
-        assert_eq!(
-            b.observe(&updates(0, 1), MIN, MAX),
-            Some(Duration::from_secs(2))
-        );
-        assert_eq!(
-            b.observe(&updates(0, 1), MIN, MAX),
-            Some(Duration::from_secs(4))
-        );
-        assert_eq!(b.observe(&updates(0, 1), MIN, MAX), Some(MAX));
-        assert_eq!(b.observe(&updates(1, 0), MIN, MAX), None);
+        assert_eq!(observe(&mut b, updates(0, 1)), Some(Duration::from_secs(2)));
+        assert_eq!(observe(&mut b, updates(0, 1)), Some(Duration::from_secs(4)));
+        assert_eq!(observe(&mut b, updates(0, 1)), Some(MAX));
+        assert_eq!(observe(&mut b, updates(1, 0)), None);
         assert!(!b.probing(), "a delivered probe closes the breaker");
     }
 
@@ -124,7 +114,7 @@ mod tests {
     fn one_failing_key_among_working_ones_never_opens_it() {
         let mut b = Breaker::default();
         for _ in 0..100 {
-            assert_eq!(b.observe(&updates(5, 1), MIN, MAX), None);
+            assert_eq!(observe(&mut b, updates(5, 1)), None);
         }
         assert!(!b.probing());
     }

@@ -1,7 +1,8 @@
-//! The router: one delivery loop per destination whose plugin loaded.
+//! The router: one lane loop per destination whose plugin loaded, and the wake-ups that drive
+//! them.
 //!
-//! - `worker`: the claim/deliver/record loop of one destination
-//! - `delivery`: one claim through transform + send, in key order
+//! - `runner`: one lane's loop (lease, log reads, row fetches, plugin calls, commits)
+//! - `delivery`: one call through the plugin (transform + send)
 //! - `pool`: reusable plugin instances of a destination
 //! - `retry`: pure backoff/abort decisions
 //! - `breaker`: pauses a destination that fails for every key, then probes it
@@ -13,39 +14,73 @@ mod breaker;
 mod delivery;
 mod pool;
 pub mod retry;
-mod worker;
+pub mod runner;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
+use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::lane::LaneLimits;
 use crate::runtime::allowlist::Allowlist;
 use crate::runtime::{InstanceSpec, LoadedPlugin, PluginRuntime};
-use crate::store::Store;
+use crate::store::{LaneId, Store};
 use pool::InstancePool;
 use retry::RetryPolicy;
-use worker::DestinationWorker;
+use runner::{LaneRunner, LaneSettings};
 
-/// Wake-up handles per destination, shared with ingest so new jobs are picked up at once.
+/// Smallest payload budget of one call, whatever the plugin's memory cap.
+const MIN_CALL_BYTES: usize = 256 << 10;
+
+/// Wake-up handles per lane, shared with ingest and maintenance.
 #[derive(Clone, Default)]
 pub struct Wakers {
-    map: Arc<HashMap<String, Arc<Notify>>>,
+    /// By destination id.
+    by_destination: Arc<HashMap<String, Arc<Notify>>>,
+    /// Destination ids by workspace.
+    by_workspace: Arc<HashMap<String, Vec<String>>>,
 }
 
 impl Wakers {
-    /// Tells the destination's loop there may be new work.
+    /// Tells the destination's lane there may be new work.
     pub fn wake(&self, destination_id: &str) {
-        if let Some(n) = self.map.get(destination_id) {
+        if let Some(n) = self.by_destination.get(destination_id) {
+            n.notify_one();
+        }
+    }
+
+    /// Wakes every lane of a workspace (another host wrote events for it).
+    pub fn wake_workspace(&self, workspace_id: &str) {
+        for d in self.by_workspace.get(workspace_id).into_iter().flatten() {
+            self.wake(d);
+        }
+    }
+
+    /// Wakes every lane (a wake-up may have been missed).
+    pub fn wake_all(&self) {
+        for n in self.by_destination.values() {
             n.notify_one();
         }
     }
 }
 
-/// The running delivery loops.
+/// Host-wide router settings.
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    pub me: Uuid,
+    pub lease_ttl: Duration,
+    pub linger: Duration,
+    /// Memory a lane may hold in events (read ahead, queued, in flight).
+    pub lane_max_bytes: usize,
+}
+
+/// The running lane loops.
 pub struct Router {
     tasks: JoinSet<()>,
     wakers: Wakers,
@@ -58,10 +93,13 @@ impl Router {
         plugins: &[Arc<LoadedPlugin>],
         store: Store,
         runtime: PluginRuntime,
+        settings: &RouterSettings,
+        clock: SharedClock,
         shutdown: CancellationToken,
     ) -> Router {
         let mut tasks = JoinSet::new();
-        let mut map = HashMap::new();
+        let mut by_destination = HashMap::new();
+        let mut by_workspace: HashMap<String, Vec<String>> = HashMap::new();
         for dest in &config.destinations {
             let Some(plugin) = plugins.iter().find(|p| p.name == dest.plugin) else {
                 tracing::error!(destination = %dest.id, plugin = %dest.plugin, "no such plugin loaded; the destination's jobs will wait");
@@ -81,23 +119,55 @@ impl Router {
                 allowlist: Arc::new(allowlist),
             };
             let wake = Arc::new(Notify::new());
-            map.insert(dest.id.clone(), wake.clone());
-            let worker = DestinationWorker {
-                destination_id: dest.id.clone(),
+            by_destination.insert(dest.id.clone(), wake.clone());
+            by_workspace
+                .entry(dest.workspace.clone())
+                .or_default()
+                .push(dest.id.clone());
+            let manifest = &plugin.manifest;
+            let memory = manifest.memory_bytes().unwrap_or(64 << 20) as usize;
+            let batch_size = manifest.batch_size;
+            let max_in_flight = manifest.max_in_flight;
+            let lane_settings = LaneSettings {
+                lease_ttl: settings.lease_ttl,
+                linger: settings.linger,
+                batch_size,
+                max_in_flight,
+                // A call's payloads are copied into the plugin (and usually once more by it).
+                call_max_bytes: (memory / 4).max(MIN_CALL_BYTES),
+                max_held_jobs: (batch_size * max_in_flight * 4).max(1000),
+                max_held_bytes: settings.lane_max_bytes,
+                limits: LaneLimits::default(),
+                policy: RetryPolicy::resolve(&dest.retry, &manifest.retry),
+            };
+            let sources = config
+                .sources
+                .iter()
+                .filter(|s| s.destinations.contains(&dest.id))
+                .map(|s| s.id.clone())
+                .collect();
+            let runner = LaneRunner {
+                lane: LaneId {
+                    workspace_id: dest.workspace.clone(),
+                    destination_id: dest.id.clone(),
+                },
+                sources,
                 store: store.clone(),
                 pool: Arc::new(InstancePool::new(runtime.clone(), spec)),
-                policy: RetryPolicy::resolve(&dest.retry, &plugin.manifest.retry),
-                batch_size: plugin.manifest.batch_size,
-                max_in_flight: plugin.manifest.max_in_flight,
+                settings: lane_settings,
                 wake,
                 shutdown: shutdown.clone(),
-                breaker: Default::default(),
+                me: settings.me,
+                clock: clock.clone(),
             };
-            tasks.spawn(worker.run());
+            tasks.spawn(runner.run());
         }
         Router {
             tasks,
-            wakers: Wakers { map: Arc::new(map) },
+            wakers: Wakers {
+                by_destination: Arc::new(by_destination),
+                by_workspace: Arc::new(by_workspace),
+            },
         }
     }
 

@@ -14,7 +14,7 @@ use rand::Rng;
 use time::OffsetDateTime;
 
 use crate::config::RetryOverrides;
-use crate::store::NextState;
+use crate::lane::Decision;
 
 /// The effective retry policy of one destination.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,20 +87,20 @@ pub fn decide(
     now: OffsetDateTime,
     outcome: JobOutcome,
     rng: &mut impl Rng,
-) -> NextState {
+) -> Decision {
     match outcome {
-        JobOutcome::Delivered => NextState::Delivered,
-        JobOutcome::Abort { code, message } => NextState::Aborted {
+        JobOutcome::Delivered => Decision::Delivered,
+        JobOutcome::Abort { code, message } => Decision::Aborted {
             code,
             text: message,
         },
-        JobOutcome::Throttled(after) => NextState::Throttled { at: now + after },
+        JobOutcome::Throttled(after) => Decision::Throttled { at: now + after },
         JobOutcome::Retry { code, message } => {
             let attempts = attempts_before + 1;
             let retrying_for = (now - first_attempt_at).max(time::Duration::ZERO);
             let window = time::Duration::try_from(policy.window).unwrap_or(time::Duration::MAX);
             if retrying_for >= window && attempts >= policy.max_attempts {
-                return NextState::Aborted {
+                return Decision::Aborted {
                     text: format!(
                         "gave up after {attempts} attempts over {}: {message}",
                         humantime::format_duration(Duration::from_secs(
@@ -112,7 +112,7 @@ pub fn decide(
             }
             let base = policy.backoff(attempts);
             let jitter = base.mul_f64(rng.random_range(0.0..0.2));
-            NextState::Retry {
+            Decision::Retry {
                 code,
                 text: message,
                 at: now + base + jitter,
@@ -148,7 +148,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for attempts_before in 0..5u32 {
             match decide(&p, attempts_before, now, now, retry(), &mut rng) {
-                NextState::Retry { at, code, .. } => {
+                Decision::Retry { at, code, .. } => {
                     assert_eq!(code, "http_500");
                     let wait = at - now;
                     let base = p.backoff(attempts_before + 1);
@@ -171,17 +171,17 @@ mod tests {
         let soon = first + time::Duration::hours(1);
         assert!(matches!(
             decide(&p, 20, first, soon, retry(), &mut rng),
-            NextState::Retry { .. }
+            Decision::Retry { .. }
         ));
         // Past the window but too few attempts: keep retrying.
         let late = first + time::Duration::hours(4);
         assert!(matches!(
             decide(&p, 1, first, late, retry(), &mut rng),
-            NextState::Retry { .. }
+            Decision::Retry { .. }
         ));
         // Past the window and enough attempts: abort, keeping the code.
         match decide(&p, 2, first, late, retry(), &mut rng) {
-            NextState::Aborted { code, text } => {
+            Decision::Aborted { code, text } => {
                 assert_eq!(code, "http_500");
                 assert!(text.starts_with("gave up after 3 attempts"), "{text}");
             }
@@ -200,7 +200,7 @@ mod tests {
         };
         assert!(matches!(
             decide(&p, 0, now, now, abort, &mut rng),
-            NextState::Aborted { .. }
+            Decision::Aborted { .. }
         ));
         let t = decide(
             &p,
@@ -212,7 +212,7 @@ mod tests {
         );
         assert_eq!(
             t,
-            NextState::Throttled {
+            Decision::Throttled {
                 at: now + Duration::from_secs(7)
             }
         );

@@ -1,22 +1,37 @@
 //! The PostgreSQL job store: every database operation Sluice performs is a method here, each one
 //! transaction, taking and returning domain types (no sqlx type leaves this module).
 //!
-//! The schema (`migrations/`) is documented there and is a public interface. The ordering
-//! invariant lives in [`claim`].
+//! The schema (`migrations/`) is documented there and is a public interface. The pieces:
+//! - [`append`]: ingest's write (the ingest lock, ids, COPY into the log, dedup);
+//! - [`lanes`]: lanes, routes, leases and hosts;
+//! - [`read`]: a lane reading its sources' events from the log;
+//! - [`commit`]: a lane owner recording outcomes and its cursor, fenced on its lease;
+//! - [`blocked`]: fetching the unfinished jobs of blocked keys that are due;
+//! - [`datasets`]: rotation, dropping and compaction of datasets, dedup buckets.
+//!
+//! The ordering invariant is stated in `crate::lane` and kept by the lane owner; the store
+//! guarantees the two facts it rests on: the ids a reader sees form a prefix (ingest lock), and
+//! one lane has one writer at a time (the lease fence).
 
-mod claim;
-mod complete;
-mod insert;
+pub mod append;
+pub mod blocked;
+pub mod commit;
+pub mod datasets;
+pub mod lanes;
+pub mod read;
+mod types;
 
 use std::time::Duration;
 
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
-use time::OffsetDateTime;
 
-pub use claim::ClaimedJob;
-pub use complete::{JobUpdate, NextState};
-pub use insert::{InsertOutcome, NewEvent};
+pub use append::{AppendOutcome, AppendRequest, Dedup, NewEvent};
+pub use blocked::{BlockedFetch, FetchLimits, RowJob};
+pub use commit::{CommitResult, LaneCommit, NewJobRow, RowUpdate};
+pub use lanes::{AcquiredLane, HostInfo, LaneSpec, OrphanLane, Wake, WakeListener};
+pub use read::{LogEvent, LogRead, ReadLimits};
+pub use types::{JobState, LaneId, Lease, OrderingScope};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -33,17 +48,20 @@ pub enum StoreError {
     },
     #[error("migrating the job store failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Another host took the lane over (our lease expired): our outcomes are not recorded and
+    /// the new owner delivers those jobs again.
+    #[error("the lease on lane {0} was lost to another host")]
+    LeaseLost(LaneId),
 }
 
 impl StoreError {
     fn from_sqlx(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-        move |source| match source {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(source),
-            source => StoreError::Query { action, source },
+        move |source| {
+            if is_connection_error(&source) {
+                StoreError::Unavailable(source)
+            } else {
+                StoreError::Query { action, source }
+            }
         }
     }
 
@@ -53,28 +71,71 @@ impl StoreError {
     }
 }
 
+/// Connection trouble, as opposed to a query the server rejected.
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08 (connection exception), 57P01-03 (shutdown, crash, starting up).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 16,
+        }
+    }
+}
+
 /// Handle to the job store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    url: String,
 }
 
 impl Store {
     /// Connects and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, &StoreOptions::default()).await
+    }
+
+    pub async fn connect_with(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
         let options: PgConnectOptions = url
             .parse()
             .map_err(StoreError::from_sqlx("parsing the database URL"))?;
         let options = options.application_name("sluice");
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(opts.max_connections)
             // Short: ingest answers 503 rather than hanging when the database is gone.
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx("connecting"))?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            url: url.to_string(),
+        })
+    }
+
+    /// The URL this store was opened with (for LISTEN connections).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Closes every connection (shutdown).
@@ -90,49 +151,9 @@ impl Store {
             .map_err(StoreError::from_sqlx("pinging"))?;
         Ok(())
     }
+}
 
-    /// Boot-time recovery: jobs left `executing` by a process that died are not known to have
-    /// been delivered, so they count one (interrupted) attempt and are retried at once. They stay
-    /// the head of their key, so order is kept across restarts. Returns how many were recovered.
-    pub async fn job_recover_executing(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE job_state SET state = 'failed', attempt = attempt + 1,
-                    error_code = 'interrupted',
-                    error_text = 'sluice stopped while this job was being delivered',
-                    next_attempt_at = now(), updated_at = now()
-             WHERE state = 'executing'",
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx("recovering executing jobs"))?;
-        Ok(done.rows_affected())
-    }
-
-    /// When the earliest failed job of a destination becomes due (for the router's sleep).
-    pub async fn job_next_due(
-        &self,
-        destination_id: &str,
-    ) -> Result<Option<OffsetDateTime>, StoreError> {
-        let row = sqlx::query(
-            "SELECT min(next_attempt_at) AS due FROM job_state
-             WHERE destination_id = $1 AND state = 'failed'",
-        )
-        .bind(destination_id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx("reading the next retry time"))?;
-        Ok(row.get("due"))
-    }
-
-    /// Forgets dedup keys older than `window`; returns how many were removed.
-    pub async fn dedup_expire(&self, window: Duration) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM dedup_keys WHERE received_at < now() - make_interval(secs => $1)",
-        )
-        .bind(window.as_secs_f64())
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx("expiring dedup keys"))?;
-        Ok(done.rows_affected())
-    }
+/// `Duration` as Postgres interval seconds.
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
 }

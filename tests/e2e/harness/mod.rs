@@ -136,7 +136,7 @@ pub fn assert_in_order_exactly_once(received: &[Received], users: usize, per_use
 /// Counts jobs by state for a destination.
 pub async fn states(pool: &PgPool, destination: &str) -> BTreeMap<String, i64> {
     sqlx::query_as::<_, (String, i64)>(
-        "SELECT state, count(*) FROM job_state WHERE destination_id = $1 GROUP BY state",
+        "SELECT state::text, count(*) FROM job_overview WHERE destination_id = $1 GROUP BY state",
     )
     .bind(destination)
     .fetch_all(pool)

@@ -1,0 +1,658 @@
+//! One lane's delivery state, in memory, owned by the host holding the lane's lease.
+//!
+//! # The ordering invariant
+//!
+//! For each (destination, ordering key): at most one job is in flight, and a job is handed out
+//! only when every earlier job of its key is finished (delivered or aborted).
+//!
+//! It is kept here, and only here:
+//! - Jobs arrive in id order, from the log (`accept_log`) or from the rows of a blocked key
+//!   (`accept_rows`). Each key has one queue; [`Lane::take_call`] takes at most the front job
+//!   of each key that has nothing in flight.
+//! - When a job does not finish (retry or throttle), its key becomes *blocked*: the job gets a
+//!   `failed` row, every job behind it in memory is *parked* (a `pending` row), and every later
+//!   event of the key that the log brings is parked as well. Nothing of a blocked key moves
+//!   until the store hands its rows back, in id order, once they are due.
+//! - A key's rows are fetched only while the lane holds nothing of that key (in memory, in
+//!   flight, or in a commit not yet written), so a key is never served from two places.
+//! - The lane owns its key space: its lease is the only writer of its rows (fenced in
+//!   `store::commit`), and ids a lane reads always form a prefix (`store::append`).
+//!
+//! # Progress
+//!
+//! The lane's *cursor* says: every job with an id at or below it is finished or has a row.
+//! Jobs delivered at the first try leave no trace but the cursor; after a crash, the next owner
+//! reads again from the cursor, so the jobs in flight (and those finished after the oldest job
+//! in flight) are delivered again: at-least-once, and never out of order.
+//!
+//! A key that piles up more than `max_jobs_per_key` jobs in memory (a hot user) is parked
+//! like a failed one, but due at once: its backlog then moves through rows while other keys
+//! keep flowing from the log, and memory stays bounded.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::store::{
+    AcquiredLane, CommitResult, JobState, LaneCommit, Lease, LogEvent, NewJobRow, OrderingScope,
+    RowJob, RowUpdate,
+};
+
+/// One job as the lane hands it out.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub event_id: i64,
+    pub dataset: i32,
+    pub source_id: String,
+    pub user_key: String,
+    pub message_id: String,
+    pub received_at: OffsetDateTime,
+    pub event: String,
+    /// The ordering key in the lane's scope.
+    pub key: String,
+    /// Attempts finished before this one.
+    pub attempt: u32,
+    pub first_attempt_at: Option<OffsetDateTime>,
+    /// Whether the job has a `job_state` row (it came from a blocked key).
+    pub has_row: bool,
+}
+
+impl Job {
+    pub fn size(&self) -> usize {
+        self.event.len()
+    }
+}
+
+/// What becomes of a job after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Finished: accepted (or filtered out by the plugin).
+    Delivered,
+    /// Failed; try again at `at`. Counts as an attempt.
+    Retry {
+        code: String,
+        text: String,
+        at: OffsetDateTime,
+    },
+    /// The destination asked to wait until `at`; not an attempt.
+    Throttled { at: OffsetDateTime },
+    /// Finished: permanent failure or retries exhausted. Counts as an attempt.
+    Aborted { code: String, text: String },
+    /// Not attempted (shutdown, pause): back to the front of its key.
+    Released,
+}
+
+/// Bounds on what a lane holds in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct LaneLimits {
+    /// Jobs of one key held in memory before the key is parked (a hot user).
+    pub max_jobs_per_key: usize,
+}
+
+impl Default for LaneLimits {
+    fn default() -> Self {
+        LaneLimits {
+            max_jobs_per_key: 64,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct KeyState {
+    queue: VecDeque<Job>,
+    /// A job of this key is in flight.
+    busy: bool,
+    /// The key is in the ready queue.
+    queued: bool,
+}
+
+/// Writes waiting for the next commit.
+#[derive(Debug, Default, Clone)]
+struct Staged {
+    new_rows: Vec<NewJobRow>,
+    row_updates: Vec<RowUpdate>,
+    /// Block (or re-block) until a time: a failure.
+    block: HashMap<String, OffsetDateTime>,
+    /// Block if not blocked yet, due at once: a park.
+    ensure: HashSet<String>,
+    /// Unblock if no unfinished row is left.
+    check: HashSet<String>,
+    /// Log ids that become finished once this commit is written (their rows are in it).
+    persist_ids: Vec<i64>,
+    /// Keys whose rows this commit changes.
+    touched: HashSet<String>,
+}
+
+impl Staged {
+    fn is_empty(&self) -> bool {
+        self.new_rows.is_empty()
+            && self.row_updates.is_empty()
+            && self.block.is_empty()
+            && self.ensure.is_empty()
+            && self.check.is_empty()
+    }
+
+    /// `later` happened after `self`; merge it in (a failed commit is retried with what came
+    /// after it).
+    fn absorb(&mut self, later: Staged) {
+        self.new_rows.extend(later.new_rows);
+        self.row_updates.extend(later.row_updates);
+        self.block.extend(later.block);
+        self.ensure.extend(later.ensure);
+        self.check.extend(later.check);
+        self.persist_ids.extend(later.persist_ids);
+        self.touched.extend(later.touched);
+    }
+}
+
+/// The in-memory state of one lane.
+#[derive(Debug)]
+pub struct Lane {
+    scope: OrderingScope,
+    limits: LaneLimits,
+    /// The cursor as last written.
+    cursor: i64,
+    /// How far the log has been read.
+    read_to: i64,
+    /// `claimed_to` as last written.
+    claimed_written: i64,
+    /// Jobs read from the log up to here may already have rows (see `store::read`).
+    skip_rows_to: i64,
+    /// Log ids read and not yet finished or persisted as rows.
+    unfinished: BTreeSet<i64>,
+    keys: HashMap<String, KeyState>,
+    ready: VecDeque<String>,
+    /// Keys with unfinished rows (mirrors `blocked_keys`, plus what is staged).
+    blocked: HashSet<String>,
+    staged: Staged,
+    committing: Option<Staged>,
+    /// Jobs held (queued or in flight) and their bytes.
+    held_jobs: usize,
+    held_bytes: usize,
+    in_flight: usize,
+}
+
+impl Lane {
+    /// A lane resumed from what the store says (fresh, or taken over from another owner).
+    pub fn resume(acquired: &AcquiredLane, limits: LaneLimits) -> Lane {
+        Lane {
+            scope: acquired.ordering,
+            limits,
+            cursor: acquired.cursor,
+            read_to: acquired.cursor,
+            claimed_written: acquired.claimed_to,
+            skip_rows_to: acquired.claimed_to,
+            unfinished: BTreeSet::new(),
+            keys: HashMap::new(),
+            ready: VecDeque::new(),
+            blocked: acquired.blocked_keys.iter().cloned().collect(),
+            staged: Staged::default(),
+            committing: None,
+            held_jobs: 0,
+            held_bytes: 0,
+            in_flight: 0,
+        }
+    }
+
+    pub fn read_to(&self) -> i64 {
+        self.read_to
+    }
+
+    pub fn skip_rows_to(&self) -> i64 {
+        self.skip_rows_to
+    }
+
+    pub fn cursor(&self) -> i64 {
+        self.cursor
+    }
+
+    /// Jobs held in memory (queued or in flight), and their bytes.
+    pub fn held(&self) -> (usize, usize) {
+        (self.held_jobs, self.held_bytes)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Keys with unfinished rows.
+    pub fn blocked_keys(&self) -> usize {
+        self.blocked.len()
+    }
+
+    /// Whether there is a job that `take_call` would hand out.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Nothing held, nothing to write.
+    pub fn is_drained(&self) -> bool {
+        self.keys.is_empty()
+            && self.unfinished.is_empty()
+            && self.staged.is_empty()
+            && self.committing.is_none()
+    }
+
+    /// Takes events read from the log (in id order); `read_to` is how far the read reached.
+    pub fn accept_log(&mut self, events: Vec<LogEvent>, read_to: i64, now: OffsetDateTime) {
+        for e in events {
+            if e.id <= self.read_to {
+                continue; // already seen (a read racing a reset); never take a job twice
+            }
+            let key = self.scope.key(&e.source_id, &e.user_key, e.id);
+            let job = Job {
+                event_id: e.id,
+                dataset: e.dataset,
+                source_id: e.source_id,
+                user_key: e.user_key,
+                message_id: e.message_id,
+                received_at: e.received_at,
+                event: e.event,
+                key,
+                attempt: 0,
+                first_attempt_at: None,
+                has_row: false,
+            };
+            self.read_to = job.event_id;
+            self.unfinished.insert(job.event_id);
+            if self.blocked.contains(&job.key) {
+                self.park(job, now);
+                continue;
+            }
+            let queued = self.keys.get(&job.key).map_or(0, |k| k.queue.len());
+            if queued >= self.limits.max_jobs_per_key {
+                // A hot key: its backlog moves through rows, due at once.
+                self.park(job, now);
+                continue;
+            }
+            self.hold(job);
+        }
+        self.read_to = self.read_to.max(read_to);
+    }
+
+    /// Takes unfinished rows of due blocked keys (grouped by key, in id order).
+    pub fn accept_rows(&mut self, rows: Vec<RowJob>) {
+        for r in rows {
+            let job = Job {
+                event_id: r.event_id,
+                dataset: r.dataset,
+                source_id: r.source_id,
+                user_key: r.user_key,
+                message_id: r.message_id,
+                received_at: r.received_at,
+                event: r.event,
+                key: r.order_key,
+                attempt: r.attempt.max(0) as u32,
+                first_attempt_at: r.first_attempt_at,
+                has_row: true,
+            };
+            self.blocked.insert(job.key.clone());
+            self.hold(job);
+        }
+    }
+
+    /// Due keys that turned out to have no unfinished row: unblock them.
+    pub fn accept_empty_keys(&mut self, keys: Vec<String>) {
+        for k in keys {
+            if !self.keys.contains_key(&k) {
+                self.staged.touched.insert(k.clone());
+                self.staged.check.insert(k);
+            }
+        }
+    }
+
+    /// Keys whose rows must not be fetched now: the lane holds jobs of them, or has writes for
+    /// them that are not committed yet.
+    pub fn fetch_exclusions(&self) -> Vec<String> {
+        let mut out: HashSet<&String> = self
+            .keys
+            .keys()
+            .filter(|k| self.blocked.contains(*k))
+            .collect();
+        out.extend(self.staged.touched.iter());
+        if let Some(c) = &self.committing {
+            out.extend(c.touched.iter());
+        }
+        out.into_iter().cloned().collect()
+    }
+
+    /// The next call: the front job of up to `max_jobs` ready keys, at most `max_bytes` (the
+    /// first job always fits).
+    pub fn take_call(&mut self, max_jobs: usize, max_bytes: usize) -> Vec<Job> {
+        let mut call: Vec<Job> = Vec::new();
+        let mut bytes = 0usize;
+        while call.len() < max_jobs.max(1) {
+            let Some(key) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(state) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            state.queued = false;
+            if state.busy {
+                continue;
+            }
+            let Some(front) = state.queue.front() else {
+                continue;
+            };
+            if !call.is_empty() && bytes + front.size() > max_bytes {
+                state.queued = true;
+                self.ready.push_front(key);
+                break;
+            }
+            let Some(job) = state.queue.pop_front() else {
+                continue;
+            };
+            state.busy = true;
+            bytes += job.size();
+            call.push(job);
+        }
+        self.in_flight += call.len();
+        call
+    }
+
+    /// Records what became of a job handed out by `take_call`.
+    pub fn complete(&mut self, job: Job, decision: Decision, now: OffsetDateTime) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(state) = self.keys.get_mut(&job.key) {
+            state.busy = false;
+        }
+        match decision {
+            Decision::Released => {
+                let key = job.key.clone();
+                let state = self.keys.entry(key.clone()).or_default();
+                state.queue.push_front(job);
+                self.make_ready(&key);
+            }
+            Decision::Delivered => {
+                self.release_bytes(&job);
+                if job.has_row {
+                    self.update_row(&job, JobState::Delivered, 0, None, Some(now), now);
+                } else {
+                    self.unfinished.remove(&job.event_id);
+                }
+                self.advance(&job.key);
+            }
+            Decision::Aborted { code, text } => {
+                self.release_bytes(&job);
+                let error = Some((code, text));
+                if job.has_row {
+                    self.update_row(&job, JobState::Aborted, 1, error, Some(now), now);
+                } else {
+                    self.new_row(&job, JobState::Aborted, 1, error, Some(now), now);
+                }
+                self.advance(&job.key);
+            }
+            Decision::Retry { code, text, at } => {
+                self.fail(job, 1, (code, text), at, now);
+            }
+            Decision::Throttled { at } => {
+                let error = (
+                    "throttled".to_string(),
+                    "the destination asked to slow down".to_string(),
+                );
+                self.fail(job, 0, error, at, now);
+            }
+        }
+    }
+
+    /// Hands every queued (not in flight) job back: used when the lane stops.
+    pub fn release_queued(&mut self) {
+        self.ready.clear();
+        let keys: Vec<String> = self.keys.keys().cloned().collect();
+        for k in keys {
+            if let Some(state) = self.keys.get_mut(&k) {
+                let dropped: Vec<Job> = state.queue.drain(..).collect();
+                for j in &dropped {
+                    self.held_jobs -= 1;
+                    self.held_bytes -= j.size();
+                }
+                if !state.busy {
+                    self.keys.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// The cursor this lane can write now, counting writes staged for the next commit.
+    fn cursor_candidate(&self, persisting: &HashSet<i64>) -> i64 {
+        for id in &self.unfinished {
+            if !persisting.contains(id) {
+                return id - 1;
+            }
+        }
+        self.read_to
+    }
+
+    /// Whether rows or keys are waiting to be written (not just progress).
+    pub fn has_staged_writes(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
+    /// Whether a commit would write something: staged changes, or a cursor that moved.
+    pub fn wants_commit(&self) -> bool {
+        if self.committing.is_some() {
+            return false;
+        }
+        if !self.staged.is_empty() || self.read_to > self.claimed_written {
+            return true;
+        }
+        let persisting: HashSet<i64> = self.staged.persist_ids.iter().copied().collect();
+        self.cursor_candidate(&persisting) > self.cursor
+    }
+
+    /// Starts a commit of everything staged; `None` if one is already under way.
+    pub fn take_commit(
+        &mut self,
+        lease: &Lease,
+        now: OffsetDateTime,
+        lease_ttl: Duration,
+    ) -> Option<LaneCommit> {
+        if self.committing.is_some() {
+            return None;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let persisting: HashSet<i64> = staged.persist_ids.iter().copied().collect();
+        let cursor = self.cursor_candidate(&persisting).max(self.cursor);
+        let commit = LaneCommit {
+            lease: lease.clone(),
+            now,
+            lease_ttl,
+            cursor,
+            claimed_to: self.read_to,
+            new_rows: staged.new_rows.clone(),
+            row_updates: staged.row_updates.clone(),
+            block_keys: staged.block.iter().map(|(k, t)| (k.clone(), *t)).collect(),
+            // A park blocks its key only if nothing blocks it yet (see store::commit).
+            ensure_keys: staged
+                .ensure
+                .iter()
+                .filter(|k| !staged.block.contains_key(*k))
+                .cloned()
+                .collect(),
+            check_keys: staged.check.iter().cloned().collect(),
+        };
+        self.committing = Some(staged);
+        Some(commit)
+    }
+
+    /// The commit started by `take_commit` was written.
+    pub fn commit_written(&mut self, commit: &LaneCommit, result: CommitResult) {
+        let Some(done) = self.committing.take() else {
+            return;
+        };
+        for id in &done.persist_ids {
+            self.unfinished.remove(id);
+        }
+        self.cursor = self.cursor.max(commit.cursor);
+        self.claimed_written = self.claimed_written.max(commit.claimed_to);
+        for k in result.unblocked {
+            // A park or failure staged since keeps the key blocked (the next commit re-blocks
+            // it in the store too).
+            if !self.staged.block.contains_key(&k) && !self.staged.ensure.contains(&k) {
+                self.blocked.remove(&k);
+            }
+        }
+    }
+
+    /// The commit started by `take_commit` failed (store unreachable): it will be retried,
+    /// together with whatever was staged since.
+    pub fn commit_failed(&mut self) {
+        if let Some(mut done) = self.committing.take() {
+            done.absorb(std::mem::take(&mut self.staged));
+            self.staged = done;
+        }
+    }
+
+    fn hold(&mut self, job: Job) {
+        self.held_jobs += 1;
+        self.held_bytes += job.size();
+        let key = job.key.clone();
+        self.keys
+            .entry(key.clone())
+            .or_default()
+            .queue
+            .push_back(job);
+        self.make_ready(&key);
+    }
+
+    fn release_bytes(&mut self, job: &Job) {
+        self.held_jobs = self.held_jobs.saturating_sub(1);
+        self.held_bytes = self.held_bytes.saturating_sub(job.size());
+    }
+
+    fn make_ready(&mut self, key: &str) {
+        if let Some(state) = self.keys.get_mut(key)
+            && !state.busy
+            && !state.queued
+            && !state.queue.is_empty()
+        {
+            state.queued = true;
+            self.ready.push_back(key.to_string());
+        }
+    }
+
+    /// A key's job finished: its next job may go, or the key is done with for now.
+    fn advance(&mut self, key: &str) {
+        let empty = self
+            .keys
+            .get(key)
+            .is_none_or(|s| s.queue.is_empty() && !s.busy);
+        if !empty {
+            self.make_ready(key);
+            return;
+        }
+        self.keys.remove(key);
+        if self.blocked.contains(key) {
+            self.staged.touched.insert(key.to_string());
+            self.staged.check.insert(key.to_string());
+        }
+    }
+
+    /// The job failed (or was throttled): it becomes the failed head of its key, and everything
+    /// of the key held in memory is parked behind it.
+    fn fail(
+        &mut self,
+        job: Job,
+        attempt_inc: i32,
+        error: (String, String),
+        at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) {
+        self.release_bytes(&job);
+        let key = job.key.clone();
+        if job.has_row {
+            self.update_row(
+                &job,
+                JobState::Failed,
+                attempt_inc,
+                Some(error),
+                Some(now),
+                at,
+            );
+        } else {
+            self.new_row(
+                &job,
+                JobState::Failed,
+                attempt_inc,
+                Some(error),
+                Some(now),
+                at,
+            );
+        }
+        self.blocked.insert(key.clone());
+        self.staged.touched.insert(key.clone());
+        self.staged.check.remove(&key);
+        self.staged.block.insert(key.clone(), at);
+        if let Some(state) = self.keys.remove(&key) {
+            for j in state.queue {
+                self.release_bytes(&j);
+                if !j.has_row {
+                    self.park(j, now);
+                }
+                // A job with a row stays as its row says (pending, behind the head).
+            }
+        }
+    }
+
+    /// Gives a log job a `pending` row behind the unfinished head of its key.
+    fn park(&mut self, job: Job, now: OffsetDateTime) {
+        let key = job.key.clone();
+        self.new_row(&job, JobState::Pending, 0, None, None, now);
+        self.blocked.insert(key.clone());
+        self.staged.touched.insert(key.clone());
+        self.staged.ensure.insert(key);
+    }
+
+    fn new_row(
+        &mut self,
+        job: &Job,
+        state: JobState,
+        attempt: i32,
+        error: Option<(String, String)>,
+        attempted_at: Option<OffsetDateTime>,
+        next_attempt_at: OffsetDateTime,
+    ) {
+        let (error_code, error_text) = error.map_or((None, None), |(c, t)| (Some(c), Some(t)));
+        self.staged.persist_ids.push(job.event_id);
+        self.staged.new_rows.push(NewJobRow {
+            dataset: job.dataset,
+            event_id: job.event_id,
+            source_id: job.source_id.clone(),
+            order_key: job.key.clone(),
+            state,
+            attempt: job.attempt as i32 + attempt,
+            error_code,
+            error_text,
+            first_attempt_at: job.first_attempt_at.or(attempted_at),
+            last_attempt_at: attempted_at,
+            next_attempt_at,
+        });
+    }
+
+    fn update_row(
+        &mut self,
+        job: &Job,
+        state: JobState,
+        attempt_inc: i32,
+        error: Option<(String, String)>,
+        attempted_at: Option<OffsetDateTime>,
+        next_attempt_at: OffsetDateTime,
+    ) {
+        let (error_code, error_text) = error.map_or((None, None), |(c, t)| (Some(c), Some(t)));
+        self.staged.touched.insert(job.key.clone());
+        self.staged.row_updates.push(RowUpdate {
+            event_id: job.event_id,
+            state,
+            attempt_inc,
+            error_code,
+            error_text,
+            attempted_at,
+            next_attempt_at,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

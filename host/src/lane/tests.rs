@@ -1,0 +1,322 @@
+use time::OffsetDateTime;
+
+use super::*;
+use crate::store::{AcquiredLane, LaneId, Lease, LogEvent, OrderingScope};
+
+fn lease() -> Lease {
+    Lease {
+        lane: LaneId {
+            workspace_id: "w".into(),
+            destination_id: "d".into(),
+        },
+        owner: uuid::Uuid::nil(),
+        epoch: 1,
+    }
+}
+
+fn lane_at(cursor: i64, blocked: &[&str], limits: LaneLimits) -> Lane {
+    Lane::resume(
+        &AcquiredLane {
+            lease: lease(),
+            ordering: OrderingScope::User,
+            cursor,
+            claimed_to: cursor,
+            blocked_keys: blocked.iter().map(|s| s.to_string()).collect(),
+        },
+        limits,
+    )
+}
+
+fn lane() -> Lane {
+    lane_at(0, &[], LaneLimits::default())
+}
+
+fn ev(id: i64, user: &str) -> LogEvent {
+    LogEvent {
+        dataset: 1,
+        id,
+        source_id: "s".into(),
+        user_key: user.into(),
+        message_id: format!("m{id}"),
+        received_at: OffsetDateTime::UNIX_EPOCH,
+        event: "{}".into(),
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1)
+}
+
+fn ids(jobs: &[Job]) -> Vec<i64> {
+    jobs.iter().map(|j| j.event_id).collect()
+}
+
+fn retry() -> Decision {
+    Decision::Retry {
+        code: "http_500".into(),
+        text: "boom".into(),
+        at: now() + time::Duration::seconds(10),
+    }
+}
+
+fn commit(lane: &mut Lane) -> LaneCommit {
+    let c = lane
+        .take_commit(&lease(), now(), Duration::from_secs(30))
+        .expect("no commit under way");
+    lane.commit_written(&c, CommitResult::default());
+    c
+}
+
+#[test]
+fn a_call_takes_one_job_per_key_in_id_order() {
+    let mut l = lane();
+    l.accept_log(
+        vec![ev(1, "a"), ev(2, "b"), ev(3, "a"), ev(4, "c")],
+        4,
+        now(),
+    );
+    let call = l.take_call(10, usize::MAX);
+    assert_eq!(
+        ids(&call),
+        vec![1, 2, 4],
+        "a's second job waits for its first"
+    );
+    assert!(l.take_call(10, usize::MAX).is_empty(), "every key is busy");
+    for j in call {
+        l.complete(j, Decision::Delivered, now());
+    }
+    assert_eq!(ids(&l.take_call(10, usize::MAX)), vec![3]);
+}
+
+#[test]
+fn a_failure_parks_the_rest_of_its_key_and_later_events_of_it() {
+    let mut l = lane();
+    l.accept_log(vec![ev(1, "a"), ev(2, "a"), ev(3, "b")], 3, now());
+    let call = l.take_call(10, usize::MAX);
+    assert_eq!(ids(&call), vec![1, 3]);
+    let mut call = call.into_iter();
+    l.complete(call.next().unwrap(), retry(), now());
+    l.complete(call.next().unwrap(), Decision::Delivered, now());
+    // A later event of the blocked key goes straight to a row.
+    l.accept_log(vec![ev(4, "a"), ev(5, "b")], 5, now());
+    assert_eq!(ids(&l.take_call(10, usize::MAX)), vec![5]);
+
+    let c = commit(&mut l);
+    let rows: Vec<(i64, JobState)> = c.new_rows.iter().map(|r| (r.event_id, r.state)).collect();
+    assert_eq!(
+        rows,
+        vec![
+            (1, JobState::Failed),
+            (2, JobState::Pending),
+            (4, JobState::Pending)
+        ]
+    );
+    assert_eq!(c.new_rows[0].attempt, 1);
+    assert_eq!(c.new_rows[0].error_code.as_deref(), Some("http_500"));
+    assert_eq!(
+        c.block_keys,
+        vec![("a".to_string(), now() + time::Duration::seconds(10))]
+    );
+    assert!(
+        c.ensure_keys.is_empty(),
+        "the failure's block covers the parks"
+    );
+    // 1, 2, 3 and 4 are finished or have rows; 5 is in flight.
+    assert_eq!(c.cursor, 4);
+}
+
+#[test]
+fn the_cursor_stops_below_the_oldest_job_in_flight() {
+    let mut l = lane();
+    l.accept_log(vec![ev(1, "a"), ev(2, "b"), ev(3, "c")], 10, now());
+    let mut call = l.take_call(10, usize::MAX).into_iter();
+    let first = call.next().unwrap();
+    for j in call {
+        l.complete(j, Decision::Delivered, now());
+    }
+    let c = commit(&mut l);
+    assert_eq!((c.cursor, c.claimed_to), (0, 10));
+    l.complete(first, Decision::Delivered, now());
+    assert!(l.wants_commit());
+    let c = commit(&mut l);
+    assert_eq!(
+        c.cursor, 10,
+        "nothing unfinished: the cursor reaches what was read"
+    );
+    assert!(l.is_drained());
+}
+
+#[test]
+fn a_hot_key_beyond_the_limit_is_parked_due_at_once() {
+    let mut l = lane_at(
+        0,
+        &[],
+        LaneLimits {
+            max_jobs_per_key: 2,
+        },
+    );
+    l.accept_log(
+        (1..=5)
+            .map(|i| ev(i, "hot"))
+            .chain([ev(6, "cold")])
+            .collect(),
+        6,
+        now(),
+    );
+    assert_eq!(
+        l.held().0,
+        3,
+        "two of the hot key and the cold one stay in memory"
+    );
+    let c = commit(&mut l);
+    assert_eq!(
+        c.new_rows.iter().map(|r| r.event_id).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert_eq!(c.ensure_keys, vec!["hot".to_string()]);
+    // Its rows are not fetched while its in-memory jobs are still going.
+    assert_eq!(l.fetch_exclusions(), vec!["hot".to_string()]);
+    let call = l.take_call(10, usize::MAX);
+    assert_eq!(ids(&call), vec![1, 6]);
+    for j in call {
+        l.complete(j, Decision::Delivered, now());
+    }
+    let j = l.take_call(10, usize::MAX).pop().unwrap();
+    assert_eq!(j.event_id, 2);
+    l.complete(j, Decision::Delivered, now());
+    let c = commit(&mut l);
+    assert_eq!(
+        c.check_keys,
+        vec!["hot".to_string()],
+        "drained: the store decides what is left"
+    );
+}
+
+#[test]
+fn rows_of_a_blocked_key_go_in_order_and_unblock_it() {
+    let mut l = lane_at(10, &["a"], LaneLimits::default());
+    let row = |id: i64, state: JobState, attempt: i32| RowJob {
+        dataset: 1,
+        event_id: id,
+        source_id: "s".into(),
+        order_key: "a".into(),
+        state,
+        attempt,
+        first_attempt_at: Some(now()),
+        user_key: "a".into(),
+        message_id: format!("m{id}"),
+        received_at: now(),
+        event: "{}".into(),
+    };
+    l.accept_rows(vec![
+        row(3, JobState::Failed, 2),
+        row(7, JobState::Pending, 0),
+    ]);
+    let j = l.take_call(10, usize::MAX).pop().unwrap();
+    assert_eq!((j.event_id, j.attempt), (3, 2));
+    assert!(l.take_call(10, usize::MAX).is_empty());
+    l.complete(j, Decision::Delivered, now());
+    let j = l.take_call(10, usize::MAX).pop().unwrap();
+    assert_eq!(j.event_id, 7);
+    l.complete(j, Decision::Delivered, now());
+    let c = l
+        .take_commit(&lease(), now(), Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(c.row_updates.len(), 2);
+    assert!(c.row_updates.iter().all(|u| u.state == JobState::Delivered));
+    assert_eq!(c.check_keys, vec!["a".to_string()]);
+    l.commit_written(
+        &c,
+        CommitResult {
+            unblocked: vec!["a".into()],
+        },
+    );
+    assert_eq!(l.blocked_keys(), 0);
+    // The key is free again: its next event takes the fast path.
+    l.accept_log(vec![ev(11, "a")], 11, now());
+    assert_eq!(ids(&l.take_call(10, usize::MAX)), vec![11]);
+}
+
+#[test]
+fn a_park_staged_while_an_unblock_commits_keeps_the_key_blocked() {
+    let mut l = lane_at(0, &["a"], LaneLimits::default());
+    l.accept_empty_keys(vec!["a".into()]);
+    let c = l
+        .take_commit(&lease(), now(), Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(c.check_keys, vec!["a".to_string()]);
+    // Meanwhile the log brings an event of `a`: parked, since `a` is still blocked.
+    l.accept_log(vec![ev(1, "a")], 1, now());
+    l.commit_written(
+        &c,
+        CommitResult {
+            unblocked: vec!["a".into()],
+        },
+    );
+    assert_eq!(l.blocked_keys(), 1, "the staged park keeps it blocked");
+    let c = commit(&mut l);
+    assert_eq!(
+        c.ensure_keys,
+        vec!["a".to_string()],
+        "and blocks it again in the store"
+    );
+    assert_eq!(c.new_rows[0].state, JobState::Pending);
+}
+
+#[test]
+fn a_failed_commit_is_retried_with_what_came_after() {
+    let mut l = lane();
+    l.accept_log(vec![ev(1, "a"), ev(2, "b")], 2, now());
+    let mut call = l.take_call(10, usize::MAX).into_iter();
+    l.complete(call.next().unwrap(), retry(), now());
+    let c = l
+        .take_commit(&lease(), now(), Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(c.cursor, 1);
+    l.commit_failed();
+    l.complete(call.next().unwrap(), retry(), now());
+    let c = commit(&mut l);
+    assert_eq!(c.new_rows.len(), 2);
+    assert_eq!(c.block_keys.len(), 2);
+    assert_eq!(c.cursor, 2);
+}
+
+#[test]
+fn a_released_job_goes_back_to_the_front_of_its_key() {
+    let mut l = lane();
+    l.accept_log(vec![ev(1, "a"), ev(2, "a")], 2, now());
+    let j = l.take_call(10, usize::MAX).pop().unwrap();
+    l.complete(j, Decision::Released, now());
+    assert_eq!(ids(&l.take_call(10, usize::MAX)), vec![1]);
+}
+
+#[test]
+fn a_call_respects_its_byte_budget_but_always_takes_one_job() {
+    let mut l = lane();
+    let mut big = ev(1, "a");
+    big.event = "x".repeat(100);
+    let mut small = ev(2, "b");
+    small.event = "y".repeat(10);
+    l.accept_log(vec![big, small], 2, now());
+    assert_eq!(ids(&l.take_call(10, 50)), vec![1]);
+    assert_eq!(ids(&l.take_call(10, 50)), vec![2]);
+}
+
+#[test]
+fn an_aborted_log_job_gets_a_row_and_its_key_goes_on() {
+    let mut l = lane();
+    l.accept_log(vec![ev(1, "a"), ev(2, "a")], 2, now());
+    let j = l.take_call(10, usize::MAX).pop().unwrap();
+    l.complete(
+        j,
+        Decision::Aborted {
+            code: "http_400".into(),
+            text: "bad".into(),
+        },
+        now(),
+    );
+    assert_eq!(ids(&l.take_call(10, usize::MAX)), vec![2]);
+    let c = commit(&mut l);
+    assert_eq!(c.new_rows[0].state, JobState::Aborted);
+    assert!(c.block_keys.is_empty() && c.ensure_keys.is_empty());
+}

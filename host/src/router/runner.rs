@@ -1,0 +1,565 @@
+//! The delivery loop of one lane on this host.
+//!
+//! Idle, a lane waits: for a wake-up (ingest on this host, another host's NOTIFY, maintenance
+//! finding it orphaned) or for its next retry to fall due. It issues no statement while it
+//! waits. Woken, it tries to take the lane's lease; if another live host holds it, it goes
+//! back to waiting (that host was woken too).
+//!
+//! Active, it runs [`Lane`] against the store and the plugin:
+//! - reads the log (bounded by jobs and bytes held) and records how far it read *before*
+//!   handing any of those jobs out, so the store always knows which jobs may be in flight;
+//! - fetches the rows of blocked keys once they are due;
+//! - runs up to `max_in_flight` plugin calls at once (one job per key per call);
+//! - turns outcomes into decisions (`retry`), watches the circuit breaker and throttles;
+//! - commits outcomes and progress, which also renews the lease.
+//!
+//! When the store is unreachable it keeps what it knows in memory and retries; once its lease
+//! may have expired it stops handing out jobs (another host may own the lane by now). When the
+//! store is back, its commit goes through if the lane is still its own; otherwise the new owner
+//! delivers those jobs again. After running dry it keeps the lease for `linger`, then gives it
+//! back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::breaker::Breaker;
+use super::delivery::{CallReport, deliver_call};
+use super::pool::InstancePool;
+use super::retry::{RetryPolicy, decide};
+use crate::clock::SharedClock;
+use crate::lane::{Decision, Job, Lane, LaneLimits};
+use crate::store::{
+    AcquiredLane, FetchLimits, LaneCommit, LaneId, Lease, ReadLimits, Store, StoreError,
+};
+
+/// How long the lane pauses when no plugin instance can be created.
+const UNAVAILABLE_PAUSE: Duration = Duration::from_secs(10);
+/// Commits that only move the cursor are spaced at least this far apart.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
+/// First and longest pause after a store error.
+const STORE_RETRY_MIN: Duration = Duration::from_millis(100);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long a stopping lane waits for its calls in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// How a lane behaves; fixed per destination.
+#[derive(Debug, Clone)]
+pub struct LaneSettings {
+    pub lease_ttl: Duration,
+    /// Keep the lease this long after running dry (saves an acquisition under trickle load).
+    pub linger: Duration,
+    /// Jobs per plugin call.
+    pub batch_size: usize,
+    /// Plugin calls in flight at once.
+    pub max_in_flight: usize,
+    /// Payload bytes per call (so that a call fits the plugin's memory).
+    pub call_max_bytes: usize,
+    /// Jobs and bytes held in memory (read ahead, queued, in flight).
+    pub max_held_jobs: usize,
+    pub max_held_bytes: usize,
+    pub limits: LaneLimits,
+    pub policy: RetryPolicy,
+}
+
+/// Everything one lane's loop needs.
+pub struct LaneRunner {
+    pub lane: LaneId,
+    pub sources: Vec<String>,
+    pub store: Store,
+    pub pool: Arc<InstancePool>,
+    pub settings: LaneSettings,
+    pub wake: Arc<Notify>,
+    pub shutdown: CancellationToken,
+    pub me: Uuid,
+    pub clock: SharedClock,
+}
+
+/// Why an active period ended.
+enum End {
+    /// Ran dry and gave the lease back; try again at this time (a blocked key falls due).
+    Released(Option<OffsetDateTime>),
+    /// Another host owns the lane now.
+    Lost,
+    /// Shutting down.
+    Stopped,
+}
+
+impl LaneRunner {
+    pub async fn run(self) {
+        tracing::info!(lane = %self.lane, plugin = %self.pool.plugin_name(), "lane ready");
+        // Look once at start: there may be work left from before.
+        let mut next_try: Option<Instant> = Some(Instant::now());
+        loop {
+            let woken = match next_try {
+                Some(at) => tokio::select! {
+                    _ = tokio::time::sleep_until(at) => true,
+                    _ = self.wake.notified() => true,
+                    _ = self.shutdown.cancelled() => false,
+                },
+                None => tokio::select! {
+                    _ = self.wake.notified() => true,
+                    _ = self.shutdown.cancelled() => false,
+                },
+            };
+            if !woken {
+                break;
+            }
+            let acquired = self
+                .store
+                .lane_acquire(
+                    &self.lane,
+                    self.me,
+                    self.clock.now(),
+                    self.settings.lease_ttl,
+                )
+                .await;
+            next_try = match acquired {
+                Ok(Some(acquired)) => match self.active(acquired).await {
+                    End::Released(due) => due.map(|t| self.instant_of(t)),
+                    End::Lost => None,
+                    End::Stopped => break,
+                },
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(lane = %self.lane, error = %e, "cannot acquire the lane; retrying");
+                    Some(Instant::now() + Duration::from_secs(1))
+                }
+            };
+        }
+        tracing::info!(lane = %self.lane, "lane stopped");
+    }
+
+    fn instant_of(&self, t: OffsetDateTime) -> Instant {
+        let d = t - self.clock.now();
+        Instant::now() + Duration::try_from(d).unwrap_or_default()
+    }
+
+    /// Delivers while there is work; returns when dry (after lingering), lost or stopping.
+    async fn active(&self, acquired: AcquiredLane) -> End {
+        let s = &self.settings;
+        let lease = acquired.lease.clone();
+        tracing::info!(lane = %self.lane, epoch = lease.epoch, cursor = acquired.cursor, claimed_to = acquired.claimed_to, blocked_keys = acquired.blocked_keys.len(), "lane acquired");
+        let mut st = Active {
+            lane: Lane::resume(&acquired, s.limits),
+            lease,
+            calls: JoinSet::new(),
+            log_more: true,
+            next_due: (!acquired.blocked_keys.is_empty()).then(|| self.clock.now()),
+            paused_until: None,
+            renewed_at: Instant::now(),
+            last_commit: Instant::now(),
+            store_retry_at: None,
+            store_backoff: STORE_RETRY_MIN,
+            breaker: Breaker::default(),
+            dry_since: None,
+            rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
+        };
+        loop {
+            while let Some(done) = st.calls.try_join_next() {
+                if let Ok((jobs, report)) = done {
+                    self.apply(&mut st, jobs, report);
+                }
+            }
+            let stopping = self.shutdown.is_cancelled();
+            if stopping {
+                return self.stop(st).await;
+            }
+            let store_ok = st.store_retry_at.is_none_or(|t| Instant::now() >= t);
+
+            if store_ok && let Err(end) = self.commit_if_due(&mut st, false).await {
+                return end;
+            }
+            if store_ok
+                && !st.lane.wants_commit()
+                && st.renewed_at.elapsed() > s.lease_ttl / 3
+                && let Err(end) = self.renew(&mut st).await
+            {
+                return end;
+            }
+            let lease_valid = st.renewed_at.elapsed() < s.lease_ttl * 2 / 3;
+            let (held_jobs, held_bytes) = st.lane.held();
+            let room = held_jobs < s.max_held_jobs / 2 && held_bytes < s.max_held_bytes / 2;
+            let probing = st.breaker.probing();
+
+            // Rows of blocked keys that fell due.
+            let now = self.clock.now();
+            // While probing, one job at a time: fetch only when nothing is held.
+            let fetch_room = if probing { held_jobs == 0 } else { room };
+            if store_ok && lease_valid && fetch_room && st.next_due.is_some_and(|t| t <= now) {
+                self.fetch_rows(&mut st, probing).await;
+            }
+            // New events from the log.
+            let store_ok = st.store_retry_at.is_none_or(|t| Instant::now() >= t);
+            let (held_jobs, held_bytes) = st.lane.held();
+            let room = held_jobs < s.max_held_jobs / 2 && held_bytes < s.max_held_bytes / 2;
+            if store_ok
+                && lease_valid
+                && room
+                && st.log_more
+                && let Err(end) = self.read_log(&mut st, held_jobs, held_bytes).await
+            {
+                return end;
+            }
+            // Plugin calls.
+            let paused = st.paused_until.is_some_and(|t| Instant::now() < t);
+            let max_calls = if st.breaker.probing() {
+                1
+            } else {
+                s.max_in_flight
+            };
+            while lease_valid && !paused && st.calls.len() < max_calls && st.lane.has_ready() {
+                let size = if st.breaker.probing() {
+                    1
+                } else {
+                    s.batch_size
+                };
+                let jobs = st.lane.take_call(size, s.call_max_bytes);
+                if jobs.is_empty() {
+                    break;
+                }
+                let pool = self.pool.clone();
+                let workspace = self.lane.workspace_id.clone();
+                st.calls.spawn(async move {
+                    let report = deliver_call(&pool, &workspace, &jobs).await;
+                    (jobs, report)
+                });
+            }
+
+            // Dry: nothing held, nothing to write, nothing more in the log, no retry due soon.
+            let now = self.clock.now();
+            let due_soon = st
+                .next_due
+                .is_some_and(|t| t <= now + time::Duration::try_from(s.linger).unwrap_or_default());
+            let dry = st.lane.is_drained()
+                && !st.lane.wants_commit()
+                && st.calls.is_empty()
+                && !st.log_more
+                && !due_soon;
+            if !dry {
+                st.dry_since = None;
+            } else if st.dry_since.is_none() {
+                st.dry_since = Some(Instant::now());
+            }
+            if let Some(since) = st.dry_since
+                && since.elapsed() >= s.linger
+            {
+                return self.release(st).await;
+            }
+
+            // Wait for something to happen.
+            let mut wake_at: Option<Instant> = None;
+            let mut at = |t: Instant| wake_at = Some(wake_at.map_or(t, |w: Instant| w.min(t)));
+            if let Some(t) = st.next_due {
+                at(self.instant_of(t));
+            }
+            if let Some(t) = st.paused_until.filter(|t| *t > Instant::now()) {
+                at(t);
+            }
+            if let Some(t) = st.store_retry_at {
+                at(t);
+            }
+            if let Some(since) = st.dry_since {
+                at(since + s.linger);
+            }
+            if st.lane.wants_commit() {
+                at(st.last_commit + PROGRESS_INTERVAL);
+            }
+            at(st.renewed_at + s.lease_ttl / 3);
+            let sleep_until = wake_at.unwrap_or_else(|| Instant::now() + s.lease_ttl / 3);
+            tokio::select! {
+                done = st.calls.join_next(), if !st.calls.is_empty() => {
+                    if let Some(Ok((jobs, report))) = done {
+                        self.apply(&mut st, jobs, report);
+                    }
+                }
+                _ = self.wake.notified() => st.log_more = true,
+                _ = tokio::time::sleep_until(sleep_until) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Turns one call's outcomes into decisions.
+    fn apply(&self, st: &mut Active, jobs: Vec<Job>, report: CallReport) {
+        let now = self.clock.now();
+        if let Some(e) = report.unavailable {
+            tracing::error!(lane = %self.lane, code = e.code, error = %e.message, "cannot create a plugin instance; pausing the lane");
+            for job in jobs {
+                st.lane.complete(job, Decision::Released, now);
+            }
+            st.paused_until = Some(Instant::now() + UNAVAILABLE_PAUSE);
+            return;
+        }
+        let mut decisions = Vec::with_capacity(jobs.len());
+        let mut throttle: Option<OffsetDateTime> = None;
+        for (job, outcome) in jobs.into_iter().zip(report.outcomes) {
+            let first = job.first_attempt_at.unwrap_or(now);
+            let decision = decide(
+                &self.settings.policy,
+                job.attempt,
+                first,
+                now,
+                outcome,
+                &mut st.rng,
+            );
+            match &decision {
+                Decision::Aborted { code, text } => {
+                    tracing::warn!(lane = %self.lane, job = job.event_id, key = %job.key, %code, error = %text, "job aborted")
+                }
+                Decision::Retry { code, text, at } => {
+                    tracing::info!(lane = %self.lane, job = job.event_id, key = %job.key, %code, error = %text, retry_at = %at, "attempt failed")
+                }
+                Decision::Throttled { at } => {
+                    throttle = Some(throttle.map_or(*at, |t| t.max(*at)));
+                }
+                Decision::Delivered | Decision::Released => {}
+            }
+            st.lane.complete(job, decision.clone(), now);
+            decisions.push(decision);
+        }
+        let refs: Vec<&Decision> = decisions.iter().collect();
+        let p = &self.settings.policy;
+        if let Some(pause) = st.breaker.observe(&refs, p.min_backoff, p.max_backoff) {
+            tracing::warn!(lane = %self.lane, pause = ?pause, "destination failing for every key; pausing, then probing with one job");
+            st.pause(Instant::now() + pause);
+        }
+        if let Some(t) = throttle {
+            tracing::info!(lane = %self.lane, until = %t, "destination throttled; pausing the lane");
+            st.pause(self.instant_of(t));
+        }
+    }
+
+    /// Commits when there is something to write: staged rows at once, bare progress at most
+    /// every [`PROGRESS_INTERVAL`] (or when `force`d).
+    async fn commit_if_due(&self, st: &mut Active, force: bool) -> Result<(), End> {
+        if !st.lane.wants_commit()
+            || (!force
+                && !st.lane.has_staged_writes()
+                && st.last_commit.elapsed() < PROGRESS_INTERVAL)
+        {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        match st.lane.take_commit(&st.lease, now, self.settings.lease_ttl) {
+            Some(commit) => self.write(st, commit).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn write(&self, st: &mut Active, commit: LaneCommit) -> Result<(), End> {
+        let started = Instant::now();
+        match self.store.lane_commit(&commit).await {
+            Ok(result) => {
+                st.lane.commit_written(&commit, result);
+                st.renewed_at = started;
+                st.last_commit = Instant::now();
+                st.store_ok();
+                // Blocks and parks change when keys fall due.
+                let mut due = commit.block_keys.iter().map(|(_, t)| *t).min();
+                if !commit.ensure_keys.is_empty() || !commit.check_keys.is_empty() {
+                    due = Some(due.map_or(commit.now, |d| d.min(commit.now)));
+                }
+                if let Some(d) = due {
+                    st.next_due = Some(st.next_due.map_or(d, |n| n.min(d)));
+                }
+                Ok(())
+            }
+            Err(StoreError::LeaseLost(_)) => {
+                tracing::warn!(lane = %self.lane, "lease lost to another host; dropping what this host held (the new owner delivers it again)");
+                st.calls.abort_all();
+                Err(End::Lost)
+            }
+            Err(e) => {
+                st.lane.commit_failed();
+                self.store_error(st, &e, "commit");
+                Ok(())
+            }
+        }
+    }
+
+    async fn renew(&self, st: &mut Active) -> Result<(), End> {
+        let started = Instant::now();
+        match self
+            .store
+            .lane_renew(&st.lease, self.clock.now(), self.settings.lease_ttl)
+            .await
+        {
+            Ok(true) => {
+                st.renewed_at = started;
+                st.store_ok();
+                Ok(())
+            }
+            Ok(false) => {
+                tracing::warn!(lane = %self.lane, "lease lost to another host");
+                st.calls.abort_all();
+                Err(End::Lost)
+            }
+            Err(e) => {
+                self.store_error(st, &e, "lease renewal");
+                Ok(())
+            }
+        }
+    }
+
+    async fn read_log(
+        &self,
+        st: &mut Active,
+        held_jobs: usize,
+        held_bytes: usize,
+    ) -> Result<(), End> {
+        let s = &self.settings;
+        let limits = ReadLimits {
+            max_events: s.max_held_jobs - held_jobs,
+            max_bytes: s.max_held_bytes - held_bytes,
+        };
+        let read = self
+            .store
+            .log_read(
+                &self.lane,
+                &self.sources,
+                st.lane.read_to(),
+                st.lane.skip_rows_to(),
+                limits,
+            )
+            .await;
+        match read {
+            Ok(read) => {
+                st.store_ok();
+                st.log_more = !read.exhausted;
+                let got = !read.events.is_empty();
+                st.lane
+                    .accept_log(read.events, read.read_to, self.clock.now());
+                if got {
+                    // Record the claim before any of it goes out.
+                    self.commit_if_due(st, true).await?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.store_error(st, &e, "log read");
+                Ok(())
+            }
+        }
+    }
+
+    async fn fetch_rows(&self, st: &mut Active, probing: bool) {
+        let s = &self.settings;
+        let (_, held_bytes) = st.lane.held();
+        let limits = if probing {
+            FetchLimits {
+                max_keys: 1,
+                max_jobs_per_key: 1,
+                max_bytes: 1,
+            }
+        } else {
+            FetchLimits {
+                max_keys: s.batch_size.max(1) * 2,
+                max_jobs_per_key: s.limits.max_jobs_per_key,
+                max_bytes: s.max_held_bytes - held_bytes,
+            }
+        };
+        let exclude = st.lane.fetch_exclusions();
+        match self
+            .store
+            .blocked_fetch(&self.lane, self.clock.now(), &exclude, limits)
+            .await
+        {
+            Ok(fetch) => {
+                st.store_ok();
+                st.next_due = fetch.next_due;
+                st.lane.accept_rows(fetch.jobs);
+                st.lane.accept_empty_keys(fetch.empty_keys);
+            }
+            Err(e) => self.store_error(st, &e, "fetch of blocked keys"),
+        }
+    }
+
+    fn store_error(&self, st: &mut Active, e: &StoreError, what: &str) {
+        tracing::warn!(lane = %self.lane, error = %e, retry_in = ?st.store_backoff, "{what} failed; retrying");
+        st.store_retry_at = Some(Instant::now() + st.store_backoff);
+        st.store_backoff = (st.store_backoff * 2).min(STORE_RETRY_MAX);
+    }
+
+    /// Ran dry (everything written): give the lease back.
+    async fn release(&self, st: Active) -> End {
+        let next_due = st.next_due;
+        match self.store.lane_release(&st.lease, next_due).await {
+            Ok(_) => tracing::debug!(lane = %self.lane, "lane ran dry; lease released"),
+            Err(e) => {
+                tracing::warn!(lane = %self.lane, error = %e, "releasing the lane failed; its lease will expire")
+            }
+        }
+        End::Released(next_due)
+    }
+
+    /// Shutdown: let calls in flight finish, hand back what was not sent, write, release.
+    async fn stop(&self, mut st: Active) -> End {
+        st.lane.release_queued();
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while !st.calls.is_empty() {
+            match tokio::time::timeout_at(deadline, st.calls.join_next()).await {
+                Ok(Some(Ok((jobs, report)))) => self.apply(&mut st, jobs, report),
+                Ok(Some(Err(_))) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(lane = %self.lane, "calls still running at shutdown; the next owner delivers them again");
+                    st.calls.abort_all();
+                    break;
+                }
+            }
+        }
+        st.lane.release_queued();
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            st.store_retry_at = None;
+            if self.commit_if_due(&mut st, true).await.is_err() || !st.lane.wants_commit() {
+                break;
+            }
+        }
+        if let Err(e) = self.store.lane_release(&st.lease, st.next_due).await {
+            tracing::warn!(lane = %self.lane, error = %e, "releasing the lane at shutdown failed; its lease will expire");
+        }
+        End::Stopped
+    }
+}
+
+/// State of an active period.
+struct Active {
+    lane: Lane,
+    lease: Lease,
+    calls: JoinSet<(Vec<Job>, CallReport)>,
+    /// The log may hold more for this lane (a read was cut short, or a wake-up came).
+    log_more: bool,
+    /// When the next blocked key falls due.
+    next_due: Option<OffsetDateTime>,
+    paused_until: Option<Instant>,
+    /// When the lease was last renewed (a commit or a renewal that started then succeeded).
+    renewed_at: Instant,
+    last_commit: Instant,
+    store_retry_at: Option<Instant>,
+    store_backoff: Duration,
+    breaker: Breaker,
+    dry_since: Option<Instant>,
+    rng: rand::rngs::StdRng,
+}
+
+impl Active {
+    fn pause(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+    }
+
+    fn store_ok(&mut self) {
+        self.store_retry_at = None;
+        self.store_backoff = STORE_RETRY_MIN;
+    }
+}
