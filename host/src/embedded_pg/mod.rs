@@ -178,8 +178,11 @@ impl EmbeddedPostgres {
     }
 
     async fn start_server(&self, root: &Path) -> Result<(), EmbeddedPgError> {
+        // Room for several hosts (each with its pool) and tools; a buffer pool and WAL budget
+        // sized for a queue that writes continuously (the defaults checkpoint every 1 GB).
         let options = format!(
-            "-c listen_addresses='' -k {} -p {SOCKET_PORT}",
+            "-c listen_addresses='' -k {} -p {SOCKET_PORT} -c max_connections=200 \
+             -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=15min",
             self.socket_dir.display()
         );
         let mut cmd = self.command(self.bins.pg_ctl());

@@ -14,7 +14,9 @@
 //!   event of the key that the log brings is parked as well. Nothing of a blocked key moves
 //!   until the store hands its rows back, in id order, once they are due.
 //! - A key's rows are fetched only while the lane holds nothing of that key (in memory, in
-//!   flight, or in a commit not yet written), so a key is never served from two places.
+//!   flight, or in a commit not yet written), so a key is never served from two places; and
+//!   not at all until a new owner has read the log again past what the previous owner had
+//!   read (see [`Lane::may_fetch_rows`]).
 //! - The lane owns its key space: its lease is the only writer of its rows (fenced in
 //!   `store::commit`), and ids a lane reads always form a prefix (`store::append`).
 //!
@@ -300,6 +302,13 @@ impl Lane {
                 self.staged.check.insert(k);
             }
         }
+    }
+
+    /// Rows may be fetched only once the log has been read again past what a previous owner
+    /// had read: a key's jobs that the previous owner held in memory (below its parked rows)
+    /// must get their own rows first, or they would come after them.
+    pub fn may_fetch_rows(&self) -> bool {
+        self.read_to >= self.skip_rows_to
     }
 
     /// Keys whose rows must not be fetched now: the lane holds jobs of them, or has writes for

@@ -11,6 +11,7 @@
 //! store (ingest keeps accepting them) until the plugin is fixed and sluice restarted.
 
 mod breaker;
+mod calls;
 mod delivery;
 mod pool;
 pub mod retry;

@@ -25,13 +25,13 @@ use std::time::Duration;
 use rand::SeedableRng;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::breaker::Breaker;
-use super::delivery::{CallReport, deliver_call};
+use super::calls::Calls;
+use super::delivery::CallReport;
 use super::pool::InstancePool;
 use super::retry::{RetryPolicy, decide};
 use crate::clock::SharedClock;
@@ -150,7 +150,7 @@ impl LaneRunner {
         let mut st = Active {
             lane: Lane::resume(&acquired, s.limits),
             lease,
-            calls: JoinSet::new(),
+            calls: Calls::default(),
             log_more: true,
             next_due: (!acquired.blocked_keys.is_empty()).then(|| self.clock.now()),
             paused_until: None,
@@ -163,10 +163,8 @@ impl LaneRunner {
             rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
         };
         loop {
-            while let Some(done) = st.calls.try_join_next() {
-                if let Ok((jobs, report)) = done {
-                    self.apply(&mut st, jobs, report);
-                }
+            while let Some((jobs, report)) = st.calls.try_next() {
+                self.apply(&mut st, jobs, report);
             }
             let stopping = self.shutdown.is_cancelled();
             if stopping {
@@ -193,7 +191,12 @@ impl LaneRunner {
             let now = self.clock.now();
             // While probing, one job at a time: fetch only when nothing is held.
             let fetch_room = if probing { held_jobs == 0 } else { room };
-            if store_ok && lease_valid && fetch_room && st.next_due.is_some_and(|t| t <= now) {
+            if store_ok
+                && lease_valid
+                && fetch_room
+                && st.lane.may_fetch_rows()
+                && st.next_due.is_some_and(|t| t <= now)
+            {
                 self.fetch_rows(&mut st, probing).await;
             }
             // New events from the log.
@@ -225,12 +228,18 @@ impl LaneRunner {
                 if jobs.is_empty() {
                     break;
                 }
-                let pool = self.pool.clone();
-                let workspace = self.lane.workspace_id.clone();
-                st.calls.spawn(async move {
-                    let report = deliver_call(&pool, &workspace, &jobs).await;
-                    (jobs, report)
-                });
+                st.calls
+                    .spawn(self.pool.clone(), self.lane.workspace_id.clone(), jobs);
+            }
+            // Our lease may have run out while calls were going: another host may own the lane
+            // by now, so stop them (their jobs' fate is unknown; whoever owns the lane next
+            // sends them again).
+            if !lease_valid && !st.calls.is_empty() {
+                tracing::warn!(lane = %self.lane, calls = st.calls.len(), "the lease could not be renewed in time; cancelling calls in flight");
+                let now = self.clock.now();
+                for job in st.calls.cancel_all() {
+                    st.lane.complete(job, Decision::Released, now);
+                }
             }
 
             // Dry: nothing held, nothing to write, nothing more in the log, no retry due soon.
@@ -275,8 +284,8 @@ impl LaneRunner {
             at(st.renewed_at + s.lease_ttl / 3);
             let sleep_until = wake_at.unwrap_or_else(|| Instant::now() + s.lease_ttl / 3);
             tokio::select! {
-                done = st.calls.join_next(), if !st.calls.is_empty() => {
-                    if let Some(Ok((jobs, report))) = done {
+                done = st.calls.next(), if !st.calls.is_empty() => {
+                    if let Some((jobs, report)) = done {
                         self.apply(&mut st, jobs, report);
                     }
                 }
@@ -374,7 +383,7 @@ impl LaneRunner {
             }
             Err(StoreError::LeaseLost(_)) => {
                 tracing::warn!(lane = %self.lane, "lease lost to another host; dropping what this host held (the new owner delivers it again)");
-                st.calls.abort_all();
+                st.calls.cancel_all();
                 Err(End::Lost)
             }
             Err(e) => {
@@ -399,7 +408,7 @@ impl LaneRunner {
             }
             Ok(false) => {
                 tracing::warn!(lane = %self.lane, "lease lost to another host");
-                st.calls.abort_all();
+                st.calls.cancel_all();
                 Err(End::Lost)
             }
             Err(e) => {
@@ -505,13 +514,15 @@ impl LaneRunner {
         st.lane.release_queued();
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while !st.calls.is_empty() {
-            match tokio::time::timeout_at(deadline, st.calls.join_next()).await {
-                Ok(Some(Ok((jobs, report)))) => self.apply(&mut st, jobs, report),
-                Ok(Some(Err(_))) => {}
+            match tokio::time::timeout_at(deadline, st.calls.next()).await {
+                Ok(Some((jobs, report))) => self.apply(&mut st, jobs, report),
                 Ok(None) => break,
                 Err(_) => {
                     tracing::warn!(lane = %self.lane, "calls still running at shutdown; the next owner delivers them again");
-                    st.calls.abort_all();
+                    let now = self.clock.now();
+                    for job in st.calls.cancel_all() {
+                        st.lane.complete(job, Decision::Released, now);
+                    }
                     break;
                 }
             }
@@ -537,7 +548,7 @@ impl LaneRunner {
 struct Active {
     lane: Lane,
     lease: Lease,
-    calls: JoinSet<(Vec<Job>, CallReport)>,
+    calls: Calls,
     /// The log may hold more for this lane (a read was cut short, or a wake-up came).
     log_more: bool,
     /// When the next blocked key falls due.

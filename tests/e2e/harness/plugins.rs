@@ -55,6 +55,8 @@ pub fn wrong_world_wasm() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
+            // Building the shipped plugins first installs the wasm target if it is missing.
+            plugins_dir();
             let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
                 .args([
                     "build",

@@ -1,0 +1,97 @@
+//! Building blocks for store tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice::store::{
+    AcquiredLane, AppendOutcome, AppendRequest, Dedup, LaneId, LaneSpec, NewEvent, OrderingScope,
+    Store,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub const TTL: Duration = Duration::from_secs(30);
+pub const WS: &str = "acme";
+
+pub fn t0() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("a valid time")
+}
+
+pub fn secs(n: i64) -> time::Duration {
+    time::Duration::seconds(n)
+}
+
+pub fn lane(dest: &str) -> LaneId {
+    LaneId {
+        workspace_id: WS.into(),
+        destination_id: dest.into(),
+    }
+}
+
+pub fn spec(dest: &str, sources: &[&str], ordering: OrderingScope) -> LaneSpec {
+    LaneSpec {
+        lane: lane(dest),
+        ordering,
+        sources: sources.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// An event of `user` with message id `msg` and a payload of about `pad` bytes.
+pub fn event(user: &str, msg: &str, pad: usize) -> NewEvent {
+    NewEvent {
+        message_id: msg.into(),
+        user_key: user.into(),
+        json: format!(
+            r#"{{"type":"track","event":"E","userId":"{user}","messageId":"{msg}","pad":"{}"}}"#,
+            "x".repeat(pad)
+        ),
+    }
+}
+
+pub fn request(source: &str, at: OffsetDateTime, events: Vec<NewEvent>) -> AppendRequest {
+    AppendRequest {
+        workspace_id: Arc::from(WS),
+        source_id: Arc::from(source),
+        received_at: at,
+        events,
+    }
+}
+
+pub const DEDUP: Dedup = Dedup {
+    window: Duration::from_secs(3600),
+};
+
+/// Appends one request and returns its outcome.
+pub async fn append(
+    store: &Store,
+    source: &str,
+    at: OffsetDateTime,
+    events: Vec<NewEvent>,
+) -> AppendOutcome {
+    let r = request(source, at, events);
+    store
+        .event_append(&[&r], Some(DEDUP), None)
+        .await
+        .expect("append")
+        .remove(0)
+}
+
+/// Appends `(user, msg)` events of `source`, small payloads.
+pub async fn append_users(store: &Store, source: &str, events: &[(&str, &str)]) -> AppendOutcome {
+    append(
+        store,
+        source,
+        t0(),
+        events.iter().map(|(u, m)| event(u, m, 10)).collect(),
+    )
+    .await
+}
+
+/// Acquires `dest` for a new host id at `now`.
+pub async fn acquire(store: &Store, dest: &str, now: OffsetDateTime) -> AcquiredLane {
+    store
+        .lane_acquire(&lane(dest), Uuid::new_v4(), now, TTL)
+        .await
+        .expect("acquire")
+        .expect("the lane is free")
+}

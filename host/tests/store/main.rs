@@ -1,0 +1,34 @@
+//! Store tests: the job store's contracts, each checked at the layer that owns it, against a
+//! real PostgreSQL (one embedded server for the run, one database per test), plus a
+//! model-based test of the lane engine and the store together.
+
+mod append;
+mod datasets;
+mod fixtures;
+mod harness;
+mod lanes;
+mod model;
+mod rows;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start a tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pg = rt.block_on(harness::TestPg::start());
+    let mut trials = Vec::new();
+    trials.extend(append::tests());
+    trials.extend(lanes::tests());
+    trials.extend(rows::tests());
+    trials.extend(datasets::tests());
+    trials.extend(model::tests());
+    let conclusion = libtest_mimic::run(&args, trials);
+    rt.block_on(pg.stop());
+    conclusion.exit_code()
+}
