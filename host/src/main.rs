@@ -1,5 +1,6 @@
 //! The `sluice` command line.
 
+mod bench;
 mod demo;
 
 use std::net::SocketAddr;
@@ -59,6 +60,21 @@ enum Command {
     /// Build and check plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Measure Sluice against its peers on this machine and print a table of ratios.
+    Bench {
+        /// The peer scripts (copy-limit.sh, naive-queue.sh); default ../shared/peers.
+        #[arg(long)]
+        peers: Option<PathBuf>,
+        /// Smaller sizes, for a quick look.
+        #[arg(long)]
+        quick: bool,
+        /// Also drain a 10M-event backlog (the fill alone takes minutes).
+        #[arg(long)]
+        ten_million: bool,
+        /// Run only these scenarios.
+        #[arg(long = "scenario", value_parser = bench::SCENARIOS)]
+        only: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -166,6 +182,20 @@ fn main() -> anyhow::Result<()> {
                     report.transform_mean.as_secs_f64() * 1e6
                 );
                 Ok(())
+            }
+            Command::Bench {
+                peers,
+                quick,
+                ten_million,
+                only,
+            } => {
+                bench::run(bench::Options {
+                    peers,
+                    quick,
+                    ten_million,
+                    only,
+                })
+                .await
             }
             Command::Plugin(PluginCommand::Check { wasm }) => {
                 let manifest = plugin_build::check(&wasm).await?;

@@ -29,6 +29,21 @@ pub trait Destination: Sized + 'static {
         }
     }
 
+    /// Turn one event, as JSON text, into zero or more payloads.
+    ///
+    /// The default parses the text into an [`Event`] and calls [`Destination::transform`].
+    /// Override it when the event is forwarded as it is (or only searched, not rebuilt), to
+    /// skip parsing: the text is the event exactly as Sluice stored it.
+    fn transform_json(
+        &self,
+        ctx: &JobContext,
+        event_json: &str,
+    ) -> Result<Vec<Vec<u8>>, TransformError> {
+        let event = Event::from_json(event_json)
+            .map_err(|err| TransformError::abort("invalid_event", err.to_string()))?;
+        self.transform(ctx, &event)
+    }
+
     /// Deliver a batch of payloads: exactly one [`Outcome`] per request, in the same order.
     fn send(&self, requests: Vec<Request>) -> Vec<Outcome>;
 }

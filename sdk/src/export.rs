@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 
 use crate::bindings::exports::sluice::destination::plugin::Guest;
 use crate::bindings::sluice::destination::types as wire;
-use crate::{Destination, Event, Failure, JobContext, Outcome, Request, TransformError};
+use crate::{Destination, Failure, JobContext, Outcome, Request, TransformError};
 
 thread_local! {
     // A component instance is single-threaded and exports exactly one destination type, so
@@ -56,11 +56,8 @@ impl<T: Destination> Guest for Adapter<T> {
         event: String,
     ) -> Result<Vec<Vec<u8>>, wire::TransformError> {
         let context = JobContext::from(context);
-        let result = Adapter::<T>::with_instance(|instance| {
-            let event = Event::from_json(&event)
-                .map_err(|err| TransformError::abort("invalid_event", err.to_string()))?;
-            instance.transform(&context, &event)
-        });
+        let result =
+            Adapter::<T>::with_instance(|instance| instance.transform_json(&context, &event));
         result
             .unwrap_or_else(|| Err(TransformError::Retry(not_configured())))
             .map_err(Into::into)

@@ -31,7 +31,11 @@ fn python_with_sdk() -> PathBuf {
                     .arg(&venv)
                     .status()
                     .expect("run python3 -m venv");
-                assert!(made.success(), "creating a virtualenv at {}", venv.display());
+                assert!(
+                    made.success(),
+                    "creating a virtualenv at {}",
+                    venv.display()
+                );
                 let installed = Command::new(&python)
                     .args(["-m", "pip", "install", "--quiet", "rudder-sdk-python"])
                     .status()

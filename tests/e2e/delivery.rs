@@ -309,7 +309,7 @@ async fn a_destination_down_for_every_key_is_paused_and_probed_then_drained_in_o
             .is_some_and(|m| m.starts_with("destination failing for every key"))
     });
     let attempts = || async {
-        sqlx::query_scalar::<_, i64>("SELECT sum(attempt)::bigint FROM job_state")
+        sqlx::query_scalar::<_, i64>("SELECT coalesce(sum(attempt), 0)::bigint FROM job_state")
             .fetch_one(&pool)
             .await
             .unwrap()

@@ -32,6 +32,7 @@
 //! keep flowing from the log, and memory stays bounded.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -47,12 +48,11 @@ pub struct Job {
     pub event_id: i64,
     pub dataset: i32,
     pub source_id: String,
-    pub user_key: String,
     pub message_id: String,
     pub received_at: OffsetDateTime,
     pub event: String,
-    /// The ordering key in the lane's scope.
-    pub key: String,
+    /// The ordering key in the lane's scope (shared: the lane's maps hold it too).
+    pub key: Key,
     /// Attempts finished before this one.
     pub attempt: u32,
     pub first_attempt_at: Option<OffsetDateTime>,
@@ -65,6 +65,9 @@ impl Job {
         self.event.len()
     }
 }
+
+/// An ordering key, cheap to clone.
+pub type Key = Arc<str>;
 
 /// What becomes of a job after an attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,15 +118,15 @@ struct Staged {
     new_rows: Vec<NewJobRow>,
     row_updates: Vec<RowUpdate>,
     /// Block (or re-block) until a time: a failure.
-    block: HashMap<String, OffsetDateTime>,
+    block: HashMap<Key, OffsetDateTime>,
     /// Block if not blocked yet, due at once: a park.
-    ensure: HashSet<String>,
+    ensure: HashSet<Key>,
     /// Unblock if no unfinished row is left.
-    check: HashSet<String>,
+    check: HashSet<Key>,
     /// Log ids that become finished once this commit is written (their rows are in it).
     persist_ids: Vec<i64>,
     /// Keys whose rows this commit changes.
-    touched: HashSet<String>,
+    touched: HashSet<Key>,
 }
 
 impl Staged {
@@ -163,10 +166,10 @@ pub struct Lane {
     skip_rows_to: i64,
     /// Log ids read and not yet finished or persisted as rows.
     unfinished: BTreeSet<i64>,
-    keys: HashMap<String, KeyState>,
-    ready: VecDeque<String>,
+    keys: HashMap<Key, KeyState>,
+    ready: VecDeque<Key>,
     /// Keys with unfinished rows (mirrors `blocked_keys`, plus what is staged).
-    blocked: HashSet<String>,
+    blocked: HashSet<Key>,
     staged: Staged,
     committing: Option<Staged>,
     /// Jobs held (queued or in flight) and their bytes.
@@ -188,7 +191,11 @@ impl Lane {
             unfinished: BTreeSet::new(),
             keys: HashMap::new(),
             ready: VecDeque::new(),
-            blocked: acquired.blocked_keys.iter().cloned().collect(),
+            blocked: acquired
+                .blocked_keys
+                .iter()
+                .map(|k| Key::from(k.as_str()))
+                .collect(),
             staged: Staged::default(),
             committing: None,
             held_jobs: 0,
@@ -242,12 +249,14 @@ impl Lane {
             if e.id <= self.read_to {
                 continue; // already seen (a read racing a reset); never take a job twice
             }
-            let key = self.scope.key(&e.source_id, &e.user_key, e.id);
+            let key: Key = match self.scope {
+                OrderingScope::User => e.user_key.into(),
+                scope => scope.key(&e.source_id, &e.user_key, e.id).into(),
+            };
             let job = Job {
                 event_id: e.id,
                 dataset: e.dataset,
                 source_id: e.source_id,
-                user_key: e.user_key,
                 message_id: e.message_id,
                 received_at: e.received_at,
                 event: e.event,
@@ -280,11 +289,10 @@ impl Lane {
                 event_id: r.event_id,
                 dataset: r.dataset,
                 source_id: r.source_id,
-                user_key: r.user_key,
                 message_id: r.message_id,
                 received_at: r.received_at,
                 event: r.event,
-                key: r.order_key,
+                key: r.order_key.into(),
                 attempt: r.attempt.max(0) as u32,
                 first_attempt_at: r.first_attempt_at,
                 has_row: true,
@@ -297,7 +305,8 @@ impl Lane {
     /// Due keys that turned out to have no unfinished row: unblock them.
     pub fn accept_empty_keys(&mut self, keys: Vec<String>) {
         for k in keys {
-            if !self.keys.contains_key(&k) {
+            if !self.keys.contains_key(k.as_str()) {
+                let k = Key::from(k);
                 self.staged.touched.insert(k.clone());
                 self.staged.check.insert(k);
             }
@@ -314,7 +323,7 @@ impl Lane {
     /// Keys whose rows must not be fetched now: the lane holds jobs of them, or has writes for
     /// them that are not committed yet.
     pub fn fetch_exclusions(&self) -> Vec<String> {
-        let mut out: HashSet<&String> = self
+        let mut out: HashSet<&Key> = self
             .keys
             .keys()
             .filter(|k| self.blocked.contains(*k))
@@ -323,14 +332,18 @@ impl Lane {
         if let Some(c) = &self.committing {
             out.extend(c.touched.iter());
         }
-        out.into_iter().cloned().collect()
+        out.into_iter().map(|k| k.to_string()).collect()
     }
 
     /// The next call: the front job of up to `max_jobs` ready keys, at most `max_bytes` (the
     /// first job always fits).
+    ///
+    /// A job read from the log goes out only once the store knows it was read (`claimed_to`
+    /// written), so that after a crash the store can tell which jobs may have been in flight.
     pub fn take_call(&mut self, max_jobs: usize, max_bytes: usize) -> Vec<Job> {
         let mut call: Vec<Job> = Vec::new();
         let mut bytes = 0usize;
+        let mut unclaimed = Vec::new();
         while call.len() < max_jobs.max(1) {
             let Some(key) = self.ready.pop_front() else {
                 break;
@@ -345,6 +358,11 @@ impl Lane {
             let Some(front) = state.queue.front() else {
                 continue;
             };
+            if !front.has_row && front.event_id > self.claimed_written {
+                state.queued = true;
+                unclaimed.push(key);
+                continue;
+            }
             if !call.is_empty() && bytes + front.size() > max_bytes {
                 state.queued = true;
                 self.ready.push_front(key);
@@ -356,6 +374,10 @@ impl Lane {
             state.busy = true;
             bytes += job.size();
             call.push(job);
+        }
+        // Unclaimed keys keep their place at the front.
+        for key in unclaimed.into_iter().rev() {
+            self.ready.push_front(key);
         }
         self.in_flight += call.len();
         call
@@ -409,7 +431,7 @@ impl Lane {
     /// Hands every queued (not in flight) job back: used when the lane stops.
     pub fn release_queued(&mut self) {
         self.ready.clear();
-        let keys: Vec<String> = self.keys.keys().cloned().collect();
+        let keys: Vec<Key> = self.keys.keys().cloned().collect();
         for k in keys {
             if let Some(state) = self.keys.get_mut(&k) {
                 let dropped: Vec<Job> = state.queue.drain(..).collect();
@@ -432,6 +454,11 @@ impl Lane {
             }
         }
         self.read_to
+    }
+
+    /// Jobs were read that the store does not know were read yet (they wait for a commit).
+    pub fn claim_behind(&self) -> bool {
+        self.read_to > self.claimed_written
     }
 
     /// Whether rows or keys are waiting to be written (not just progress).
@@ -461,7 +488,7 @@ impl Lane {
         if self.committing.is_some() {
             return None;
         }
-        let staged = std::mem::take(&mut self.staged);
+        let mut staged = std::mem::take(&mut self.staged);
         let persisting: HashSet<i64> = staged.persist_ids.iter().copied().collect();
         let cursor = self.cursor_candidate(&persisting).max(self.cursor);
         let commit = LaneCommit {
@@ -470,17 +497,22 @@ impl Lane {
             lease_ttl,
             cursor,
             claimed_to: self.read_to,
-            new_rows: staged.new_rows.clone(),
-            row_updates: staged.row_updates.clone(),
-            block_keys: staged.block.iter().map(|(k, t)| (k.clone(), *t)).collect(),
+            // The rows travel in the commit (and come back if it fails: `commit_failed`).
+            new_rows: std::mem::take(&mut staged.new_rows),
+            row_updates: std::mem::take(&mut staged.row_updates),
+            block_keys: staged
+                .block
+                .iter()
+                .map(|(k, t)| (k.to_string(), *t))
+                .collect(),
             // A park blocks its key only if nothing blocks it yet (see store::commit).
             ensure_keys: staged
                 .ensure
                 .iter()
                 .filter(|k| !staged.block.contains_key(*k))
-                .cloned()
+                .map(|k| k.to_string())
                 .collect(),
-            check_keys: staged.check.iter().cloned().collect(),
+            check_keys: staged.check.iter().map(|k| k.to_string()).collect(),
         };
         self.committing = Some(staged);
         Some(commit)
@@ -499,16 +531,19 @@ impl Lane {
         for k in result.unblocked {
             // A park or failure staged since keeps the key blocked (the next commit re-blocks
             // it in the store too).
-            if !self.staged.block.contains_key(&k) && !self.staged.ensure.contains(&k) {
-                self.blocked.remove(&k);
+            let k = k.as_str();
+            if !self.staged.block.contains_key(k) && !self.staged.ensure.contains(k) {
+                self.blocked.remove(k);
             }
         }
     }
 
     /// The commit started by `take_commit` failed (store unreachable): it will be retried,
     /// together with whatever was staged since.
-    pub fn commit_failed(&mut self) {
+    pub fn commit_failed(&mut self, commit: LaneCommit) {
         if let Some(mut done) = self.committing.take() {
+            done.new_rows = commit.new_rows;
+            done.row_updates = commit.row_updates;
             done.absorb(std::mem::take(&mut self.staged));
             self.staged = done;
         }
@@ -531,19 +566,19 @@ impl Lane {
         self.held_bytes = self.held_bytes.saturating_sub(job.size());
     }
 
-    fn make_ready(&mut self, key: &str) {
+    fn make_ready(&mut self, key: &Key) {
         if let Some(state) = self.keys.get_mut(key)
             && !state.busy
             && !state.queued
             && !state.queue.is_empty()
         {
             state.queued = true;
-            self.ready.push_back(key.to_string());
+            self.ready.push_back(key.clone());
         }
     }
 
     /// A key's job finished: its next job may go, or the key is done with for now.
-    fn advance(&mut self, key: &str) {
+    fn advance(&mut self, key: &Key) {
         let empty = self
             .keys
             .get(key)
@@ -554,8 +589,8 @@ impl Lane {
         }
         self.keys.remove(key);
         if self.blocked.contains(key) {
-            self.staged.touched.insert(key.to_string());
-            self.staged.check.insert(key.to_string());
+            self.staged.touched.insert(key.clone());
+            self.staged.check.insert(key.clone());
         }
     }
 
@@ -629,7 +664,7 @@ impl Lane {
             dataset: job.dataset,
             event_id: job.event_id,
             source_id: job.source_id.clone(),
-            order_key: job.key.clone(),
+            order_key: job.key.to_string(),
             state,
             attempt: job.attempt as i32 + attempt,
             error_code,

@@ -67,13 +67,29 @@ fn commit(lane: &mut Lane) -> LaneCommit {
     c
 }
 
+/// Reads events and records the claim, as the runner does before handing any of them out.
+fn read(lane: &mut Lane, events: Vec<LogEvent>, to: i64) -> LaneCommit {
+    lane.accept_log(events, to, now());
+    commit(lane)
+}
+
+#[test]
+fn a_read_job_goes_out_only_once_its_claim_is_written() {
+    let mut l = lane();
+    l.accept_log(vec![ev(1, "a")], 1, now());
+    assert!(l.take_call(10, usize::MAX).is_empty());
+    let c = commit(&mut l);
+    assert_eq!(c.claimed_to, 1);
+    assert_eq!(ids(&l.take_call(10, usize::MAX)), vec![1]);
+}
+
 #[test]
 fn a_call_takes_one_job_per_key_in_id_order() {
     let mut l = lane();
-    l.accept_log(
+    read(
+        &mut l,
         vec![ev(1, "a"), ev(2, "b"), ev(3, "a"), ev(4, "c")],
         4,
-        now(),
     );
     let call = l.take_call(10, usize::MAX);
     assert_eq!(
@@ -91,7 +107,7 @@ fn a_call_takes_one_job_per_key_in_id_order() {
 #[test]
 fn a_failure_parks_the_rest_of_its_key_and_later_events_of_it() {
     let mut l = lane();
-    l.accept_log(vec![ev(1, "a"), ev(2, "a"), ev(3, "b")], 3, now());
+    read(&mut l, vec![ev(1, "a"), ev(2, "a"), ev(3, "b")], 3);
     let call = l.take_call(10, usize::MAX);
     assert_eq!(ids(&call), vec![1, 3]);
     let mut call = call.into_iter();
@@ -99,9 +115,9 @@ fn a_failure_parks_the_rest_of_its_key_and_later_events_of_it() {
     l.complete(call.next().unwrap(), Decision::Delivered, now());
     // A later event of the blocked key goes straight to a row.
     l.accept_log(vec![ev(4, "a"), ev(5, "b")], 5, now());
+    let c = commit(&mut l);
     assert_eq!(ids(&l.take_call(10, usize::MAX)), vec![5]);
 
-    let c = commit(&mut l);
     let rows: Vec<(i64, JobState)> = c.new_rows.iter().map(|r| (r.event_id, r.state)).collect();
     assert_eq!(
         rows,
@@ -128,7 +144,7 @@ fn a_failure_parks_the_rest_of_its_key_and_later_events_of_it() {
 #[test]
 fn the_cursor_stops_below_the_oldest_job_in_flight() {
     let mut l = lane();
-    l.accept_log(vec![ev(1, "a"), ev(2, "b"), ev(3, "c")], 10, now());
+    read(&mut l, vec![ev(1, "a"), ev(2, "b"), ev(3, "c")], 10);
     let mut call = l.take_call(10, usize::MAX).into_iter();
     let first = call.next().unwrap();
     for j in call {
@@ -155,20 +171,19 @@ fn a_hot_key_beyond_the_limit_is_parked_due_at_once() {
             max_jobs_per_key: 2,
         },
     );
-    l.accept_log(
+    let c = read(
+        &mut l,
         (1..=5)
             .map(|i| ev(i, "hot"))
             .chain([ev(6, "cold")])
             .collect(),
         6,
-        now(),
     );
     assert_eq!(
         l.held().0,
         3,
         "two of the hot key and the cold one stay in memory"
     );
-    let c = commit(&mut l);
     assert_eq!(
         c.new_rows.iter().map(|r| r.event_id).collect::<Vec<_>>(),
         vec![3, 4, 5]
@@ -233,7 +248,7 @@ fn rows_of_a_blocked_key_go_in_order_and_unblock_it() {
     );
     assert_eq!(l.blocked_keys(), 0);
     // The key is free again: its next event takes the fast path.
-    l.accept_log(vec![ev(11, "a")], 11, now());
+    read(&mut l, vec![ev(11, "a")], 11);
     assert_eq!(ids(&l.take_call(10, usize::MAX)), vec![11]);
 }
 
@@ -266,14 +281,14 @@ fn a_park_staged_while_an_unblock_commits_keeps_the_key_blocked() {
 #[test]
 fn a_failed_commit_is_retried_with_what_came_after() {
     let mut l = lane();
-    l.accept_log(vec![ev(1, "a"), ev(2, "b")], 2, now());
+    read(&mut l, vec![ev(1, "a"), ev(2, "b")], 2);
     let mut call = l.take_call(10, usize::MAX).into_iter();
     l.complete(call.next().unwrap(), retry(), now());
     let c = l
         .take_commit(&lease(), now(), Duration::from_secs(30))
         .unwrap();
     assert_eq!(c.cursor, 1);
-    l.commit_failed();
+    l.commit_failed(c);
     l.complete(call.next().unwrap(), retry(), now());
     let c = commit(&mut l);
     assert_eq!(c.new_rows.len(), 2);
@@ -284,7 +299,7 @@ fn a_failed_commit_is_retried_with_what_came_after() {
 #[test]
 fn a_released_job_goes_back_to_the_front_of_its_key() {
     let mut l = lane();
-    l.accept_log(vec![ev(1, "a"), ev(2, "a")], 2, now());
+    read(&mut l, vec![ev(1, "a"), ev(2, "a")], 2);
     let j = l.take_call(10, usize::MAX).pop().unwrap();
     l.complete(j, Decision::Released, now());
     assert_eq!(ids(&l.take_call(10, usize::MAX)), vec![1]);
@@ -297,7 +312,7 @@ fn a_call_respects_its_byte_budget_but_always_takes_one_job() {
     big.event = "x".repeat(100);
     let mut small = ev(2, "b");
     small.event = "y".repeat(10);
-    l.accept_log(vec![big, small], 2, now());
+    read(&mut l, vec![big, small], 2);
     assert_eq!(ids(&l.take_call(10, 50)), vec![1]);
     assert_eq!(ids(&l.take_call(10, 50)), vec![2]);
 }
@@ -305,7 +320,7 @@ fn a_call_respects_its_byte_budget_but_always_takes_one_job() {
 #[test]
 fn an_aborted_log_job_gets_a_row_and_its_key_goes_on() {
     let mut l = lane();
-    l.accept_log(vec![ev(1, "a"), ev(2, "a")], 2, now());
+    read(&mut l, vec![ev(1, "a"), ev(2, "a")], 2);
     let j = l.take_call(10, usize::MAX).pop().unwrap();
     l.complete(
         j,

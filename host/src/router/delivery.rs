@@ -12,6 +12,9 @@ use crate::lane::Job;
 use crate::runtime::bindings::{JobContext, Outcome, Request, TransformError};
 use crate::runtime::{CallError, PluginInstance};
 
+/// Transforms between two yields to the scheduler.
+const YIELD_EVERY: usize = 32;
+
 /// What a call came to: one outcome per job, in order.
 #[derive(Debug)]
 pub struct CallReport {
@@ -70,15 +73,26 @@ async fn run(
                 }
             }
         }
+        // A call runs many transforms back to back without waiting on anything; let the lane
+        // loop and the database I/O in between, so that they are never stuck behind a call.
+        if i > 0 && i % YIELD_EVERY == 0 {
+            tokio::task::yield_now().await;
+        }
         let context = job_context(workspace_id, pool.destination_id(), job);
         match instance.transform(&context, &job.event).await {
             Ok(Ok(payloads)) if payloads.is_empty() => outcomes[i] = Some(JobOutcome::Delivered),
-            Ok(Ok(payloads)) => {
+            Ok(Ok(mut payloads)) => {
+                // The context goes with the last payload; earlier ones get copies.
+                let last = payloads.pop();
                 for body in payloads {
                     requests.push(Request {
                         context: context.clone(),
                         body,
                     });
+                    owners.push(i);
+                }
+                if let Some(body) = last {
+                    requests.push(Request { context, body });
                     owners.push(i);
                 }
             }

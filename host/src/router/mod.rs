@@ -141,12 +141,14 @@ impl Router {
                 limits: LaneLimits::default(),
                 policy: RetryPolicy::resolve(&dest.retry, &manifest.retry),
             };
-            let sources = config
-                .sources
-                .iter()
-                .filter(|s| s.destinations.contains(&dest.id))
-                .map(|s| s.id.clone())
-                .collect();
+            let sources = Arc::new(
+                config
+                    .sources
+                    .iter()
+                    .filter(|s| s.destinations.contains(&dest.id))
+                    .map(|s| s.id.clone())
+                    .collect(),
+            );
             let runner = LaneRunner {
                 lane: LaneId {
                     workspace_id: dest.workspace.clone(),

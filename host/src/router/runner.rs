@@ -5,19 +5,21 @@
 //! waits. Woken, it tries to take the lane's lease; if another live host holds it, it goes
 //! back to waiting (that host was woken too).
 //!
-//! Active, it runs [`Lane`] against the store and the plugin:
-//! - reads the log (bounded by jobs and bytes held) and records how far it read *before*
-//!   handing any of those jobs out, so the store always knows which jobs may be in flight;
-//! - fetches the rows of blocked keys once they are due;
-//! - runs up to `max_in_flight` plugin calls at once (one job per key per call);
-//! - turns outcomes into decisions (`retry`), watches the circuit breaker and throttles;
-//! - commits outcomes and progress, which also renews the lease.
+//! Active, it runs [`Lane`] against the store and the plugin. Everything that waits runs
+//! concurrently, so that the database, the plugin and the lane's own bookkeeping overlap:
+//! - one log read at a time (bounded by the jobs and bytes held); its jobs go out only once a
+//!   commit has recorded how far the lane read, so the store always knows what may be in
+//!   flight;
+//! - one fetch of due blocked keys' rows at a time;
+//! - up to `max_in_flight` plugin calls (one job per key per call);
+//! - one commit at a time (outcomes, parked jobs, progress; it also renews the lease).
 //!
-//! When the store is unreachable it keeps what it knows in memory and retries; once its lease
-//! may have expired it stops handing out jobs (another host may own the lane by now). When the
-//! store is back, its commit goes through if the lane is still its own; otherwise the new owner
-//! delivers those jobs again. After running dry it keeps the lease for `linger`, then gives it
-//! back.
+//! Outcomes become decisions (`retry`), feed the circuit breaker, and throttles pause the lane.
+//! When the store is unreachable the lane keeps what it knows in memory and retries; once its
+//! lease may have expired it cancels its calls and stops sending (another host may own the
+//! lane by now). When the store is back, its commit goes through if the lane is still its own;
+//! otherwise the new owner delivers those jobs again. After running dry it keeps the lease for
+//! `linger`, then gives it back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -37,7 +40,8 @@ use super::retry::{RetryPolicy, decide};
 use crate::clock::SharedClock;
 use crate::lane::{Decision, Job, Lane, LaneLimits};
 use crate::store::{
-    AcquiredLane, FetchLimits, LaneCommit, LaneId, Lease, ReadLimits, Store, StoreError,
+    AcquiredLane, BlockedFetch, CommitResult, FetchLimits, LaneCommit, LaneId, Lease, LogRead,
+    ReadLimits, Store, StoreError,
 };
 
 /// How long the lane pauses when no plugin instance can be created.
@@ -72,7 +76,7 @@ pub struct LaneSettings {
 /// Everything one lane's loop needs.
 pub struct LaneRunner {
     pub lane: LaneId,
-    pub sources: Vec<String>,
+    pub sources: Arc<Vec<String>>,
     pub store: Store,
     pub pool: Arc<InstancePool>,
     pub settings: LaneSettings,
@@ -145,13 +149,17 @@ impl LaneRunner {
     /// Delivers while there is work; returns when dry (after lingering), lost or stopping.
     async fn active(&self, acquired: AcquiredLane) -> End {
         let s = &self.settings;
-        let lease = acquired.lease.clone();
-        tracing::info!(lane = %self.lane, epoch = lease.epoch, cursor = acquired.cursor, claimed_to = acquired.claimed_to, blocked_keys = acquired.blocked_keys.len(), "lane acquired");
+        tracing::info!(lane = %self.lane, epoch = acquired.lease.epoch, cursor = acquired.cursor, claimed_to = acquired.claimed_to, blocked_keys = acquired.blocked_keys.len(), "lane acquired");
         let mut st = Active {
             lane: Lane::resume(&acquired, s.limits),
-            lease,
+            lease: acquired.lease.clone(),
             calls: Calls::default(),
+            reading: None,
+            committing: None,
+            fetching: None,
+            renewing: None,
             log_more: true,
+            woken_while_reading: false,
             next_due: (!acquired.blocked_keys.is_empty()).then(|| self.clock.now()),
             paused_until: None,
             renewed_at: Instant::now(),
@@ -166,64 +174,56 @@ impl LaneRunner {
             while let Some((jobs, report)) = st.calls.try_next() {
                 self.apply(&mut st, jobs, report);
             }
-            let stopping = self.shutdown.is_cancelled();
-            if stopping {
+            if self.shutdown.is_cancelled() {
                 return self.stop(st).await;
             }
-            let store_ok = st.store_retry_at.is_none_or(|t| Instant::now() >= t);
-
-            if store_ok && let Err(end) = self.commit_if_due(&mut st, false).await {
-                return end;
-            }
-            if store_ok
-                && !st.lane.wants_commit()
-                && st.renewed_at.elapsed() > s.lease_ttl / 3
-                && let Err(end) = self.renew(&mut st).await
-            {
-                return end;
-            }
+            let now = Instant::now();
+            let store_ok = st.store_retry_at.is_none_or(|t| now >= t);
             let lease_valid = st.renewed_at.elapsed() < s.lease_ttl * 2 / 3;
             let (held_jobs, held_bytes) = st.lane.held();
             let room = held_jobs < s.max_held_jobs / 2 && held_bytes < s.max_held_bytes / 2;
             let probing = st.breaker.probing();
 
-            // Rows of blocked keys that fell due.
-            let now = self.clock.now();
-            // While probing, one job at a time: fetch only when nothing is held.
+            if store_ok && st.committing.is_none() && self.commit_due(&st) {
+                self.start_commit(&mut st);
+            }
+            if store_ok
+                && st.committing.is_none()
+                && st.renewing.is_none()
+                && !st.lane.wants_commit()
+                && st.renewed_at.elapsed() > s.lease_ttl / 3
+            {
+                let (store, lease, now, ttl) = (
+                    self.store.clone(),
+                    st.lease.clone(),
+                    self.clock.now(),
+                    s.lease_ttl,
+                );
+                st.renewing = Some(tokio::spawn(async move {
+                    let started = Instant::now();
+                    (started, store.lane_renew(&lease, now, ttl).await)
+                }));
+            }
+            // Rows of blocked keys that fell due. While probing, one job at a time.
             let fetch_room = if probing { held_jobs == 0 } else { room };
             if store_ok
                 && lease_valid
                 && fetch_room
+                && st.fetching.is_none()
                 && st.lane.may_fetch_rows()
-                && st.next_due.is_some_and(|t| t <= now)
+                && st.next_due.is_some_and(|t| t <= self.clock.now())
             {
-                self.fetch_rows(&mut st, probing).await;
+                self.start_fetch(&mut st, probing);
             }
             // New events from the log.
-            let store_ok = st.store_retry_at.is_none_or(|t| Instant::now() >= t);
-            let (held_jobs, held_bytes) = st.lane.held();
-            let room = held_jobs < s.max_held_jobs / 2 && held_bytes < s.max_held_bytes / 2;
-            if store_ok
-                && lease_valid
-                && room
-                && st.log_more
-                && let Err(end) = self.read_log(&mut st, held_jobs, held_bytes).await
-            {
-                return end;
+            if store_ok && lease_valid && room && st.log_more && st.reading.is_none() {
+                self.start_read(&mut st, held_jobs, held_bytes);
             }
             // Plugin calls.
             let paused = st.paused_until.is_some_and(|t| Instant::now() < t);
-            let max_calls = if st.breaker.probing() {
-                1
-            } else {
-                s.max_in_flight
-            };
+            let max_calls = if probing { 1 } else { s.max_in_flight };
             while lease_valid && !paused && st.calls.len() < max_calls && st.lane.has_ready() {
-                let size = if st.breaker.probing() {
-                    1
-                } else {
-                    s.batch_size
-                };
+                let size = if probing { 1 } else { s.batch_size };
                 let jobs = st.lane.take_call(size, s.call_max_bytes);
                 if jobs.is_empty() {
                     break;
@@ -243,13 +243,13 @@ impl LaneRunner {
             }
 
             // Dry: nothing held, nothing to write, nothing more in the log, no retry due soon.
-            let now = self.clock.now();
-            let due_soon = st
-                .next_due
-                .is_some_and(|t| t <= now + time::Duration::try_from(s.linger).unwrap_or_default());
+            let due_soon = st.next_due.is_some_and(|t| {
+                t <= self.clock.now() + time::Duration::try_from(s.linger).unwrap_or_default()
+            });
             let dry = st.lane.is_drained()
                 && !st.lane.wants_commit()
                 && st.calls.is_empty()
+                && st.idle_store()
                 && !st.log_more
                 && !due_soon;
             if !dry {
@@ -289,7 +289,34 @@ impl LaneRunner {
                         self.apply(&mut st, jobs, report);
                     }
                 }
-                _ = self.wake.notified() => st.log_more = true,
+                read = join(&mut st.reading) => {
+                    if let Some(read) = read {
+                        self.read_done(&mut st, read);
+                    }
+                }
+                written = join(&mut st.committing) => {
+                    if let Some((commit, started, result)) = written
+                        && let Err(end) = self.commit_done(&mut st, commit, started, result)
+                    {
+                        return end;
+                    }
+                }
+                fetched = join(&mut st.fetching) => {
+                    if let Some(fetch) = fetched {
+                        self.fetch_done(&mut st, fetch);
+                    }
+                }
+                renewed = join(&mut st.renewing) => {
+                    if let Some((started, result)) = renewed
+                        && let Err(end) = self.renew_done(&mut st, started, result)
+                    {
+                        return end;
+                    }
+                }
+                _ = self.wake.notified() => {
+                    st.log_more = true;
+                    st.woken_while_reading = st.reading.is_some();
+                }
                 _ = tokio::time::sleep_until(sleep_until) => {}
                 _ = self.shutdown.cancelled() => {}
             }
@@ -346,29 +373,39 @@ impl LaneRunner {
         }
     }
 
-    /// Commits when there is something to write: staged rows at once, bare progress at most
-    /// every [`PROGRESS_INTERVAL`] (or when `force`d).
-    async fn commit_if_due(&self, st: &mut Active, force: bool) -> Result<(), End> {
-        if !st.lane.wants_commit()
-            || (!force
-                && !st.lane.has_staged_writes()
-                && st.last_commit.elapsed() < PROGRESS_INTERVAL)
-        {
-            return Ok(());
-        }
-        let now = self.clock.now();
-        match st.lane.take_commit(&st.lease, now, self.settings.lease_ttl) {
-            Some(commit) => self.write(st, commit).await,
-            None => Ok(()),
-        }
+    /// Whether to write now: staged rows and claims at once, bare progress at most every
+    /// [`PROGRESS_INTERVAL`].
+    fn commit_due(&self, st: &Active) -> bool {
+        st.lane.wants_commit()
+            && (st.lane.has_staged_writes()
+                || st.lane.claim_behind()
+                || st.last_commit.elapsed() >= PROGRESS_INTERVAL)
     }
 
-    async fn write(&self, st: &mut Active, commit: LaneCommit) -> Result<(), End> {
-        let started = Instant::now();
-        match self.store.lane_commit(&commit).await {
+    fn start_commit(&self, st: &mut Active) {
+        let now = self.clock.now();
+        let Some(commit) = st.lane.take_commit(&st.lease, now, self.settings.lease_ttl) else {
+            return;
+        };
+        let store = self.store.clone();
+        st.committing = Some(tokio::spawn(async move {
+            let started = Instant::now();
+            let result = store.lane_commit(&commit).await;
+            (commit, started, result)
+        }));
+    }
+
+    fn commit_done(
+        &self,
+        st: &mut Active,
+        commit: LaneCommit,
+        started: Instant,
+        result: Result<CommitResult, StoreError>,
+    ) -> Result<(), End> {
+        match result {
             Ok(result) => {
                 st.lane.commit_written(&commit, result);
-                st.renewed_at = started;
+                st.renewed_at = st.renewed_at.max(started);
                 st.last_commit = Instant::now();
                 st.store_ok();
                 // Blocks and parks change when keys fall due.
@@ -383,32 +420,32 @@ impl LaneRunner {
             }
             Err(StoreError::LeaseLost(_)) => {
                 tracing::warn!(lane = %self.lane, "lease lost to another host; dropping what this host held (the new owner delivers it again)");
-                st.calls.cancel_all();
+                st.abandon();
                 Err(End::Lost)
             }
             Err(e) => {
-                st.lane.commit_failed();
+                st.lane.commit_failed(commit);
                 self.store_error(st, &e, "commit");
                 Ok(())
             }
         }
     }
 
-    async fn renew(&self, st: &mut Active) -> Result<(), End> {
-        let started = Instant::now();
-        match self
-            .store
-            .lane_renew(&st.lease, self.clock.now(), self.settings.lease_ttl)
-            .await
-        {
+    fn renew_done(
+        &self,
+        st: &mut Active,
+        started: Instant,
+        result: Result<bool, StoreError>,
+    ) -> Result<(), End> {
+        match result {
             Ok(true) => {
-                st.renewed_at = started;
+                st.renewed_at = st.renewed_at.max(started);
                 st.store_ok();
                 Ok(())
             }
             Ok(false) => {
                 tracing::warn!(lane = %self.lane, "lease lost to another host");
-                st.calls.cancel_all();
+                st.abandon();
                 Err(End::Lost)
             }
             Err(e) => {
@@ -418,48 +455,33 @@ impl LaneRunner {
         }
     }
 
-    async fn read_log(
-        &self,
-        st: &mut Active,
-        held_jobs: usize,
-        held_bytes: usize,
-    ) -> Result<(), End> {
+    fn start_read(&self, st: &mut Active, held_jobs: usize, held_bytes: usize) {
         let s = &self.settings;
         let limits = ReadLimits {
             max_events: s.max_held_jobs - held_jobs,
             max_bytes: s.max_held_bytes - held_bytes,
         };
-        let read = self
-            .store
-            .log_read(
-                &self.lane,
-                &self.sources,
-                st.lane.read_to(),
-                st.lane.skip_rows_to(),
-                limits,
-            )
-            .await;
+        let (store, lane, sources) = (self.store.clone(), self.lane.clone(), self.sources.clone());
+        let (after, skip) = (st.lane.read_to(), st.lane.skip_rows_to());
+        st.woken_while_reading = false;
+        st.reading = Some(tokio::spawn(async move {
+            store.log_read(&lane, &sources, after, skip, limits).await
+        }));
+    }
+
+    fn read_done(&self, st: &mut Active, read: Result<LogRead, StoreError>) {
         match read {
             Ok(read) => {
                 st.store_ok();
-                st.log_more = !read.exhausted;
-                let got = !read.events.is_empty();
+                st.log_more = !read.exhausted || st.woken_while_reading;
                 st.lane
                     .accept_log(read.events, read.read_to, self.clock.now());
-                if got {
-                    // Record the claim before any of it goes out.
-                    self.commit_if_due(st, true).await?;
-                }
-                Ok(())
             }
-            Err(e) => {
-                self.store_error(st, &e, "log read");
-                Ok(())
-            }
+            Err(e) => self.store_error(st, &e, "log read"),
         }
     }
 
-    async fn fetch_rows(&self, st: &mut Active, probing: bool) {
+    fn start_fetch(&self, st: &mut Active, probing: bool) {
         let s = &self.settings;
         let (_, held_bytes) = st.lane.held();
         let limits = if probing {
@@ -476,14 +498,21 @@ impl LaneRunner {
             }
         };
         let exclude = st.lane.fetch_exclusions();
-        match self
-            .store
-            .blocked_fetch(&self.lane, self.clock.now(), &exclude, limits)
-            .await
-        {
+        let (store, lane, now) = (self.store.clone(), self.lane.clone(), self.clock.now());
+        st.fetching = Some(tokio::spawn(async move {
+            store.blocked_fetch(&lane, now, &exclude, limits).await
+        }));
+    }
+
+    fn fetch_done(&self, st: &mut Active, fetch: Result<BlockedFetch, StoreError>) {
+        match fetch {
             Ok(fetch) => {
                 st.store_ok();
-                st.next_due = fetch.next_due;
+                // A commit while the fetch ran may have made keys due that it could not see.
+                st.next_due = match (fetch.next_due, st.next_due) {
+                    (Some(a), Some(b)) if b > self.clock.now() => Some(a.min(b)),
+                    (a, _) => a,
+                };
                 st.lane.accept_rows(fetch.jobs);
                 st.lane.accept_empty_keys(fetch.empty_keys);
             }
@@ -512,6 +541,12 @@ impl LaneRunner {
     /// Shutdown: let calls in flight finish, hand back what was not sent, write, release.
     async fn stop(&self, mut st: Active) -> End {
         st.lane.release_queued();
+        if let Some(h) = st.reading.take() {
+            h.abort();
+        }
+        if let Some(h) = st.fetching.take() {
+            h.abort();
+        }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while !st.calls.is_empty() {
             match tokio::time::timeout_at(deadline, st.calls.next()).await {
@@ -528,14 +563,21 @@ impl LaneRunner {
             }
         }
         st.lane.release_queued();
-        for attempt in 0..3 {
+        // The last writes: what is committing now, then what is staged.
+        for attempt in 0..4 {
+            if let Some(h) = st.committing.take()
+                && let Ok((commit, started, result)) = h.await
+                && self.commit_done(&mut st, commit, started, result).is_err()
+            {
+                return End::Stopped;
+            }
+            if !st.lane.wants_commit() {
+                break;
+            }
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            st.store_retry_at = None;
-            if self.commit_if_due(&mut st, true).await.is_err() || !st.lane.wants_commit() {
-                break;
-            }
+            self.start_commit(&mut st);
         }
         if let Err(e) = self.store.lane_release(&st.lease, st.next_due).await {
             tracing::warn!(lane = %self.lane, error = %e, "releasing the lane at shutdown failed; its lease will expire");
@@ -544,13 +586,33 @@ impl LaneRunner {
     }
 }
 
+/// Awaits a spawned store operation; pends forever when there is none.
+async fn join<T>(slot: &mut Option<JoinHandle<T>>) -> Option<T> {
+    match slot {
+        Some(handle) => {
+            let result = handle.await;
+            *slot = None;
+            result.ok()
+        }
+        None => std::future::pending().await,
+    }
+}
+
+type Commit = (LaneCommit, Instant, Result<CommitResult, StoreError>);
+
 /// State of an active period.
 struct Active {
     lane: Lane,
     lease: Lease,
     calls: Calls,
+    reading: Option<JoinHandle<Result<LogRead, StoreError>>>,
+    committing: Option<JoinHandle<Commit>>,
+    fetching: Option<JoinHandle<Result<BlockedFetch, StoreError>>>,
+    renewing: Option<JoinHandle<(Instant, Result<bool, StoreError>)>>,
     /// The log may hold more for this lane (a read was cut short, or a wake-up came).
     log_more: bool,
+    /// A wake-up came while a read was under way: read again after it.
+    woken_while_reading: bool,
     /// When the next blocked key falls due.
     next_due: Option<OffsetDateTime>,
     paused_until: Option<Instant>,
@@ -572,5 +634,27 @@ impl Active {
     fn store_ok(&mut self) {
         self.store_retry_at = None;
         self.store_backoff = STORE_RETRY_MIN;
+    }
+
+    /// No store operation under way.
+    fn idle_store(&self) -> bool {
+        self.reading.is_none()
+            && self.committing.is_none()
+            && self.fetching.is_none()
+            && self.renewing.is_none()
+    }
+
+    /// The lane is someone else's now: stop everything.
+    fn abandon(&mut self) {
+        self.calls.cancel_all();
+        for h in [
+            self.reading.take().map(|h| h.abort_handle()),
+            self.fetching.take().map(|h| h.abort_handle()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            h.abort();
+        }
     }
 }

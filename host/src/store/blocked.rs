@@ -86,7 +86,7 @@ impl Store {
         .bind(limits.max_keys.max(1) as i64)
         .bind(limits.max_jobs_per_key.max(1) as i64)
         .bind(limits.max_bytes.max(1) as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.lane_pool)
         .await
         .map_err(StoreError::from_sqlx("fetching jobs of blocked keys"))?;
         let mut fetch = BlockedFetch::default();
@@ -121,7 +121,7 @@ impl Store {
         .bind(&lane.workspace_id)
         .bind(&lane.destination_id)
         .bind(&busy)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.lane_pool)
         .await
         .map_err(StoreError::from_sqlx("finding the next due key"))?;
         fetch.next_due = next_due;

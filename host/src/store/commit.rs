@@ -111,7 +111,7 @@ impl Store {
         if c.is_empty() {
             // Progress only (the common case): one statement, no transaction.
             let fenced = fence
-                .execute(&self.pool)
+                .execute(&self.lane_pool)
                 .await
                 .map_err(StoreError::from_sqlx("recording lane progress"))?;
             if fenced.rows_affected() != 1 {
@@ -120,7 +120,7 @@ impl Store {
             return Ok(CommitResult::default());
         }
         let mut tx = self
-            .pool
+            .lane_pool
             .begin()
             .await
             .map_err(StoreError::from_sqlx("starting a lane commit"))?;

@@ -104,7 +104,14 @@ impl Default for StoreOptions {
 /// Handle to the job store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Durable commits: ingest, leases, maintenance.
     pool: PgPool,
+    /// Lane reads and commits, with `synchronous_commit = off`: a commit returns before its WAL
+    /// is flushed. What a PostgreSQL crash can lose of it is lane progress from the last
+    /// fraction of a second, so jobs are delivered again (at-least-once holds) — never an
+    /// accepted event (ingest commits on `pool`) and never a lease (acquisition and renewal
+    /// also commit on `pool`, so a lease is never younger in the store than its owner thinks).
+    lane_pool: PgPool,
     url: String,
 }
 
@@ -123,12 +130,19 @@ impl Store {
             .max_connections(opts.max_connections)
             // Short: ingest answers 503 rather than hanging when the database is gone.
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(StoreError::from_sqlx("connecting"))?;
         MIGRATOR.run(&pool).await?;
+        let lane_pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.options([("synchronous_commit", "off")]))
+            .await
+            .map_err(StoreError::from_sqlx("connecting"))?;
         Ok(Store {
             pool,
+            lane_pool,
             url: url.to_string(),
         })
     }
@@ -141,6 +155,7 @@ impl Store {
     /// Closes every connection (shutdown).
     pub async fn close(&self) {
         self.pool.close().await;
+        self.lane_pool.close().await;
     }
 
     /// Cheap liveness check for `/health`.

@@ -334,7 +334,7 @@ impl World {
         let call = a.lane.take_call(size, usize::MAX);
         let ids: Vec<i64> = call.iter().map(|j| j.event_id).collect();
         for job in &call {
-            let earlier: Vec<i64> = self.by_key[&job.key]
+            let earlier: Vec<i64> = self.by_key[&*job.key]
                 .iter()
                 .copied()
                 .filter(|id| *id < job.event_id && !self.finished.contains(id))
@@ -345,13 +345,13 @@ impl World {
                     job.event_id, job.key
                 ));
             }
-            if let Some(other) = self.in_flight_keys.get(&job.key) {
+            if let Some(other) = self.in_flight_keys.get(&*job.key) {
                 self.fail(&format!(
                     "host {h} sends {} while host {other} has a job of {} in flight",
                     job.event_id, job.key
                 ));
             }
-            self.in_flight_keys.insert(job.key.clone(), h);
+            self.in_flight_keys.insert(job.key.to_string(), h);
         }
         self.hosts[h]
             .active
@@ -389,7 +389,7 @@ impl World {
                 text: "bad".into(),
             },
         };
-        self.in_flight_keys.remove(&job.key);
+        self.in_flight_keys.remove(&*job.key);
         match &decision {
             Decision::Delivered => {
                 self.finished.insert(job.event_id);
@@ -450,7 +450,7 @@ impl World {
         let cancelled: Vec<Job> = a.in_flight.drain(..).collect();
         for job in cancelled {
             self.at_risk.insert(job.event_id);
-            self.in_flight_keys.remove(&job.key);
+            self.in_flight_keys.remove(&*job.key);
             let a = self.hosts[h].active.as_mut().unwrap();
             a.lane.complete(job, Decision::Released, self.now);
         }
@@ -474,7 +474,7 @@ impl World {
     fn lose(&mut self, h: usize) {
         if let Some(a) = self.hosts[h].active.take() {
             for job in &a.in_flight {
-                self.in_flight_keys.remove(&job.key);
+                self.in_flight_keys.remove(&*job.key);
                 self.at_risk.insert(job.event_id);
             }
             // Everything read beyond the written cursor may come back.

@@ -2,7 +2,8 @@
 //! Webhooks (<https://www.standardwebhooks.com>), so receivers can verify it with any
 //! off-the-shelf library.
 //!
-//! Contract: `transform` keeps the SDK default (one payload = the event's raw JSON); `send`
+//! Contract: `transform` forwards the event's JSON as it was stored (one payload, not parsed
+//! or re-encoded); `send`
 //! POSTs each payload in order with `content-type: application/json`,
 //! `user-agent: sluice-webhook/0.1`, `webhook-id` (the job's idempotency key, stable across
 //! retries), `webhook-timestamp` (Unix seconds at sending) and `webhook-signature`, plus
@@ -15,7 +16,7 @@ pub mod signature;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_sdk::http::{self, HttpRequest};
-use sluice_sdk::{Destination, Outcome, Request};
+use sluice_sdk::{Destination, JobContext, Outcome, Request, TransformError};
 
 use crate::config::Config;
 
@@ -30,6 +31,15 @@ pub struct Webhook {
 impl Destination for Webhook {
     fn configure(config: serde_json::Value) -> Result<Self, String> {
         Config::parse(&config).map(|config| Webhook { config })
+    }
+
+    fn transform_json(
+        &self,
+        _ctx: &JobContext,
+        event_json: &str,
+    ) -> Result<Vec<Vec<u8>>, TransformError> {
+        // The host validated the event at ingest; forward its text as is.
+        Ok(vec![event_json.as_bytes().to_vec()])
     }
 
     fn send(&self, requests: Vec<Request>) -> Vec<Outcome> {

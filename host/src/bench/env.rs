@@ -1,0 +1,289 @@
+//! What a benchmark run stands on: one PostgreSQL (embedded, or `DATABASE_URL`), a fresh
+//! database per scenario, the plugins built once, and `sluice serve` processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use sluice::embedded_pg::EmbeddedPostgres;
+use sluice::plugin_build::{self, BuildOptions};
+
+/// The server every scenario uses.
+pub struct BenchPg {
+    embedded: Option<EmbeddedPostgres>,
+    /// URL of the `postgres` database (peers run there; scenarios get their own).
+    pub admin_url: String,
+    next_db: usize,
+}
+
+impl BenchPg {
+    pub async fn start(dir: &Path) -> anyhow::Result<BenchPg> {
+        if let Ok(url) = std::env::var("DATABASE_URL")
+            && !url.is_empty()
+        {
+            return Ok(BenchPg {
+                embedded: None,
+                admin_url: url,
+                next_db: 0,
+            });
+        }
+        let pg = EmbeddedPostgres::start(dir)
+            .await
+            .context("starting the embedded PostgreSQL")?;
+        Ok(BenchPg {
+            admin_url: pg.url().to_string(),
+            embedded: Some(pg),
+            next_db: 0,
+        })
+    }
+
+    /// The embedded cluster's postmaster pid, for CPU accounting.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let pg = self.embedded.as_ref()?;
+        let text = std::fs::read_to_string(pg.cluster_dir().join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    /// A new empty database; its URL.
+    pub async fn fresh_db(&mut self, label: &str) -> anyhow::Result<String> {
+        self.next_db += 1;
+        let name = format!("bench_{}_{label}", self.next_db);
+        let admin = sqlx::PgPool::connect(&self.admin_url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .execute(&admin)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        Ok(with_db(&self.admin_url, &name))
+    }
+
+    pub async fn stop(self) {
+        if let Some(pg) = self.embedded
+            && let Err(e) = pg.stop().await
+        {
+            eprintln!("stopping the embedded PostgreSQL failed: {e}");
+        }
+    }
+}
+
+/// `url` with its database replaced by `db`.
+fn with_db(url: &str, db: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_path(&format!("/{db}"));
+            u.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+/// Builds the plugins the scenarios use (devnull, webhook) into `dir`.
+pub async fn build_plugins(dir: &Path) -> anyhow::Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for krate in ["plugins/devnull", "plugins/webhook"] {
+        plugin_build::build(&BuildOptions {
+            crate_dir: root.join(krate),
+            out_dir: dir.to_path_buf(),
+            target_dir: Some(root.join("target/bench-guests")),
+            debug: false,
+        })
+        .await
+        .with_context(|| format!("building {krate}"))?;
+    }
+    Ok(())
+}
+
+/// A `sluice serve` process.
+pub struct Host {
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<Value>>>,
+    pub addr: String,
+    pub started: Instant,
+}
+
+impl Host {
+    /// Starts `sluice serve` with `config` (written to `dir/sluice.toml`) on `database_url`.
+    pub fn start(dir: &Path, config: &str, database_url: &str) -> anyhow::Result<Host> {
+        std::fs::create_dir_all(dir)?;
+        let config_path = dir.join("sluice.toml");
+        std::fs::write(&config_path, config)?;
+        let started = Instant::now();
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&config_path)
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "warn,sluice=info,sluice::router::runner=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting sluice serve")?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if let Ok(mut l) = sink.lock() {
+                    l.push(v);
+                }
+            }
+        });
+        let mut host = Host {
+            child: Some(child),
+            log,
+            addr: String::new(),
+            started,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(addr) = host.find(|l| l["fields"]["addr"].as_str().map(str::to_string)) {
+                host.addr = addr;
+                return Ok(host);
+            }
+            if let Some(c) = host.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                bail!("sluice serve exited ({status}):\n{}", host.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("sluice serve did not start:\n{}", host.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn find<T>(&self, f: impl Fn(&Value) -> Option<T>) -> Option<T> {
+        self.log.lock().ok()?.iter().find_map(f)
+    }
+
+    fn log_text(&self) -> String {
+        self.log
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGTERM, and wait for the process to finish.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Config text: one workspace `bench`, `sources` sources each feeding every destination.
+pub struct ConfigBuilder {
+    pub plugins_dir: PathBuf,
+    pub server_extra: String,
+    pub sources: Vec<String>,
+    /// (id, plugin, config TOML inline table, extra destination lines)
+    pub destinations: Vec<(String, String, String, String)>,
+}
+
+impl ConfigBuilder {
+    pub fn new(plugins_dir: &Path) -> ConfigBuilder {
+        ConfigBuilder {
+            plugins_dir: plugins_dir.to_path_buf(),
+            server_extra: String::new(),
+            sources: vec!["web".into()],
+            destinations: Vec::new(),
+        }
+    }
+
+    pub fn destination(mut self, id: &str, plugin: &str, config: &str) -> ConfigBuilder {
+        self.destinations
+            .push((id.into(), plugin.into(), config.into(), String::new()));
+        self
+    }
+
+    pub fn text(&self) -> String {
+        let mut t = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"{}\"\ndata_dir = \"data\"\n{}\n",
+            self.plugins_dir.display(),
+            self.server_extra
+        );
+        let dests: Vec<String> = self
+            .destinations
+            .iter()
+            .map(|d| format!("\"{}\"", d.0))
+            .collect();
+        for (i, s) in self.sources.iter().enumerate() {
+            t.push_str(&format!(
+                "[[source]]\nid = \"{s}\"\nworkspace = \"bench\"\nwrite_key = \"wk_{i}\"\ndestinations = [{}]\n\n",
+                dests.join(", ")
+            ));
+        }
+        for (id, plugin, config, extra) in &self.destinations {
+            t.push_str(&format!(
+                "[[destination]]\nid = \"{id}\"\nworkspace = \"bench\"\nplugin = \"{plugin}\"\nconfig = {config}\nretry = {{ min_backoff = \"1s\", max_backoff = \"5s\" }}\n{extra}\n"
+            ));
+        }
+        t
+    }
+}
+
+/// Waits until every lane of `database_url` has delivered everything (cursor at the head,
+/// no unfinished rows); returns when that happened.
+pub async fn wait_drained(database_url: &str, timeout: Duration) -> anyhow::Result<Instant> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (behind, open): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM lanes l, ingest_head h
+                     WHERE l.retired_at IS NULL AND l.cursor < h.last_id),
+                    (SELECT count(*) FROM job_state WHERE state IN ('pending', 'failed'))",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if behind == 0 && open == 0 {
+            let at = Instant::now();
+            pool.close().await;
+            return Ok(at);
+        }
+        if Instant::now() > deadline {
+            bail!("not drained after {timeout:?} ({behind} lanes behind, {open} open jobs)");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,513 @@
+//! `sluice bench`: measures Sluice against its peers on this machine, in one run, on one
+//! PostgreSQL, and prints one table of ratios.
+//!
+//! Every Sluice figure is put next to what a peer or a physical limit does in the same run:
+//! - **ingest** vs raw COPY of the same events (`copy-limit.sh`);
+//! - **no-op delivery** (the `devnull` plugin) of a 100k / 1M (/ 10M) backlog vs the classic
+//!   `FOR UPDATE SKIP LOCKED` queue draining the same backlog (`naive-queue.sh`);
+//! - **webhook delivery** to nginx vs what `wrk` gets from that nginx;
+//! - **latency** at a steady 1,000 events/s, client send to receiver (targets, no peer);
+//! - **idle CPU** of Sluice and PostgreSQL with 100 destinations and nothing to do;
+//! - **a small receiver** (Python's ThreadingHTTPServer, accept backlog 5) vs `wrk`.
+//!
+//! It starts what it needs (embedded PostgreSQL unless `DATABASE_URL` is set, `sluice serve`
+//! processes, receivers, load) and stops it all at the end.
+
+mod env;
+mod load;
+mod tools;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use env::{BenchPg, ConfigBuilder, Host, build_plugins, wait_drained};
+use load::{LatencyReceiver, Shape};
+
+/// Options of `sluice bench`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub peers: Option<PathBuf>,
+    /// Smaller sizes, for a quick look.
+    pub quick: bool,
+    /// Also drain a 10M backlog (long: the fill alone takes minutes).
+    pub ten_million: bool,
+    /// Run only these scenarios (all when empty).
+    pub only: Vec<String>,
+}
+
+pub const SCENARIOS: [&str; 6] = [
+    "ingest",
+    "delivery",
+    "webhook",
+    "latency",
+    "idle",
+    "slow-sink",
+];
+
+/// One line of the table.
+struct Row {
+    scenario: String,
+    sluice: String,
+    peer: String,
+    ratio: Option<f64>,
+    target: String,
+    met: Option<bool>,
+}
+
+impl Row {
+    fn ratio(
+        scenario: &str,
+        sluice: f64,
+        unit: &str,
+        peer_name: &str,
+        peer: f64,
+        target: f64,
+    ) -> Row {
+        let ratio = sluice / peer.max(1e-9);
+        Row {
+            scenario: scenario.into(),
+            sluice: format!("{} {unit}", thousands(sluice)),
+            peer: format!("{peer_name}: {} {unit}", thousands(peer)),
+            ratio: Some(ratio),
+            target: format!("≥ {target}×"),
+            met: Some(ratio >= target),
+        }
+    }
+
+    fn failed(scenario: &str, e: &anyhow::Error) -> Row {
+        Row {
+            scenario: scenario.into(),
+            sluice: format!("error: {e:#}"),
+            peer: String::new(),
+            ratio: None,
+            target: String::new(),
+            met: Some(false),
+        }
+    }
+}
+
+fn thousands(v: f64) -> String {
+    let n = v.round() as i64;
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+struct Bench {
+    opts: Options,
+    peers: PathBuf,
+    dir: tempfile::TempDir,
+    pg: BenchPg,
+    plugins: PathBuf,
+    empty_plugins: PathBuf,
+    rows: Vec<Row>,
+    delivery_100k: Option<f64>,
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let peers = opts.peers.clone().unwrap_or_else(tools::default_peers);
+    anyhow::ensure!(
+        peers.join("naive-queue.sh").exists(),
+        "no peer scripts in {} (pass --peers DIR)",
+        peers.display()
+    );
+    let dir = tempfile::Builder::new().prefix("sluice-bench-").tempdir()?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The embedded server runs as `postgres` when we are root.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    }
+    eprintln!(
+        "bench: starting PostgreSQL and building plugins in {}",
+        dir.path().display()
+    );
+    let pg = BenchPg::start(&dir.path().join("pg")).await?;
+    let plugins = dir.path().join("plugins");
+    build_plugins(&plugins).await?;
+    let empty_plugins = dir.path().join("no-plugins");
+    std::fs::create_dir_all(&empty_plugins)?;
+    let mut bench = Bench {
+        opts,
+        peers,
+        pg,
+        plugins,
+        empty_plugins,
+        rows: Vec::new(),
+        delivery_100k: None,
+        dir,
+    };
+    let started = Instant::now();
+    for scenario in SCENARIOS {
+        if !bench.opts.only.is_empty() && !bench.opts.only.iter().any(|o| o == scenario) {
+            continue;
+        }
+        eprintln!("bench: {scenario} ...");
+        let result = match scenario {
+            "ingest" => bench.ingest().await,
+            "delivery" => bench.delivery().await,
+            "webhook" => bench.webhook().await,
+            "latency" => bench.latency().await,
+            "idle" => bench.idle().await,
+            "slow-sink" => bench.slow_sink().await,
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            eprintln!("bench: {scenario} failed: {e:#}");
+            bench.rows.push(Row::failed(scenario, &e));
+        }
+    }
+    print_table(&bench.rows, started.elapsed());
+    bench.pg.stop().await;
+    Ok(())
+}
+
+impl Bench {
+    fn sized(&self, full: u64, quick: u64) -> u64 {
+        if self.opts.quick { quick } else { full }
+    }
+
+    fn host_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join("hosts").join(name)
+    }
+
+    /// Ingest alone (the destination's plugin is not loaded) vs raw COPY.
+    async fn ingest(&mut self) -> anyhow::Result<()> {
+        let total = self.sized(300_000, 60_000);
+        let copy = tools::peer_script(
+            &self.peers,
+            "copy-limit.sh",
+            &[&total.to_string(), "1000", "text"],
+            &self.pg.admin_url,
+            "rows_per_s",
+        )?;
+        let db = self.pg.fresh_db("ingest").await?;
+        let config = ConfigBuilder::new(&self.empty_plugins).destination("noop", "devnull", "{}");
+        let host = Host::start(&self.host_dir("ingest"), &config.text(), &db)?;
+        let shape = Shape {
+            users: 10_000,
+            pad: 900,
+            batch: 100,
+        };
+        let r = load::ingest(&host.url("/v1/batch"), "wk_0", total, shape, 8, "ingest").await?;
+        let mut row = Row::ratio(
+            "ingest: 100-event batches of ~1 KB, 8 connections",
+            r.rate(),
+            "events/s",
+            "COPY limit",
+            copy,
+            0.8,
+        );
+        if r.failed_requests > 0 {
+            row.peer.push_str(&format!(
+                "; {} requests had to be retried",
+                r.failed_requests
+            ));
+        }
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// Fills `events` through ingest with delivery off, then starts a host that delivers them;
+    /// returns events per second from that host's start to the last delivery.
+    async fn drain(
+        &mut self,
+        label: &str,
+        events: u64,
+        plugin: &str,
+        plugin_config: &str,
+    ) -> anyhow::Result<f64> {
+        let db = self.pg.fresh_db(label).await?;
+        let config =
+            ConfigBuilder::new(&self.empty_plugins).destination("dest", plugin, plugin_config);
+        let shape = Shape {
+            users: 10_000,
+            pad: 900,
+            batch: 100,
+        };
+        {
+            let filler = Host::start(
+                &self.host_dir(&format!("{label}-fill")),
+                &config.text(),
+                &db,
+            )?;
+            let r = load::ingest(&filler.url("/v1/batch"), "wk_0", events, shape, 8, label).await?;
+            eprintln!(
+                "bench: {label}: {} events filled at {:.0}/s",
+                r.events,
+                r.rate()
+            );
+        }
+        let mut config = config;
+        config.plugins_dir = self.plugins.clone();
+        let host = Host::start(
+            &self.host_dir(&format!("{label}-drain")),
+            &config.text(),
+            &db,
+        )?;
+        let done = wait_drained(&db, Duration::from_secs(3600)).await?;
+        let secs = done.duration_since(host.started).as_secs_f64();
+        Ok(events as f64 / secs)
+    }
+
+    async fn delivery(&mut self) -> anyhow::Result<()> {
+        let sizes: Vec<u64> = if self.opts.quick {
+            vec![100_000]
+        } else {
+            vec![100_000, 1_000_000]
+        };
+        for n in sizes {
+            let naive = tools::peer_script(
+                &self.peers,
+                "naive-queue.sh",
+                &[&n.to_string(), "4"],
+                &self.pg.admin_url,
+                "jobs_per_s",
+            )?;
+            let rate = self.drain(&format!("noop{n}"), n, "devnull", "{}").await?;
+            if n == 100_000 {
+                self.delivery_100k = Some(rate);
+            }
+            self.rows.push(Row::ratio(
+                &format!("no-op delivery, {} backlog (10k users)", short(n)),
+                rate,
+                "events/s",
+                "naive queue",
+                naive,
+                2.0,
+            ));
+        }
+        if self.opts.ten_million {
+            let n = 10_000_000;
+            let rate = self.drain("noop10m", n, "devnull", "{}").await?;
+            let base = self.delivery_100k.context("the 100k run is the baseline")?;
+            self.rows.push(Row::ratio(
+                "no-op delivery, 10M backlog",
+                rate,
+                "events/s",
+                "Sluice at 100k",
+                base,
+                0.8,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn webhook(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            tools::have("nginx") && tools::have("wrk"),
+            "needs nginx and wrk (apt-get install nginx wrk)"
+        );
+        let nginx = tools::nginx(self.dir.path())?;
+        let wrk = tools::wrk(&nginx.url, 2, 64, Duration::from_secs(10), self.dir.path())?;
+        let n = self.sized(100_000, 30_000);
+        let config = format!("{{ url = \"{}\", secret = \"whsec_YmVuY2g=\" }}", nginx.url);
+        let rate = self.drain("webhook", n, "webhook", &config).await?;
+        self.rows.push(Row::ratio(
+            &format!("webhook delivery to nginx, {} backlog", short(n)),
+            rate,
+            "events/s",
+            "wrk -c64 on that nginx",
+            wrk,
+            0.5,
+        ));
+        Ok(())
+    }
+
+    async fn latency(&mut self) -> anyhow::Result<()> {
+        let receiver = LatencyReceiver::default();
+        let url = receiver.start().await?;
+        let db = self.pg.fresh_db("latency").await?;
+        let config = ConfigBuilder::new(&self.plugins).destination(
+            "dest",
+            "webhook",
+            &format!("{{ url = \"{url}\", secret = \"whsec_YmVuY2g=\" }}"),
+        );
+        let host = Host::start(&self.host_dir("latency"), &config.text(), &db)?;
+        let shape = Shape {
+            users: 200,
+            pad: 900,
+            batch: 100,
+        };
+        let duration = Duration::from_secs(self.sized(20, 8));
+        let sent = load::steady(
+            &host.url("/v1/batch"),
+            "wk_0",
+            shape,
+            Duration::from_millis(100),
+            duration,
+            "lat",
+        )
+        .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (receiver.count() as u64) < sent && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The first second warms up connections and plugin instances.
+        let (p50, p99) = receiver.percentiles(1000).context("nothing arrived")?;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        self.rows.push(Row {
+            scenario: "latency at 1,000 events/s, client send → receiver: p50".into(),
+            sluice: format!("{:.1} ms", ms(p50)),
+            peer: String::new(),
+            ratio: None,
+            target: "< 10 ms".into(),
+            met: Some(ms(p50) < 10.0),
+        });
+        self.rows.push(Row {
+            scenario: "latency: p99".into(),
+            sluice: format!("{:.1} ms", ms(p99)),
+            peer: format!("{} of {sent} events arrived", receiver.count()),
+            ratio: None,
+            target: "< 50 ms".into(),
+            met: Some(ms(p99) < 50.0),
+        });
+        drop(host);
+        Ok(())
+    }
+
+    async fn idle(&mut self) -> anyhow::Result<()> {
+        let db = self.pg.fresh_db("idle").await?;
+        let mut config = ConfigBuilder::new(&self.plugins);
+        for i in 0..100 {
+            config = config.destination(&format!("d{i}"), "devnull", "{}");
+        }
+        let host = Host::start(&self.host_dir("idle"), &config.text(), &db)?;
+        // Lanes look once at start, then give their leases back after lingering.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let pool = sqlx::PgPool::connect(&db).await?;
+        let xacts = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()",
+            )
+            .fetch_one(&pool)
+            .await
+        };
+        let mut pids = Vec::new();
+        pids.extend(host.pid());
+        if let Some(pm) = self.pg.postmaster_pid() {
+            pids.extend(tools::with_children(pm));
+        }
+        let window = Duration::from_secs(self.sized(20, 10));
+        let x0 = xacts().await?;
+        let c0 = tools::cpu_seconds(&pids);
+        tokio::time::sleep(window).await;
+        let c1 = tools::cpu_seconds(&pids);
+        // Our own two counter queries are the only expected transactions (stats lag aside).
+        let statements = xacts().await? - x0 - 1;
+        let pct = (c1 - c0) / window.as_secs_f64() * 100.0;
+        pool.close().await;
+        self.rows.push(Row {
+            scenario: "idle: 100 destinations, nothing queued (host + PostgreSQL)".into(),
+            sluice: format!("{pct:.2}% of a core"),
+            peer: format!(
+                "{} transactions in {}s",
+                statements.max(0),
+                window.as_secs()
+            ),
+            ratio: None,
+            target: "< 1%".into(),
+            met: Some(pct < 1.0),
+        });
+        drop(host);
+        Ok(())
+    }
+
+    async fn slow_sink(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            tools::have("wrk") && tools::have("python3"),
+            "needs wrk and python3"
+        );
+        let sink = tools::python_sink(self.dir.path())?;
+        let wrk = tools::wrk(&sink.url, 1, 4, Duration::from_secs(10), self.dir.path())?;
+        let db = self.pg.fresh_db("slow").await?;
+        let config = ConfigBuilder::new(&self.plugins).destination(
+            "dest",
+            "webhook",
+            &format!("{{ url = \"{}\", secret = \"whsec_YmVuY2g=\" }}", sink.url),
+        );
+        let host = Host::start(&self.host_dir("slow"), &config.text(), &db)?;
+        let n = self.sized(10_000, 5_000);
+        let shape = Shape {
+            users: 200,
+            pad: 900,
+            batch: 100,
+        };
+        let started = Instant::now();
+        load::ingest(&host.url("/v1/batch"), "wk_0", n, shape, 4, "slow").await?;
+        let done = wait_drained(&db, Duration::from_secs(900)).await?;
+        let rate = n as f64 / done.duration_since(started).as_secs_f64();
+        let pool = sqlx::PgPool::connect(&db).await?;
+        let (retried, aborted): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE attempt > 0), count(*) FILTER (WHERE state = 'aborted')
+             FROM job_state",
+        )
+        .fetch_one(&pool)
+        .await?;
+        pool.close().await;
+        let mut row = Row::ratio(
+            &format!("small receiver (Python, backlog 5), {} events", short(n)),
+            rate,
+            "events/s",
+            "wrk -c4 on it",
+            wrk,
+            0.5,
+        );
+        row.peer
+            .push_str(&format!("; {retried} jobs retried, {aborted} aborted"));
+        row.met = row.met.map(|m| m && aborted == 0);
+        self.rows.push(row);
+        drop(host);
+        Ok(())
+    }
+}
+
+fn short(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 && n.is_multiple_of(1_000_000) => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n.is_multiple_of(1_000) => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+fn print_table(rows: &[Row], took: Duration) {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let date = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    println!(
+        "\nsluice bench — {date} — {cores} cores ({model}), Sluice and PostgreSQL on the same machine; took {:.0}s\n",
+        took.as_secs_f64()
+    );
+    println!("| scenario | Sluice | peer or limit, same run | ratio | target | met |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        let ratio = r.ratio.map(|x| format!("{x:.2}")).unwrap_or_default();
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "",
+        };
+        println!(
+            "| {} | {} | {} | {ratio} | {} | {met} |",
+            r.scenario, r.sluice, r.peer, r.target
+        );
+    }
+}
