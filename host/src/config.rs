@@ -174,6 +174,14 @@ pub struct DestinationConfig {
     /// What is kept in order: `user` (default), `source_user` or `none`.
     #[serde(default)]
     pub ordering: OrderingScope,
+    /// The most requests in flight to this destination at once; the actual limit adapts
+    /// below it to how the destination answers.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+}
+
+fn default_max_concurrency() -> usize {
+    256
 }
 
 /// Retry settings as written in config or a manifest: any field may be left out.
@@ -277,6 +285,8 @@ struct RawDestination {
     retry: Option<Spanned<RetryOverrides>>,
     #[serde(default)]
     ordering: OrderingScope,
+    #[serde(default = "default_max_concurrency")]
+    max_concurrency: usize,
 }
 
 impl Config {
@@ -375,6 +385,7 @@ impl Config {
                 config,
                 retry,
                 ordering: d.ordering,
+                max_concurrency: d.max_concurrency.max(1),
             });
         }
 

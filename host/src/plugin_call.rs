@@ -46,6 +46,7 @@ pub async fn call(
         destination_id: "cli".into(),
         config_json: config.to_string(),
         allowlist: Arc::new(allowlist),
+        limiter: Arc::new(crate::runtime::limiter::Limiter::new(8, 256)),
     };
     let mut instance = PluginInstance::new(&runtime, &spec)
         .await

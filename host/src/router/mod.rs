@@ -30,11 +30,15 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::lane::LaneLimits;
 use crate::runtime::allowlist::Allowlist;
+use crate::runtime::limiter::Limiter;
 use crate::runtime::{InstanceSpec, LoadedPlugin, PluginRuntime};
 use crate::store::{LaneId, Store};
 use pool::InstancePool;
 use retry::RetryPolicy;
 use runner::{LaneRunner, LaneSettings};
+
+/// Requests a destination may have in flight at first; the limit adapts from there.
+const INITIAL_CONCURRENCY: usize = 4;
 
 /// Smallest payload budget of one call, whatever the plugin's memory cap.
 const MIN_CALL_BYTES: usize = 256 << 10;
@@ -118,6 +122,7 @@ impl Router {
                 destination_id: dest.id.clone(),
                 config_json: dest.config.to_string(),
                 allowlist: Arc::new(allowlist),
+                limiter: Arc::new(Limiter::new(INITIAL_CONCURRENCY, dest.max_concurrency)),
             };
             let wake = Arc::new(Notify::new());
             by_destination.insert(dest.id.clone(), wake.clone());

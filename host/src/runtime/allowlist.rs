@@ -62,9 +62,30 @@ impl Allowlist {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
-        let port = url.port_or_known_default();
+        self.matches(url.scheme(), &host, url.port_or_known_default())
+    }
+
+    /// Whether a request to `uri` is allowed (the host's form of a URL, as requests carry it).
+    pub fn allows_uri(&self, uri: &http::Uri) -> bool {
+        let Some(host) = uri.host() else {
+            return false;
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let scheme = uri.scheme_str().unwrap_or_default();
+        let port = uri.port_u16().or(match scheme {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        });
+        self.matches(scheme, &host, port)
+    }
+
+    fn matches(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
         self.patterns.iter().any(|p| {
-            p.scheme.as_deref().is_none_or(|s| s == url.scheme())
+            p.scheme.as_deref().is_none_or(|s| s == scheme)
                 && p.port.is_none_or(|want| Some(want) == port)
                 && match &p.host {
                     HostPattern::Any => true,

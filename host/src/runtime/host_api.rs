@@ -13,18 +13,24 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use bytes::Bytes;
+use http_body_util::Full;
+
 use super::allowlist::Allowlist;
 use super::bindings::sluice::destination::{http, log, types};
 use super::bindings::{HttpError, HttpRequest, HttpResponse, Level};
+use super::limiter::{Limiter, Signal};
 use super::limits::{CallClock, MemoryLimiter};
+use super::outbound::{Outbound, OutboundError};
 
 /// Default and maximum time for one outbound request.
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Response bodies larger than this are refused (the guest would have to hold them in memory).
 const MAX_RESPONSE_BYTES: usize = 4 << 20;
-/// How many requests of one `send-batch` call are in flight at once.
-const MAX_CONCURRENT_REQUESTS: usize = 64;
+/// How many requests of one `send-batch` call wait for the destination's limiter at once
+/// (the limiter decides how many are actually in flight).
+const MAX_CONCURRENT_REQUESTS: usize = 256;
 /// How much of the guest's stderr is kept for trap reports.
 const STDERR_CAPACITY: usize = 8 * 1024;
 
@@ -49,8 +55,9 @@ pub struct HostState {
 
 impl HostState {
     pub fn new(
-        client: reqwest::Client,
+        client: Outbound,
         allowlist: Arc<Allowlist>,
+        limiter: Arc<Limiter>,
         labels: Arc<Labels>,
         max_memory: usize,
         deadline: Duration,
@@ -71,6 +78,7 @@ impl HostState {
             gate: Gate {
                 client,
                 allowlist,
+                limiter,
                 labels,
             },
             current_job: None,
@@ -143,113 +151,95 @@ impl http::Host for HostState {
     }
 }
 
-/// What outbound requests of one instance go through: the pooled client and the allowlist.
+/// What outbound requests of one instance go through: the shared client, the destination's
+/// allowlist and its concurrency limit.
 struct Gate {
-    client: reqwest::Client,
+    client: Outbound,
     allowlist: Arc<Allowlist>,
+    limiter: Arc<Limiter>,
     labels: Arc<Labels>,
 }
 
 impl Gate {
     async fn execute(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let url = url::Url::parse(&request.url)
+        let uri: ::http::Uri = request
+            .url
+            .parse()
             .map_err(|e| HttpError::InvalidRequest(format!("bad url `{}`: {e}", request.url)))?;
-        if !matches!(url.scheme(), "http" | "https") {
+        let scheme = uri.scheme_str().unwrap_or_default();
+        if !matches!(scheme, "http" | "https") {
             return Err(HttpError::InvalidRequest(format!(
-                "unsupported scheme `{}`",
-                url.scheme()
+                "unsupported scheme `{scheme}` in `{}`",
+                request.url
             )));
         }
-        if !self.allowlist.allows(&url) {
-            let host = url.host_str().unwrap_or_default();
+        if !self.allowlist.allows_uri(&uri) {
+            let host = uri.host().unwrap_or_default();
             let message = format!(
                 "host `{host}` is not in the plugin's allowed_hosts (allowed: {})",
                 self.allowlist.describe()
             );
-            tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, %url, "outbound request denied");
+            tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %request.url, "outbound request denied");
             return Err(HttpError::Denied(message));
         }
-        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+        let method = ::http::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| HttpError::InvalidRequest(format!("bad method `{}`", request.method)))?;
         let timeout = request
             .timeout_ms
             .map(|ms| Duration::from_millis(ms.into()))
             .unwrap_or(DEFAULT_HTTP_TIMEOUT)
             .min(MAX_HTTP_TIMEOUT);
-        let mut builder = self.client.request(method, url).timeout(timeout);
+        let mut builder = ::http::Request::builder().method(method).uri(uri);
+        let mut has_agent = false;
         for (name, value) in &request.headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            let name = ::http::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| HttpError::InvalidRequest(format!("bad header name `{name}`")))?;
-            let value = reqwest::header::HeaderValue::from_str(value)
+            let value = ::http::header::HeaderValue::from_str(value)
                 .map_err(|_| HttpError::InvalidRequest(format!("bad value for header `{name}`")))?;
+            has_agent |= name == ::http::header::USER_AGENT;
             builder = builder.header(name, value);
         }
-        let mut response = builder.body(request.body).send().await.map_err(classify)?;
+        if !has_agent {
+            builder = builder.header(::http::header::USER_AGENT, USER_AGENT);
+        }
+        let outgoing = builder
+            .body(Full::new(Bytes::from(request.body)))
+            .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
 
-        let status = response.status().as_u16();
+        // Waiting for room under the destination's limit is not part of the timeout.
+        let permit = self.limiter.acquire().await;
+        let result = self
+            .client
+            .send(outgoing, timeout, MAX_RESPONSE_BYTES)
+            .await;
+        let signal = match &result {
+            Ok(r) if r.status == 429 || r.status >= 500 => Signal::Overload,
+            Ok(_) | Err(OutboundError::TooLarge(_)) => Signal::Fine,
+            Err(_) => Signal::Overload,
+        };
+        self.limiter.finish(permit, signal);
+        let response = result.map_err(|e| match e {
+            OutboundError::Timeout(_) => HttpError::Timeout,
+            OutboundError::Connect(m) => HttpError::Connect(m),
+            other => HttpError::Other(other.to_string()),
+        })?;
         let headers = response
-            .headers()
+            .headers
             .iter()
             .map(|(k, v)| {
                 (
-                    k.to_string(),
+                    k.as_str().to_string(),
                     String::from_utf8_lossy(v.as_bytes()).into_owned(),
                 )
             })
             .collect();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(classify)? {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(HttpError::Other(format!(
-                    "response body larger than {MAX_RESPONSE_BYTES} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
         Ok(HttpResponse {
-            status,
+            status: response.status,
             headers,
-            body,
+            body: response.body.to_vec(),
         })
     }
 }
 
-fn classify(e: reqwest::Error) -> HttpError {
-    if e.is_timeout() {
-        HttpError::Timeout
-    } else if e.is_connect() {
-        HttpError::Connect(error_chain(&e))
-    } else if e.is_builder() || e.is_request() && e.url().is_none() {
-        HttpError::InvalidRequest(error_chain(&e))
-    } else {
-        HttpError::Other(error_chain(&e))
-    }
-}
-
-/// reqwest's top-level message is vague ("error sending request"); the causes say what happened.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// The shared outbound client: pooled connections, no redirects (the allowlist must see every
-/// host), bounded connect time.
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    use anyhow::Context;
-    // reqwest is built without a bundled crypto provider; install ring's once per process
-    // (a second install is a no-op error we can ignore).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building the outbound HTTP client")
-}
+/// Sent when a plugin sets no user agent of its own.
+const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));

@@ -13,6 +13,7 @@ use super::PluginRuntime;
 use super::allowlist::Allowlist;
 use super::bindings::{Destination, JobContext, Outcome, Request, TransformError};
 use super::host_api::{HostState, Labels};
+use super::limiter::Limiter;
 use super::loader::LoadedPlugin;
 
 /// A call that did not return normally: the plugin trapped, ran out of time or memory, or
@@ -38,6 +39,8 @@ pub struct InstanceSpec {
     /// The destination's config as JSON text, handed to `configure`.
     pub config_json: String,
     pub allowlist: Arc<Allowlist>,
+    /// The destination's concurrency limit, shared by its instances.
+    pub limiter: Arc<Limiter>,
 }
 
 pub struct PluginInstance {
@@ -60,6 +63,7 @@ impl PluginInstance {
         let state = HostState::new(
             runtime.http.clone(),
             spec.allowlist.clone(),
+            spec.limiter.clone(),
             Arc::new(Labels {
                 plugin: spec.plugin.name.clone(),
                 destination: spec.destination_id.clone(),

@@ -11,9 +11,11 @@ pub mod allowlist;
 pub mod bindings;
 pub mod host_api;
 pub mod instance;
+pub mod limiter;
 pub mod limits;
 pub mod loader;
 pub mod manifest;
+pub mod outbound;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +36,7 @@ use host_api::HostState;
 pub struct PluginRuntime {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<HostState>>,
-    pub(crate) http: reqwest::Client,
+    pub(crate) http: outbound::Outbound,
     /// Where compiled components are cached; `None` disables the cache.
     pub(crate) cache_dir: Option<PathBuf>,
 }
@@ -64,7 +66,7 @@ impl PluginRuntime {
         Ok(PluginRuntime {
             engine,
             linker: Arc::new(linker),
-            http: host_api::http_client()?,
+            http: outbound::Outbound::new()?,
             cache_dir,
         })
     }
