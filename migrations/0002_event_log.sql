@@ -152,12 +152,13 @@ CREATE TABLE blocked_keys (
 CREATE INDEX blocked_keys_due ON blocked_keys (workspace_id, destination_id, next_attempt_at);
 
 -- Seen (source, messageId) pairs, as a 128-bit hash, by the minute (since the Unix epoch) they
--- were received. Partitions cover ranges of minutes and are dropped whole once older than the
--- dedup window; `dedup_buckets` lists them.
+-- were received. Partitions cover a dedup window's worth of minutes each (so a lookup touches at
+-- most two), carry a hash index on `hash` (the keys are random: a btree insert would cost
+-- several times more), and are dropped whole once older than the window; `dedup_buckets` lists
+-- them. Ingest probes and inserts under the ingest lock, so no unique constraint is needed.
 CREATE TABLE dedup_keys (
     bucket integer NOT NULL,
-    hash   uuid    NOT NULL,
-    PRIMARY KEY (hash, bucket)
+    hash   uuid    NOT NULL
 ) PARTITION BY RANGE (bucket);
 CREATE TABLE dedup_buckets (
     lo integer PRIMARY KEY,

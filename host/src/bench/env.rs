@@ -106,7 +106,8 @@ pub struct Host {
     child: Option<Child>,
     log: Arc<Mutex<Vec<Value>>>,
     pub addr: String,
-    pub started: Instant,
+    /// When it logged that it listens (plugins loaded, lanes started).
+    pub ready: Instant,
 }
 
 impl Host {
@@ -115,7 +116,6 @@ impl Host {
         std::fs::create_dir_all(dir)?;
         let config_path = dir.join("sluice.toml");
         std::fs::write(&config_path, config)?;
-        let started = Instant::now();
         let mut child = Command::new(std::env::current_exe()?)
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&config_path)
@@ -141,12 +141,13 @@ impl Host {
             child: Some(child),
             log,
             addr: String::new(),
-            started,
+            ready: Instant::now(),
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(addr) = host.find(|l| l["fields"]["addr"].as_str().map(str::to_string)) {
                 host.addr = addr;
+                host.ready = Instant::now();
                 return Ok(host);
             }
             if let Some(c) = host.child.as_mut()
@@ -235,9 +236,12 @@ impl ConfigBuilder {
     }
 
     pub fn text(&self) -> String {
+        // One compiled-plugin cache for every host of the run: hosts start in milliseconds.
+        let cache = self.plugins_dir.with_file_name("plugin-cache");
         let mut t = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"{}\"\ndata_dir = \"data\"\n{}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"{}\"\nplugin_cache_dir = \"{}\"\ndata_dir = \"data\"\n{}\n",
             self.plugins_dir.display(),
+            cache.display(),
             self.server_extra
         );
         let dests: Vec<String> = self

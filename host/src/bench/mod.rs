@@ -253,7 +253,8 @@ impl Bench {
             &db,
         )?;
         let done = wait_drained(&db, Duration::from_secs(3600)).await?;
-        let secs = done.duration_since(host.started).as_secs_f64();
+        // From the host being up (listening) to the last delivery recorded.
+        let secs = done.duration_since(host.ready).as_secs_f64();
         Ok(events as f64 / secs)
     }
 
@@ -380,9 +381,22 @@ impl Bench {
             config = config.destination(&format!("d{i}"), "devnull", "{}");
         }
         let host = Host::start(&self.host_dir("idle"), &config.text(), &db)?;
-        // Lanes look once at start, then give their leases back after lingering.
-        tokio::time::sleep(Duration::from_secs(12)).await;
         let pool = sqlx::PgPool::connect(&db).await?;
+        // Lanes look once at start, then give their leases back after lingering.
+        let settle = Instant::now() + Duration::from_secs(60);
+        loop {
+            let held: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM lanes WHERE owner IS NOT NULL")
+                    .fetch_one(&pool)
+                    .await?;
+            if held == 0 {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < settle, "{held} lanes still held after 60s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Let the statistics of the start-up settle too.
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let xacts = || async {
             sqlx::query_scalar::<_, i64>(
                 "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()",

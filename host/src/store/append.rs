@@ -10,8 +10,9 @@
 //!   group follow each other. Each event is written once, whatever number of destinations
 //!   its source feeds (lanes read the log; nothing is fanned out at write time).
 //! - Dedup: a (source, messageId) seen within the window is dropped, as is a repeat inside the
-//!   group. The pair is kept as a 128-bit hash in `dedup_keys`, partitioned by minute ranges
-//!   that are dropped whole once older than the window (see `datasets`).
+//!   group. The pair is kept as a 128-bit hash in `dedup_keys`, partitioned by ranges of
+//!   minutes, one window long, that are dropped whole once older than the window (see
+//!   `datasets`).
 //! - Rows go in with binary COPY (no escaping, no per-row statements).
 
 use std::collections::HashSet;
@@ -68,9 +69,11 @@ pub struct Dedup {
 }
 
 impl Dedup {
-    /// Minutes per dedup partition: a quarter of the window, at least one.
+    /// Minutes per dedup partition: one window, so that a lookup touches at most the current
+    /// partition and the one before (a partition is dropped once all of it is older than the
+    /// window, so keys live between one and two windows).
     pub fn partition_minutes(&self) -> i32 {
-        ((self.window.as_secs() / 60 / 4).max(1)).min(i32::MAX as u64) as i32
+        self.window_minutes().max(1)
     }
 
     pub fn window_minutes(&self) -> i32 {
@@ -131,33 +134,52 @@ impl Store {
                     .collect()
             })
             .collect();
-        let mut seen: HashSet<Uuid> = HashSet::new();
+        // Repeats inside the group: the first one wins.
+        let mut in_group: HashSet<Uuid> = HashSet::new();
+        let mut keep: Vec<Vec<bool>> = hashes
+            .iter()
+            .map(|h| h.iter().map(|hash| in_group.insert(*hash)).collect())
+            .collect();
+        // Seen within the window: one probe per hash into the window's partitions, then the
+        // new hashes go into the current one. The ingest lock makes probe-then-insert safe.
+        // Each probe is forced to be an index lookup (a LIMIT 1 per hash): a planner with stale
+        // statistics would otherwise scan whole partitions for a big group. The indexes are
+        // hash indexes: the keys are random, and a random insert into a btree costs several
+        // times more.
         if let Some(d) = dedup {
-            let all: Vec<Uuid> = hashes.iter().flatten().copied().collect();
-            let found: Vec<Uuid> = sqlx::query_scalar(
-                "SELECT hash FROM dedup_keys WHERE hash = ANY($1) AND bucket >= $2",
+            super::datasets::dedup_partitions(&mut tx, now_minute, d).await?;
+            let candidates: Vec<Uuid> = hashes
+                .iter()
+                .flatten()
+                .zip(keep.iter().flatten())
+                .filter(|(_, k)| **k)
+                .map(|(h, _)| *h)
+                .collect();
+            let seen: HashSet<Uuid> = sqlx::query_scalar(
+                "SELECT h FROM unnest($1::uuid[]) AS h,
+                     LATERAL (SELECT 1 FROM dedup_keys d
+                              WHERE d.hash = h AND d.bucket >= $2 LIMIT 1) x",
             )
-            .bind(&all)
+            .bind(&candidates)
             .bind(now_minute.saturating_sub(d.window_minutes()))
             .fetch_all(&mut *tx)
             .await
-            .map_err(StoreError::from_sqlx("looking up dedup keys"))?;
-            seen.extend(found);
-        }
-        let mut keep: Vec<Vec<bool>> = Vec::with_capacity(requests.len());
-        let mut fresh_hashes = Vec::new();
-        for h in &hashes {
-            keep.push(
-                h.iter()
-                    .map(|hash| {
-                        let new = seen.insert(*hash);
-                        if new {
-                            fresh_hashes.push(*hash);
-                        }
-                        new
-                    })
-                    .collect(),
-            );
+            .map_err(StoreError::from_sqlx("looking up dedup keys"))?
+            .into_iter()
+            .collect();
+            let fresh: Vec<Uuid> = candidates
+                .into_iter()
+                .filter(|h| !seen.contains(h))
+                .collect();
+            sqlx::query("INSERT INTO dedup_keys (bucket, hash) SELECT $1, unnest($2::uuid[])")
+                .bind(now_minute)
+                .bind(&fresh)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx("recording dedup keys"))?;
+            for (h, k) in hashes.iter().flatten().zip(keep.iter_mut().flatten()) {
+                *k = *k && !seen.contains(h);
+            }
         }
         let total: usize = keep.iter().flatten().filter(|k| **k).count();
 
@@ -209,15 +231,6 @@ impl Store {
                 .await
                 .map_err(StoreError::from_sqlx("finishing the COPY of events"))?;
 
-            if let Some(d) = dedup {
-                super::datasets::dedup_ensure_partition(&mut tx, now_minute, d).await?;
-                sqlx::query("INSERT INTO dedup_keys (bucket, hash) SELECT $1, unnest($2::uuid[])")
-                    .bind(now_minute)
-                    .bind(&fresh_hashes)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::from_sqlx("recording dedup keys"))?;
-            }
             if let Some(payload) = notify {
                 sqlx::query("SELECT pg_notify($1, $2)")
                     .bind(EVENTS_CHANNEL)
@@ -295,11 +308,11 @@ mod tests {
     }
 
     #[test]
-    fn partition_length_is_a_quarter_of_the_window() {
+    fn a_partition_spans_one_window() {
         let d = Dedup {
             window: Duration::from_secs(3600),
         };
-        assert_eq!(d.partition_minutes(), 15);
+        assert_eq!(d.partition_minutes(), 60);
         assert_eq!(d.window_minutes(), 60);
         let tiny = Dedup {
             window: Duration::from_secs(30),

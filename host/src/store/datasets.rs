@@ -419,7 +419,7 @@ impl Store {
 
 /// Makes sure a dedup partition covers `minute`. The caller holds the ingest lock, so no other
 /// transaction creates partitions at the same time.
-pub(super) async fn dedup_ensure_partition(
+pub(super) async fn dedup_partitions(
     conn: &mut PgConnection,
     minute: i32,
     dedup: Dedup,
@@ -430,9 +430,17 @@ pub(super) async fn dedup_ensure_partition(
             .fetch_optional(&mut *conn)
             .await
             .map_err(StoreError::from_sqlx("finding the dedup partition"))?;
-    if covered.is_some() {
-        return Ok(());
+    if covered.is_none() {
+        dedup_create_partition(conn, minute, dedup).await?;
     }
+    Ok(())
+}
+
+async fn dedup_create_partition(
+    conn: &mut PgConnection,
+    minute: i32,
+    dedup: Dedup,
+) -> Result<(), StoreError> {
     // Partitions never overlap: this one starts at `minute` (nothing covers it) and ends
     // before the next partition above it, if any.
     let next_lo: Option<i32> =
@@ -449,6 +457,12 @@ pub(super) async fn dedup_ensure_partition(
         conn,
         format!("CREATE TABLE dedup_keys_m{lo} (LIKE dedup_keys)"),
         "creating a dedup partition",
+    )
+    .await?;
+    exec(
+        conn,
+        format!("CREATE INDEX ON dedup_keys_m{lo} USING hash (hash)"),
+        "indexing a dedup partition",
     )
     .await?;
     exec(
