@@ -62,9 +62,17 @@ impl Maintenance {
     }
 
     pub async fn run(self) {
+        use futures_util::FutureExt;
         self.reap_local().await;
+        let mut was_busy = true;
         loop {
             let busy = self.pass().await;
+            if was_busy && !busy {
+                tracing::info!("nothing to do anywhere; maintenance waits for new work");
+                // A wake-up that came during this pass is answered by it.
+                let _ = self.wake.notified().now_or_never();
+            }
+            was_busy = busy;
             let wait = async {
                 if busy {
                     tokio::time::sleep(self.interval).await;

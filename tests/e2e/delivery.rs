@@ -346,3 +346,81 @@ async fn a_destination_down_for_every_key_is_paused_and_probed_then_drained_in_o
     .await;
     assert_in_order_exactly_once(&sink.received(), 20, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_host_issues_no_statements() {
+    let sink = Sink::ok(SECRET);
+    // 20 destinations on one source; a short linger so that the lanes give their leases back
+    // soon after running dry.
+    let mut extra = String::new();
+    let mut ids = vec!["\"hook\"".to_string()];
+    for i in 0..19 {
+        extra.push_str(&format!(
+            "\n[[destination]]\nid = \"d{i}\"\nworkspace = \"acme\"\nplugin = \"webhook\"\nconfig = {{ url = \"{}\", secret = \"{SECRET}\" }}\n",
+            sink.url
+        ));
+        ids.push(format!("\"d{i}\""));
+    }
+    let config = webhook_config(&sink.url, FAST_RETRY, &extra).replace(
+        r#"destinations = ["hook"]"#,
+        &format!("destinations = [{}]", ids.join(", ")),
+    );
+    let sluice = Sluice::start_with_server(
+        &config,
+        "lane_linger = \"200ms\"\nmaintenance_interval = \"300ms\"",
+    );
+    let idle = |l: &serde_json::Value| {
+        l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("nothing to do anywhere"))
+    };
+    let idle_before = sluice.count_log(idle);
+    post_all(&sluice, &events(5, 10), 10).await;
+    wait_until(Duration::from_secs(60), "200 deliveries", || async {
+        (sink.accepted().len() >= 200).then_some(())
+    })
+    .await;
+    let pool = db(&sluice).await;
+    wait_until(Duration::from_secs(30), "every lane released", || async {
+        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM lanes WHERE owner IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (held == 0).then_some(())
+    })
+    .await;
+
+    // Maintenance has seen that there is nothing left to do (since the events came in).
+    wait_until(
+        Duration::from_secs(30),
+        "maintenance to go idle",
+        || async { (sluice.count_log(idle) > idle_before).then_some(()) },
+    )
+    .await;
+
+    // From now on, PostgreSQL logs every statement with the client's application name.
+    for sql in [
+        "ALTER SYSTEM SET log_statement = 'all'",
+        "ALTER SYSTEM SET log_line_prefix = '%m [%p] app=%a '",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let log = sluice.postgres_log();
+    let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    // A measurement window: what is observed is the absence of statements.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let text = std::fs::read(&log).unwrap_or_default();
+    let window = String::from_utf8_lossy(&text[start as usize..]);
+    let ours: Vec<&str> = window
+        .lines()
+        .filter(|l| {
+            l.contains("app=sluice ") && (l.contains("statement:") || l.contains("execute"))
+        })
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "statements while idle:\n{}",
+        ours.join("\n")
+    );
+}

@@ -9,4 +9,5 @@ mod clients;
 mod crash;
 mod delivery;
 mod ingest_errors;
+mod receivers;
 mod sandbox;

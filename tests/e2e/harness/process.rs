@@ -24,8 +24,13 @@ pub struct Sluice {
 
 /// Builds the config text for a test: sources and destinations in TOML.
 pub fn config_text(body: &str) -> String {
+    config_text_with(body, "")
+}
+
+/// The same, with more `[server]` settings.
+pub fn config_text_with(body: &str, server: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"{}\"\ndata_dir = \"data\"\nplugin_cache_dir = \"{}\"\n\n{body}",
+        "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"{}\"\ndata_dir = \"data\"\nplugin_cache_dir = \"{}\"\n{server}\n\n{body}",
         plugins_dir().display(),
         plugin_cache_dir().display()
     )
@@ -45,6 +50,24 @@ impl Sluice {
         let mut s = Sluice::start_in(&dir, &config_text(config_body), &[]);
         s._tmp = Some(tmp);
         s
+    }
+
+    /// Starts sluice in a fresh temp dir with `config_body` and more `[server]` settings.
+    pub fn start_with_server(config_body: &str, server: &str) -> Sluice {
+        let tmp = tempfile::Builder::new()
+            .prefix("sluice-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        set_mode(tmp.path(), 0o755);
+        let dir = tmp.path().to_path_buf();
+        let mut s = Sluice::start_in(&dir, &config_text_with(config_body, server), &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// The embedded PostgreSQL's log file.
+    pub fn postgres_log(&self) -> PathBuf {
+        self.dir.join("data/postgres/postgres.log")
     }
 
     /// Starts sluice in `dir` with the full config text and extra environment.
@@ -121,6 +144,11 @@ impl Sluice {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// How many log lines match `pred` so far.
+    pub fn count_log(&self, pred: impl Fn(&Value) -> bool) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| pred(l)).count()
     }
 
     pub fn find_log(&self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
