@@ -159,7 +159,7 @@ async fn retries_are_aborted_after_max_attempts_and_window() {
     let sluice = Sluice::start(&webhook_config(&sink.url, retry, ""));
     post_all(&sluice, &events(2, 4), 4).await;
     let pool = db(&sluice).await;
-    let aborted: i64 = wait_until(
+    wait_until(
         Duration::from_secs(30),
         "user-0's jobs to be aborted",
         || async {
@@ -168,11 +168,10 @@ async fn retries_are_aborted_after_max_attempts_and_window() {
                     .fetch_one(&pool)
                     .await
                     .unwrap();
-            (n == 2).then_some(n)
+            (n == 2).then_some(())
         },
     )
     .await;
-    assert_eq!(aborted, 2);
     let attempts: Vec<i32> =
         sqlx::query_scalar("SELECT attempt FROM aborted_jobs ORDER BY event_id")
             .fetch_all(&pool)
