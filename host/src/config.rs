@@ -62,6 +62,23 @@ pub struct ServerConfig {
     /// When datasets (partitions of the log) rotate and are dropped.
     #[serde(default)]
     pub datasets: DatasetConfig,
+    /// Open ingest connections at most (default: three quarters of the file limit).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// A connection must send a complete request head within this long of waiting for one
+    /// (slow clients, idle keep-alive connections).
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Memory for request bodies in flight; past it, requests get 503 and retry.
+    #[serde(default = "default_ingest_memory", deserialize_with = "size")]
+    pub ingest_memory: u64,
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_ingest_memory() -> u64 {
+    256 << 20
 }
 
 /// `[server.datasets]`: see `store::datasets`.
@@ -247,6 +264,9 @@ impl Default for ServerConfig {
             db_connections: default_db_connections(),
             maintenance_interval: default_maintenance_interval(),
             datasets: DatasetConfig::default(),
+            max_connections: None,
+            header_timeout: default_header_timeout(),
+            ingest_memory: default_ingest_memory(),
         }
     }
 }

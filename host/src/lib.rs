@@ -163,8 +163,14 @@ async fn serve(
         host.incarnation,
         shutdown.clone(),
     ));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    let limits = ingest::server::ServerLimits {
+        max_connections: server
+            .max_connections
+            .unwrap_or_else(ingest::server::default_max_connections),
+        header_timeout: server.header_timeout,
+    };
+    tracing::info!(max_connections = limits.max_connections, "ingest limits");
+    let served = ingest::server::serve(listener, app, limits, shutdown.clone())
         .await
         .context("serving HTTP");
     // HTTP stopped (shutdown or error): stop the lanes too, then let them finish.

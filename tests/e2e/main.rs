@@ -8,6 +8,7 @@ mod cli;
 mod clients;
 mod crash;
 mod delivery;
+mod hostile;
 mod ingest_errors;
 mod receivers;
 mod sandbox;

@@ -1,13 +1,24 @@
-//! Reading a request body: size limit on the wire *and* after gzip, so a small compressed body
-//! cannot inflate past the limit in memory.
+//! Reading a request body without letting a client hold the host hostage.
+//!
+//! - Size: at most [`MAX_BODY_BYTES`] on the wire *and* after gzip, so a small compressed body
+//!   cannot inflate past the limit in memory.
+//! - Time: a body that stalls for [`CHUNK_STALL`] between two chunks, or takes longer than
+//!   [`BODY_DEADLINE`] in all, gets a 408.
+//! - Memory: every byte held (on the wire form and after gzip) is taken from a budget shared
+//!   by all requests in flight, and given back when the request is answered. When the budget
+//!   is spent, the request gets a 503 with `Retry-After` at once: stalled uploads cannot
+//!   exhaust the host, and clients retry.
 
 use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_ENCODING;
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 
@@ -19,29 +30,102 @@ pub const MAX_BODY_BYTES: usize = 4000 * 1024;
 /// than a broken connection. Beyond it the connection is cut.
 const MAX_DRAIN_BYTES: usize = 64 << 20;
 
+/// Longest pause between two chunks of a body.
+pub const CHUNK_STALL: Duration = Duration::from_secs(10);
+/// Longest time to receive a whole body.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The budget is counted in KiB (the semaphore's unit).
+const UNIT: usize = 1024;
+
+/// Memory for request bodies in flight, shared by every request.
+#[derive(Debug, Clone)]
+pub struct BodyBudget {
+    units: Arc<Semaphore>,
+}
+
+/// Bytes taken from the budget; given back when dropped (when the request is answered).
+#[derive(Debug, Default)]
+pub struct BudgetGuard {
+    permits: Option<OwnedSemaphorePermit>,
+}
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> BodyBudget {
+        BodyBudget {
+            units: Arc::new(Semaphore::new((bytes / UNIT).max(1))),
+        }
+    }
+
+    /// Takes `bytes` more for `guard`, or fails at once if the budget is spent.
+    fn take(&self, guard: &mut BudgetGuard, bytes: usize) -> Result<(), ApiError> {
+        let units = bytes.div_ceil(UNIT).max(1) as u32;
+        match self.units.clone().try_acquire_many_owned(units) {
+            Ok(p) => {
+                match &mut guard.permits {
+                    Some(held) => held.merge(p),
+                    None => guard.permits = Some(p),
+                }
+                Ok(())
+            }
+            Err(_) => Err(ApiError::busy(
+                "the host's memory for request bodies in flight is spent; retry later",
+            )),
+        }
+    }
+}
+
 /// Reads and, if needed, gunzips the body.
-pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let raw = read_limited(body).await?;
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    budget: &BodyBudget,
+) -> Result<(Bytes, BudgetGuard), ApiError> {
+    let mut guard = BudgetGuard::default();
+    let raw = tokio::time::timeout(BODY_DEADLINE, read_limited(body, budget, &mut guard))
+        .await
+        .map_err(|_| body_timeout())??;
     let encoding = headers
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
-    match encoding.as_deref() {
-        None | Some("") | Some("identity") => Ok(raw),
-        Some("gzip") | Some("x-gzip") => gunzip(&raw),
-        Some(other) => Err(ApiError::bad_request(
-            "unsupported_encoding",
-            format!("unsupported Content-Encoding `{other}` (use gzip or none)"),
-        )),
-    }
+    let body = match encoding.as_deref() {
+        None | Some("") | Some("identity") => raw,
+        Some("gzip") | Some("x-gzip") => {
+            let out = gunzip(&raw)?;
+            budget.take(&mut guard, out.len())?;
+            out
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "unsupported_encoding",
+                format!("unsupported Content-Encoding `{other}` (use gzip or none)"),
+            ));
+        }
+    };
+    Ok((body, guard))
+}
+
+fn body_timeout() -> ApiError {
+    ApiError::timeout("the request body was not received in time")
 }
 
 /// Collects at most `MAX_BODY_BYTES`; past that, drains (bounded) and reports 413.
-async fn read_limited(body: Body) -> Result<Bytes, ApiError> {
+async fn read_limited(
+    body: Body,
+    budget: &BodyBudget,
+    guard: &mut BudgetGuard,
+) -> Result<Bytes, ApiError> {
     let mut body = body.into_data_stream();
     let mut buf = BytesMut::new();
     let mut total = 0usize;
-    while let Some(chunk) = body.next().await {
+    loop {
+        let next = tokio::time::timeout(CHUNK_STALL, body.next())
+            .await
+            .map_err(|_| body_timeout())?;
+        let Some(chunk) = next else {
+            break;
+        };
         let chunk = chunk.map_err(|e| {
             ApiError::bad_request(
                 "unreadable_body",
@@ -53,6 +137,7 @@ async fn read_limited(body: Body) -> Result<Bytes, ApiError> {
             return Err(ApiError::too_large(MAX_BODY_BYTES));
         }
         if total <= MAX_BODY_BYTES {
+            budget.take(guard, chunk.len())?;
             buf.extend_from_slice(&chunk);
         }
     }
@@ -63,7 +148,7 @@ async fn read_limited(body: Body) -> Result<Bytes, ApiError> {
 }
 
 fn gunzip(raw: &[u8]) -> Result<Bytes, ApiError> {
-    let mut out = Vec::with_capacity(raw.len() * 4);
+    let mut out = Vec::with_capacity((raw.len() * 4).min(MAX_BODY_BYTES + 1));
     let mut reader = flate2::read::GzDecoder::new(raw).take(MAX_BODY_BYTES as u64 + 1);
     reader.read_to_end(&mut out).map_err(|e| {
         ApiError::bad_request("invalid_gzip", format!("the gzip body is invalid: {e}"))
@@ -72,4 +157,21 @@ fn gunzip(raw: &[u8]) -> Result<Bytes, ApiError> {
         return Err(ApiError::too_large(MAX_BODY_BYTES));
     }
     Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_refuses_at_once_when_spent_and_refills_on_drop() {
+        let budget = BodyBudget::new(10 * UNIT);
+        let mut a = BudgetGuard::default();
+        budget.take(&mut a, 6 * UNIT).unwrap();
+        let mut b = BudgetGuard::default();
+        let err = budget.take(&mut b, 5 * UNIT).unwrap_err();
+        assert_eq!(err.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        drop(a);
+        budget.take(&mut b, 5 * UNIT).unwrap();
+    }
 }

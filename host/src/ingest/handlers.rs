@@ -43,7 +43,8 @@ pub async fn batch(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let header_source = source_from_header(&state, &headers)?;
-    let bytes = read_body(&headers, body).await?;
+    // The budget is held until the answer: the events built from the body take as much again.
+    let (bytes, _budget) = read_body(&headers, body, &state.budget).await?;
     let doc: BatchBody = parse(&bytes)?;
     let source = match header_source {
         Some(s) => s,
@@ -90,7 +91,7 @@ pub async fn single(
         .unwrap_or_default()
         .to_string();
     let header_source = source_from_header(&state, &headers)?;
-    let bytes = read_body(&headers, body).await?;
+    let (bytes, _budget) = read_body(&headers, body, &state.budget).await?;
     let doc: SingleBody = parse(&bytes)?;
     let source = match header_source {
         Some(s) => s,

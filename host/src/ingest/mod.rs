@@ -12,6 +12,7 @@ mod body;
 mod error;
 pub mod event;
 mod handlers;
+pub mod server;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use axum::routing::{get, post};
 use crate::config::Config;
 use crate::store::Store;
 
-pub use body::MAX_BODY_BYTES;
+pub use body::{BodyBudget, MAX_BODY_BYTES};
 pub use error::ApiError;
 pub use writer::Writer;
 
@@ -41,6 +42,8 @@ pub struct IngestState {
     /// Sources by write key.
     pub sources: HashMap<String, Arc<Source>>,
     pub writer: Writer,
+    /// Memory for request bodies in flight.
+    pub budget: BodyBudget,
 }
 
 impl IngestState {
@@ -63,6 +66,9 @@ impl IngestState {
             store,
             sources,
             writer,
+            budget: BodyBudget::new(
+                usize::try_from(config.server.ingest_memory).unwrap_or(usize::MAX),
+            ),
         }
     }
 }

@@ -65,6 +65,11 @@ impl Sluice {
         s
     }
 
+    /// The process id of the running sluice.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
     /// The embedded PostgreSQL's log file.
     pub fn postgres_log(&self) -> PathBuf {
         self.dir.join("data/postgres/postgres.log")

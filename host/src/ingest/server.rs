@@ -1,0 +1,184 @@
+//! The ingest listener: HTTP/1.1 and HTTP/2 connections that cannot be held hostage.
+//!
+//! - **Header timeout**: a connection that does not send a complete request head within
+//!   `header_timeout` of starting to wait for one (a slowloris, or an idle keep-alive
+//!   connection) is closed.
+//! - **Connection limit**: at most `max_connections` are open, well below the process's file
+//!   limit (the database, plugins and outbound requests need descriptors too). When a new
+//!   connection arrives at the limit, the connection that has been idle (between requests)
+//!   the longest is closed to make room, so a flood of idle connections cannot lock out
+//!   clients that send requests; only when every connection is busy is the newcomer refused.
+//! - Body timeouts and the memory budget for bodies in flight live in `body`.
+//!
+//! Shutdown stops accepting, lets requests under way finish (bounded), and closes the rest.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// How long requests under way may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Limits of the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
+/// One open connection, as the accept loop sees it.
+struct Conn {
+    /// Serving a request right now.
+    busy: AtomicBool,
+    /// Milliseconds since `epoch` when it last finished a request (or was accepted).
+    idle_since: AtomicU64,
+    close: CancellationToken,
+}
+
+struct Registry {
+    epoch: Instant,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+}
+
+impl Registry {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn len(&self) -> usize {
+        self.conns.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// Closes the connection idle the longest; `false` if every connection is busy.
+    fn evict_idlest(&self) -> bool {
+        let Ok(conns) = self.conns.lock() else {
+            return false;
+        };
+        let victim = conns
+            .values()
+            .filter(|c| !c.busy.load(Ordering::Relaxed) && !c.close.is_cancelled())
+            .min_by_key(|c| c.idle_since.load(Ordering::Relaxed));
+        match victim {
+            Some(c) => {
+                c.close.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    let registry = Arc::new(Registry {
+        epoch: Instant::now(),
+        conns: Mutex::new(HashMap::new()),
+    });
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut next_id: u64 = 0;
+    let mut refused_last_logged: Option<Instant> = None;
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        if registry.len() >= limits.max_connections && !registry.evict_idlest() {
+            // Every connection is in the middle of a request: this one has to go.
+            if refused_last_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(
+                    max = limits.max_connections,
+                    "connection limit reached with every connection busy; refusing new connections"
+                );
+                refused_last_logged = Some(Instant::now());
+            }
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = next_id;
+        next_id += 1;
+        let conn = Arc::new(Conn {
+            busy: AtomicBool::new(false),
+            idle_since: AtomicU64::new(registry.now_ms()),
+            close: CancellationToken::new(),
+        });
+        if let Ok(mut conns) = registry.conns.lock() {
+            conns.insert(id, conn.clone());
+        }
+        let app = app.clone();
+        let tracked = conn.clone();
+        let clock = registry.clone();
+        let service = hyper::service::service_fn(move |request| {
+            tracked.busy.store(true, Ordering::Relaxed);
+            let (app, tracked, clock) = (app.clone(), tracked.clone(), clock.clone());
+            async move {
+                let response = app.oneshot(request).await;
+                tracked.idle_since.store(clock.now_ms(), Ordering::Relaxed);
+                tracked.busy.store(false, Ordering::Relaxed);
+                response
+            }
+        });
+        let builder = builder.clone();
+        let registry = registry.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let serving = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::select! {
+                _ = serving => {}
+                // Evicted (or the process is stopping and the grace period is over).
+                _ = conn.close.cancelled() => {}
+            }
+            if let Ok(mut conns) = registry.conns.lock() {
+                conns.remove(&id);
+            }
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("requests still under way at shutdown; closing their connections");
+        }
+    }
+    Ok(())
+}
+
+/// A connection limit that leaves room under the process's file limit (raised to its hard
+/// limit first): a quarter of the descriptors are kept for everything else.
+pub fn default_max_connections() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
+    let mut limit = soft;
+    if hard > soft && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        limit = hard;
+    }
+    let usable = limit.saturating_sub(256).saturating_mul(3) / 4;
+    usable.clamp(64, 65_536) as usize
+}
