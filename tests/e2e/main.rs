@@ -9,6 +9,7 @@ mod clients;
 mod crash;
 mod delivery;
 mod hostile;
+mod hosts;
 mod ingest_errors;
 mod receivers;
 mod sandbox;

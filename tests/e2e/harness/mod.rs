@@ -1,5 +1,6 @@
 //! Test harness: the real binary, real embedded Postgres, real compiled plugins, a local sink.
 
+pub mod pg;
 pub mod plugins;
 pub mod process;
 pub mod sink;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+pub use pg::SharedPg;
 pub use process::Sluice;
 pub use sink::{Received, Sink};
 

@@ -19,6 +19,8 @@ pub struct Sluice {
     log: Arc<Mutex<Vec<Value>>>,
     pub addr: String,
     pub db_url: String,
+    /// Extra environment, kept for restarts.
+    env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -39,6 +41,23 @@ pub fn config_text_with(body: &str, server: &str) -> String {
 impl Sluice {
     /// Starts sluice in a fresh temp dir with `config_body` (sources/destinations TOML).
     pub fn start(config_body: &str) -> Sluice {
+        Sluice::start_with_server(config_body, "")
+    }
+
+    /// Starts sluice in a fresh temp dir with `config_body` and more `[server]` settings.
+    pub fn start_with_server(config_body: &str, server: &str) -> Sluice {
+        Sluice::start_fresh(&config_text_with(config_body, server), &[])
+    }
+
+    /// Starts sluice on a shared database (`DATABASE_URL`): one of several hosts.
+    pub fn start_on(database_url: &str, config_body: &str, server: &str) -> Sluice {
+        Sluice::start_fresh(
+            &config_text_with(config_body, server),
+            &[("DATABASE_URL", database_url)],
+        )
+    }
+
+    fn start_fresh(config: &str, env: &[(&str, &str)]) -> Sluice {
         let tmp = tempfile::Builder::new()
             .prefix("sluice-e2e-")
             .tempdir()
@@ -47,20 +66,7 @@ impl Sluice {
         // to traverse the data directory.
         set_mode(tmp.path(), 0o755);
         let dir = tmp.path().to_path_buf();
-        let mut s = Sluice::start_in(&dir, &config_text(config_body), &[]);
-        s._tmp = Some(tmp);
-        s
-    }
-
-    /// Starts sluice in a fresh temp dir with `config_body` and more `[server]` settings.
-    pub fn start_with_server(config_body: &str, server: &str) -> Sluice {
-        let tmp = tempfile::Builder::new()
-            .prefix("sluice-e2e-")
-            .tempdir()
-            .expect("tempdir");
-        set_mode(tmp.path(), 0o755);
-        let dir = tmp.path().to_path_buf();
-        let mut s = Sluice::start_in(&dir, &config_text_with(config_body, server), &[]);
+        let mut s = Sluice::start_in(&dir, config, env);
         s._tmp = Some(tmp);
         s
     }
@@ -86,13 +92,17 @@ impl Sluice {
             log: Arc::new(Mutex::new(Vec::new())),
             addr: String::new(),
             db_url: String::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _tmp: None,
         };
-        s.spawn(env);
+        s.spawn();
         s
     }
 
-    fn spawn(&mut self, env: &[(&str, &str)]) {
+    fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args(["--log-format", "json", "serve", "--config"])
             .arg(&self.config_path)
@@ -101,7 +111,7 @@ impl Sluice {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for (k, v) in env {
+        for (k, v) in &self.env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn sluice");
@@ -185,7 +195,7 @@ impl Sluice {
     /// Starts the same config again (after `kill9`).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "still running");
-        self.spawn(&[]);
+        self.spawn();
     }
 
     /// SIGTERM and wait for a clean exit (which also stops the embedded Postgres).
