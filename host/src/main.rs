@@ -218,9 +218,13 @@ fn main() -> anyhow::Result<()> {
 fn init_tracing(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A log that cannot be written (stderr piped into `head`, a closed terminal) must not take
+    // the server down: tracing's own complaint about it would go to that same stderr, and
+    // std's eprintln! panics when it cannot write.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if format == "json" {
         builder.json().init();
     } else {

@@ -177,3 +177,86 @@ fn plugin_build_refuses_a_component_of_another_world() {
         "nothing is published, no staging left: {published:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_survives_its_log_output_closing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let sink = Sink::ok(SECRET);
+    let tmp = tempfile::Builder::new()
+        .prefix("sluice-e2e-")
+        .tempdir()
+        .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        crate::harness::process::config_text(&webhook_config(
+            &sink.url,
+            r#"{ min_backoff = "1s" }"#,
+            "",
+        )),
+    )
+    .unwrap();
+    // As in `sluice serve 2>&1 | head`: the reader of the log goes away while the server runs.
+    let mut child = sluice_cmd()
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info,sluice=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut addr = None;
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
+        if let Some(a) = v["fields"]["addr"].as_str() {
+            addr = Some(a.to_string());
+            break;
+        }
+    }
+    drop(lines);
+    let addr = addr.expect("the server said where it listens");
+
+    // Plenty more to log now, into a closed pipe.
+    let resp = client()
+        .post(format!("http://{addr}/v1/batch"))
+        .basic_auth(WRITE_KEY, Some(""))
+        .json(&serde_json::json!({ "batch": events(5, 50) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    wait_until(Duration::from_secs(30), "50 deliveries", || async {
+        (sink.accepted().len() >= 50).then_some(())
+    })
+    .await;
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    let health = client()
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+
+    // And it still shuts down cleanly, embedded PostgreSQL included.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let child = std::sync::Mutex::new(child);
+    let status = wait_until(Duration::from_secs(60), "sluice to exit", || async {
+        child.lock().unwrap().try_wait().unwrap()
+    })
+    .await;
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        !tmp.path()
+            .join("data/postgres/data/postmaster.pid")
+            .exists(),
+        "the embedded PostgreSQL was stopped"
+    );
+}

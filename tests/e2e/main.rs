@@ -11,5 +11,6 @@ mod delivery;
 mod hostile;
 mod hosts;
 mod ingest_errors;
+mod ordering;
 mod receivers;
 mod sandbox;

@@ -51,7 +51,8 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EmbeddedPgEr
     move |source| EmbeddedPgError::Io { context, source }
 }
 
-/// A running private cluster. Call [`EmbeddedPostgres::stop`] on shutdown.
+/// A running private cluster. Call [`EmbeddedPostgres::stop`] on shutdown; if the value is
+/// dropped without it (a panic unwinding through `sluice::run`), the server is stopped then.
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
     bins: PgBinaries,
@@ -59,6 +60,28 @@ pub struct EmbeddedPostgres {
     socket_dir: PathBuf,
     run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
     url: String,
+    stopped: bool,
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        let mut cmd = std::process::Command::new(self.bins.pg_ctl());
+        cmd.arg("stop")
+            .arg("-D")
+            .arg(&self.cluster_dir)
+            .args(["-m", "fast", "-w", "-t", "60"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some((uid, gid)) = self.run_as {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        let _ = cmd.status();
+    }
 }
 
 impl EmbeddedPostgres {
@@ -118,6 +141,7 @@ impl EmbeddedPostgres {
             socket_dir,
             run_as,
             url,
+            stopped: false,
         };
 
         if !pg.cluster_dir.join("PG_VERSION").exists() {
@@ -143,13 +167,14 @@ impl EmbeddedPostgres {
     }
 
     /// Fast shutdown: open transactions are rolled back, committed data is safe.
-    pub async fn stop(self) -> Result<(), EmbeddedPgError> {
+    pub async fn stop(mut self) -> Result<(), EmbeddedPgError> {
         let mut cmd = self.command(self.bins.pg_ctl());
         cmd.arg("stop")
             .arg("-D")
             .arg(&self.cluster_dir)
             .args(["-m", "fast", "-w", "-t", "60"]);
         run(cmd, "pg_ctl stop").await?;
+        self.stopped = true;
         tracing::info!(cluster = %self.cluster_dir.display(), "stopped embedded postgres");
         Ok(())
     }

@@ -78,6 +78,7 @@ impl Sink {
                     .expect("send addr");
                 let app = Router::new()
                     .route("/{*path}", post(receive))
+                    .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
                     .with_state(st);
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async {
