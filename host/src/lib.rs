@@ -146,6 +146,8 @@ async fn serve(
         Maintenance {
             store: store.clone(),
             wakers: router.wakers(),
+            share: router.share(),
+            host_stale_after: (server.maintenance_interval * 3).max(server.lease_ttl),
             clock: clock.clone(),
             datasets: server.datasets.policy(),
             dedup,
@@ -233,6 +235,10 @@ async fn listen_for_peers(
         };
         match wake {
             Ok(w) if w.from == Some(me) => {}
+            Ok(w) if w.joined => {
+                // Another host started: shares of lanes change.
+                maintenance.notify_one();
+            }
             Ok(w) if w.workspaces.is_empty() => {
                 // Reconnected: notifications may have been missed.
                 wakers.wake_all();

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::router::Wakers;
+use crate::router::share::HostShare;
 use crate::store::datasets::DatasetPolicy;
 use crate::store::{Dedup, HostInfo, Store};
 
@@ -26,6 +27,9 @@ use crate::store::{Dedup, HostInfo, Store};
 pub struct Maintenance {
     pub store: Store,
     pub wakers: Wakers,
+    pub share: Arc<HostShare>,
+    /// How long a host may go without a heartbeat and still count as alive.
+    pub host_stale_after: Duration,
     pub clock: SharedClock,
     pub datasets: DatasetPolicy,
     pub dedup: Dedup,
@@ -75,7 +79,10 @@ impl Maintenance {
             was_busy = busy;
             let wait = async {
                 if busy {
-                    tokio::time::sleep(self.interval).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.interval) => {}
+                        _ = self.wake.notified() => {}
+                    }
                 } else {
                     self.wake.notified().await;
                 }
@@ -102,6 +109,16 @@ impl Maintenance {
             Err(e) => {
                 tracing::warn!(error = %e, "maintenance: finding orphaned lanes failed");
                 busy = true;
+            }
+        }
+        if busy {
+            match self
+                .store
+                .host_heartbeat(self.host.incarnation, now, self.host_stale_after)
+                .await
+            {
+                Ok((hosts, lanes)) => self.share.set(hosts, lanes),
+                Err(e) => tracing::warn!(error = %e, "maintenance: heartbeat failed"),
             }
         }
         match self.store.dataset_rotate(&self.datasets, now, None).await {

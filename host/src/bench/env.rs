@@ -120,7 +120,7 @@ impl Host {
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&config_path)
             .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", "warn,sluice=info,sluice::router::runner=warn")
+            .env("RUST_LOG", "warn,sluice=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -160,6 +160,18 @@ impl Host {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// How many log lines have this message.
+    pub fn count_log(&self, message: &str) -> usize {
+        self.log
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|v| v["fields"]["message"] == message)
+                    .count()
+            })
+            .unwrap_or(0)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -217,6 +229,9 @@ pub struct ConfigBuilder {
     pub sources: Vec<String>,
     /// (id, plugin, config TOML inline table, extra destination lines)
     pub destinations: Vec<(String, String, String, String)>,
+    /// Explicit routes (source, write key, destinations); when empty, every source feeds every
+    /// destination.
+    pub routes: Vec<(String, String, Vec<String>)>,
 }
 
 impl ConfigBuilder {
@@ -226,7 +241,20 @@ impl ConfigBuilder {
             server_extra: String::new(),
             sources: vec!["web".into()],
             destinations: Vec::new(),
+            routes: Vec::new(),
         }
+    }
+
+    /// A source with its own write key feeding only `destinations`.
+    pub fn route(
+        mut self,
+        source: &str,
+        write_key: &str,
+        destinations: &[String],
+    ) -> ConfigBuilder {
+        self.routes
+            .push((source.into(), write_key.into(), destinations.to_vec()));
+        self
     }
 
     pub fn destination(mut self, id: &str, plugin: &str, config: &str) -> ConfigBuilder {
@@ -249,10 +277,19 @@ impl ConfigBuilder {
             .iter()
             .map(|d| format!("\"{}\"", d.0))
             .collect();
-        for (i, s) in self.sources.iter().enumerate() {
+        if self.routes.is_empty() {
+            for (i, s) in self.sources.iter().enumerate() {
+                t.push_str(&format!(
+                    "[[source]]\nid = \"{s}\"\nworkspace = \"bench\"\nwrite_key = \"wk_{i}\"\ndestinations = [{}]\n\n",
+                    dests.join(", ")
+                ));
+            }
+        }
+        for (s, key, to) in &self.routes {
+            let to: Vec<String> = to.iter().map(|d| format!("\"{d}\"")).collect();
             t.push_str(&format!(
-                "[[source]]\nid = \"{s}\"\nworkspace = \"bench\"\nwrite_key = \"wk_{i}\"\ndestinations = [{}]\n\n",
-                dests.join(", ")
+                "[[source]]\nid = \"{s}\"\nworkspace = \"bench\"\nwrite_key = \"{key}\"\ndestinations = [{}]\n\n",
+                to.join(", ")
             ));
         }
         for (id, plugin, config, extra) in &self.destinations {

@@ -215,3 +215,33 @@ async fn receive(State(r): State<LatencyReceiver>, body: Bytes) -> &'static str 
     }
     "ok"
 }
+
+/// `n` clients that open a connection and send a request head one byte a second, reconnecting
+/// when the server closes on them, until `stop`.
+pub fn slow_clients(addr: &str, n: usize, stop: tokio_util::sync::CancellationToken) {
+    use tokio::io::AsyncWriteExt;
+    for _ in 0..n {
+        let (addr, stop) = (addr.to_string(), stop.clone());
+        tokio::spawn(async move {
+            let head = format!(
+                "POST /v1/batch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-Padding: {}\r\n",
+                "x".repeat(4096)
+            );
+            while !stop.is_cancelled() {
+                let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                };
+                for b in head.as_bytes() {
+                    if stop.is_cancelled() || s.write_all(&[*b]).await.is_err() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            }
+        });
+    }
+}

@@ -16,6 +16,7 @@ mod delivery;
 mod pool;
 pub mod retry;
 pub mod runner;
+pub mod share;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use crate::store::{LaneId, Store};
 use pool::InstancePool;
 use retry::RetryPolicy;
 use runner::{LaneRunner, LaneSettings};
+use share::HostShare;
 
 /// Requests a destination may have in flight at first; the limit adapts from there.
 const INITIAL_CONCURRENCY: usize = 4;
@@ -89,6 +91,7 @@ pub struct RouterSettings {
 pub struct Router {
     tasks: JoinSet<()>,
     wakers: Wakers,
+    share: Arc<HostShare>,
 }
 
 impl Router {
@@ -103,6 +106,7 @@ impl Router {
         shutdown: CancellationToken,
     ) -> Router {
         let mut tasks = JoinSet::new();
+        let share = Arc::new(HostShare::default());
         let mut by_destination = HashMap::new();
         let mut by_workspace: HashMap<String, Vec<String>> = HashMap::new();
         for dest in &config.destinations {
@@ -167,6 +171,7 @@ impl Router {
                 shutdown: shutdown.clone(),
                 me: settings.me,
                 clock: clock.clone(),
+                share: share.clone(),
             };
             tasks.spawn(runner.run());
         }
@@ -176,11 +181,17 @@ impl Router {
                 by_destination: Arc::new(by_destination),
                 by_workspace: Arc::new(by_workspace),
             },
+            share,
         }
     }
 
     pub fn wakers(&self) -> Wakers {
         self.wakers.clone()
+    }
+
+    /// This host's share of lanes (maintenance keeps it up to date).
+    pub fn share(&self) -> Arc<HostShare> {
+        self.share.clone()
     }
 
     /// Waits for every loop to stop (after the shutdown token fired).

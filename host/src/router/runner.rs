@@ -37,6 +37,7 @@ use super::calls::Calls;
 use super::delivery::CallReport;
 use super::pool::InstancePool;
 use super::retry::{RetryPolicy, decide};
+use super::share::HostShare;
 use crate::clock::SharedClock;
 use crate::lane::{Decision, Job, Lane, LaneLimits};
 use crate::store::{
@@ -51,6 +52,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
 /// First and longest pause after a store error.
 const STORE_RETRY_MIN: Duration = Duration::from_millis(100);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// When a lane left to other hosts (this one held its share) is looked at again.
+const HANDOVER_RETRY: Duration = Duration::from_secs(5);
 /// How long a stopping lane waits for its calls in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -84,6 +87,7 @@ pub struct LaneRunner {
     pub shutdown: CancellationToken,
     pub me: Uuid,
     pub clock: SharedClock,
+    pub share: Arc<HostShare>,
 }
 
 /// Why an active period ended.
@@ -94,6 +98,8 @@ enum End {
     Lost,
     /// Shutting down.
     Stopped,
+    /// Given back because this host held more than its share.
+    HandedOver,
 }
 
 impl LaneRunner {
@@ -116,6 +122,12 @@ impl LaneRunner {
             if !woken {
                 break;
             }
+            if !self.share.has_room() {
+                // This host holds its share; another host takes this lane. Look again later
+                // in case none does.
+                next_try = Some(Instant::now() + HANDOVER_RETRY);
+                continue;
+            }
             let acquired = self
                 .store
                 .lane_acquire(
@@ -126,11 +138,19 @@ impl LaneRunner {
                 )
                 .await;
             next_try = match acquired {
-                Ok(Some(acquired)) => match self.active(acquired).await {
-                    End::Released(due) => due.map(|t| self.instant_of(t)),
-                    End::Lost => None,
-                    End::Stopped => break,
-                },
+                Ok(Some(acquired)) => {
+                    self.share.took();
+                    let end = self.active(acquired).await;
+                    if !matches!(end, End::HandedOver) {
+                        self.share.gave_up();
+                    }
+                    match end {
+                        End::Released(due) => due.map(|t| self.instant_of(t)),
+                        End::Lost => None,
+                        End::HandedOver => Some(Instant::now() + HANDOVER_RETRY),
+                        End::Stopped => break,
+                    }
+                }
                 Ok(None) => None,
                 Err(e) => {
                     tracing::warn!(lane = %self.lane, error = %e, "cannot acquire the lane; retrying");
@@ -176,6 +196,18 @@ impl LaneRunner {
             }
             if self.shutdown.is_cancelled() {
                 return self.stop(st).await;
+            }
+            if self.share.claim_surplus() {
+                tracing::info!(lane = %self.lane, "this host holds more than its share of lanes; handing this one over");
+                self.stop(st).await;
+                if let Err(e) = self
+                    .store
+                    .lane_announce(self.me, &self.lane.workspace_id)
+                    .await
+                {
+                    tracing::warn!(lane = %self.lane, error = %e, "could not tell the other hosts; maintenance will");
+                }
+                return End::HandedOver;
             }
             let now = Instant::now();
             let store_ok = st.store_retry_at.is_none_or(|t| now >= t);

@@ -56,11 +56,13 @@ pub struct HostInfo {
     pub pid: u32,
 }
 
-/// A wake-up from another host's ingest.
+/// A wake-up from another host: its ingest wrote events, or it just started.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wake {
     pub from: Option<Uuid>,
     pub workspaces: Vec<String>,
+    /// A host joined: shares of lanes change.
+    pub joined: bool,
 }
 
 impl Store {
@@ -303,16 +305,62 @@ impl Store {
         Ok((orphans, any_work))
     }
 
-    /// Records this process in the hosts table.
-    pub async fn host_register(&self, host: &HostInfo) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO hosts (incarnation, host_name, pid) VALUES ($1, $2, $3)")
-            .bind(host.incarnation)
-            .bind(&host.host_name)
-            .bind(host.pid as i32)
+    /// Tells the other hosts that lanes of `workspace` want an owner (a lane handed over).
+    pub async fn lane_announce(&self, me: Uuid, workspace: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(wake_payload(me, &[workspace]))
             .execute(&self.pool)
             .await
-            .map_err(StoreError::from_sqlx("registering this host"))?;
+            .map_err(StoreError::from_sqlx("announcing a free lane"))?;
         Ok(())
+    }
+
+    /// Records this process in the hosts table and tells the other hosts (they rebalance).
+    pub async fn host_register(&self, host: &HostInfo) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH h AS (INSERT INTO hosts (incarnation, host_name, pid) VALUES ($1, $2, $3))
+             SELECT pg_notify($4, 'join ' || $1::text)",
+        )
+        .bind(host.incarnation)
+        .bind(&host.host_name)
+        .bind(host.pid as i32)
+        .bind(EVENTS_CHANNEL)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx("registering this host"))?;
+        Ok(())
+    }
+
+    /// Marks this host alive (while there is work anywhere) and returns how many hosts are
+    /// alive and how many lanes have work or an owner: what a fair share of lanes is made of.
+    pub async fn host_heartbeat(
+        &self,
+        me: Uuid,
+        now: OffsetDateTime,
+        stale_after: Duration,
+    ) -> Result<(i64, i64), StoreError> {
+        sqlx::query("UPDATE hosts SET seen_at = $2 WHERE incarnation = $1")
+            .bind(me)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx("recording a heartbeat"))?;
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM hosts
+                     WHERE stopped_at IS NULL
+                       AND seen_at > $1 - make_interval(secs => $2)) AS live,
+                    (SELECT count(*) FROM lanes l, ingest_head h
+                     WHERE l.retired_at IS NULL
+                       AND (l.owner IS NOT NULL OR l.cursor < h.last_id
+                            OR l.next_due IS NOT NULL)) AS lanes",
+        )
+        .bind(now)
+        .bind(super::secs(stale_after))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx("counting hosts and lanes"))?;
+        Ok((row.get("live"), row.get("lanes")))
     }
 
     /// Marks this process stopped and frees any lane it still holds.
@@ -400,6 +448,7 @@ impl WakeListener {
             Ok(None) => Ok(Wake {
                 from: None,
                 workspaces: Vec::new(),
+                joined: false,
             }),
             Err(e) => Err(StoreError::from_sqlx("waiting for notifications")(e)),
         }
@@ -417,6 +466,13 @@ pub fn wake_payload(from: Uuid, workspaces: &[&str]) -> String {
 }
 
 fn parse_wake(payload: &str) -> Wake {
+    if let Some(host) = payload.strip_prefix("join ") {
+        return Wake {
+            from: Uuid::parse_str(host.trim()).ok(),
+            workspaces: Vec::new(),
+            joined: true,
+        };
+    }
     let mut parts = payload.split(' ');
     let from = parts.next().and_then(|p| Uuid::parse_str(p).ok());
     Wake {
@@ -425,6 +481,7 @@ fn parse_wake(payload: &str) -> Wake {
             .filter(|p| !p.is_empty())
             .map(str::to_string)
             .collect(),
+        joined: false,
     }
 }
 
@@ -438,6 +495,9 @@ mod tests {
         let w = parse_wake(&wake_payload(me, &["acme", "beta"]));
         assert_eq!(w.from, Some(me));
         assert_eq!(w.workspaces, vec!["acme", "beta"]);
+        assert!(!w.joined);
         assert_eq!(parse_wake("garbage").from, None);
+        let j = parse_wake(&format!("join {me}"));
+        assert!(j.joined && j.from == Some(me));
     }
 }
