@@ -195,6 +195,10 @@ pub struct DestinationConfig {
     /// below it to how the destination answers.
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
+    /// At most this many events per second to this destination (a vendor's quota), on top of
+    /// the adaptive concurrency limit. None: no rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<f64>,
 }
 
 fn default_max_concurrency() -> usize {
@@ -307,6 +311,8 @@ struct RawDestination {
     ordering: OrderingScope,
     #[serde(default = "default_max_concurrency")]
     max_concurrency: usize,
+    #[serde(default)]
+    rate_limit: Option<Spanned<f64>>,
 }
 
 impl Config {
@@ -398,6 +404,17 @@ impl Config {
                     r
                 }
             };
+            let rate_limit = match d.rate_limit {
+                None => None,
+                Some(r) if r.get_ref().is_finite() && *r.get_ref() > 0.0 => Some(r.into_inner()),
+                Some(r) => {
+                    return Err(invalid(
+                        r.span(),
+                        &field("rate_limit"),
+                        "must be a number of events per second greater than zero".into(),
+                    ));
+                }
+            };
             destinations.push(DestinationConfig {
                 id: d.id.into_inner(),
                 workspace: d.workspace.into_inner(),
@@ -406,6 +423,7 @@ impl Config {
                 retry,
                 ordering: d.ordering,
                 max_concurrency: d.max_concurrency.max(1),
+                rate_limit,
             });
         }
 
@@ -589,5 +607,18 @@ retry = { min_backoff = "10s", max_backoff = "5m", max_attempts = 3, window = "3
         );
         let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
         assert!(err.contains("source[1].write_key"), "{err}");
+    }
+
+    #[test]
+    fn rate_limit_is_events_per_second_above_zero() {
+        let text = format!("{GOOD}rate_limit = 250\n");
+        let c = Config::parse(&text, "sluice.toml").unwrap();
+        assert_eq!(c.destinations[0].rate_limit, Some(250.0));
+        let text = format!("{GOOD}rate_limit = 0\n");
+        let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("sluice.toml:17: destination[0].rate_limit: must be"),
+            "{err}"
+        );
     }
 }

@@ -1,7 +1,11 @@
+use std::time::Duration;
+
 use time::OffsetDateTime;
 
 use super::*;
-use crate::store::{AcquiredLane, LaneId, Lease, LogEvent, OrderingScope};
+use crate::store::{
+    AcquiredLane, CommitResult, LaneCommit, LaneId, Lease, LogEvent, OrderingScope,
+};
 
 fn lease() -> Lease {
     Lease {

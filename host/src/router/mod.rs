@@ -14,6 +14,7 @@ mod breaker;
 mod calls;
 mod delivery;
 mod pool;
+pub mod rate;
 pub mod retry;
 pub mod runner;
 pub mod share;
@@ -149,6 +150,7 @@ impl Router {
                 max_held_bytes: settings.lane_max_bytes,
                 limits: LaneLimits::default(),
                 policy: RetryPolicy::resolve(&dest.retry, &manifest.retry),
+                rate_limit: dest.rate_limit,
             };
             let sources = Arc::new(
                 config

@@ -78,11 +78,11 @@ mod tests {
             assert!(s.has_room());
             s.took();
         }
-        s.set(2, 4);
+        s.set(1, 4);
         assert!(!s.has_room());
         assert!(!s.claim_surplus(), "exactly at its share");
         s.set(3, 4);
-        assert!(s.claim_surplus(), "4 held, share 2");
+        assert!(s.claim_surplus(), "4 held, share ceil(4/3) = 2");
         assert!(s.claim_surplus());
         assert!(!s.claim_surplus());
         assert_eq!(s.held(), 2);

@@ -9,6 +9,7 @@ mod harness;
 mod lanes;
 mod model;
 mod rows;
+mod schema;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
     trials.extend(rows::tests());
     trials.extend(datasets::tests());
     trials.extend(model::tests());
+    trials.extend(schema::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     rt.block_on(pg.stop());
     conclusion.exit_code()

@@ -135,6 +135,17 @@ pub fn assert_in_order_exactly_once(received: &[Received], users: usize, per_use
     }
 }
 
+/// Waits until the store records every job of `destination` as delivered (lanes commit their
+/// outcomes in batches, shortly after the receiver saw them).
+pub async fn wait_all_delivered(pool: &PgPool, destination: &str, n: i64) {
+    let what = format!("the store to record {n} deliveries");
+    wait_until(Duration::from_secs(30), &what, || async {
+        let states = states(pool, destination).await;
+        (states.get("delivered") == Some(&n) && states.len() == 1).then_some(())
+    })
+    .await;
+}
+
 /// Counts jobs by state for a destination.
 pub async fn states(pool: &PgPool, destination: &str) -> BTreeMap<String, i64> {
     sqlx::query_as::<_, (String, i64)>(

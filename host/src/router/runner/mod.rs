@@ -27,23 +27,24 @@ use std::time::Duration;
 use rand::SeedableRng;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod active;
+mod store_io;
+
+use self::active::{Active, join};
 use super::breaker::Breaker;
 use super::calls::Calls;
 use super::delivery::CallReport;
 use super::pool::InstancePool;
+use super::rate::RateLimit;
 use super::retry::{RetryPolicy, decide};
 use super::share::HostShare;
 use crate::clock::SharedClock;
 use crate::lane::{Decision, Job, Lane, LaneLimits};
-use crate::store::{
-    AcquiredLane, BlockedFetch, CommitResult, FetchLimits, LaneCommit, LaneId, Lease, LogRead,
-    ReadLimits, Store, StoreError,
-};
+use crate::store::{AcquiredLane, LaneId, Store};
 
 /// How long the lane pauses when no plugin instance can be created.
 const UNAVAILABLE_PAUSE: Duration = Duration::from_secs(10);
@@ -74,6 +75,8 @@ pub struct LaneSettings {
     pub max_held_bytes: usize,
     pub limits: LaneLimits,
     pub policy: RetryPolicy,
+    /// Events per second at most (config `rate_limit`).
+    pub rate_limit: Option<f64>,
 }
 
 /// Everything one lane's loop needs.
@@ -189,6 +192,7 @@ impl LaneRunner {
             breaker: Breaker::default(),
             dry_since: None,
             rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
+            rate: s.rate_limit.map(|r| RateLimit::new(r, Instant::now())),
         };
         loop {
             while let Some((jobs, report)) = st.calls.try_next() {
@@ -255,10 +259,19 @@ impl LaneRunner {
             let paused = st.paused_until.is_some_and(|t| Instant::now() < t);
             let max_calls = if probing { 1 } else { s.max_in_flight };
             while lease_valid && !paused && st.calls.len() < max_calls && st.lane.has_ready() {
-                let size = if probing { 1 } else { s.batch_size };
+                let mut size = if probing { 1 } else { s.batch_size };
+                if let Some(rate) = &mut st.rate {
+                    size = size.min(rate.available(Instant::now()));
+                    if size == 0 {
+                        break;
+                    }
+                }
                 let jobs = st.lane.take_call(size, s.call_max_bytes);
                 if jobs.is_empty() {
                     break;
+                }
+                if let Some(rate) = &mut st.rate {
+                    rate.spend(jobs.len(), Instant::now());
                 }
                 st.calls
                     .spawn(self.pool.clone(), self.lane.workspace_id.clone(), jobs);
@@ -306,6 +319,12 @@ impl LaneRunner {
             }
             if let Some(t) = st.store_retry_at {
                 at(t);
+            }
+            if let Some(rate) = &mut st.rate
+                && st.lane.has_ready()
+                && rate.available(Instant::now()) == 0
+            {
+                at(rate.next_at(Instant::now()));
             }
             if let Some(since) = st.dry_since {
                 at(since + s.linger);
@@ -405,159 +424,6 @@ impl LaneRunner {
         }
     }
 
-    /// Whether to write now: staged rows and claims at once, bare progress at most every
-    /// [`PROGRESS_INTERVAL`].
-    fn commit_due(&self, st: &Active) -> bool {
-        st.lane.wants_commit()
-            && (st.lane.has_staged_writes()
-                || st.lane.claim_behind()
-                || st.last_commit.elapsed() >= PROGRESS_INTERVAL)
-    }
-
-    fn start_commit(&self, st: &mut Active) {
-        let now = self.clock.now();
-        let Some(commit) = st.lane.take_commit(&st.lease, now, self.settings.lease_ttl) else {
-            return;
-        };
-        let store = self.store.clone();
-        st.committing = Some(tokio::spawn(async move {
-            let started = Instant::now();
-            let result = store.lane_commit(&commit).await;
-            (commit, started, result)
-        }));
-    }
-
-    fn commit_done(
-        &self,
-        st: &mut Active,
-        commit: LaneCommit,
-        started: Instant,
-        result: Result<CommitResult, StoreError>,
-    ) -> Result<(), End> {
-        match result {
-            Ok(result) => {
-                st.lane.commit_written(&commit, result);
-                st.renewed_at = st.renewed_at.max(started);
-                st.last_commit = Instant::now();
-                st.store_ok();
-                // Blocks and parks change when keys fall due.
-                let mut due = commit.block_keys.iter().map(|(_, t)| *t).min();
-                if !commit.ensure_keys.is_empty() || !commit.check_keys.is_empty() {
-                    due = Some(due.map_or(commit.now, |d| d.min(commit.now)));
-                }
-                if let Some(d) = due {
-                    st.next_due = Some(st.next_due.map_or(d, |n| n.min(d)));
-                }
-                Ok(())
-            }
-            Err(StoreError::LeaseLost(_)) => {
-                tracing::warn!(lane = %self.lane, "lease lost to another host; dropping what this host held (the new owner delivers it again)");
-                st.abandon();
-                Err(End::Lost)
-            }
-            Err(e) => {
-                st.lane.commit_failed(commit);
-                self.store_error(st, &e, "commit");
-                Ok(())
-            }
-        }
-    }
-
-    fn renew_done(
-        &self,
-        st: &mut Active,
-        started: Instant,
-        result: Result<bool, StoreError>,
-    ) -> Result<(), End> {
-        match result {
-            Ok(true) => {
-                st.renewed_at = st.renewed_at.max(started);
-                st.store_ok();
-                Ok(())
-            }
-            Ok(false) => {
-                tracing::warn!(lane = %self.lane, "lease lost to another host");
-                st.abandon();
-                Err(End::Lost)
-            }
-            Err(e) => {
-                self.store_error(st, &e, "lease renewal");
-                Ok(())
-            }
-        }
-    }
-
-    fn start_read(&self, st: &mut Active, held_jobs: usize, held_bytes: usize) {
-        let s = &self.settings;
-        let limits = ReadLimits {
-            max_events: s.max_held_jobs - held_jobs,
-            max_bytes: s.max_held_bytes - held_bytes,
-        };
-        let (store, lane, sources) = (self.store.clone(), self.lane.clone(), self.sources.clone());
-        let (after, skip) = (st.lane.read_to(), st.lane.skip_rows_to());
-        st.woken_while_reading = false;
-        st.reading = Some(tokio::spawn(async move {
-            store.log_read(&lane, &sources, after, skip, limits).await
-        }));
-    }
-
-    fn read_done(&self, st: &mut Active, read: Result<LogRead, StoreError>) {
-        match read {
-            Ok(read) => {
-                st.store_ok();
-                st.log_more = !read.exhausted || st.woken_while_reading;
-                st.lane
-                    .accept_log(read.events, read.read_to, self.clock.now());
-            }
-            Err(e) => self.store_error(st, &e, "log read"),
-        }
-    }
-
-    fn start_fetch(&self, st: &mut Active, probing: bool) {
-        let s = &self.settings;
-        let (_, held_bytes) = st.lane.held();
-        let limits = if probing {
-            FetchLimits {
-                max_keys: 1,
-                max_jobs_per_key: 1,
-                max_bytes: 1,
-            }
-        } else {
-            FetchLimits {
-                max_keys: s.batch_size.max(1) * 2,
-                max_jobs_per_key: s.limits.max_jobs_per_key,
-                max_bytes: s.max_held_bytes - held_bytes,
-            }
-        };
-        let exclude = st.lane.fetch_exclusions();
-        let (store, lane, now) = (self.store.clone(), self.lane.clone(), self.clock.now());
-        st.fetching = Some(tokio::spawn(async move {
-            store.blocked_fetch(&lane, now, &exclude, limits).await
-        }));
-    }
-
-    fn fetch_done(&self, st: &mut Active, fetch: Result<BlockedFetch, StoreError>) {
-        match fetch {
-            Ok(fetch) => {
-                st.store_ok();
-                // A commit while the fetch ran may have made keys due that it could not see.
-                st.next_due = match (fetch.next_due, st.next_due) {
-                    (Some(a), Some(b)) if b > self.clock.now() => Some(a.min(b)),
-                    (a, _) => a,
-                };
-                st.lane.accept_rows(fetch.jobs);
-                st.lane.accept_empty_keys(fetch.empty_keys);
-            }
-            Err(e) => self.store_error(st, &e, "fetch of blocked keys"),
-        }
-    }
-
-    fn store_error(&self, st: &mut Active, e: &StoreError, what: &str) {
-        tracing::warn!(lane = %self.lane, error = %e, retry_in = ?st.store_backoff, "{what} failed; retrying");
-        st.store_retry_at = Some(Instant::now() + st.store_backoff);
-        st.store_backoff = (st.store_backoff * 2).min(STORE_RETRY_MAX);
-    }
-
     /// Ran dry (everything written): give the lease back.
     async fn release(&self, st: Active) -> End {
         let next_due = st.next_due;
@@ -615,78 +481,5 @@ impl LaneRunner {
             tracing::warn!(lane = %self.lane, error = %e, "releasing the lane at shutdown failed; its lease will expire");
         }
         End::Stopped
-    }
-}
-
-/// Awaits a spawned store operation; pends forever when there is none.
-async fn join<T>(slot: &mut Option<JoinHandle<T>>) -> Option<T> {
-    match slot {
-        Some(handle) => {
-            let result = handle.await;
-            *slot = None;
-            result.ok()
-        }
-        None => std::future::pending().await,
-    }
-}
-
-type Commit = (LaneCommit, Instant, Result<CommitResult, StoreError>);
-
-/// State of an active period.
-struct Active {
-    lane: Lane,
-    lease: Lease,
-    calls: Calls,
-    reading: Option<JoinHandle<Result<LogRead, StoreError>>>,
-    committing: Option<JoinHandle<Commit>>,
-    fetching: Option<JoinHandle<Result<BlockedFetch, StoreError>>>,
-    renewing: Option<JoinHandle<(Instant, Result<bool, StoreError>)>>,
-    /// The log may hold more for this lane (a read was cut short, or a wake-up came).
-    log_more: bool,
-    /// A wake-up came while a read was under way: read again after it.
-    woken_while_reading: bool,
-    /// When the next blocked key falls due.
-    next_due: Option<OffsetDateTime>,
-    paused_until: Option<Instant>,
-    /// When the lease was last renewed (a commit or a renewal that started then succeeded).
-    renewed_at: Instant,
-    last_commit: Instant,
-    store_retry_at: Option<Instant>,
-    store_backoff: Duration,
-    breaker: Breaker,
-    dry_since: Option<Instant>,
-    rng: rand::rngs::StdRng,
-}
-
-impl Active {
-    fn pause(&mut self, until: Instant) {
-        self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
-    }
-
-    fn store_ok(&mut self) {
-        self.store_retry_at = None;
-        self.store_backoff = STORE_RETRY_MIN;
-    }
-
-    /// No store operation under way.
-    fn idle_store(&self) -> bool {
-        self.reading.is_none()
-            && self.committing.is_none()
-            && self.fetching.is_none()
-            && self.renewing.is_none()
-    }
-
-    /// The lane is someone else's now: stop everything.
-    fn abandon(&mut self) {
-        self.calls.cancel_all();
-        for h in [
-            self.reading.take().map(|h| h.abort_handle()),
-            self.fetching.take().map(|h| h.abort_handle()),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            h.abort();
-        }
     }
 }

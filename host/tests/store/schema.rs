@@ -1,0 +1,79 @@
+//! The schema stays distributable (docs/scaling.md): on every table that holds a workspace's
+//! data, `workspace_id` is part of every primary key and unique index, so that a sharded
+//! Postgres (Citus) can distribute those tables by workspace. The tables without it are the
+//! few global ones, listed here and in the doc; a new table must pick a side.
+
+use libtest_mimic::Trial;
+
+use crate::harness::{Db, trial};
+
+/// Tables that are global by design (docs/scaling.md says what each becomes under Citus).
+const GLOBAL: &[&str] = &[
+    "_sqlx_migrations",
+    "datasets",
+    "dedup_buckets",
+    "dedup_keys",
+    "hosts",
+    "ingest_head",
+];
+
+pub fn tests() -> Vec<Trial> {
+    vec![trial(
+        "schema_every_unique_index_of_a_workspace_table_includes_workspace_id",
+        distributable,
+    )]
+}
+
+async fn distributable(db: Db) {
+    // Top-level tables (partitions inherit their parent's indexes).
+    let tables: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT c.relname::text,
+                EXISTS (SELECT 1 FROM pg_attribute a
+                        WHERE a.attrelid = c.oid AND a.attname = 'workspace_id' AND NOT a.attisdropped)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+         ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("list tables");
+    assert!(tables.len() > GLOBAL.len(), "tables: {tables:?}");
+
+    for (table, has_workspace) in &tables {
+        if GLOBAL.contains(&table.as_str()) {
+            continue;
+        }
+        assert!(
+            has_workspace,
+            "table {table} has no workspace_id: add it, or list the table as global here and in docs/scaling.md"
+        );
+        let unique: Vec<(String, Vec<String>)> = sqlx::query_as(
+            "SELECT i.indexrelid::regclass::text,
+                    array_agg(a.attname::text ORDER BY a.attnum)
+             FROM pg_index i
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+             WHERE i.indrelid = $1::regclass AND i.indisunique
+             GROUP BY 1",
+        )
+        .bind(table)
+        .fetch_all(&db.pool)
+        .await
+        .expect("list unique indexes");
+        for (index, columns) in unique {
+            assert!(
+                columns.iter().any(|c| c == "workspace_id"),
+                "{table}: unique index {index} on {columns:?} lacks workspace_id"
+            );
+        }
+    }
+
+    // Foreign keys would tie tables together across shards; the store has none.
+    let fks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+         WHERE n.nspname = 'public' AND c.contype = 'f'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("count foreign keys");
+    assert_eq!(fks, 0, "foreign keys tie tables across shards");
+}
