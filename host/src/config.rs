@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -72,6 +73,10 @@ pub struct ServerConfig {
     /// Memory for request bodies in flight; past it, requests get 503 and retry.
     #[serde(default = "default_ingest_memory", deserialize_with = "size")]
     pub ingest_memory: u64,
+    /// Private networks (CIDRs) every destination's plugin may connect to. Empty (the
+    /// default): only public addresses (see `runtime::net_policy`).
+    #[serde(default)]
+    pub allowed_private_networks: Vec<IpNet>,
 }
 
 fn default_header_timeout() -> Duration {
@@ -199,6 +204,9 @@ pub struct DestinationConfig {
     /// the adaptive concurrency limit. None: no rate limit.
     #[serde(default)]
     pub rate_limit: Option<f64>,
+    /// Private networks this destination's plugin may connect to, besides the server's.
+    #[serde(default)]
+    pub allowed_private_networks: Vec<IpNet>,
 }
 
 fn default_max_concurrency() -> usize {
@@ -271,6 +279,7 @@ impl Default for ServerConfig {
             max_connections: None,
             header_timeout: default_header_timeout(),
             ingest_memory: default_ingest_memory(),
+            allowed_private_networks: Vec::new(),
         }
     }
 }
@@ -313,6 +322,8 @@ struct RawDestination {
     max_concurrency: usize,
     #[serde(default)]
     rate_limit: Option<Spanned<f64>>,
+    #[serde(default)]
+    allowed_private_networks: Vec<IpNet>,
 }
 
 impl Config {
@@ -424,6 +435,7 @@ impl Config {
                 ordering: d.ordering,
                 max_concurrency: d.max_concurrency.max(1),
                 rate_limit,
+                allowed_private_networks: d.allowed_private_networks,
             });
         }
 

@@ -49,6 +49,8 @@ pub async fn run(
 listen = "{listen}"
 plugins_dir = "plugins"
 data_dir = "data"
+# The demo's sink listens on loopback; plugins reach only public addresses unless allowed.
+allowed_private_networks = ["127.0.0.0/8"]
 
 [[source]]
 id = "demo-web"

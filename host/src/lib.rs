@@ -13,6 +13,8 @@ pub mod lane;
 pub mod maintenance;
 pub mod plugin_build;
 pub mod plugin_call;
+pub mod plugin_new;
+pub mod plugin_watch;
 pub mod router;
 pub mod runtime;
 pub mod sink;
@@ -95,17 +97,8 @@ async fn serve(
         .clone()
         .unwrap_or_else(|| server.data_dir.join("plugin-cache"));
     let runtime = PluginRuntime::new(Some(cache_dir))?;
-    let (plugins, errors) = runtime.load_dir(&server.plugins_dir).await;
-    for e in &errors {
-        tracing::error!(error = %e, "plugin not loaded");
-    }
-    for p in &plugins {
-        tracing::info!(plugin = %p.name, version = %p.manifest.version, sha256 = %&p.sha256[..12], "plugin loaded");
-    }
-
     let router = Router::start(
         config,
-        &plugins,
         store.clone(),
         runtime,
         &RouterSettings {
@@ -117,6 +110,15 @@ async fn serve(
         clock.clone(),
         shutdown.child_token(),
     );
+    // Every destination is configured before ingest opens: a config its plugin refuses is
+    // reported now (log and `lane_status.plugin_error`), not at its first delivery.
+    let plugins = router.plugins();
+    plugins.sync_dir(&server.plugins_dir).await;
+    let watching = tokio::spawn(plugin_watch::watch(
+        server.plugins_dir.clone(),
+        plugins,
+        shutdown.clone(),
+    ));
     let dedup = Dedup {
         window: server.dedup_window,
     };
@@ -180,6 +182,7 @@ async fn serve(
     router.join().await;
     let _ = maintenance.await;
     let _ = listening.await;
+    let _ = watching.await;
     if let Err(e) = store.host_stop(host.incarnation).await {
         tracing::warn!(error = %e, "could not mark this host stopped");
     }

@@ -62,7 +62,7 @@ enum Command {
         #[arg(long)]
         secret: String,
     },
-    /// Build and check plugins.
+    /// Create, build and check plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Measure Sluice against its peers on this machine and print a table of ratios.
@@ -84,6 +84,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Create a new plugin crate (anywhere on disk) with a passing unit test.
+    New {
+        /// The plugin's name: lowercase letters, digits and `-`, e.g. `my-dest`.
+        name: String,
+        /// The directory to create (default: ./NAME); it must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Build against this local sluice-sdk crate (a [patch.crates-io] override); default:
+        /// the SDK of the checkout this binary was built from, when it exists.
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
     /// Compile a plugin crate to wasm32-wasip2 and write NAME.wasm + NAME.toml into --out.
     Build {
         crate_dir: PathBuf,
@@ -142,6 +154,28 @@ fn main() -> anyhow::Result<()> {
                 println!("sink listening on http://{listen}");
                 sluice::sink::serve(listener, secret, shutdown_on_signal()).await
             }
+            Command::Plugin(PluginCommand::New {
+                name,
+                dir,
+                sdk_path,
+            }) => {
+                let created = sluice::plugin_new::create(&sluice::plugin_new::NewOptions {
+                    name: name.clone(),
+                    dir,
+                    sdk_path,
+                })?;
+                let dir = created.dir.display();
+                println!("created plugin `{name}` in {dir}");
+                match &created.sdk_path {
+                    Some(sdk) => println!("sluice-sdk: {} (see [patch.crates-io])", sdk.display()),
+                    None => println!(
+                        "sluice-sdk: {} from crates.io",
+                        sluice::plugin_new::SDK_VERSION
+                    ),
+                }
+                println!("next: cd {dir} && cargo test && sluice plugin build . --out plugins");
+                Ok(())
+            }
             Command::Plugin(PluginCommand::Build {
                 crate_dir,
                 out,
@@ -185,6 +219,13 @@ fn main() -> anyhow::Result<()> {
                     "transform: {} call(s), mean {:.2} µs per call",
                     report.transform_calls,
                     report.transform_mean.as_secs_f64() * 1e6
+                );
+                if let Some(t) = report.send_time {
+                    println!("send: {:.2} ms", t.as_secs_f64() * 1e3);
+                }
+                println!(
+                    "peak memory: {} KiB (linear memory of the plugin instance)",
+                    report.peak_memory / 1024
                 );
                 Ok(())
             }

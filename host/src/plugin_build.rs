@@ -3,8 +3,13 @@
 //!
 //! The manifest comes from the crate's `[package.metadata.sluice]` table (see
 //! `runtime::manifest` for the fields); `name` defaults to the package name and `version` to the
-//! package version. The result is loaded with the same checks as `sluice serve` before it is
-//! written, so a plugin that does not match the WIT world never reaches the plugins directory.
+//! package version. It is validated before anything is compiled: the limits as the loader checks
+//! them, and every `allowed_hosts` entry as a host pattern (templates are checked for their
+//! syntax; their values come from each destination's config). The crate is compiled with
+//! `--profile plugin` when its workspace root declares `[profile.plugin]` (LTO, strip: what
+//! `sluice plugin new` writes), else with `--release`. The result is loaded with the same checks
+//! as `sluice serve` before it is written, so a plugin that does not match the WIT world never
+//! reaches the plugins directory.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,9 +17,13 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+use crate::runtime::allowlist::Allowlist;
 use crate::runtime::{Manifest, PluginRuntime};
 
 pub const TARGET: &str = "wasm32-wasip2";
+
+/// The cargo profile plugins are built with when the crate's workspace declares it.
+pub const PLUGIN_PROFILE: &str = "plugin";
 
 /// Options of `sluice plugin build`.
 #[derive(Debug, Clone)]
@@ -42,8 +51,10 @@ pub async fn build(opts: &BuildOptions) -> anyhow::Result<Built> {
     let manifest_path = manifest_path
         .canonicalize()
         .with_context(|| format!("no Cargo.toml in {}", opts.crate_dir.display()))?;
-    let package = package_metadata(&manifest_path)?;
+    let (package, workspace_root) = package_metadata(&manifest_path)?;
     let package_name = package["name"].as_str().unwrap_or_default().to_string();
+    // Before compiling: a wrong manifest should not cost a build.
+    let manifest = manifest_from_metadata(&package)?;
 
     let mut cmd = Command::new(cargo());
     cmd.arg("build")
@@ -54,7 +65,12 @@ pub async fn build(opts: &BuildOptions) -> anyhow::Result<Built> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if !opts.debug {
-        cmd.arg("--release");
+        // Cargo reads profiles from the workspace root only (a member's are ignored).
+        if declares_plugin_profile(&workspace_root.join("Cargo.toml"))? {
+            cmd.args(["--profile", PLUGIN_PROFILE]);
+        } else {
+            cmd.arg("--release");
+        }
     }
     if let Some(dir) = &opts.target_dir {
         cmd.arg("--target-dir").arg(dir);
@@ -71,15 +87,18 @@ pub async fn build(opts: &BuildOptions) -> anyhow::Result<Built> {
         format!("cargo built no .wasm for `{package_name}`: is its crate-type [\"cdylib\"]?")
     })?;
 
-    let manifest = manifest_from_metadata(&package)?;
     let manifest_text = toml::to_string_pretty(&manifest).context("encoding the manifest")?;
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
 
     // Check the component against the WIT world before publishing it, from a staging dir so a
-    // half-written plugin is never seen by a running sluice.
-    let staging = opts.out_dir.join(format!(".{}.staging", manifest.name));
-    std::fs::create_dir_all(&staging)?;
+    // half-written plugin is never seen by a running sluice. The dir is unique (and removed
+    // when dropped): two builds publishing into one directory must not delete each other's.
+    let staging_dir = tempfile::Builder::new()
+        .prefix(&format!(".{}.staging", manifest.name))
+        .tempdir_in(&opts.out_dir)
+        .with_context(|| format!("creating a staging directory in {}", opts.out_dir.display()))?;
+    let staging = staging_dir.path();
     let staged_wasm = staging.join(format!("{}.wasm", manifest.name));
     let staged_manifest = staging.join(format!("{}.toml", manifest.name));
     std::fs::copy(&wasm, &staged_wasm).with_context(|| format!("copying {}", wasm.display()))?;
@@ -87,7 +106,6 @@ pub async fn build(opts: &BuildOptions) -> anyhow::Result<Built> {
     let runtime = PluginRuntime::new(None)?;
     let checked = runtime.load_file(&staged_wasm).await;
     if let Err(reason) = checked {
-        let _ = std::fs::remove_dir_all(&staging);
         bail!("the built plugin is not usable: {reason}");
     }
 
@@ -96,7 +114,7 @@ pub async fn build(opts: &BuildOptions) -> anyhow::Result<Built> {
     // Manifest first: a loader that sees the new .wasm must find its manifest.
     std::fs::rename(&staged_manifest, &final_manifest)?;
     std::fs::rename(&staged_wasm, &final_wasm)?;
-    let _ = std::fs::remove_dir_all(&staging);
+    drop(staging_dir);
     let bytes = std::fs::metadata(&final_wasm)?.len();
     Ok(Built {
         name: manifest.name,
@@ -145,7 +163,8 @@ fn ensure_target() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn package_metadata(manifest_path: &Path) -> anyhow::Result<Value> {
+/// The package whose manifest is `manifest_path`, and its workspace's root directory.
+fn package_metadata(manifest_path: &Path) -> anyhow::Result<(Value, PathBuf)> {
     let out = Command::new(cargo())
         .args([
             "metadata",
@@ -165,14 +184,31 @@ fn package_metadata(manifest_path: &Path) -> anyhow::Result<Value> {
         );
     }
     let meta: Value = serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
-    meta["packages"]
+    let package = meta["packages"]
         .as_array()
         .and_then(|ps| {
             ps.iter()
                 .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest_path))
         })
         .cloned()
-        .with_context(|| format!("{} is not a package", manifest_path.display()))
+        .with_context(|| format!("{} is not a package", manifest_path.display()))?;
+    let root = meta["workspace_root"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata names no workspace root")?;
+    Ok((package, root))
+}
+
+/// Whether the manifest at `path` declares `[profile.plugin]`.
+fn declares_plugin_profile(path: &Path) -> anyhow::Result<bool> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(table
+        .get("profile")
+        .and_then(|profiles| profiles.get(PLUGIN_PROFILE))
+        .is_some())
 }
 
 fn manifest_from_metadata(package: &Value) -> anyhow::Result<Manifest> {
@@ -191,7 +227,38 @@ fn manifest_from_metadata(package: &Value) -> anyhow::Result<Manifest> {
         .context("invalid [package.metadata.sluice]")?;
     // Same validation as loading: parse what we are about to write.
     let text = toml::to_string(&manifest)?;
-    Manifest::parse(&text, Path::new("[package.metadata.sluice]")).map_err(anyhow::Error::msg)
+    let manifest = Manifest::parse(&text, Path::new("[package.metadata.sluice]"))
+        .map_err(anyhow::Error::msg)?;
+    check_file_name(&manifest.name)?;
+    check_allowed_hosts(&manifest.allowed_hosts)?;
+    Ok(manifest)
+}
+
+/// The name becomes `<name>.wasm` and `<name>.toml` in the plugins directory: no path
+/// separators, no hidden or relative names.
+fn check_file_name(name: &str) -> anyhow::Result<()> {
+    let plain = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !plain || name.starts_with('.') {
+        bail!(
+            "[package.metadata.sluice] name: `{name}` must be letters, digits, `-`, `_` or `.` \
+             (it names the plugin's files)"
+        );
+    }
+    Ok(())
+}
+
+/// Every entry must be a host pattern the runtime accepts. Entries that are templates are
+/// resolved at load time against each destination's config; here, with no config, only their
+/// syntax is checked (the runtime skips a template whose field is absent).
+fn check_allowed_hosts(entries: &[String]) -> anyhow::Result<()> {
+    let no_config = Value::Object(Default::default());
+    for entry in entries {
+        Allowlist::resolve(std::slice::from_ref(entry), &no_config)
+            .map_err(|e| anyhow::anyhow!("[package.metadata.sluice] allowed_hosts: {e}"))?;
+    }
+    Ok(())
 }
 
 fn find_artifact(stdout: &[u8], package_id: &Value) -> Option<PathBuf> {
@@ -202,4 +269,98 @@ fn find_artifact(stdout: &[u8], package_id: &Value) -> Option<PathBuf> {
         .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
         .filter_map(|f| f.as_str().map(PathBuf::from))
         .find(|f| f.extension().is_some_and(|e| e == "wasm"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn package(sluice: Value) -> Value {
+        json!({"name": "my-dest", "version": "1.2.3", "metadata": {"sluice": sluice}})
+    }
+
+    fn error(sluice: Value) -> String {
+        format!(
+            "{:#}",
+            manifest_from_metadata(&package(sluice)).expect_err("invalid")
+        )
+    }
+
+    #[test]
+    fn the_manifest_defaults_to_the_package_name_and_version() {
+        let manifest = manifest_from_metadata(&package(Value::Null)).expect("valid");
+        assert_eq!(
+            (manifest.name.as_str(), manifest.version.as_str()),
+            ("my-dest", "1.2.3")
+        );
+        let manifest = manifest_from_metadata(&package(json!({
+            "name": "hook",
+            "allowed_hosts": ["{{ config.url }}", "*.example.com", "https://api.example.com:8443"],
+            "limits": {"memory": "32MiB", "deadline": "500ms"}
+        })))
+        .expect("valid");
+        assert_eq!(manifest.name, "hook");
+        assert_eq!(manifest.allowed_hosts.len(), 3);
+    }
+
+    #[test]
+    fn limits_are_validated_at_build_time() {
+        let err = error(json!({"limits": {"memory": "lots"}}));
+        assert!(err.contains("limits.memory"), "{err}");
+        let err = error(json!({"limits": {"memory": "8GiB"}}));
+        assert!(
+            err.contains("limits.memory: must be between 1MiB and 4GiB"),
+            "{err}"
+        );
+        let err = error(json!({"limits": {"deadline": "0s"}}));
+        assert!(err.contains("limits.deadline"), "{err}");
+        let err = error(json!({"batch_size": 0}));
+        assert!(err.contains("batch_size"), "{err}");
+        let err = error(json!({"limits": {"memroy": "1MiB"}}));
+        assert!(err.contains("memroy"), "{err}");
+    }
+
+    #[test]
+    fn allowed_hosts_are_validated_at_build_time() {
+        for bad in [
+            "http://",
+            "exa mple.com",
+            "{{ config.url",
+            "{{ env.HOME }}",
+            "host/path",
+        ] {
+            let err = error(json!({ "allowed_hosts": [bad] }));
+            assert!(err.contains("allowed_hosts"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn plugin_names_must_be_plain_file_names() {
+        for bad in ["../evil", "a/b", ".hidden", "sp ace"] {
+            let err = error(json!({ "name": bad }));
+            assert!(err.contains("name:"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_plugin_profile_is_detected_in_the_root_manifest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("Cargo.toml");
+        std::fs::write(
+            &path,
+            "[package]\nname = \"x\"\n[profile.release]\nlto = true\n",
+        )
+        .unwrap();
+        assert!(!declares_plugin_profile(&path).unwrap());
+        std::fs::write(
+            &path,
+            "[workspace]\n[profile.plugin]\ninherits = \"release\"\n",
+        )
+        .unwrap();
+        assert!(declares_plugin_profile(&path).unwrap());
+        let repo_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+        assert!(declares_plugin_profile(Path::new(repo_root)).unwrap());
+    }
 }

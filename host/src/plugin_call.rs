@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 
 use crate::runtime::allowlist::Allowlist;
 use crate::runtime::bindings::{JobContext, Request};
-use crate::runtime::{InstanceSpec, PluginInstance, PluginRuntime};
+use crate::runtime::{InstanceSpec, NetworkPolicy, PluginInstance, PluginRuntime};
 
 /// What `plugin call` measured.
 #[derive(Debug)]
@@ -23,6 +23,10 @@ pub struct CallReport {
     pub outcomes: Option<Vec<String>>,
     pub transform_calls: u32,
     pub transform_mean: Duration,
+    /// How long `send` took, if it was asked for (HTTP time included).
+    pub send_time: Option<Duration>,
+    /// The most linear memory the plugin had, in bytes.
+    pub peak_memory: usize,
 }
 
 pub async fn call(
@@ -41,11 +45,18 @@ pub async fn call(
         serde_json::from_str(config).context("--config is not valid JSON")?;
     let allowlist = Allowlist::resolve(&plugin.manifest.allowed_hosts, &config_value)
         .map_err(anyhow::Error::msg)?;
+    // `plugin call` runs on the author's machine, for the author: it may reach a receiver on
+    // loopback (the usual way to try a plugin), and no other private network.
+    let policy = NetworkPolicy::new(vec![
+        "127.0.0.0/8".parse().context("loopback network")?,
+        "::1/128".parse().context("loopback network")?,
+    ]);
     let spec = InstanceSpec {
         plugin: Arc::new(plugin),
         destination_id: "cli".into(),
         config_json: config.to_string(),
         allowlist: Arc::new(allowlist),
+        http: runtime.outbound(&policy)?,
         limiter: Arc::new(crate::runtime::limiter::Limiter::new(8, 256)),
     };
     let mut instance = PluginInstance::new(&runtime, &spec)
@@ -93,6 +104,7 @@ pub async fn call(
         None => Vec::new(),
     };
 
+    let mut send_time = None;
     let outcomes = if send && !payloads.is_empty() {
         let requests: Vec<Request> = payloads
             .iter()
@@ -101,10 +113,12 @@ pub async fn call(
                 body: body.clone(),
             })
             .collect();
+        let sending = Instant::now();
         let outcomes = instance
             .send(&requests)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        send_time = Some(sending.elapsed());
         Some(outcomes.iter().map(|o| format!("{o:?}")).collect())
     } else {
         None
@@ -117,5 +131,7 @@ pub async fn call(
         outcomes,
         transform_calls: repeat,
         transform_mean,
+        send_time,
+        peak_memory: instance.peak_memory(),
     })
 }

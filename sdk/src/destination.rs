@@ -1,10 +1,14 @@
 //! The trait a plugin author implements: configure once, transform each event, send batches.
 //!
-//! Contract (mirrors `wit/destination.wit`): `configure` validates the JSON config and builds
-//! the instance that later calls use; `transform` turns one event into zero or more payloads
-//! (zero = filtered out, counted as delivered); `send` returns exactly one [`Outcome`] per
-//! request, in the same order.
+//! Contract (mirrors `wit/destination.wit`): `configure` receives the destination's config,
+//! already deserialized into [`Destination::Config`] (see `config.rs` for the errors serde
+//! produces), checks what serde cannot express, and builds the instance that later calls use;
+//! `transform` turns one event into zero or more payloads (zero = filtered out, counted as
+//! delivered); `send` returns exactly one [`Outcome`] per request, in the same order.
 
+use serde::de::DeserializeOwned;
+
+use crate::config::ConfigError;
 use crate::context::{JobContext, Request};
 use crate::event::Event;
 use crate::outcome::{Outcome, TransformError};
@@ -12,11 +16,22 @@ use crate::outcome::{Outcome, TransformError};
 /// A destination plugin. Implement this and register the type with
 /// [`export_destination!`](crate::export_destination).
 pub trait Destination: Sized + 'static {
-    /// Parse and validate the destination's JSON config (its table from `sluice.toml`).
+    /// The destination's config (its `config` table in `sluice.toml`), deserialized from JSON
+    /// by the SDK before [`Destination::configure`] is called.
     ///
-    /// An `Err` stops the destination from starting and is shown to the operator, so name the
-    /// offending field in the message.
-    fn configure(config: serde_json::Value) -> Result<Self, String>;
+    /// Usually a `#[derive(Deserialize)]` struct with `#[serde(deny_unknown_fields)]`, so a
+    /// misspelt field is an error rather than silently ignored. Wrong types, missing fields
+    /// and unknown fields are reported with their field path (`timeout_ms: invalid type:
+    /// string "123", expected u64`) without reaching `configure`. Use `serde_json::Value` to
+    /// accept anything.
+    type Config: DeserializeOwned;
+
+    /// Validate what serde cannot (URL schemes, non-empty secrets, value ranges…) and build
+    /// the instance.
+    ///
+    /// An `Err` stops the destination from starting and is shown to the operator: name the
+    /// field with [`ConfigError::field`], or write `Err("url: must be http(s)".into())`.
+    fn configure(config: Self::Config) -> Result<Self, ConfigError>;
 
     /// Turn one event into zero or more payloads.
     ///

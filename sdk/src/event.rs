@@ -5,11 +5,20 @@
 //! [`Event::raw`]. `type` and `messageId` are required (the Segment spec requires them);
 //! every other field may be absent or `null`. ID fields also accept JSON numbers, which some
 //! Segment libraries send for `userId`, and turn them into strings.
+//!
+//! Timestamps stay text in their fields; [`Event::parsed_timestamp`] and its siblings read them
+//! as RFC 3339 (`2024-01-01T00:00:00.000Z`, `2024-01-01T01:00:00+01:00`) when a destination
+//! needs a time. An absent, `null` or empty timestamp is `None`, anything else that is not
+//! RFC 3339 is a [`TimestampError`] naming the field.
 
 use std::fmt;
 
 use serde::de::Error as _;
 use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::outcome::TransformError;
 
 /// The Segment call type (`type` key).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -156,6 +165,101 @@ impl Event {
             .filter_map(|key| key.as_deref())
             .find(|key| !key.is_empty())
     }
+
+    /// `timestamp` as a time: when the event happened, corrected for the client's clock
+    /// where the sender did so. `None` if absent or empty.
+    ///
+    /// ```
+    /// # use sluice_sdk::Event;
+    /// let event = Event::from_json(
+    ///     r#"{"type":"track","messageId":"m","timestamp":"2024-05-01T12:30:00.250+02:00"}"#,
+    /// ).unwrap();
+    /// let at = event.parsed_timestamp().unwrap().unwrap();
+    /// assert_eq!(at.unix_timestamp(), 1_714_559_400);
+    /// assert_eq!(at.millisecond(), 250);
+    /// ```
+    pub fn parsed_timestamp(&self) -> Result<Option<OffsetDateTime>, TimestampError> {
+        parse_time("timestamp", self.timestamp.as_deref())
+    }
+
+    /// `originalTimestamp` as a time: the client's own clock when the event happened.
+    pub fn parsed_original_timestamp(&self) -> Result<Option<OffsetDateTime>, TimestampError> {
+        parse_time("originalTimestamp", self.original_timestamp.as_deref())
+    }
+
+    /// `sentAt` as a time: the client's clock when it sent the batch.
+    pub fn parsed_sent_at(&self) -> Result<Option<OffsetDateTime>, TimestampError> {
+        parse_time("sentAt", self.sent_at.as_deref())
+    }
+
+    /// `receivedAt` as a time: when Sluice's ingest received the event (always set on events
+    /// that came through ingest).
+    pub fn parsed_received_at(&self) -> Result<Option<OffsetDateTime>, TimestampError> {
+        parse_time("receivedAt", self.received_at.as_deref())
+    }
+
+    /// When the event happened, as well as it is known: `timestamp`, else `originalTimestamp`,
+    /// else `receivedAt`; the first one present must parse.
+    pub fn occurred_at(&self) -> Result<Option<OffsetDateTime>, TimestampError> {
+        for parsed in [
+            Event::parsed_timestamp,
+            Event::parsed_original_timestamp,
+            Event::parsed_received_at,
+        ] {
+            if let Some(time) = parsed(self)? {
+                return Ok(Some(time));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A Segment timestamp field that is not an RFC 3339 date-time.
+///
+/// Converts into [`TransformError::Abort`] with code `invalid_timestamp` (retrying cannot fix
+/// the event), so `transform` can use `?`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimestampError {
+    /// The JSON key, e.g. `sentAt`.
+    pub field: &'static str,
+    /// The text found there.
+    pub value: String,
+    /// Why it did not parse.
+    pub reason: String,
+}
+
+impl fmt::Display for TimestampError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` is not an RFC 3339 timestamp ({:?}): {}",
+            self.field, self.value, self.reason
+        )
+    }
+}
+
+impl std::error::Error for TimestampError {}
+
+impl From<TimestampError> for TransformError {
+    fn from(err: TimestampError) -> TransformError {
+        TransformError::abort("invalid_timestamp", err.to_string())
+    }
+}
+
+fn parse_time(
+    field: &'static str,
+    value: Option<&str>,
+) -> Result<Option<OffsetDateTime>, TimestampError> {
+    let Some(text) = value.map(str::trim).filter(|text| !text.is_empty()) else {
+        return Ok(None);
+    };
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(Some)
+        .map_err(|err| TimestampError {
+            field,
+            value: text.to_owned(),
+            reason: err.to_string(),
+        })
 }
 
 /// A string field; absent and `null` are `None`.
@@ -271,6 +375,83 @@ mod tests {
         event.user_id = None;
         event.anonymous_id = None;
         assert_eq!(event.user_key(), None);
+    }
+
+    #[test]
+    fn timestamps_parse_as_rfc3339() {
+        let event = Event::from_value(json!({
+            "type": "track", "messageId": "m",
+            "timestamp": "2024-01-01T00:00:00.123Z",
+            "originalTimestamp": "2024-01-01T01:00:00+01:00",
+            "sentAt": "2024-01-01T00:00:01z",
+            "receivedAt": "2024-01-01T00:00:02.5-00:30"
+        }))
+        .expect("event");
+        let midnight = 1_704_067_200;
+        let at = event
+            .parsed_timestamp()
+            .expect("rfc 3339")
+            .expect("present");
+        assert_eq!((at.unix_timestamp(), at.millisecond()), (midnight, 123));
+        let original = event
+            .parsed_original_timestamp()
+            .expect("ok")
+            .expect("some");
+        assert_eq!(original.unix_timestamp(), midnight, "offsets are applied");
+        let sent = event.parsed_sent_at().expect("ok").expect("some");
+        assert_eq!(sent.unix_timestamp(), midnight + 1);
+        let received = event.parsed_received_at().expect("ok").expect("some");
+        assert_eq!(received.unix_timestamp(), midnight + 1802);
+        assert_eq!(event.occurred_at(), Ok(Some(at)));
+    }
+
+    #[test]
+    fn absent_timestamps_are_none_and_occurred_at_falls_back() {
+        let mut event =
+            Event::from_value(json!({"type": "track", "messageId": "m", "timestamp": null}))
+                .expect("event");
+        assert_eq!(event.parsed_timestamp(), Ok(None));
+        assert_eq!(event.occurred_at(), Ok(None));
+        event.timestamp = Some(" ".into());
+        event.received_at = Some("2024-01-01T00:00:00Z".into());
+        let received = event.parsed_received_at().expect("ok");
+        assert!(received.is_some());
+        assert_eq!(event.occurred_at(), Ok(received));
+        event.original_timestamp = Some("2023-12-31T23:59:59Z".into());
+        let original = event.occurred_at().expect("ok").expect("some");
+        assert_eq!(original.unix_timestamp(), 1_704_067_199);
+    }
+
+    #[test]
+    fn malformed_timestamps_name_the_field_and_abort_a_transform() {
+        let mut event =
+            Event::from_value(json!({"type": "track", "messageId": "m"})).expect("event");
+        for bad in [
+            "yesterday",
+            "2024-01-01",
+            "2024-01-01T00:00:00",
+            "2024-01-01T00:00:00+0100",
+            "2024-13-01T00:00:00Z",
+        ] {
+            event.sent_at = Some(bad.into());
+            let err = event.parsed_sent_at().expect_err(bad);
+            assert_eq!((err.field, err.value.as_str()), ("sentAt", bad));
+            assert!(
+                err.to_string().starts_with("`sentAt` is not an RFC 3339"),
+                "{err}"
+            );
+        }
+        event.timestamp = Some("soon".into());
+        event.received_at = Some("2024-01-01T00:00:00Z".into());
+        let err = event
+            .occurred_at()
+            .expect_err("the first present one must parse");
+        assert_eq!(err.field, "timestamp");
+        let transform_error = TransformError::from(err);
+        assert!(
+            matches!(&transform_error, TransformError::Abort(f) if f.code == "invalid_timestamp"),
+            "{transform_error}"
+        );
     }
 
     #[test]

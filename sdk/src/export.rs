@@ -1,11 +1,12 @@
 //! The bridge between an author's [`Destination`] and the generated component exports.
 //!
 //! Contract: [`export_destination!`](crate::export_destination) exports [`Adapter<T>`] as the
-//! component's `plugin` interface (`configure`/`transform`/`send`). The adapter keeps the configured instance (a
-//! successful `configure` replaces it, a failed one clears it), answers `transform`/`send`
-//! before a successful `configure` with retry failures coded `not_configured` instead of
-//! trapping, aborts events that do not parse (`invalid_event`), and always returns exactly
-//! one outcome per request, whatever the author's `send` returned.
+//! component's `plugin` interface (`configure`/`transform`/`send`). The adapter deserializes
+//! the config JSON into `T::Config` (errors name the field path, see `config.rs`), keeps the
+//! configured instance (a successful `configure` replaces it, a failed one clears it),
+//! answers `transform`/`send` before a successful `configure` with retry failures coded
+//! `not_configured` instead of trapping, aborts events that do not parse (`invalid_event`),
+//! and always returns exactly one outcome per request, whatever the author's `send` returned.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -44,9 +45,8 @@ impl<T: Destination> Guest for Adapter<T> {
     fn configure(config: String) -> Result<(), String> {
         // Clear first: after a failed reconfigure, serving the old config would be wrong.
         INSTANCE.set(None);
-        let config: serde_json::Value = serde_json::from_str(&config)
-            .map_err(|err| format!("the config is not valid JSON: {err}"))?;
-        let instance = T::configure(config)?;
+        // The host shows this text to the operator: `field.path: what is wrong`.
+        let instance = crate::config::configure::<T>(&config).map_err(|err| err.to_string())?;
         INSTANCE.set(Some(Box::new(instance)));
         Ok(())
     }
@@ -142,6 +142,7 @@ impl From<Outcome> for wire::Outcome {
                 wire::Outcome::Throttled(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
             }
             Outcome::Abort(failure) => wire::Outcome::Abort(failure.into()),
+            Outcome::TooLarge(failure) => wire::Outcome::TooLarge(failure.into()),
         }
     }
 }
@@ -177,6 +178,7 @@ macro_rules! export_destination {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ConfigError;
     use crate::testing::job_context;
 
     /// Answers each request by its body: "ok" delivers, anything else aborts; "short"
@@ -185,12 +187,26 @@ mod tests {
         short: bool,
     }
 
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct EchoConfig {
+        mode: String,
+        #[serde(default)]
+        limit: Option<u64>,
+    }
+
     impl Destination for Echo {
-        fn configure(config: serde_json::Value) -> Result<Self, String> {
-            match config["mode"].as_str() {
-                Some("normal") => Ok(Echo { short: false }),
-                Some("short") => Ok(Echo { short: true }),
-                _ => Err("mode: expected \"normal\" or \"short\"".to_owned()),
+        type Config = EchoConfig;
+
+        fn configure(config: EchoConfig) -> Result<Self, ConfigError> {
+            let _ = config.limit;
+            match config.mode.as_str() {
+                "normal" => Ok(Echo { short: false }),
+                "short" => Ok(Echo { short: true }),
+                _ => Err(ConfigError::field(
+                    "mode",
+                    "expected \"normal\" or \"short\"",
+                )),
             }
         }
 
@@ -233,7 +249,9 @@ mod tests {
 
     fn failure_code(outcome: &wire::Outcome) -> Option<&str> {
         match outcome {
-            wire::Outcome::Retry(f) | wire::Outcome::Abort(f) => Some(&f.code),
+            wire::Outcome::Retry(f) | wire::Outcome::Abort(f) | wire::Outcome::TooLarge(f) => {
+                Some(&f.code)
+            }
             _ => None,
         }
     }
@@ -260,6 +278,31 @@ mod tests {
         assert!(err.starts_with("mode:"), "{err}");
         let outcomes = Exported::send(vec![wire_request("ok")]);
         assert_eq!(failure_code(&outcomes[0]), Some("not_configured"));
+    }
+
+    #[test]
+    fn configure_errors_name_the_field_path() {
+        let cases = [
+            (
+                r#"{"mode": "normal", "limit": "123"}"#,
+                r#"limit: invalid type: string "123", expected u64"#,
+            ),
+            (r#"{"limit": 1}"#, "mode: missing field `mode`"),
+            (
+                r#"{"mode": "fast"}"#,
+                r#"mode: expected "normal" or "short""#,
+            ),
+        ];
+        for (config, expected) in cases {
+            let err = Exported::configure(config.into()).expect_err(config);
+            assert_eq!(err, expected);
+        }
+        let err = Exported::configure(r#"{"mode": "normal", "lmit": 1}"#.into())
+            .expect_err("unknown field");
+        assert!(
+            err.starts_with("lmit: unknown field `lmit`, expected `mode` or `limit`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -70,9 +70,10 @@ impl HttpRequest {
         Ok(self)
     }
 
-    /// Set the overall deadline.
-    pub fn timeout(mut self, timeout: Duration) -> HttpRequest {
-        self.timeout = Some(timeout);
+    /// Set the overall deadline; `None` (e.g. from an optional config field) keeps the
+    /// host's default.
+    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> HttpRequest {
+        self.timeout = timeout.into();
         self
     }
 
@@ -135,6 +136,9 @@ impl HttpResponse {
 pub enum HttpError {
     /// The host is not in the manifest's `allowed_hosts`; the message names the host.
     Denied(String),
+    /// The host resolved to an address plugins may not reach (loopback, private, link-local,
+    /// ...) unless the operator allows that network; the message names the address.
+    DeniedAddress(String),
     /// No response within the deadline.
     Timeout,
     /// Connection refused, reset, DNS failure and the like.
@@ -149,6 +153,7 @@ impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HttpError::Denied(msg) => write!(f, "request denied by the host: {msg}"),
+            HttpError::DeniedAddress(msg) => write!(f, "address denied by the host: {msg}"),
             HttpError::Timeout => f.write_str("no response within the deadline"),
             HttpError::Connect(msg) => write!(f, "connection failed: {msg}"),
             HttpError::InvalidRequest(msg) => write!(f, "invalid request: {msg}"),
@@ -183,6 +188,41 @@ pub fn send_batch(reqs: &[HttpRequest]) -> Vec<Result<HttpResponse, HttpError>> 
     {
         reqs.iter().map(crate::testing::dispatch).collect()
     }
+}
+
+/// One JSON array holding `payloads`, in order: `[p0,p1,…]`, for APIs that take a batch of
+/// records in one body.
+///
+/// The payload bytes are spliced in as they are, not parsed or re-encoded, so this costs one
+/// copy; each payload must therefore be one complete JSON value, as `transform` produces
+/// them (a payload that is not JSON makes the whole body invalid). Accepts any list of byte
+/// slices: `&[&[u8]]`, `&[Vec<u8>]`, or `requests.iter().map(|r| &r.body)`.
+///
+/// ```
+/// use sluice_sdk::http::json_array;
+///
+/// let payloads: [&[u8]; 2] = [br#"{"a":1}"#, b"2"];
+/// assert_eq!(json_array(payloads), br#"[{"a":1},2]"#);
+/// assert_eq!(json_array(Vec::<Vec<u8>>::new()), b"[]");
+/// ```
+pub fn json_array<I>(payloads: I) -> Vec<u8>
+where
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
+    // Collect the (borrowed) payloads first so the body is allocated once, at its size.
+    let payloads: Vec<I::Item> = payloads.into_iter().collect();
+    let size = payloads.iter().map(|p| p.as_ref().len() + 1).sum::<usize>() + 1;
+    let mut body = Vec::with_capacity(size.max(2));
+    body.push(b'[');
+    for (i, payload) in payloads.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(payload.as_ref());
+    }
+    body.push(b']');
+    body
 }
 
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -249,6 +289,7 @@ mod host {
             }),
             Err(err) => Err(match err {
                 wire::HttpError::Denied(msg) => HttpError::Denied(msg),
+                wire::HttpError::DeniedAddress(msg) => HttpError::DeniedAddress(msg),
                 wire::HttpError::Timeout => HttpError::Timeout,
                 wire::HttpError::Connect(msg) => HttpError::Connect(msg),
                 wire::HttpError::InvalidRequest(msg) => HttpError::InvalidRequest(msg),
@@ -282,6 +323,11 @@ mod tests {
         assert_eq!(req.header_value("Content-Type"), Some("application/json"));
         assert_eq!(req.body, br#"{"a":1}"#);
         assert_eq!(req.timeout, Some(Duration::from_millis(250)));
+        assert_eq!(
+            req.timeout(None).timeout,
+            None,
+            "None keeps the host's default"
+        );
 
         let keeps = HttpRequest::get("http://x")
             .header("content-type", "application/x-ndjson")
@@ -293,6 +339,31 @@ mod tests {
             .filter(|(k, _)| k == "content-type")
             .collect();
         assert_eq!(types.len(), 1, "an explicit content type is not duplicated");
+    }
+
+    #[test]
+    fn json_array_splices_payloads_without_reencoding() {
+        let payloads: Vec<Vec<u8>> = vec![
+            br#"{"b":1, "a":[1,2]}"#.to_vec(),
+            b"123456789012345678901234567890".to_vec(),
+            br#""text""#.to_vec(),
+        ];
+        let body = json_array(&payloads);
+        assert_eq!(
+            body,
+            br#"[{"b":1, "a":[1,2]},123456789012345678901234567890,"text"]"#
+        );
+        let parsed: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
+        assert_eq!(parsed.as_array().map(Vec::len), Some(3));
+
+        let slices: &[&[u8]] = &[b"{}", b"[]"];
+        assert_eq!(json_array(slices), b"[{},[]]");
+        let requests = [crate::Request {
+            body: b"null".to_vec(),
+            ..crate::Request::default()
+        }];
+        assert_eq!(json_array(requests.iter().map(|r| &r.body)), b"[null]");
+        assert_eq!(json_array(Vec::<&[u8]>::new()), b"[]");
     }
 
     #[test]

@@ -4,26 +4,44 @@
 //! `sluice:destination` WIT world. With this crate a plugin is one type implementing
 //! [`Destination`] plus one [`export_destination!`] line; the generated bindings stay hidden.
 //!
-//! - [`Destination::configure`] parses the destination's JSON config once per instance.
-//! - [`Destination::transform`] turns one [`Event`] into payloads (default: the event's JSON).
+//! - [`Destination::Config`] is the destination's typed config; the SDK deserializes it, and
+//!   errors name the field path (`timeout_ms: invalid type: string "123", expected u64`).
+//! - [`Destination::configure`] checks what serde cannot and builds the instance, once per
+//!   destination; a [`ConfigError`] names the field for the operator.
+//! - [`Destination::transform`] turns one [`Event`] into payloads (default: the event's JSON);
+//!   [`Event::parsed_timestamp`] and its siblings read the Segment timestamps as RFC 3339.
 //! - [`Destination::send`] delivers a batch, one [`Outcome`] per [`Request`], in order; use
-//!   [`http::send`] for HTTP and [`Outcome::from_result`] for the standard status mapping.
+//!   [`http::send`] for HTTP and [`Outcome::from_result`] for the standard status mapping,
+//!   [`http::json_array`] and [`Outcome::per_item`] for APIs that take a batch in one call.
 //! - [`log`] writes to the host's log; [`testing`] mocks the host for native unit tests.
 //!
 //! # Example
 //!
 //! ```
+//! use serde::Deserialize;
 //! use sluice_sdk::http::{self, HttpRequest};
-//! use sluice_sdk::{Destination, Outcome, Request};
+//! use sluice_sdk::{ConfigError, Destination, Outcome, Request};
+//!
+//! #[derive(Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config {
+//!     url: String,
+//!     #[serde(default)]
+//!     timeout_ms: Option<u64>,
+//! }
 //!
 //! struct Forward {
-//!     url: String,
+//!     config: Config,
 //! }
 //!
 //! impl Destination for Forward {
-//!     fn configure(config: serde_json::Value) -> Result<Self, String> {
-//!         let url = config["url"].as_str().ok_or("url: required string")?;
-//!         Ok(Forward { url: url.to_owned() })
+//!     type Config = Config;
+//!
+//!     fn configure(config: Config) -> Result<Self, ConfigError> {
+//!         if !config.url.starts_with("https://") {
+//!             return Err(ConfigError::field("url", "must start with https://"));
+//!         }
+//!         Ok(Forward { config })
 //!     }
 //!
 //!     // `transform` keeps its default: each event is sent as its own JSON.
@@ -32,10 +50,11 @@
 //!         requests
 //!             .into_iter()
 //!             .map(|req| {
-//!                 let post = HttpRequest::post(&self.url)
+//!                 let mut post = HttpRequest::post(&self.config.url)
 //!                     .header("content-type", "application/json")
 //!                     .header("idempotency-key", &req.context.idempotency_key)
 //!                     .body(req.body);
+//!                 post.timeout = self.config.timeout_ms.map(std::time::Duration::from_millis);
 //!                 Outcome::from_result(http::send(&post))
 //!             })
 //!             .collect()
@@ -43,12 +62,22 @@
 //! }
 //!
 //! sluice_sdk::export_destination!(Forward);
+//!
+//! // What the operator sees for `config = { url = "https://x", timeout_ms = "123" }`:
+//! let config = r#"{"url": "https://x", "timeout_ms": "123"}"#;
+//! let err = sluice_sdk::testing::configure::<Forward>(config);
+//! assert_eq!(
+//!     err.err().map(|e| e.to_string()).as_deref(),
+//!     Some(r#"timeout_ms: invalid type: string "123", expected u64"#)
+//! );
 //! ```
 //!
-//! Build the component with `cargo build --target wasm32-wasip2 --release` (crate type
-//! `cdylib`); unit-test it natively with `cargo test` and [`testing::MockHttp`].
+//! Build the component with `sluice plugin build` (or `cargo build --target wasm32-wasip2
+//! --release`; crate type `cdylib`); unit-test it natively with `cargo test` and
+//! [`testing::MockHttp`]. `sluice plugin new NAME` starts a new plugin crate.
 #![deny(missing_docs)]
 
+mod config;
 mod context;
 mod destination;
 mod event;
@@ -59,17 +88,23 @@ mod outcome;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
+pub use config::ConfigError;
 pub use context::{JobContext, Request};
 pub use destination::Destination;
-pub use event::{Event, EventType};
+pub use event::{Event, EventType, TimestampError};
 pub use outcome::{DEFAULT_THROTTLE, Failure, Outcome, TransformError};
+/// The `time` crate, whose [`OffsetDateTime`](time::OffsetDateTime) the timestamp helpers
+/// return; re-exported so plugins need not depend on it to format or convert a time.
+pub use time;
 
 /// Generated WIT bindings; public only so that [`export_destination!`] can reach them.
 #[doc(hidden)]
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        // `wit/` links to the workspace's `../wit`, the single source of the contract; a
+        // packaged crate carries a copy of its files.
+        path: "wit",
         world: "destination",
         pub_export_macro: true,
         default_bindings_module: "sluice_sdk::bindings",

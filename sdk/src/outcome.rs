@@ -1,14 +1,21 @@
 //! Results of `transform` and `send`, and the standard mapping from HTTP to outcomes.
 //!
 //! Contract of the mapping ([`Outcome::from_response`], [`Outcome::from_http_error`]):
-//! 2xx is delivered; 429 is throttled for `Retry-After` seconds (5 s if absent or not an
-//! integer); 408 and 5xx are retried; every other status aborts. Failure codes are
-//! `http_<status>` and messages are `HTTP <status>: <first KiB of the response body>`. Transport errors
-//! are retried (`host_denied`, `http_timeout`, `http_connect`, `http_error`) except a
-//! malformed request, which can never succeed and aborts (`invalid_request`).
+//! 2xx is delivered; 413 is too large (the host halves the call and sends again); 429 is
+//! throttled for `Retry-After`, given either as delay-seconds or as an
+//! HTTP date (RFC 9110 IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`; a date in the past means
+//! retry now; 5 s if absent or unreadable); 408 and 5xx are retried; every other status
+//! aborts. Failure codes are `http_<status>` and messages are
+//! `HTTP <status>: <first KiB of the response body>`. Transport errors are retried
+//! (`host_denied`, `http_timeout`, `http_connect`, `http_error`) except a malformed request,
+//! which can never succeed and aborts (`invalid_request`), and an address
+//! the host's network policy refuses, which aborts (`host_denied_address`).
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc2822;
 
 use crate::http::{HttpError, HttpResponse};
 
@@ -96,6 +103,10 @@ pub enum Outcome {
     Throttled(Duration),
     /// A permanent failure: abort the job now.
     Abort(Failure),
+    /// The request was too large for the destination (HTTP 413). The host sends the job again
+    /// in a call of half as many jobs, without spending an attempt; a job that was alone in its
+    /// call is aborted with this failure.
+    TooLarge(Failure),
 }
 
 impl Outcome {
@@ -111,11 +122,17 @@ impl Outcome {
 
     /// The standard outcome for an HTTP response (see the module docs).
     pub fn from_response(response: &HttpResponse) -> Outcome {
+        Outcome::from_response_at(response, SystemTime::now())
+    }
+
+    /// [`Outcome::from_response`] with `now` as the current time (for HTTP-date `Retry-After`).
+    fn from_response_at(response: &HttpResponse, now: SystemTime) -> Outcome {
         let status = response.status;
         match status {
             200..=299 => Outcome::Delivered,
-            429 => Outcome::Throttled(retry_after(response).unwrap_or(DEFAULT_THROTTLE)),
+            429 => Outcome::Throttled(retry_after(response, now).unwrap_or(DEFAULT_THROTTLE)),
             408 | 500..=599 => Outcome::Retry(status_failure(response)),
+            413 => Outcome::TooLarge(status_failure(response)),
             _ => Outcome::Abort(status_failure(response)),
         }
     }
@@ -124,6 +141,9 @@ impl Outcome {
     pub fn from_http_error(error: &HttpError) -> Outcome {
         match error {
             HttpError::Denied(msg) => Outcome::retry("host_denied", msg.as_str()),
+            // Retrying cannot help until an operator changes the network policy: abort (the
+            // job can be replayed after the change).
+            HttpError::DeniedAddress(msg) => Outcome::abort("host_denied_address", msg.as_str()),
             HttpError::Timeout => Outcome::retry("http_timeout", error.to_string()),
             HttpError::Connect(msg) => Outcome::retry("http_connect", msg.as_str()),
             HttpError::InvalidRequest(msg) => Outcome::abort("invalid_request", msg.as_str()),
@@ -138,13 +158,76 @@ impl Outcome {
             Err(error) => Outcome::from_http_error(&error),
         }
     }
+
+    /// One outcome per item of a call that carried `n` requests in one body (e.g. a JSON array
+    /// built with [`crate::http::json_array`]), for an API whose `response` lists the items
+    /// it rejected by their index in the call.
+    ///
+    /// - When `failed` lists no item in range, the whole call is judged by its status: every
+    ///   item gets [`Outcome::from_response`] (2xx delivered, 5xx retried, 429 throttled, …).
+    /// - Otherwise the listed items get their outcome (the first listing of an index wins)
+    ///   and every other item is [`Outcome::Delivered`], whatever the status: an API that
+    ///   names the bad items (often with a 400 or 207) accepted the rest. If the API rejects
+    ///   the whole call because of some items, do not use this: it would mark the rest
+    ///   delivered.
+    ///
+    /// Indices at or past `n` do not match any request and are ignored, with a warning in the
+    /// log.
+    ///
+    /// ```
+    /// use sluice_sdk::Outcome;
+    /// use sluice_sdk::http::HttpResponse;
+    ///
+    /// // {"code": 400, "failed_records": [{"index": 1, "message": "bad time"}]}
+    /// let response = HttpResponse::new(400);
+    /// let failed = [(1, Outcome::abort("invalid_record", "bad time"))];
+    /// let outcomes = Outcome::per_item(3, &response, failed);
+    /// assert_eq!(outcomes, [
+    ///     Outcome::Delivered,
+    ///     Outcome::abort("invalid_record", "bad time"),
+    ///     Outcome::Delivered,
+    /// ]);
+    /// ```
+    pub fn per_item<I>(n: usize, response: &HttpResponse, failed: I) -> Vec<Outcome>
+    where
+        I: IntoIterator<Item = (usize, Outcome)>,
+    {
+        let mut listed: Vec<Option<Outcome>> = vec![None; n];
+        let mut any = false;
+        for (index, outcome) in failed {
+            match listed.get_mut(index) {
+                Some(slot @ None) => {
+                    *slot = Some(outcome);
+                    any = true;
+                }
+                Some(Some(_)) => {}
+                None => crate::log::warn(&format!(
+                    "the response names item {index} of a call with {n} items; ignored"
+                )),
+            }
+        }
+        if !any {
+            return vec![Outcome::from_response(response); n];
+        }
+        listed
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or(Outcome::Delivered))
+            .collect()
+    }
 }
 
-/// `Retry-After` as delta-seconds. The HTTP-date form is not supported (it would need the
-/// host's clock to agree with the destination's) and falls back to the default.
-fn retry_after(response: &HttpResponse) -> Option<Duration> {
-    let seconds = response.header("retry-after")?.trim().parse::<u64>().ok()?;
-    Some(Duration::from_secs(seconds))
+/// `Retry-After` as delay-seconds or as an HTTP date, measured from `now`; a date in the past
+/// is no wait at all. `None` when absent or unreadable.
+fn retry_after(response: &HttpResponse, now: SystemTime) -> Option<Duration> {
+    let value = response.header("retry-after")?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    // IMF-fixdate is a subset of RFC 2822's date-time, whose obsolete zone names include
+    // `GMT`. The wait relies on the destination's clock agreeing with ours, as the sender of
+    // a date intends.
+    let at = OffsetDateTime::parse(value, &Rfc2822).ok()?;
+    Some(Duration::try_from(at - OffsetDateTime::from(now)).unwrap_or(Duration::ZERO))
 }
 
 fn status_failure(response: &HttpResponse) -> Failure {
@@ -202,14 +285,124 @@ mod tests {
             Outcome::from_response(&resp),
             Outcome::Throttled(Duration::from_secs(7))
         );
-        for bad in ["soon", "-1", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+        for bad in [
+            "soon",
+            "-1",
+            "1.5",
+            "Wed, 21 Oct 2015 07:28:00",
+            "2015-10-21T07:28:00Z",
+        ] {
             let resp = HttpResponse::new(429).with_header("retry-after", bad);
             assert_eq!(
                 Outcome::from_response(&resp),
-                Outcome::Throttled(DEFAULT_THROTTLE)
+                Outcome::Throttled(DEFAULT_THROTTLE),
+                "{bad}"
             );
         }
         assert_eq!(status(429), Outcome::Throttled(DEFAULT_THROTTLE));
+    }
+
+    #[test]
+    fn throttled_accepts_retry_after_as_an_http_date() {
+        // Wed, 21 Oct 2015 07:28:00 GMT
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let throttle = |value: &str| {
+            let resp = HttpResponse::new(429).with_header("Retry-After", value);
+            Outcome::from_response_at(&resp, now)
+        };
+        assert_eq!(
+            throttle("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Outcome::Throttled(Duration::ZERO)
+        );
+        assert_eq!(
+            throttle("Wed, 21 Oct 2015 07:29:30 GMT"),
+            Outcome::Throttled(Duration::from_secs(90))
+        );
+        assert_eq!(
+            throttle(" Thu, 22 Oct 2015 07:28:00 GMT "),
+            Outcome::Throttled(Duration::from_secs(86_400))
+        );
+        // A date in the past means "retry now", not "use the default".
+        assert_eq!(
+            throttle("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Outcome::Throttled(Duration::ZERO)
+        );
+        // Sub-second precision of our clock does not matter: the wait rounds to what is left.
+        let later = now + Duration::from_millis(400);
+        let resp =
+            HttpResponse::new(429).with_header("retry-after", "Wed, 21 Oct 2015 07:28:01 GMT");
+        assert_eq!(
+            Outcome::from_response_at(&resp, later),
+            Outcome::Throttled(Duration::from_millis(600))
+        );
+        // The date a formatter writes is read back.
+        let in_a_minute = OffsetDateTime::from(now) + time::Duration::minutes(1);
+        let written = in_a_minute
+            .format(&Rfc2822)
+            .expect("formattable")
+            .replace("+0000", "GMT");
+        assert_eq!(
+            throttle(&written),
+            Outcome::Throttled(Duration::from_secs(60))
+        );
+        for bad in [
+            "Wed, 32 Oct 2015 07:28:00 GMT",
+            "Wed, 21 Oct 2015 25:28:00 GMT",
+        ] {
+            assert_eq!(throttle(bad), Outcome::Throttled(DEFAULT_THROTTLE), "{bad}");
+        }
+    }
+
+    #[test]
+    fn per_item_marks_listed_items_and_delivers_the_rest() {
+        let rejected = || Outcome::abort("invalid_record", "bad time");
+        let outcomes = Outcome::per_item(
+            4,
+            &HttpResponse::new(400).with_body("{\"failed_records\":[...]}"),
+            [
+                (2, rejected()),
+                (0, Outcome::retry("busy", "later")),
+                (2, Outcome::Delivered),
+            ],
+        );
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::retry("busy", "later"),
+                Outcome::Delivered,
+                rejected(),
+                Outcome::Delivered
+            ]
+        );
+        let ok = Outcome::per_item(2, &HttpResponse::new(200), [(1, rejected())]);
+        assert_eq!(ok, [Outcome::Delivered, rejected()]);
+    }
+
+    #[test]
+    fn per_item_without_listed_items_follows_the_status() {
+        let none: [(usize, Outcome); 0] = [];
+        assert_eq!(
+            Outcome::per_item(2, &HttpResponse::new(200), none.clone()),
+            [Outcome::Delivered, Outcome::Delivered]
+        );
+        let unavailable = Outcome::per_item(3, &HttpResponse::new(503), none.clone());
+        assert_eq!(unavailable.len(), 3);
+        assert!(
+            unavailable
+                .iter()
+                .all(|o| matches!(o, Outcome::Retry(f) if f.code == "http_503"))
+        );
+        let throttled = HttpResponse::new(429).with_header("retry-after", "3");
+        assert_eq!(
+            Outcome::per_item(1, &throttled, none),
+            [Outcome::Throttled(Duration::from_secs(3))]
+        );
+        // An index past the end matches no request: the status decides.
+        let out_of_range = Outcome::per_item(2, &HttpResponse::new(400), [(2, Outcome::Delivered)]);
+        assert!(out_of_range.iter().all(|o| matches!(o, Outcome::Abort(_))));
+        assert!(
+            Outcome::per_item(0, &HttpResponse::new(200), [(0, Outcome::Delivered)]).is_empty()
+        );
     }
 
     #[test]
@@ -232,6 +425,10 @@ mod tests {
             panic!("400 must abort");
         };
         assert_eq!(failure.message, "HTTP 400 (empty body)");
+        let Outcome::TooLarge(failure) = Outcome::from_response(&HttpResponse::new(413)) else {
+            panic!("413 is too large");
+        };
+        assert_eq!(failure.code, "http_413");
     }
 
     #[test]
@@ -240,6 +437,10 @@ mod tests {
             (
                 HttpError::Denied("evil.example".into()),
                 Outcome::retry("host_denied", "evil.example"),
+            ),
+            (
+                HttpError::DeniedAddress("127.0.0.1".into()),
+                Outcome::abort("host_denied_address", "127.0.0.1"),
             ),
             (
                 HttpError::Timeout,

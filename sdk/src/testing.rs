@@ -3,12 +3,15 @@
 //! Contract: [`MockHttp::install`] makes [`crate::http::send`] on the current thread call
 //! the given handler instead of a host, recording every request; the guard it returns
 //! uninstalls the mock when dropped. State is per thread, so tests running in parallel
-//! (as `cargo test` does) never see each other's mocks.
+//! (as `cargo test` does) never see each other's mocks. [`configure`] builds a destination
+//! from config JSON exactly as the component export does, errors included.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
+use crate::config::ConfigError;
 use crate::context::{JobContext, Request};
+use crate::destination::Destination;
 use crate::http::{HttpError, HttpRequest, HttpResponse};
 
 type Handler = Box<dyn FnMut(&HttpRequest) -> Result<HttpResponse, HttpError>>;
@@ -95,6 +98,41 @@ pub(crate) fn dispatch(req: &HttpRequest) -> Result<HttpResponse, HttpError> {
         }
     });
     result
+}
+
+/// Configure a `T` from the destination config `json` (text, as the host passes it) the way
+/// the component does: deserialize [`Destination::Config`], then call
+/// [`Destination::configure`]. The error is the one the operator would see.
+///
+/// ```
+/// # use sluice_sdk::{ConfigError, Destination, Outcome, Request};
+/// #[derive(serde::Deserialize)]
+/// struct Config {
+///     batch: u32,
+/// }
+/// struct Dest;
+/// impl Destination for Dest {
+///     type Config = Config;
+///     fn configure(config: Config) -> Result<Self, ConfigError> {
+///         if config.batch == 0 {
+///             return Err(ConfigError::field("batch", "must be positive"));
+///         }
+///         Ok(Dest)
+///     }
+///     fn send(&self, requests: Vec<Request>) -> Vec<Outcome> {
+///         vec![Outcome::Delivered; requests.len()]
+///     }
+/// }
+///
+/// use sluice_sdk::testing::configure;
+/// assert!(configure::<Dest>(r#"{"batch": 10}"#).is_ok());
+/// let err = configure::<Dest>(r#"{"batch": 0}"#).err().unwrap();
+/// assert_eq!(err.to_string(), "batch: must be positive");
+/// let err = configure::<Dest>(r#"{"batch": -1}"#).err().unwrap();
+/// assert_eq!(err.to_string(), "batch: invalid value: integer `-1`, expected u32");
+/// ```
+pub fn configure<T: Destination>(json: &str) -> Result<T, ConfigError> {
+    crate::config::configure::<T>(json)
 }
 
 /// A plausible [`JobContext`] for `job_id` on its first attempt; adjust fields with struct

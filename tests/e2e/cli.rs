@@ -132,6 +132,16 @@ fn plugin_call_runs_transform_under_the_sandbox() {
         "normalised like ingest"
     );
     assert!(stdout.contains("transform: 100 call(s), mean"), "{stdout}");
+    let peak_kib: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peak memory: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect(&stdout);
+    assert!(
+        (64..=64 * 1024).contains(&peak_kib),
+        "a plausible linear memory (at least one 64 KiB page, under the 64 MiB cap): {peak_kib} KiB"
+    );
 
     let misbehave = plugins::plugins_dir().join("misbehave.wasm");
     let out = sluice_cmd()

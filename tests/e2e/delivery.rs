@@ -448,3 +448,51 @@ async fn a_rate_limit_caps_events_per_second() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_halves_the_calls_until_the_job_is_alone_then_aborts_it() {
+    // user-3's first event is always too large; everything else is fine.
+    let sink = Sink::with(
+        SECRET,
+        |r| if r.message_id == "user-3-0" { 413 } else { 200 },
+    );
+    let sluice = Sluice::start(&webhook_config(&sink.url, FAST_RETRY, ""));
+    let pool = db(&sluice).await;
+    post_all(&sluice, &events(20, 100), 100).await;
+
+    let (code, attempt): (Option<String>, i32) = wait_until(
+        Duration::from_secs(60),
+        "user-3-0 to be aborted",
+        || async {
+            sqlx::query_as(
+                "SELECT error_code, attempt FROM aborted_jobs WHERE message_id = 'user-3-0'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    assert_eq!(code.as_deref(), Some("http_413"));
+    assert_eq!(attempt, 1, "the smaller calls before it spent no attempt");
+    assert!(
+        sluice.count_log(
+            |l| l["fields"]["message"] == "destination answered too large; halving the calls"
+        ) >= 1,
+        "the calls were halved first"
+    );
+    wait_until(Duration::from_secs(60), "99 deliveries", || async {
+        (sink.accepted().len() >= 99).then_some(())
+    })
+    .await;
+    // Everyone else in order, user-3 without its first event.
+    let by_user = accepted_by_user(&sink.received());
+    for (user, seqs) in &by_user {
+        let want: Vec<i64> = if user == "user-3" {
+            (1..5).collect()
+        } else {
+            (0..5).collect()
+        };
+        assert_eq!(seqs, &want, "{user}");
+    }
+}

@@ -68,13 +68,8 @@ async fn a_broken_plugin_file_is_rejected_by_name_and_the_rest_keep_serving() {
     let sink = Sink::ok(SECRET);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
+    let plugins = plugins::own_plugins_dir(dir);
     let shipped = plugins::plugins_dir();
-    for f in ["webhook.wasm", "webhook.toml"] {
-        std::fs::copy(shipped.join(f), plugins.join(f)).unwrap();
-    }
     std::fs::write(plugins.join("broken.wasm"), b"\0asm garbage").unwrap();
     std::fs::write(plugins.join("broken.toml"), "name = \"broken\"\n").unwrap();
     std::fs::copy(
@@ -89,11 +84,11 @@ async fn a_broken_plugin_file_is_rejected_by_name_and_the_rest_keep_serving() {
     .unwrap();
     std::fs::write(plugins.join("wrong-world.toml"), "name = \"wrong-world\"\n").unwrap();
 
-    let config = process::config_text(&webhook_config(&sink.url, r#"{ min_backoff = "1s" }"#, ""))
-        .replace(
-            &format!("plugins_dir = \"{}\"", shipped.display()),
-            "plugins_dir = \"plugins\"",
-        );
+    let config = plugins::own_plugins(&process::config_text(&webhook_config(
+        &sink.url,
+        r#"{ min_backoff = "1s" }"#,
+        "",
+    )));
     let sluice = Sluice::start_in(dir, &config, &[]);
     let errors: Vec<String> = ["broken.wasm", "nomanifest.wasm", "wrong-world.wasm"]
         .iter()

@@ -267,7 +267,7 @@ impl ConfigBuilder {
         // One compiled-plugin cache for every host of the run: hosts start in milliseconds.
         let cache = self.plugins_dir.with_file_name("plugin-cache");
         let mut t = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"{}\"\nplugin_cache_dir = \"{}\"\ndata_dir = \"data\"\n{}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"{}\"\nplugin_cache_dir = \"{}\"\ndata_dir = \"data\"\nallowed_private_networks = [\"127.0.0.0/8\"]\n{}\n",
             self.plugins_dir.display(),
             cache.display(),
             self.server_extra

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use super::pool::InstancePool;
+use super::pool::{InstancePool, Pooled};
 use super::retry::JobOutcome;
 use crate::lane::Job;
+use crate::runtime::CallError;
 use crate::runtime::bindings::{JobContext, Outcome, Request, TransformError};
-use crate::runtime::{CallError, PluginInstance};
 
 /// Transforms between two yields to the scheduler.
 const YIELD_EVERY: usize = 32;
@@ -56,7 +56,7 @@ pub async fn deliver_call(pool: &InstancePool, workspace_id: &str, jobs: &[Job])
 async fn run(
     pool: &InstancePool,
     workspace_id: &str,
-    instance: &mut PluginInstance,
+    instance: &mut Pooled,
     jobs: &[Job],
 ) -> Vec<JobOutcome> {
     let mut outcomes: Vec<Option<JobOutcome>> = vec![None; jobs.len()];
@@ -175,6 +175,10 @@ fn from_outcome(o: Outcome) -> JobOutcome {
             code: f.code,
             message: f.message,
         },
+        Outcome::TooLarge(f) => JobOutcome::TooLarge {
+            code: f.code,
+            message: f.message,
+        },
     }
 }
 
@@ -185,14 +189,16 @@ fn from_call_error(e: CallError) -> JobOutcome {
     }
 }
 
-/// A job with several payloads is as good as its worst one: abort > retry > throttle > delivered.
+/// A job with several payloads is as good as its worst one:
+/// abort > too large > retry > throttle > delivered.
 fn worst(a: JobOutcome, b: JobOutcome) -> JobOutcome {
     fn rank(o: &JobOutcome) -> u8 {
         match o {
             JobOutcome::Delivered => 0,
             JobOutcome::Throttled(_) => 1,
             JobOutcome::Retry { .. } => 2,
-            JobOutcome::Abort { .. } => 3,
+            JobOutcome::TooLarge { .. } => 3,
+            JobOutcome::Abort { .. } => 4,
         }
     }
     if rank(&b) > rank(&a) { b } else { a }

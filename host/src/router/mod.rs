@@ -1,18 +1,21 @@
-//! The router: one lane loop per destination whose plugin loaded, and the wake-ups that drive
-//! them.
+//! The router: one lane loop per destination, the plugin versions they run, and the wake-ups
+//! that drive them.
 //!
 //! - `runner`: one lane's loop (lease, log reads, row fetches, plugin calls, commits)
 //! - `delivery`: one call through the plugin (transform + send)
-//! - `pool`: reusable plugin instances of a destination
+//! - `pool`: reusable plugin instances of a destination, and the version they run
+//! - `plugins`: installs plugin versions into pools (at start, and on hot reload)
 //! - `retry`: pure backoff/abort decisions
 //! - `breaker`: pauses a destination that fails for every key, then probes it
 //!
-//! Destinations whose plugin is missing or broken get no loop: their jobs stay `pending` in the
-//! store (ingest keeps accepting them) until the plugin is fixed and sluice restarted.
+//! A destination whose plugin is missing, broken or refuses its config has a lane that waits
+//! without a lease: its jobs stay `pending` in the store (ingest keeps accepting them) until a
+//! good version is dropped into the plugins directory.
 
 mod breaker;
 mod calls;
 mod delivery;
+mod plugins;
 mod pool;
 pub mod rate;
 pub mod retry;
@@ -31,11 +34,12 @@ use uuid::Uuid;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::lane::LaneLimits;
-use crate::runtime::allowlist::Allowlist;
+use crate::runtime::PluginRuntime;
 use crate::runtime::limiter::Limiter;
-use crate::runtime::{InstanceSpec, LoadedPlugin, PluginRuntime};
 use crate::store::{LaneId, Store};
-use pool::InstancePool;
+pub use plugins::PluginSet;
+use plugins::Slot;
+use pool::{InstancePool, LaneShape};
 use retry::RetryPolicy;
 use runner::{LaneRunner, LaneSettings};
 use share::HostShare;
@@ -93,13 +97,16 @@ pub struct Router {
     tasks: JoinSet<()>,
     wakers: Wakers,
     share: Arc<HostShare>,
+    plugins: Arc<PluginSet>,
 }
 
 impl Router {
-    /// Starts a loop for every destination whose plugin is loaded; logs the others.
+    /// Starts a loop for every destination. A lane runs once its destination's plugin is
+    /// installed ([`PluginSet::sync_dir`], at start and on every change of the plugins
+    /// directory); until then its jobs stay pending.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         config: &Config,
-        plugins: &[Arc<LoadedPlugin>],
         store: Store,
         runtime: PluginRuntime,
         settings: &RouterSettings,
@@ -110,47 +117,37 @@ impl Router {
         let share = Arc::new(HostShare::default());
         let mut by_destination = HashMap::new();
         let mut by_workspace: HashMap<String, Vec<String>> = HashMap::new();
+        let mut slots = HashMap::new();
         for dest in &config.destinations {
-            let Some(plugin) = plugins.iter().find(|p| p.name == dest.plugin) else {
-                tracing::error!(destination = %dest.id, plugin = %dest.plugin, "no such plugin loaded; the destination's jobs will wait");
-                continue;
-            };
-            let allowlist = match Allowlist::resolve(&plugin.manifest.allowed_hosts, &dest.config) {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::error!(destination = %dest.id, plugin = %dest.plugin, error = %e, "bad allowed_hosts; the destination's jobs will wait");
-                    continue;
-                }
-            };
-            let spec = InstanceSpec {
-                plugin: plugin.clone(),
-                destination_id: dest.id.clone(),
-                config_json: dest.config.to_string(),
-                allowlist: Arc::new(allowlist),
-                limiter: Arc::new(Limiter::new(INITIAL_CONCURRENCY, dest.max_concurrency)),
-            };
+            let pool = Arc::new(InstancePool::new(runtime.clone(), dest.id.clone()));
+            slots.insert(
+                dest.id.clone(),
+                Slot {
+                    dest: dest.clone(),
+                    pool: pool.clone(),
+                    limiter: Arc::new(Limiter::new(INITIAL_CONCURRENCY, dest.max_concurrency)),
+                },
+            );
             let wake = Arc::new(Notify::new());
             by_destination.insert(dest.id.clone(), wake.clone());
             by_workspace
                 .entry(dest.workspace.clone())
                 .or_default()
                 .push(dest.id.clone());
-            let manifest = &plugin.manifest;
-            let memory = manifest.memory_bytes().unwrap_or(64 << 20) as usize;
-            let batch_size = manifest.batch_size;
-            let max_in_flight = manifest.max_in_flight;
             let lane_settings = LaneSettings {
                 lease_ttl: settings.lease_ttl,
                 linger: settings.linger,
-                batch_size,
-                max_in_flight,
-                // A call's payloads are copied into the plugin (and usually once more by it).
-                call_max_bytes: (memory / 4).max(MIN_CALL_BYTES),
-                max_held_jobs: (batch_size * max_in_flight * 4).max(1000),
                 max_held_bytes: settings.lane_max_bytes,
                 limits: LaneLimits::default(),
-                policy: RetryPolicy::resolve(&dest.retry, &manifest.retry),
                 rate_limit: dest.rate_limit,
+                // Replaced by the plugin's own when it is installed.
+                shape: LaneShape {
+                    batch_size: 1,
+                    max_in_flight: 1,
+                    call_max_bytes: MIN_CALL_BYTES,
+                    max_held_jobs: 1000,
+                    policy: RetryPolicy::resolve(&dest.retry, &Default::default()),
+                },
             };
             let sources = Arc::new(
                 config
@@ -167,7 +164,7 @@ impl Router {
                 },
                 sources,
                 store: store.clone(),
-                pool: Arc::new(InstancePool::new(runtime.clone(), spec)),
+                pool,
                 settings: lane_settings,
                 wake,
                 shutdown: shutdown.clone(),
@@ -177,6 +174,7 @@ impl Router {
             };
             tasks.spawn(runner.run());
         }
+        let plugins = Arc::new(PluginSet::new(runtime, store, settings.me, config, slots));
         Router {
             tasks,
             wakers: Wakers {
@@ -184,7 +182,13 @@ impl Router {
                 by_workspace: Arc::new(by_workspace),
             },
             share,
+            plugins,
         }
+    }
+
+    /// The destinations' plugins: load them with [`PluginSet::sync_dir`].
+    pub fn plugins(&self) -> Arc<PluginSet> {
+        self.plugins.clone()
     }
 
     pub fn wakers(&self) -> Wakers {

@@ -73,9 +73,21 @@ impl RetryPolicy {
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutcome {
     Delivered,
-    Retry { code: String, message: String },
+    Retry {
+        code: String,
+        message: String,
+    },
     Throttled(Duration),
-    Abort { code: String, message: String },
+    Abort {
+        code: String,
+        message: String,
+    },
+    /// The destination found the request too large (413). The lane sends the job again in a
+    /// smaller call; when it was alone in its call, it is aborted (see `decide`).
+    TooLarge {
+        code: String,
+        message: String,
+    },
 }
 
 /// Decides the next state of a job whose attempt (the `attempts_before + 1`-th) ended in
@@ -90,10 +102,13 @@ pub fn decide(
 ) -> Decision {
     match outcome {
         JobOutcome::Delivered => Decision::Delivered,
-        JobOutcome::Abort { code, message } => Decision::Aborted {
-            code,
-            text: message,
-        },
+        // A job that reaches this too large was alone in its call: no smaller call can carry it.
+        JobOutcome::Abort { code, message } | JobOutcome::TooLarge { code, message } => {
+            Decision::Aborted {
+                code,
+                text: message,
+            }
+        }
         JobOutcome::Throttled(after) => Decision::Throttled { at: now + after },
         JobOutcome::Retry { code, message } => {
             let attempts = attempts_before + 1;
@@ -131,6 +146,21 @@ mod tests {
             code: "http_500".into(),
             message: "boom".into(),
         }
+    }
+
+    #[test]
+    fn a_job_too_large_by_itself_is_aborted_with_its_failure() {
+        let now = OffsetDateTime::now_utc();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let outcome = JobOutcome::TooLarge {
+            code: "http_413".into(),
+            message: "HTTP 413".into(),
+        };
+        let d = decide(&RetryPolicy::default(), 0, now, now, outcome, &mut rng);
+        assert!(
+            matches!(&d, Decision::Aborted { code, .. } if code == "http_413"),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -73,6 +73,7 @@ impl HostState {
             limiter: MemoryLimiter {
                 max_bytes: max_memory,
                 exceeded: false,
+                peak: 0,
             },
             clock: CallClock::new(deadline),
             gate: Gate {
@@ -162,10 +163,14 @@ struct Gate {
 
 impl Gate {
     async fn execute(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let uri: ::http::Uri = request
-            .url
-            .parse()
-            .map_err(|e| HttpError::InvalidRequest(format!("bad url `{}`: {e}", request.url)))?;
+        // WHATWG parsing first: it writes hosts the way browsers (and resolvers) read them,
+        // so `2130706433`, `0x7f.1` and `127.1` all become `127.0.0.1` before the allowlist and
+        // the network policy look at them.
+        let bad_url = |e: &dyn std::fmt::Display| {
+            HttpError::InvalidRequest(format!("bad url `{}`: {e}", request.url))
+        };
+        let normalized = url::Url::parse(&request.url).map_err(|e| bad_url(&e))?;
+        let uri: ::http::Uri = normalized.as_str().parse().map_err(|e| bad_url(&e))?;
         let scheme = uri.scheme_str().unwrap_or_default();
         if !matches!(scheme, "http" | "https") {
             return Err(HttpError::InvalidRequest(format!(
@@ -215,10 +220,15 @@ impl Gate {
         let signal = match &result {
             Ok(r) if r.status == 429 || r.status >= 500 => Signal::Overload,
             Ok(_) | Err(OutboundError::TooLarge(_)) => Signal::Fine,
+            Err(OutboundError::DeniedAddress(_)) => Signal::Ignore,
             Err(_) => Signal::Overload,
         };
         self.limiter.finish(permit, signal);
         let response = result.map_err(|e| match e {
+            OutboundError::DeniedAddress(denied) => {
+                tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %request.url, %denied, "outbound request refused by the network policy");
+                HttpError::DeniedAddress(denied.to_string())
+            }
             OutboundError::Timeout(_) => HttpError::Timeout,
             OutboundError::Connect(m) => HttpError::Connect(m),
             other => HttpError::Other(other.to_string()),

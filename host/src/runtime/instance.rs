@@ -15,6 +15,7 @@ use super::bindings::{Destination, JobContext, Outcome, Request, TransformError}
 use super::host_api::{HostState, Labels};
 use super::limiter::Limiter;
 use super::loader::LoadedPlugin;
+use super::outbound::Outbound;
 
 /// A call that did not return normally: the plugin trapped, ran out of time or memory, or
 /// broke the protocol. The job is retried with this code.
@@ -39,6 +40,8 @@ pub struct InstanceSpec {
     /// The destination's config as JSON text, handed to `configure`.
     pub config_json: String,
     pub allowlist: Arc<Allowlist>,
+    /// The HTTP client for the destination's network policy (`PluginRuntime::outbound`).
+    pub http: Outbound,
     /// The destination's concurrency limit, shared by its instances.
     pub limiter: Arc<Limiter>,
 }
@@ -61,7 +64,7 @@ impl PluginInstance {
             message,
         })?;
         let state = HostState::new(
-            runtime.http.clone(),
+            spec.http.clone(),
             spec.allowlist.clone(),
             spec.limiter.clone(),
             Arc::new(Labels {
@@ -106,6 +109,11 @@ impl PluginInstance {
                 message: format!("the plugin rejected the destination config: {message}"),
             }),
         }
+    }
+
+    /// The most linear memory this instance has had, in bytes.
+    pub fn peak_memory(&self) -> usize {
+        self.store.data().limiter.peak
     }
 
     /// Whether the instance trapped and must be dropped.

@@ -63,6 +63,8 @@ impl CallClock {
 pub struct MemoryLimiter {
     pub max_bytes: usize,
     pub exceeded: bool,
+    /// The most linear memory the instance has had (`sluice plugin call` reports it).
+    pub peak: usize,
 }
 
 /// Tables hold function references; no honest plugin needs more than this many entries.
@@ -82,6 +84,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
                 self.max_bytes
             );
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 

@@ -4,7 +4,8 @@
 //! - `loader`: plugins directory → compiled, validated [`LoadedPlugin`]s
 //! - `instance`: a configured instance serving one destination ([`PluginInstance`])
 //! - `host_api`: the `http`/`log` imports and the per-instance store state
-//! - `limits`: deadline and memory cap; `allowlist`: outbound host patterns
+//! - `limits`: deadline and memory cap; `allowlist`: outbound host patterns;
+//!   `net_policy`: the addresses any host may resolve to (SSRF guard); `outbound`: HTTP client
 //! - `manifest`: the `NAME.toml` beside each plugin
 
 pub mod allowlist;
@@ -15,10 +16,12 @@ pub mod limiter;
 pub mod limits;
 pub mod loader;
 pub mod manifest;
+pub mod net_policy;
 pub mod outbound;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use wasmtime::component::{HasSelf, Linker};
@@ -27,6 +30,7 @@ use wasmtime::{Config, Engine};
 pub use instance::{CallError, InstanceSpec, PluginInstance};
 pub use loader::{LoadError, LoadedPlugin};
 pub use manifest::Manifest;
+pub use net_policy::NetworkPolicy;
 
 use bindings::Destination;
 use host_api::HostState;
@@ -36,7 +40,8 @@ use host_api::HostState;
 pub struct PluginRuntime {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<HostState>>,
-    pub(crate) http: outbound::Outbound,
+    /// One outbound client per network policy (see `outbound`).
+    http: Arc<Mutex<HashMap<NetworkPolicy, outbound::Outbound>>>,
     /// Where compiled components are cached; `None` disables the cache.
     pub(crate) cache_dir: Option<PathBuf>,
 }
@@ -66,9 +71,25 @@ impl PluginRuntime {
         Ok(PluginRuntime {
             engine,
             linker: Arc::new(linker),
-            http: outbound::Outbound::new()?,
+            http: Arc::default(),
             cache_dir,
         })
+    }
+}
+
+impl PluginRuntime {
+    /// The outbound client for destinations with this network policy.
+    pub fn outbound(&self, policy: &NetworkPolicy) -> anyhow::Result<outbound::Outbound> {
+        let mut clients = self
+            .http
+            .lock()
+            .map_err(|_| anyhow::anyhow!("outbound client cache poisoned"))?;
+        if let Some(client) = clients.get(policy) {
+            return Ok(client.clone());
+        }
+        let client = outbound::Outbound::new(policy.clone())?;
+        clients.insert(policy.clone(), client.clone());
+        Ok(client)
     }
 }
 

@@ -18,6 +18,7 @@ pub mod blocked;
 pub mod commit;
 pub mod datasets;
 pub mod lanes;
+pub mod plugins;
 pub mod read;
 mod types;
 
@@ -30,6 +31,7 @@ pub use append::{AppendOutcome, AppendRequest, Dedup, NewEvent};
 pub use blocked::{BlockedFetch, FetchLimits, RowJob};
 pub use commit::{CommitResult, LaneCommit, NewJobRow, RowUpdate};
 pub use lanes::{AcquiredLane, HostInfo, LaneSpec, OrphanLane, Wake, WakeListener};
+pub use plugins::LoadedVersion;
 pub use read::{LogEvent, LogRead, ReadLimits};
 pub use types::{JobState, LaneId, Lease, OrderingScope};
 

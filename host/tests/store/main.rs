@@ -8,6 +8,7 @@ mod fixtures;
 mod harness;
 mod lanes;
 mod model;
+mod plugins;
 mod rows;
 mod schema;
 
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
     trials.extend(datasets::tests());
     trials.extend(model::tests());
     trials.extend(schema::tests());
+    trials.extend(plugins::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     rt.block_on(pg.stop());
     conclusion.exit_code()

@@ -13,6 +13,7 @@ const GLOBAL: &[&str] = &[
     "datasets",
     "dedup_buckets",
     "dedup_keys",
+    "host_plugins",
     "hosts",
     "ingest_head",
 ];

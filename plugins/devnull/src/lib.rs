@@ -2,16 +2,19 @@
 //! stored) and `send` (accepted), and nowhere else. Use it to test a pipeline without a
 //! receiver, and to measure what Sluice itself costs per event (`sluice bench`).
 //!
-//! Config: none (any JSON object is accepted).
+//! Config: none (any JSON value is accepted and ignored).
 
-use sluice_sdk::{Destination, JobContext, Outcome, Request, TransformError};
+use sluice_sdk::{ConfigError, Destination, JobContext, Outcome, Request, TransformError};
 
 /// The destination that accepts everything.
 #[derive(Debug)]
 pub struct Devnull;
 
 impl Destination for Devnull {
-    fn configure(_config: serde_json::Value) -> Result<Self, String> {
+    /// Anything goes: the config is read (it must be JSON) and ignored.
+    type Config = serde::de::IgnoredAny;
+
+    fn configure(_config: Self::Config) -> Result<Self, ConfigError> {
         Ok(Devnull)
     }
 
@@ -36,7 +39,10 @@ mod tests {
 
     #[test]
     fn accepts_everything() {
-        let d = Devnull::configure(serde_json::json!({})).unwrap();
+        for config in ["{}", r#"{"anything": [1, 2]}"#, "null"] {
+            assert!(sluice_sdk::testing::configure::<Devnull>(config).is_ok());
+        }
+        let d = sluice_sdk::testing::configure::<Devnull>("{}").unwrap();
         let ctx = JobContext {
             job_id: 1,
             idempotency_key: "m:d".into(),

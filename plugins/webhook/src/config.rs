@@ -1,13 +1,18 @@
-//! The webhook destination's config: parsed and validated once, in `configure`.
+//! The webhook destination's config: deserialized by the SDK, checked once in `configure`.
 //!
 //! Contract: `{ "url": "http(s)://…" (required), "secret": "…" (required, non-empty),
-//! "headers": {name: value} (optional), "timeout_ms": positive integer (optional) }`.
-//! Every error names the offending field, because the operator sees it verbatim. Unknown
-//! fields are rejected so that a typo (`"header"`, `"timeout"`) does not silently do nothing.
+//! "headers": {name: value} (optional), "timeout_ms": positive integer up to 2^32-1
+//! (optional) }`. Types, missing and unknown fields are serde's job (the SDK reports them with
+//! their field path; unknown fields are rejected so that a typo such as `"header"` does not
+//! silently do nothing). This module checks the rest: the URL's scheme and host, a secret
+//! that yields a key, and header names and values the plugin may send. Every error names
+//! the offending field, because the operator sees it verbatim.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use sluice_sdk::ConfigError;
 
 use crate::signature::signing_key;
 
@@ -22,120 +27,81 @@ const RESERVED_HEADERS: [&str; 6] = [
     "transfer-encoding",
 ];
 
-const FIELDS: [&str; 4] = ["url", "secret", "headers", "timeout_ms"];
-
-/// A validated webhook config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The config as the operator writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where every event is POSTed.
     pub url: String,
-    /// The HMAC key derived from the secret.
-    pub key: Vec<u8>,
-    /// Extra headers, in the config's order.
-    pub headers: Vec<(String, String)>,
-    /// Per-request deadline; the host's default when `None`.
-    pub timeout: Option<Duration>,
+    /// The signing secret: `whsec_<base64>` or any other text.
+    pub secret: String,
+    /// Extra headers (sent in name order).
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Per-request deadline in milliseconds; the host's default when absent.
+    #[serde(default)]
+    pub timeout_ms: Option<NonZeroU32>,
 }
 
-impl Config {
-    /// Validate `config` as described in the module docs.
-    pub fn parse(config: &Value) -> Result<Config, String> {
-        let Value::Object(obj) = config else {
-            return Err("the webhook config must be a JSON object".to_owned());
-        };
-        if let Some(unknown) = obj.keys().find(|key| !FIELDS.contains(&key.as_str())) {
-            return Err(format!(
-                "{unknown}: unknown field (expected one of {})",
-                FIELDS.join(", ")
-            ));
-        }
-        Ok(Config {
-            url: url(obj)?,
-            key: key(obj)?,
-            headers: headers(obj)?,
-            timeout: timeout(obj)?,
-        })
-    }
-}
-
-fn url(obj: &Map<String, Value>) -> Result<String, String> {
-    let url = match obj.get("url") {
-        Some(Value::String(url)) => url.trim(),
-        Some(_) => return Err("url: must be a string".to_owned()),
-        None => return Err("url: required (the http:// or https:// endpoint)".to_owned()),
-    };
+/// `url`, trimmed, if it is an absolute http(s) URL with a host.
+pub fn url(url: &str) -> Result<String, ConfigError> {
+    let url = url.trim();
+    let invalid = |why: &str| ConfigError::field("url", format!("{why}, got {url:?}"));
     let rest = strip_prefix_ignore_case(url, "https://")
         .or_else(|| strip_prefix_ignore_case(url, "http://"))
-        .ok_or_else(|| format!("url: must start with http:// or https://, got {url:?}"))?;
+        .ok_or_else(|| invalid("must start with http:// or https://"))?;
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("url: must not contain whitespace, got {url:?}"));
+        return Err(invalid("must not contain whitespace"));
     }
     // The host parses the URL for real (and derives the allowlist from it); this only
     // catches the obvious mistakes early, with a message naming the field.
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host_port = authority.rsplit('@').next().unwrap_or_default();
     if host_port.is_empty() || host_port.starts_with(':') {
-        return Err(format!("url: has no host, got {url:?}"));
+        return Err(invalid("has no host"));
     }
     Ok(url.to_owned())
 }
 
-fn key(obj: &Map<String, Value>) -> Result<Vec<u8>, String> {
-    let secret = match obj.get("secret") {
-        Some(Value::String(secret)) => secret,
-        Some(_) => return Err("secret: must be a string".to_owned()),
-        None => return Err("secret: required (the signing secret, e.g. whsec_…)".to_owned()),
-    };
+/// The HMAC key of `secret`, which must not be empty (nor an empty `whsec_` secret).
+pub fn key(secret: &str) -> Result<Vec<u8>, ConfigError> {
     let key = signing_key(secret);
     if key.is_empty() {
-        return Err("secret: must not be empty".to_owned());
+        return Err(ConfigError::field("secret", "must not be empty"));
     }
     Ok(key)
 }
 
-fn headers(obj: &Map<String, Value>) -> Result<Vec<(String, String)>, String> {
-    let map = match obj.get("headers") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Object(map)) => map,
-        Some(_) => return Err("headers: must be an object of header names to strings".to_owned()),
-    };
-    map.iter()
+/// The extra headers, checked: valid names, not reserved, no control characters in values.
+pub fn headers(
+    headers: Option<BTreeMap<String, String>>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    headers
+        .unwrap_or_default()
+        .into_iter()
         .map(|(name, value)| {
-            let Value::String(value) = value else {
-                return Err(format!("headers.{name}: must be a string"));
-            };
+            let path = format!("headers.{name}");
             if name.is_empty() || !name.bytes().all(is_token_byte) {
-                return Err(format!("headers.{name}: not a valid header name"));
+                return Err(ConfigError::field(path, "not a valid header name"));
             }
             if RESERVED_HEADERS
                 .iter()
-                .any(|r| r.eq_ignore_ascii_case(name))
+                .any(|r| r.eq_ignore_ascii_case(&name))
             {
-                return Err(format!(
-                    "headers.{name}: set by the webhook plugin or the host, not configurable"
+                return Err(ConfigError::field(
+                    path,
+                    "set by the webhook plugin or the host, not configurable",
                 ));
             }
             if value.chars().any(|c| c.is_control() && c != '\t') {
-                return Err(format!(
-                    "headers.{name}: value must not contain control characters"
+                return Err(ConfigError::field(
+                    path,
+                    "value must not contain control characters",
                 ));
             }
-            Ok((name.clone(), value.clone()))
+            Ok((name, value))
         })
         .collect()
-}
-
-fn timeout(obj: &Map<String, Value>) -> Result<Option<Duration>, String> {
-    match obj.get("timeout_ms") {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => match value.as_u64().and_then(|ms| u32::try_from(ms).ok()) {
-            Some(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms.into()))),
-            _ => Err(format!(
-                "timeout_ms: must be a positive integer (milliseconds) up to {}, got {value}",
-                u32::MAX
-            )),
-        },
-    }
 }
 
 fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
@@ -151,29 +117,44 @@ fn is_token_byte(b: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use serde_json::json;
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+    use sluice_sdk::testing::configure;
+
+    use crate::Webhook;
 
     fn error(config: Value) -> String {
-        Config::parse(&config).expect_err("invalid config")
+        configure::<Webhook>(&config.to_string())
+            .expect_err("invalid config")
+            .to_string()
     }
 
     #[test]
     fn parses_a_full_config() {
-        let config = Config::parse(&json!({
-            "url": "https://hooks.example.com/in?x=1",
-            "secret": "whsec_aGk=",
-            "headers": {"Authorization": "Bearer t", "X-Env": "prod"},
-            "timeout_ms": 1500
-        }))
+        let webhook = configure::<Webhook>(
+            &json!({
+                "url": " https://hooks.example.com/in?x=1",
+                "secret": "whsec_aGk=",
+                "headers": {"X-Env": "prod", "Authorization": "Bearer t"},
+                "timeout_ms": 1500
+            })
+            .to_string(),
+        )
         .expect("valid");
-        assert_eq!(config.url, "https://hooks.example.com/in?x=1");
-        assert_eq!(config.key, b"hi");
-        assert_eq!(config.headers.len(), 2);
-        assert_eq!(config.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(webhook.url, "https://hooks.example.com/in?x=1");
+        assert_eq!(webhook.key, b"hi");
+        let names: Vec<&str> = webhook.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Authorization", "X-Env"]);
+        assert_eq!(webhook.timeout, Some(Duration::from_millis(1500)));
 
-        let minimal = Config::parse(&json!({"url": "HTTP://localhost:8080", "secret": "s"}));
-        assert_eq!(minimal.map(|c| (c.headers.len(), c.timeout)), Ok((0, None)));
+        let minimal = configure::<Webhook>(r#"{"url": "HTTP://localhost:8080", "secret": "s"}"#)
+            .expect("valid");
+        assert_eq!((minimal.headers.len(), minimal.timeout), (0, None));
+        let nulls = configure::<Webhook>(
+            r#"{"url": "http://x", "secret": "s", "headers": null, "timeout_ms": null}"#,
+        );
+        assert!(nulls.is_ok());
     }
 
     #[test]
@@ -214,8 +195,11 @@ mod tests {
             }
             error(config)
         };
-        assert!(base(json!({"headers": ["a"]})).starts_with("headers:"));
-        assert!(base(json!({"headers": {"X": 1}})).starts_with("headers.X:"));
+        assert!(base(json!({"headers": ["a"]})).starts_with("headers: invalid type: sequence"));
+        assert_eq!(
+            base(json!({"headers": {"X": 1}})),
+            "headers.X: invalid type: integer `1`, expected a string"
+        );
         assert!(base(json!({"headers": {"bad name": "v"}})).starts_with("headers.bad name:"));
         assert!(base(json!({"headers": {"Webhook-Signature": "v"}})).contains("not configurable"));
         assert!(base(json!({"headers": {"X": "a\r\nInjected: 1"}})).contains("control"));
@@ -226,12 +210,17 @@ mod tests {
             json!("100"),
             json!(5_000_000_000_u64),
         ] {
-            assert!(base(json!({ "timeout_ms": bad })).starts_with("timeout_ms:"));
+            let err = base(json!({ "timeout_ms": bad }));
+            assert!(err.starts_with("timeout_ms: invalid "), "{bad}: {err}");
         }
-        assert!(base(json!({"timeout": 5})).starts_with("timeout: unknown field"));
         assert_eq!(
-            error(json!("https://x")),
-            "the webhook config must be a JSON object"
+            base(json!({"timeout_ms": "100"})),
+            r#"timeout_ms: invalid type: string "100", expected a nonzero u32"#
+        );
+        assert!(base(json!({"timeout": 5})).starts_with("timeout: unknown field `timeout`"));
+        assert!(
+            error(json!("https://x")).starts_with("invalid type: string \"https://x\""),
+            "the whole config has no field path"
         );
     }
 }

@@ -13,10 +13,10 @@
 pub mod config;
 pub mod signature;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_sdk::http::{self, HttpRequest};
-use sluice_sdk::{Destination, JobContext, Outcome, Request, TransformError};
+use sluice_sdk::{ConfigError, Destination, JobContext, Outcome, Request, TransformError};
 
 use crate::config::Config;
 
@@ -25,12 +25,28 @@ const USER_AGENT: &str = "sluice-webhook/0.1";
 /// The webhook destination, holding its validated config.
 #[derive(Debug)]
 pub struct Webhook {
-    config: Config,
+    /// Where every event is POSTed.
+    url: String,
+    /// The HMAC key derived from the secret.
+    key: Vec<u8>,
+    /// Extra headers, in name order.
+    headers: Vec<(String, String)>,
+    /// Per-request deadline; the host's default when `None`.
+    timeout: Option<Duration>,
 }
 
 impl Destination for Webhook {
-    fn configure(config: serde_json::Value) -> Result<Self, String> {
-        Config::parse(&config).map(|config| Webhook { config })
+    type Config = Config;
+
+    fn configure(config: Config) -> Result<Self, ConfigError> {
+        Ok(Webhook {
+            url: config::url(&config.url)?,
+            key: config::key(&config.secret)?,
+            headers: config::headers(config.headers)?,
+            timeout: config
+                .timeout_ms
+                .map(|ms| Duration::from_millis(ms.get().into())),
+        })
     }
 
     fn transform_json(
@@ -71,15 +87,14 @@ impl Webhook {
     /// The signed POST for `req` at `timestamp` (Unix seconds).
     fn request(&self, req: Request, timestamp: u64) -> HttpRequest {
         let id = req.context.idempotency_key;
-        let signature = signature::sign(&self.config.key, &id, timestamp, &req.body);
+        let signature = signature::sign(&self.key, &id, timestamp, &req.body);
         let not_overridden = |name: &str| {
             !self
-                .config
                 .headers
                 .iter()
                 .any(|(key, _)| key.eq_ignore_ascii_case(name))
         };
-        let mut post = HttpRequest::post(&self.config.url);
+        let mut post = HttpRequest::post(&self.url);
         if not_overridden("content-type") {
             post = post.header("content-type", "application/json");
         }
@@ -91,10 +106,10 @@ impl Webhook {
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
             .body(req.body);
-        for (name, value) in &self.config.headers {
+        for (name, value) in &self.headers {
             post = post.header(name, value);
         }
-        post.timeout = self.config.timeout;
+        post.timeout = self.timeout;
         post
     }
 }

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sluice_sdk::http::{HttpError, HttpRequest, HttpResponse};
-use sluice_sdk::testing::{MockHttp, job_context, request};
+use sluice_sdk::testing::{MockHttp, configure, job_context, request};
 use sluice_sdk::{Destination, Outcome, Request};
 
 use crate::Webhook;
@@ -19,7 +19,7 @@ fn webhook(extra: serde_json::Value) -> Webhook {
     if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
         config.extend(extra.clone());
     }
-    Webhook::configure(config).expect("valid config")
+    configure::<Webhook>(&config.to_string()).expect("valid config")
 }
 
 /// HMAC-SHA256 written out from RFC 2104, independently of the `hmac` crate the plugin uses.
@@ -213,7 +213,9 @@ fn config_errors_name_the_field() {
         ),
     ];
     for (config, field) in cases {
-        let err = Webhook::configure(config.clone()).expect_err("invalid");
+        let err = configure::<Webhook>(&config.to_string())
+            .expect_err("invalid")
+            .to_string();
         assert!(err.starts_with(field), "{config}: {err}");
     }
 }

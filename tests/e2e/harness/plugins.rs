@@ -80,3 +80,25 @@ pub fn wrong_world_wasm() -> PathBuf {
         })
         .clone()
 }
+
+/// For tests that change plugins: a data directory `dir` (readable by the embedded
+/// PostgreSQL's user) with its own `plugins/` holding the shipped webhook plugin. Returns that
+/// plugins directory; point the config at it with [`own_plugins`].
+pub fn own_plugins_dir(dir: &std::path::Path) -> PathBuf {
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod the data dir");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).expect("create plugins dir");
+    for f in ["webhook.wasm", "webhook.toml"] {
+        std::fs::copy(plugins_dir().join(f), plugins.join(f)).expect("copy the webhook plugin");
+    }
+    plugins
+}
+
+/// `config` with `plugins_dir` pointing at the data directory's own `plugins/`.
+pub fn own_plugins(config: &str) -> String {
+    config.replace(
+        &format!("plugins_dir = \"{}\"", plugins_dir().display()),
+        "plugins_dir = \"plugins\"",
+    )
+}

@@ -29,8 +29,17 @@ pub fn config_text(body: &str) -> String {
     config_text_with(body, "")
 }
 
-/// The same, with more `[server]` settings.
+/// The same, with more `[server]` settings. Test receivers listen on loopback, so plugins may
+/// reach 127.0.0.0/8 (the default network policy refuses it).
 pub fn config_text_with(body: &str, server: &str) -> String {
+    config_text_public_only(
+        body,
+        &format!("allowed_private_networks = [\"127.0.0.0/8\"]\n{server}"),
+    )
+}
+
+/// The config text with the default network policy: plugins reach public addresses only.
+pub fn config_text_public_only(body: &str, server: &str) -> String {
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"{}\"\ndata_dir = \"data\"\nplugin_cache_dir = \"{}\"\n{server}\n\n{body}",
         plugins_dir().display(),

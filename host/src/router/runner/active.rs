@@ -7,7 +7,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{Breaker, Calls, RateLimit, STORE_RETRY_MIN};
-use crate::lane::Lane;
+use crate::lane::{Decision, Lane};
 use crate::store::{BlockedFetch, CommitResult, LaneCommit, Lease, LogRead, StoreError};
 
 /// Awaits a spawned store operation; pends forever when there is none.
@@ -49,6 +49,49 @@ pub(super) struct Active {
     pub(super) dry_since: Option<Instant>,
     pub(super) rng: rand::rngs::StdRng,
     pub(super) rate: Option<RateLimit>,
+    pub(super) batch_cap: BatchCap,
+}
+
+/// Jobs per call after a destination said "too large" (413): halved at each such answer,
+/// doubled back after a run of clean calls.
+#[derive(Debug, Default)]
+pub(super) struct BatchCap {
+    cap: Option<usize>,
+    clean_calls: u32,
+}
+
+/// Clean calls at the cap before it doubles.
+const CLEAN_CALLS_TO_GROW: u32 = 8;
+
+impl BatchCap {
+    /// The call size to use, given the plugin's batch size.
+    pub(super) fn limit(&self, batch_size: usize) -> usize {
+        self.cap.map_or(batch_size, |c| c.min(batch_size)).max(1)
+    }
+
+    pub(super) fn observe(
+        &mut self,
+        call_len: usize,
+        too_large: bool,
+        decisions: &[Decision],
+        lane: &crate::store::LaneId,
+    ) {
+        if too_large {
+            let cap = (call_len / 2).max(1);
+            tracing::info!(lane = %lane, jobs_per_call = cap, "destination answered too large; halving the calls");
+            self.cap = Some(cap);
+            self.clean_calls = 0;
+            return;
+        }
+        let Some(cap) = self.cap else { return };
+        if call_len >= cap && decisions.iter().all(|d| matches!(d, Decision::Delivered)) {
+            self.clean_calls += 1;
+            if self.clean_calls >= CLEAN_CALLS_TO_GROW {
+                self.cap = Some(cap * 2);
+                self.clean_calls = 0;
+            }
+        }
+    }
 }
 
 impl Active {
@@ -81,5 +124,41 @@ impl Active {
         {
             h.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LaneId;
+
+    #[test]
+    fn too_large_halves_the_calls_and_clean_calls_grow_them_back() {
+        let lane = LaneId {
+            workspace_id: "w".into(),
+            destination_id: "d".into(),
+        };
+        let mut cap = BatchCap::default();
+        assert_eq!(cap.limit(100), 100);
+        cap.observe(100, true, &[], &lane);
+        assert_eq!(cap.limit(100), 50);
+        cap.observe(50, true, &[], &lane);
+        assert_eq!(cap.limit(100), 25);
+        let clean = vec![Decision::Delivered; 25];
+        for _ in 0..CLEAN_CALLS_TO_GROW - 1 {
+            cap.observe(25, false, &clean, &lane);
+        }
+        assert_eq!(cap.limit(100), 25, "not yet");
+        cap.observe(25, false, &clean, &lane);
+        assert_eq!(cap.limit(100), 50);
+        // A call with a failure does not count as clean.
+        let mut mixed = vec![Decision::Delivered; 49];
+        mixed.push(Decision::Released);
+        for _ in 0..CLEAN_CALLS_TO_GROW {
+            cap.observe(50, false, &mixed, &lane);
+        }
+        assert_eq!(cap.limit(100), 50);
+        cap.observe(1, true, &[], &lane);
+        assert_eq!(cap.limit(100), 1, "never below one");
     }
 }

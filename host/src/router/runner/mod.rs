@@ -38,9 +38,9 @@ use self::active::{Active, join};
 use super::breaker::Breaker;
 use super::calls::Calls;
 use super::delivery::CallReport;
-use super::pool::InstancePool;
+use super::pool::{InstancePool, LaneShape};
 use super::rate::RateLimit;
-use super::retry::{RetryPolicy, decide};
+use super::retry::{JobOutcome, decide};
 use super::share::HostShare;
 use crate::clock::SharedClock;
 use crate::lane::{Decision, Job, Lane, LaneLimits};
@@ -64,19 +64,13 @@ pub struct LaneSettings {
     pub lease_ttl: Duration,
     /// Keep the lease this long after running dry (saves an acquisition under trickle load).
     pub linger: Duration,
-    /// Jobs per plugin call.
-    pub batch_size: usize,
-    /// Plugin calls in flight at once.
-    pub max_in_flight: usize,
-    /// Payload bytes per call (so that a call fits the plugin's memory).
-    pub call_max_bytes: usize,
-    /// Jobs and bytes held in memory (read ahead, queued, in flight).
-    pub max_held_jobs: usize,
+    /// Event bytes held in memory (read ahead, queued, in flight).
     pub max_held_bytes: usize,
     pub limits: LaneLimits,
-    pub policy: RetryPolicy,
     /// Events per second at most (config `rate_limit`).
     pub rate_limit: Option<f64>,
+    /// What the plugin's current version asks (read from the pool at each acquisition).
+    pub shape: LaneShape,
 }
 
 /// Everything one lane's loop needs.
@@ -103,10 +97,12 @@ enum End {
     Stopped,
     /// Given back because this host held more than its share.
     HandedOver,
+    /// Given back because the destination's plugin was removed.
+    Paused,
 }
 
 impl LaneRunner {
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         tracing::info!(lane = %self.lane, plugin = %self.pool.plugin_name(), "lane ready");
         // Look once at start: there may be work left from before.
         let mut next_try: Option<Instant> = Some(Instant::now());
@@ -124,6 +120,17 @@ impl LaneRunner {
             };
             if !woken {
                 break;
+            }
+            if !self.pool.is_available() {
+                tracing::info!(lane = %self.lane, "no plugin loaded for this destination; the lane waits and its jobs stay pending");
+                tokio::select! {
+                    _ = self.pool.wait_available() => {}
+                    _ = self.shutdown.cancelled() => break,
+                }
+                tracing::info!(lane = %self.lane, plugin = %self.pool.plugin_name(), "plugin loaded; the lane resumes");
+            }
+            if let Some(shape) = self.pool.shape() {
+                self.settings.shape = shape;
             }
             if !self.share.has_room() {
                 // This host holds its share; another host takes this lane. Look again later
@@ -151,6 +158,7 @@ impl LaneRunner {
                         End::Released(due) => due.map(|t| self.instant_of(t)),
                         End::Lost => None,
                         End::HandedOver => Some(Instant::now() + HANDOVER_RETRY),
+                        End::Paused => Some(Instant::now()),
                         End::Stopped => break,
                     }
                 }
@@ -193,17 +201,22 @@ impl LaneRunner {
             dry_since: None,
             rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
             rate: s.rate_limit.map(|r| RateLimit::new(r, Instant::now())),
+            batch_cap: Default::default(),
         };
         loop {
             while let Some((jobs, report)) = st.calls.try_next() {
                 self.apply(&mut st, jobs, report);
             }
             if self.shutdown.is_cancelled() {
-                return self.stop(st).await;
+                return self.stop(st, End::Stopped).await;
+            }
+            if !self.pool.is_available() {
+                tracing::warn!(lane = %self.lane, "the destination's plugin was removed; pausing the lane after the calls in flight");
+                return self.stop(st, End::Paused).await;
             }
             if self.share.claim_surplus() {
                 tracing::info!(lane = %self.lane, "this host holds more than its share of lanes; handing this one over");
-                self.stop(st).await;
+                self.stop(st, End::HandedOver).await;
                 if let Err(e) = self
                     .store
                     .lane_announce(self.me, &self.lane.workspace_id)
@@ -217,7 +230,7 @@ impl LaneRunner {
             let store_ok = st.store_retry_at.is_none_or(|t| now >= t);
             let lease_valid = st.renewed_at.elapsed() < s.lease_ttl * 2 / 3;
             let (held_jobs, held_bytes) = st.lane.held();
-            let room = held_jobs < s.max_held_jobs / 2 && held_bytes < s.max_held_bytes / 2;
+            let room = held_jobs < s.shape.max_held_jobs / 2 && held_bytes < s.max_held_bytes / 2;
             let probing = st.breaker.probing();
 
             if store_ok && st.committing.is_none() && self.commit_due(&st) {
@@ -257,16 +270,20 @@ impl LaneRunner {
             }
             // Plugin calls.
             let paused = st.paused_until.is_some_and(|t| Instant::now() < t);
-            let max_calls = if probing { 1 } else { s.max_in_flight };
+            let max_calls = if probing { 1 } else { s.shape.max_in_flight };
             while lease_valid && !paused && st.calls.len() < max_calls && st.lane.has_ready() {
-                let mut size = if probing { 1 } else { s.batch_size };
+                let mut size = if probing {
+                    1
+                } else {
+                    st.batch_cap.limit(s.shape.batch_size)
+                };
                 if let Some(rate) = &mut st.rate {
                     size = size.min(rate.available(Instant::now()));
                     if size == 0 {
                         break;
                     }
                 }
-                let jobs = st.lane.take_call(size, s.call_max_bytes);
+                let jobs = st.lane.take_call(size, s.shape.call_max_bytes);
                 if jobs.is_empty() {
                     break;
                 }
@@ -387,10 +404,18 @@ impl LaneRunner {
         }
         let mut decisions = Vec::with_capacity(jobs.len());
         let mut throttle: Option<OffsetDateTime> = None;
+        let call_len = jobs.len();
+        let mut too_large = false;
         for (job, outcome) in jobs.into_iter().zip(report.outcomes) {
+            if matches!(outcome, JobOutcome::TooLarge { .. }) && call_len > 1 {
+                // Sent again, in order, in a call of half as many jobs; no attempt spent.
+                too_large = true;
+                st.lane.complete(job, Decision::Released, now);
+                continue;
+            }
             let first = job.first_attempt_at.unwrap_or(now);
             let decision = decide(
-                &self.settings.policy,
+                &self.settings.shape.policy,
                 job.attempt,
                 first,
                 now,
@@ -412,8 +437,10 @@ impl LaneRunner {
             st.lane.complete(job, decision.clone(), now);
             decisions.push(decision);
         }
+        st.batch_cap
+            .observe(call_len, too_large, &decisions, &self.lane);
         let refs: Vec<&Decision> = decisions.iter().collect();
-        let p = &self.settings.policy;
+        let p = &self.settings.shape.policy;
         if let Some(pause) = st.breaker.observe(&refs, p.min_backoff, p.max_backoff) {
             tracing::warn!(lane = %self.lane, pause = ?pause, "destination failing for every key; pausing, then probing with one job");
             st.pause(Instant::now() + pause);
@@ -437,7 +464,7 @@ impl LaneRunner {
     }
 
     /// Shutdown: let calls in flight finish, hand back what was not sent, write, release.
-    async fn stop(&self, mut st: Active) -> End {
+    async fn stop(&self, mut st: Active, end: End) -> End {
         st.lane.release_queued();
         if let Some(h) = st.reading.take() {
             h.abort();
@@ -467,7 +494,7 @@ impl LaneRunner {
                 && let Ok((commit, started, result)) = h.await
                 && self.commit_done(&mut st, commit, started, result).is_err()
             {
-                return End::Stopped;
+                return end;
             }
             if !st.lane.wants_commit() {
                 break;
@@ -480,6 +507,6 @@ impl LaneRunner {
         if let Err(e) = self.store.lane_release(&st.lease, st.next_due).await {
             tracing::warn!(lane = %self.lane, error = %e, "releasing the lane at shutdown failed; its lease will expire");
         }
-        End::Stopped
+        end
     }
 }

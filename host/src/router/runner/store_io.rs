@@ -96,7 +96,7 @@ impl LaneRunner {
     pub(super) fn start_read(&self, st: &mut Active, held_jobs: usize, held_bytes: usize) {
         let s = &self.settings;
         let limits = ReadLimits {
-            max_events: s.max_held_jobs - held_jobs,
+            max_events: s.shape.max_held_jobs - held_jobs,
             max_bytes: s.max_held_bytes - held_bytes,
         };
         let (store, lane, sources) = (self.store.clone(), self.lane.clone(), self.sources.clone());
@@ -130,7 +130,7 @@ impl LaneRunner {
             }
         } else {
             FetchLimits {
-                max_keys: s.batch_size.max(1) * 2,
+                max_keys: s.shape.batch_size.max(1) * 2,
                 max_jobs_per_key: s.limits.max_jobs_per_key,
                 max_bytes: s.max_held_bytes - held_bytes,
             }

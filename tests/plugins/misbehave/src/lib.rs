@@ -14,15 +14,30 @@
 
 use std::hint::black_box;
 
-use serde_json::Value;
+use serde::Deserialize;
 use sluice_sdk::http::{self, HttpRequest};
-use sluice_sdk::{Destination, Event, JobContext, Outcome, Request, TransformError};
+use sluice_sdk::{ConfigError, Destination, Event, JobContext, Outcome, Request, TransformError};
 
 /// The host `denied` mode calls: never in any allowlist (`.invalid` cannot resolve either).
 pub const FORBIDDEN_URL: &str = "http://forbidden.example.invalid/";
 
+/// The config: `mode` is required, `stage` defaults to `transform`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which misbehaviour to show.
+    pub mode: Mode,
+    /// Where it strikes.
+    #[serde(default)]
+    pub stage: Stage,
+    /// Where `ok` (and a non-misbehaving `send`) POSTs.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
 /// Which misbehaviour to show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Spin forever.
     Loop,
@@ -37,9 +52,11 @@ pub enum Mode {
 }
 
 /// Where `loop`/`alloc`/`panic` strike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Stage {
     /// In `transform` (the default).
+    #[default]
     Transform,
     /// In `send`.
     Send,
@@ -54,27 +71,12 @@ pub struct Misbehave {
 }
 
 impl Destination for Misbehave {
-    fn configure(config: Value) -> Result<Self, String> {
-        let mode = match config.get("mode").and_then(Value::as_str) {
-            Some("loop") => Mode::Loop,
-            Some("alloc") => Mode::Alloc,
-            Some("panic") => Mode::Panic,
-            Some("denied") => Mode::Denied,
-            Some("ok") => Mode::Ok,
-            _ => return Err("mode: required, one of loop, alloc, panic, denied, ok".to_owned()),
-        };
-        let stage = match config.get("stage").and_then(Value::as_str) {
-            None | Some("transform") => Stage::Transform,
-            Some("send") => Stage::Send,
-            Some(other) => return Err(format!("stage: expected transform or send, got {other:?}")),
-        };
-        let url = match config.get("url") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(url)) => Some(url.clone()),
-            Some(_) => return Err("url: must be a string".to_owned()),
-        };
+    type Config = Config;
+
+    fn configure(config: Config) -> Result<Self, ConfigError> {
+        let Config { mode, stage, url } = config;
         if mode == Mode::Ok && url.is_none() {
-            return Err("url: required in ok mode".to_owned());
+            return Err(ConfigError::field("url", "required in ok mode"));
         }
         Ok(Misbehave { mode, stage, url })
     }
@@ -143,25 +145,43 @@ sluice_sdk::export_destination!(Misbehave);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
     use sluice_sdk::http::{HttpError, HttpResponse};
     use sluice_sdk::testing::{MockHttp, request};
 
+    fn configure(config: Value) -> Result<Misbehave, String> {
+        sluice_sdk::testing::configure::<Misbehave>(&config.to_string()).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn config_is_validated() {
-        assert!(Misbehave::configure(json!({})).is_err());
-        assert!(Misbehave::configure(json!({"mode": "explode"})).is_err());
-        assert!(
-            Misbehave::configure(json!({"mode": "ok"})).is_err(),
-            "ok needs a url"
+        assert_eq!(
+            configure(json!({})).unwrap_err(),
+            "mode: missing field `mode`"
         );
-        assert!(Misbehave::configure(json!({"mode": "loop", "stage": "never"})).is_err());
-        assert!(Misbehave::configure(json!({"mode": "denied"})).is_ok());
+        let err = configure(json!({"mode": "explode"})).unwrap_err();
+        assert!(err.starts_with("mode: unknown variant `explode`"), "{err}");
+        assert_eq!(
+            configure(json!({"mode": "ok"})).unwrap_err(),
+            "url: required in ok mode"
+        );
+        let err = configure(json!({"mode": "loop", "stage": "never"})).unwrap_err();
+        assert!(err.starts_with("stage: unknown variant `never`"), "{err}");
+        let err = configure(json!({"mode": "loop", "url": 5})).unwrap_err();
+        assert!(err.starts_with("url: invalid type: integer `5`"), "{err}");
+        let denied = configure(json!({"mode": "denied"})).expect("valid");
+        assert_eq!(
+            (denied.mode, denied.stage),
+            (Mode::Denied, Stage::Transform)
+        );
+        let send =
+            configure(json!({"mode": "panic", "stage": "send", "url": null})).expect("valid");
+        assert_eq!(send.stage, Stage::Send);
     }
 
     #[test]
     fn denied_posts_to_the_forbidden_host() {
-        let dest = Misbehave::configure(json!({"mode": "denied"})).expect("valid");
+        let dest = configure(json!({"mode": "denied"})).expect("valid");
         let mock = MockHttp::install(|req| Err(HttpError::Denied(req.url.clone())));
         let outcomes = dest.send(vec![request(1, "{}")]);
         assert!(matches!(&outcomes[0], Outcome::Retry(f) if f.code == "host_denied"));
@@ -170,8 +190,7 @@ mod tests {
 
     #[test]
     fn ok_posts_to_the_configured_url() {
-        let dest = Misbehave::configure(json!({"mode": "ok", "url": "http://127.0.0.1:9/x"}))
-            .expect("valid");
+        let dest = configure(json!({"mode": "ok", "url": "http://127.0.0.1:9/x"})).expect("valid");
         let mock = MockHttp::always(HttpResponse::new(200));
         assert_eq!(dest.send(vec![request(1, "{}")]), [Outcome::Delivered]);
         assert_eq!(mock.requests()[0].url, "http://127.0.0.1:9/x");
@@ -180,7 +199,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "misbehave: deliberate panic")]
     fn panic_mode_panics_in_transform() {
-        let dest = Misbehave::configure(json!({"mode": "panic"})).expect("valid");
+        let dest = configure(json!({"mode": "panic"})).expect("valid");
         let event = Event::from_json(r#"{"type":"track","messageId":"m"}"#).expect("event");
         let _ = dest.transform(&sluice_sdk::testing::job_context(1), &event);
     }

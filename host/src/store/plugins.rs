@@ -1,0 +1,73 @@
+//! Which plugin versions hosts run, and each destination's plugin status, for operators
+//! (`lane_status`, `plugin_versions`). Written at start and at every reload, never on the
+//! delivery path.
+
+use uuid::Uuid;
+
+use super::{LaneId, Store, StoreError};
+
+/// One plugin a host has loaded.
+#[derive(Debug, Clone)]
+pub struct LoadedVersion {
+    pub plugin: String,
+    pub sha256: String,
+    pub version: String,
+}
+
+impl Store {
+    /// Replaces the list of plugins this host incarnation runs.
+    pub async fn host_plugins_set(
+        &self,
+        incarnation: Uuid,
+        loaded: &[LoadedVersion],
+    ) -> Result<(), StoreError> {
+        let names: Vec<&str> = loaded.iter().map(|l| l.plugin.as_str()).collect();
+        let shas: Vec<&str> = loaded.iter().map(|l| l.sha256.as_str()).collect();
+        let versions: Vec<&str> = loaded.iter().map(|l| l.version.as_str()).collect();
+        sqlx::query(
+            "WITH gone AS (
+                 DELETE FROM host_plugins WHERE incarnation = $1 AND plugin <> ALL($2::text[])
+             )
+             INSERT INTO host_plugins (incarnation, plugin, sha256, version)
+             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[])
+             ON CONFLICT (incarnation, plugin) DO UPDATE
+                 SET sha256 = excluded.sha256, version = excluded.version, loaded_at = now()
+                 WHERE host_plugins.sha256 <> excluded.sha256
+                    OR host_plugins.version <> excluded.version",
+        )
+        .bind(incarnation)
+        .bind(&names)
+        .bind(&shas)
+        .bind(&versions)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx("recording this host's plugins"))?;
+        Ok(())
+    }
+
+    /// Records a destination's plugin: configured (`error` None) or why not.
+    pub async fn lane_plugin_status(
+        &self,
+        lane: &LaneId,
+        plugin: &str,
+        sha256: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE lanes SET plugin = $3, plugin_sha256 = $4, plugin_error = $5,
+                              plugin_checked_at = now()
+             WHERE workspace_id = $1 AND destination_id = $2",
+        )
+        .bind(&lane.workspace_id)
+        .bind(&lane.destination_id)
+        .bind(plugin)
+        .bind(sha256)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx(
+            "recording a destination's plugin status",
+        ))?;
+        Ok(())
+    }
+}
