@@ -237,6 +237,11 @@ async fn listen_for_peers(
             _ = shutdown.cancelled() => return,
         };
         match wake {
+            Ok(w) if w.operator.is_some() => {
+                if let Some((_, destination)) = &w.operator {
+                    wakers.operator(destination);
+                }
+            }
             Ok(w) if w.from == Some(me) => {}
             Ok(w) if w.joined => {
                 // Another host started: shares of lanes change.

@@ -262,9 +262,13 @@ fn init_tracing(format: &str) {
     // A log that cannot be written (stderr piped into `head`, a closed terminal) must not take
     // the server down: tracing's own complaint about it would go to that same stderr, and
     // std's eprintln! panics when it cannot write.
+    // Colour only for a person at a terminal: a file or a pipe gets plain text (NO_COLOR too).
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .log_internal_errors(false);
     if format == "json" {
         builder.json().init();

@@ -1,7 +1,8 @@
 //! Logging into the host's log, which tags each line with the job, destination and plugin.
 //!
 //! Contract: in a WebAssembly build each call goes to the host's `log` import; in a native
-//! build (unit tests) it is printed to stderr, where the test harness captures it.
+//! build (unit tests) it is printed to stderr, where the test harness captures it, and kept
+//! for [`crate::testing::logs`].
 
 /// Log at trace level.
 pub fn trace(msg: &str) {
@@ -28,12 +29,18 @@ pub fn error(msg: &str) {
     emit(Level::Error, msg);
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Level {
+/// A log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Trace.
     Trace,
+    /// Debug.
     Debug,
+    /// Info.
     Info,
+    /// Warn.
     Warn,
+    /// Error.
     Error,
 }
 
@@ -53,4 +60,5 @@ fn emit(level: Level, msg: &str) {
 #[cfg(not(target_arch = "wasm32"))]
 fn emit(level: Level, msg: &str) {
     eprintln!("[sluice {level:?}] {msg}");
+    crate::testing::record_log(level, msg);
 }

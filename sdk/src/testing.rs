@@ -3,8 +3,9 @@
 //! Contract: [`MockHttp::install`] makes [`crate::http::send`] on the current thread call
 //! the given handler instead of a host, recording every request; the guard it returns
 //! uninstalls the mock when dropped. State is per thread, so tests running in parallel
-//! (as `cargo test` does) never see each other's mocks. [`configure`] builds a destination
-//! from config JSON exactly as the component export does, errors included.
+//! (as `cargo test` does) never see each other's mocks. [`logs`] returns what the plugin
+//! logged on this thread since the last install. [`configure`] builds a destination from
+//! config JSON exactly as the component export does, errors included.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -13,6 +14,7 @@ use crate::config::ConfigError;
 use crate::context::{JobContext, Request};
 use crate::destination::Destination;
 use crate::http::{HttpError, HttpRequest, HttpResponse};
+pub use crate::log::Level;
 
 type Handler = Box<dyn FnMut(&HttpRequest) -> Result<HttpResponse, HttpError>>;
 
@@ -20,6 +22,7 @@ type Handler = Box<dyn FnMut(&HttpRequest) -> Result<HttpResponse, HttpError>>;
 struct State {
     handler: Option<Handler>,
     requests: Vec<HttpRequest>,
+    logs: Vec<(Level, String)>,
     /// Bumped by every install, so an older guard's drop cannot remove a newer mock.
     generation: u64,
 }
@@ -47,6 +50,7 @@ impl MockHttp {
             state.generation += 1;
             state.handler = Some(Box::new(handler));
             state.requests.clear();
+            state.logs.clear();
             state.generation
         });
         MockHttp {
@@ -75,6 +79,16 @@ impl Drop for MockHttp {
             }
         });
     }
+}
+
+/// What the plugin logged (through [`crate::log`]) on this thread since the last
+/// [`MockHttp::install`], oldest first.
+pub fn logs() -> Vec<(Level, String)> {
+    STATE.with_borrow(|state| state.logs.clone())
+}
+
+pub(crate) fn record_log(level: Level, msg: &str) {
+    STATE.with_borrow_mut(|state| state.logs.push((level, msg.to_owned())));
 }
 
 /// What [`crate::http::send`] does in a native build.
@@ -179,6 +193,22 @@ mod tests {
             send(&HttpRequest::get("http://c/")),
             Err(HttpError::Other(_))
         ));
+    }
+
+    #[test]
+    fn logs_are_captured_per_thread_and_cleared_by_install() {
+        let _mock = MockHttp::always(HttpResponse::new(200));
+        crate::log::info("sent 3 events");
+        crate::log::warn("one was late");
+        assert_eq!(
+            logs(),
+            vec![
+                (Level::Info, "sent 3 events".to_owned()),
+                (Level::Warn, "one was late".to_owned())
+            ]
+        );
+        let _again = MockHttp::always(HttpResponse::new(200));
+        assert!(logs().is_empty());
     }
 
     #[test]

@@ -270,3 +270,25 @@ async fn the_server_survives_its_log_output_closing() {
         "the embedded PostgreSQL was stopped"
     );
 }
+
+#[test]
+fn text_logs_into_a_pipe_have_no_colour() {
+    // `plugin call` logs the plugin's load at info level; stderr is a pipe here.
+    let wasm = plugins::plugins_dir().join("webhook.wasm");
+    let out = sluice_cmd()
+        .args(["--log-format", "text", "plugin", "call"])
+        .arg(&wasm)
+        .args([
+            "--config",
+            r#"{"url":"http://127.0.0.1:9/hook","secret":"s"}"#,
+        ])
+        .args(["--event", r#"{"type":"track","userId":"u","event":"E"}"#])
+        .env("RUST_LOG", "debug")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.trim().is_empty(), "something was logged");
+    assert!(!stderr.contains('\u{1b}'), "no ANSI escapes: {stderr}");
+}

@@ -111,7 +111,7 @@ async fn failing_user_waits_while_other_users_are_delivered() {
     .unwrap();
     assert_eq!(
         (state.as_str(), attempt, code.as_deref()),
-        ("delivered", 3, Some("http_500"))
+        ("delivered", 4, Some("http_500"))
     );
 }
 

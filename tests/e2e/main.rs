@@ -13,6 +13,7 @@ mod hosts;
 mod hot_reload;
 mod ingest_errors;
 mod network_policy;
+mod operator;
 mod ordering;
 mod plugin_sdk;
 mod receivers;

@@ -359,7 +359,9 @@ impl Lane {
             Decision::Delivered => {
                 self.release_bytes(&job);
                 if job.has_row {
-                    self.update_row(&job, JobState::Delivered, 0, None, Some(now), now);
+                    // The successful attempt counts; the last failure's code and text stay
+                    // (docs/sql.md: what `attempt` and `error_code` mean on a delivered job).
+                    self.update_row(&job, JobState::Delivered, 1, None, Some(now), now);
                 } else {
                     self.unfinished.remove(&job.event_id);
                 }

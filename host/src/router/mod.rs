@@ -57,6 +57,8 @@ pub struct Wakers {
     by_destination: Arc<HashMap<String, Arc<Notify>>>,
     /// Destination ids by workspace.
     by_workspace: Arc<HashMap<String, Vec<String>>>,
+    /// By destination id: an operator changed the lane (due keys, pause).
+    operator: Arc<HashMap<String, Arc<Notify>>>,
 }
 
 impl Wakers {
@@ -71,6 +73,13 @@ impl Wakers {
     pub fn wake_workspace(&self, workspace_id: &str) {
         for d in self.by_workspace.get(workspace_id).into_iter().flatten() {
             self.wake(d);
+        }
+    }
+
+    /// Tells the destination's lane that an operator changed it.
+    pub fn operator(&self, destination_id: &str) {
+        if let Some(n) = self.operator.get(destination_id) {
+            n.notify_one();
         }
     }
 
@@ -118,7 +127,10 @@ impl Router {
         let mut by_destination = HashMap::new();
         let mut by_workspace: HashMap<String, Vec<String>> = HashMap::new();
         let mut slots = HashMap::new();
+        let mut operator_wakes = HashMap::new();
         for dest in &config.destinations {
+            let operator = Arc::new(Notify::new());
+            operator_wakes.insert(dest.id.clone(), operator.clone());
             let pool = Arc::new(InstancePool::new(runtime.clone(), dest.id.clone()));
             slots.insert(
                 dest.id.clone(),
@@ -167,6 +179,7 @@ impl Router {
                 pool,
                 settings: lane_settings,
                 wake,
+                operator,
                 shutdown: shutdown.clone(),
                 me: settings.me,
                 clock: clock.clone(),
@@ -180,6 +193,7 @@ impl Router {
             wakers: Wakers {
                 by_destination: Arc::new(by_destination),
                 by_workspace: Arc::new(by_workspace),
+                operator: Arc::new(operator_wakes),
             },
             share,
             plugins,

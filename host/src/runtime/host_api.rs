@@ -212,7 +212,7 @@ impl Gate {
             .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
 
         // Waiting for room under the destination's limit is not part of the timeout.
-        let permit = self.limiter.acquire().await;
+        let place = self.limiter.enter().await;
         let result = self
             .client
             .send(outgoing, timeout, MAX_RESPONSE_BYTES)
@@ -223,7 +223,7 @@ impl Gate {
             Err(OutboundError::DeniedAddress(_)) => Signal::Ignore,
             Err(_) => Signal::Overload,
         };
-        self.limiter.finish(permit, signal);
+        place.finish(signal);
         let response = result.map_err(|e| match e {
             OutboundError::DeniedAddress(denied) => {
                 tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %request.url, %denied, "outbound request refused by the network policy");

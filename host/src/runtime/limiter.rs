@@ -121,6 +121,16 @@ impl Limiter {
         }
     }
 
+    /// Waits for room under the limit, and gives it back when the guard is dropped, even if
+    /// the request never finishes: a call cancelled mid-request (its lane lost its lease, the
+    /// host is stopping) must not keep its place under the limit forever.
+    pub async fn enter(&self) -> InFlight<'_> {
+        InFlight {
+            limiter: self,
+            permit: Some(self.acquire().await),
+        }
+    }
+
     /// Gives a permit back with what its request said about the destination.
     pub fn finish(&self, permit: Permit, signal: Signal) {
         self.finish_at(permit, signal, Instant::now());
@@ -172,9 +182,52 @@ impl Limiter {
     }
 }
 
+/// A request's place under the limit (see [`Limiter::enter`]).
+#[derive(Debug)]
+pub struct InFlight<'a> {
+    limiter: &'a Limiter,
+    permit: Option<Permit>,
+}
+
+impl InFlight<'_> {
+    /// The request ended: give the place back with what it said about the destination.
+    pub fn finish(mut self, signal: Signal) {
+        if let Some(permit) = self.permit.take() {
+            self.limiter.finish(permit, signal);
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.limiter.finish(permit, Signal::Ignore);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_cancelled_request_gives_its_place_back() {
+        let l = std::sync::Arc::new(Limiter::new(1, 1));
+        let held = l.clone();
+        let request = tokio::spawn(async move {
+            let _place = held.enter().await;
+            std::future::pending::<()>().await;
+        });
+        while l.in_flight() == 0 {
+            tokio::task::yield_now().await;
+        }
+        request.abort();
+        let _ = request.await;
+        assert_eq!(l.in_flight(), 0, "the aborted request's place is free");
+        // And the next request gets in.
+        l.enter().await.finish(Signal::Fine);
+        assert_eq!(l.in_flight(), 0);
+    }
 
     fn permit(started: Instant) -> Permit {
         Permit {

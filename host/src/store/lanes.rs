@@ -63,6 +63,9 @@ pub struct Wake {
     pub workspaces: Vec<String>,
     /// A host joined: shares of lanes change.
     pub joined: bool,
+    /// An operator changed a lane (`sluice_retry_now`, `sluice_pause`, ...): workspace and
+    /// destination.
+    pub operator: Option<(String, String)>,
 }
 
 impl Store {
@@ -162,6 +165,7 @@ impl Store {
                  lease_until = $4 + make_interval(secs => $5), updated_at = $4
              WHERE workspace_id = $1 AND destination_id = $2 AND retired_at IS NULL
                AND (owner IS NULL OR owner = $3 OR lease_until < $4)
+               AND paused_at IS NULL
              RETURNING owner_epoch, ordering, cursor, claimed_to",
         )
         .bind(&lane.workspace_id)
@@ -223,6 +227,19 @@ impl Store {
     }
 
     /// Gives the lane up; `next_due` tells other hosts when a blocked key falls due.
+    /// Whether an operator paused the lane (`sluice_pause`).
+    pub async fn lane_paused(&self, lane: &LaneId) -> Result<bool, StoreError> {
+        let paused: Option<bool> = sqlx::query_scalar(
+            "SELECT paused_at IS NOT NULL FROM lanes WHERE workspace_id = $1 AND destination_id = $2",
+        )
+        .bind(&lane.workspace_id)
+        .bind(&lane.destination_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx("reading whether a lane is paused"))?;
+        Ok(paused.unwrap_or(false))
+    }
+
     pub async fn lane_release(
         &self,
         lease: &Lease,
@@ -277,7 +294,7 @@ impl Store {
                     END AS reason,
                     l.owner IS NOT NULL OR l.next_due IS NOT NULL OR l.cursor < h.last_id AS busy
              FROM lanes l, ingest_head h
-             WHERE l.retired_at IS NULL",
+             WHERE l.retired_at IS NULL AND l.paused_at IS NULL",
         )
         .bind(now)
         .fetch_all(&self.pool)
@@ -351,7 +368,7 @@ impl Store {
                      WHERE stopped_at IS NULL
                        AND seen_at > $1 - make_interval(secs => $2)) AS live,
                     (SELECT count(*) FROM lanes l, ingest_head h
-                     WHERE l.retired_at IS NULL
+                     WHERE l.retired_at IS NULL AND l.paused_at IS NULL
                        AND (l.owner IS NOT NULL OR l.cursor < h.last_id
                             OR l.next_due IS NOT NULL)) AS lanes",
         )
@@ -449,6 +466,7 @@ impl WakeListener {
                 from: None,
                 workspaces: Vec::new(),
                 joined: false,
+                operator: None,
             }),
             Err(e) => Err(StoreError::from_sqlx("waiting for notifications")(e)),
         }
@@ -471,6 +489,19 @@ fn parse_wake(payload: &str) -> Wake {
             from: Uuid::parse_str(host.trim()).ok(),
             workspaces: Vec::new(),
             joined: true,
+            operator: None,
+        };
+    }
+    // Written by the operator functions (migrations/0004): `op <workspace> <destination>`.
+    if let Some(lane) = payload.strip_prefix("op ") {
+        let mut parts = lane.splitn(2, ' ');
+        let workspace = parts.next().unwrap_or_default().to_string();
+        let destination = parts.next().unwrap_or_default().to_string();
+        return Wake {
+            from: None,
+            workspaces: Vec::new(),
+            joined: false,
+            operator: Some((workspace, destination)),
         };
     }
     let mut parts = payload.split(' ');
@@ -482,6 +513,7 @@ fn parse_wake(payload: &str) -> Wake {
             .map(str::to_string)
             .collect(),
         joined: false,
+        operator: None,
     }
 }
 
@@ -497,6 +529,8 @@ mod tests {
         assert_eq!(w.workspaces, vec!["acme", "beta"]);
         assert!(!w.joined);
         assert_eq!(parse_wake("garbage").from, None);
+        let op = parse_wake("op acme hook");
+        assert_eq!(op.operator, Some(("acme".into(), "hook".into())));
         let j = parse_wake(&format!("join {me}"));
         assert!(j.joined && j.from == Some(me));
     }

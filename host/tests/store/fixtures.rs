@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice::store::{
-    AcquiredLane, AppendOutcome, AppendRequest, Dedup, LaneId, LaneSpec, NewEvent, OrderingScope,
-    Store,
+    AcquiredLane, AppendOutcome, AppendRequest, Dedup, LaneId, LaneSpec, Lease, NewEvent,
+    OrderingScope, Store,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -94,4 +94,15 @@ pub async fn acquire(store: &Store, dest: &str, now: OffsetDateTime) -> Acquired
         .await
         .expect("acquire")
         .expect("the lane is free")
+}
+
+/// The `hook` lane (fed by `web`, ordered by user) with `events` (user, messageId) appended,
+/// acquired at `t0()`.
+pub async fn hook_with_events(store: &Store, events: &[(&str, &str)]) -> Lease {
+    store
+        .lanes_sync(&[spec("hook", &["web"], OrderingScope::User)])
+        .await
+        .expect("lanes sync");
+    append_users(store, "web", events).await;
+    acquire(store, "hook", t0()).await.lease
 }

@@ -8,9 +8,11 @@ mod fixtures;
 mod harness;
 mod lanes;
 mod model;
+mod operator;
 mod plugins;
 mod rows;
 mod schema;
+mod sql_docs;
 
 use std::process::ExitCode;
 
@@ -32,6 +34,8 @@ fn main() -> ExitCode {
     trials.extend(model::tests());
     trials.extend(schema::tests());
     trials.extend(plugins::tests());
+    trials.extend(operator::tests());
+    trials.extend(sql_docs::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     rt.block_on(pg.stop());
     conclusion.exit_code()

@@ -1,9 +1,7 @@
 //! `store::commit` and `store::blocked`: job rows, blocked keys, due fetches.
 
 use libtest_mimic::Trial;
-use sluice::store::{
-    FetchLimits, JobState, LaneCommit, Lease, NewJobRow, OrderingScope, RowUpdate,
-};
+use sluice::store::{FetchLimits, JobState, LaneCommit, Lease, NewJobRow, RowUpdate};
 use time::OffsetDateTime;
 
 use crate::fixtures::*;
@@ -68,17 +66,11 @@ const LIMITS: FetchLimits = FetchLimits {
 };
 
 async fn setup(db: &Db) -> Lease {
-    db.store
-        .lanes_sync(&[spec("hook", &["web"], OrderingScope::User)])
-        .await
-        .unwrap();
-    append_users(
+    hook_with_events(
         &db.store,
-        "web",
         &[("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("a", "5")],
     )
-    .await;
-    acquire(&db.store, "hook", t0()).await.lease
+    .await
 }
 
 async fn fetch_when_due(db: Db) {

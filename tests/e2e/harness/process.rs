@@ -115,7 +115,11 @@ impl Sluice {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args(["--log-format", "json", "serve", "--config"])
             .arg(&self.config_path)
-            .env("RUST_LOG", "info")
+            // SLUICE_TEST_LOG=debug (or any filter) to see more of a failing test's host.
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

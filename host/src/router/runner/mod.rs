@@ -81,6 +81,8 @@ pub struct LaneRunner {
     pub pool: Arc<InstancePool>,
     pub settings: LaneSettings,
     pub wake: Arc<Notify>,
+    /// An operator changed the lane (made keys due, paused it).
+    pub operator: Arc<Notify>,
     pub shutdown: CancellationToken,
     pub me: Uuid,
     pub clock: SharedClock,
@@ -111,10 +113,12 @@ impl LaneRunner {
                 Some(at) => tokio::select! {
                     _ = tokio::time::sleep_until(at) => true,
                     _ = self.wake.notified() => true,
+                    _ = self.operator.notified() => true,
                     _ = self.shutdown.cancelled() => false,
                 },
                 None => tokio::select! {
                     _ = self.wake.notified() => true,
+                    _ = self.operator.notified() => true,
                     _ = self.shutdown.cancelled() => false,
                 },
             };
@@ -384,6 +388,18 @@ impl LaneRunner {
                 _ = self.wake.notified() => {
                     st.log_more = true;
                     st.woken_while_reading = st.reading.is_some();
+                }
+                _ = self.operator.notified() => {
+                    // Keys may be due now; and the lane may be paused.
+                    st.next_due = Some(self.clock.now());
+                    match self.store.lane_paused(&self.lane).await {
+                        Ok(true) => {
+                            tracing::info!(lane = %self.lane, "paused by an operator; finishing the calls in flight and giving the lane up");
+                            return self.stop(st, End::Paused).await;
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(lane = %self.lane, error = %e, "cannot read whether the lane is paused"),
+                    }
                 }
                 _ = tokio::time::sleep_until(sleep_until) => {}
                 _ = self.shutdown.cancelled() => {}
