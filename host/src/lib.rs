@@ -11,6 +11,7 @@ pub mod embedded_pg;
 pub mod ingest;
 pub mod lane;
 pub mod maintenance;
+pub mod metrics;
 pub mod plugin_build;
 pub mod plugin_call;
 pub mod plugin_new;
@@ -131,7 +132,21 @@ async fn serve(
         host.incarnation,
     );
     let ingest = ingest::IngestState::new(config, store.clone(), writer);
+    let metrics_handle = metrics::install();
+    let metrics_store = store.clone();
     let app = ingest::router(Arc::new(ingest))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let (handle, store) = (metrics_handle.clone(), metrics_store.clone());
+                async move {
+                    match handle {
+                        Some(h) => metrics::render(&h, &store).await,
+                        None => String::from("# metrics recorder unavailable\n"),
+                    }
+                }
+            }),
+        )
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(tower_http::trace::TraceLayer::new_for_http());
 

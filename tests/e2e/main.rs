@@ -12,6 +12,7 @@ mod hostile;
 mod hosts;
 mod hot_reload;
 mod ingest_errors;
+mod metrics;
 mod network_policy;
 mod operator;
 mod ordering;

@@ -198,6 +198,7 @@ async fn store(
         .append(request, source.destinations.clone())
         .await?;
     tracing::debug!(source = %source.id, accepted = outcome.accepted, duplicates = outcome.duplicates, "batch stored");
+    crate::metrics::events_ingested(&source.workspace, &source.id, outcome.accepted as u64);
     debug_assert_eq!(outcome.accepted + outcome.duplicates, total);
     Ok(Json(json!({
         "success": true,

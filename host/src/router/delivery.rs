@@ -33,6 +33,7 @@ pub async fn deliver_call(pool: &InstancePool, workspace_id: &str, jobs: &[Job])
         first_job = jobs.first().map(|j| j.event_id).unwrap_or_default(),
     );
     async {
+        let started = std::time::Instant::now();
         let mut instance = match pool.take().await {
             Ok(i) => i,
             Err(e) => {
@@ -44,6 +45,7 @@ pub async fn deliver_call(pool: &InstancePool, workspace_id: &str, jobs: &[Job])
         };
         let outcomes = run(pool, workspace_id, &mut instance, jobs).await;
         pool.give_back(instance);
+        crate::metrics::plugin_call(pool.destination_id(), started.elapsed());
         CallReport {
             outcomes,
             unavailable: None,

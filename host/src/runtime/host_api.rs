@@ -213,6 +213,7 @@ impl Gate {
 
         // Waiting for room under the destination's limit is not part of the timeout.
         let place = self.limiter.enter().await;
+        let started = Instant::now();
         let result = self
             .client
             .send(outgoing, timeout, MAX_RESPONSE_BYTES)
@@ -224,6 +225,11 @@ impl Gate {
             Err(_) => Signal::Overload,
         };
         place.finish(signal);
+        crate::metrics::http_request(
+            &self.labels.destination,
+            started.elapsed(),
+            self.limiter.limit(),
+        );
         let response = result.map_err(|e| match e {
             OutboundError::DeniedAddress(denied) => {
                 tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %request.url, %denied, "outbound request refused by the network policy");

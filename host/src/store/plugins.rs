@@ -71,3 +71,39 @@ impl Store {
         Ok(())
     }
 }
+
+/// One lane's state for the metrics page.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LaneGauge {
+    pub workspace_id: String,
+    pub destination_id: String,
+    pub ids_behind: i64,
+    pub blocked_keys: i64,
+    pub leased: bool,
+    pub paused: bool,
+}
+
+impl Store {
+    /// Lane state for `/metrics` (from `lane_status`: a few rows, no job scan).
+    pub async fn lane_gauges(&self) -> Result<Vec<LaneGauge>, StoreError> {
+        sqlx::query_as(
+            "SELECT workspace_id, destination_id,
+                    greatest(coalesce(ids_behind, 0), 0) AS ids_behind,
+                    coalesce(blocked_keys, 0) AS blocked_keys,
+                    coalesce(leased, false) AS leased,
+                    paused_at IS NOT NULL AS paused
+             FROM lane_status WHERE retired_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx("reading lane state for metrics"))
+    }
+
+    /// (pool, connections, idle connections) of each connection pool.
+    pub fn pool_stats(&self) -> [(&'static str, u32, usize); 2] {
+        [
+            ("store", self.pool.size(), self.pool.num_idle()),
+            ("lanes", self.lane_pool.size(), self.lane_pool.num_idle()),
+        ]
+    }
+}

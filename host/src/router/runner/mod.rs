@@ -44,6 +44,7 @@ use super::retry::{JobOutcome, decide};
 use super::share::HostShare;
 use crate::clock::SharedClock;
 use crate::lane::{Decision, Job, Lane, LaneLimits};
+use crate::metrics::{self, JobMetric};
 use crate::store::{AcquiredLane, LaneId, Store};
 
 /// How long the lane pauses when no plugin instance can be created.
@@ -105,7 +106,7 @@ enum End {
 
 impl LaneRunner {
     pub async fn run(mut self) {
-        tracing::info!(lane = %self.lane, plugin = %self.pool.plugin_name(), "lane ready");
+        tracing::debug!(lane = %self.lane, "lane ready");
         // Look once at start: there may be work left from before.
         let mut next_try: Option<Instant> = Some(Instant::now());
         loop {
@@ -126,12 +127,13 @@ impl LaneRunner {
                 break;
             }
             if !self.pool.is_available() {
-                tracing::info!(lane = %self.lane, "no plugin loaded for this destination; the lane waits and its jobs stay pending");
+                // The plugin set says why (at start, before the first load, this is routine).
+                tracing::debug!(lane = %self.lane, "no plugin loaded for this destination; the lane waits and its jobs stay pending");
                 tokio::select! {
                     _ = self.pool.wait_available() => {}
                     _ = self.shutdown.cancelled() => break,
                 }
-                tracing::info!(lane = %self.lane, plugin = %self.pool.plugin_name(), "plugin loaded; the lane resumes");
+                tracing::debug!(lane = %self.lane, plugin = %self.pool.plugin_name(), "plugin loaded; the lane resumes");
             }
             if let Some(shape) = self.pool.shape() {
                 self.settings.shape = shape;
@@ -461,6 +463,22 @@ impl LaneRunner {
             tracing::warn!(lane = %self.lane, pause = ?pause, "destination failing for every key; pausing, then probing with one job");
             st.pause(Instant::now() + pause);
         }
+        // Counted once per call and outcome, not per job (the call is the hot path).
+        for m in [
+            JobMetric::Delivered,
+            JobMetric::Retried,
+            JobMetric::Aborted,
+            JobMetric::Throttled,
+        ] {
+            let n = decisions
+                .iter()
+                .filter(|d| job_metric(d) == Some(m))
+                .count();
+            if n > 0 {
+                metrics::jobs(&self.lane.destination_id, m, n as u64);
+            }
+        }
+        metrics::breaker(&self.lane.destination_id, st.breaker.probing());
         if let Some(t) = throttle {
             tracing::info!(lane = %self.lane, until = %t, "destination throttled; pausing the lane");
             st.pause(self.instant_of(t));
@@ -524,5 +542,16 @@ impl LaneRunner {
             tracing::warn!(lane = %self.lane, error = %e, "releasing the lane at shutdown failed; its lease will expire");
         }
         end
+    }
+}
+
+/// How a decision is counted in `sluice_jobs_total` (a released job was not attempted).
+fn job_metric(decision: &Decision) -> Option<JobMetric> {
+    match decision {
+        Decision::Delivered => Some(JobMetric::Delivered),
+        Decision::Retry { .. } => Some(JobMetric::Retried),
+        Decision::Aborted { .. } => Some(JobMetric::Aborted),
+        Decision::Throttled { .. } => Some(JobMetric::Throttled),
+        Decision::Released => None,
     }
 }

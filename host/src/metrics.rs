@@ -1,0 +1,156 @@
+//! Prometheus metrics (`GET /metrics`), through the `metrics` facade and its Prometheus
+//! exporter.
+//!
+//! Counted where things happen (ingest, lane decisions, plugin calls, outbound HTTP); the
+//! state of lanes and of the connection pools is read when the page is scraped, from the
+//! `lane_status` view (one cheap query: lanes are few) and the pools themselves. Labels are
+//! ids from the config, never user data, so their number stays bounded.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::store::Store;
+
+/// What happened to a job at the end of an attempt, as counted in `sluice_jobs_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobMetric {
+    Delivered,
+    Retried,
+    Aborted,
+    Throttled,
+}
+
+impl JobMetric {
+    fn label(self) -> &'static str {
+        match self {
+            JobMetric::Delivered => "delivered",
+            JobMetric::Retried => "failed",
+            JobMetric::Aborted => "aborted",
+            JobMetric::Throttled => "throttled",
+        }
+    }
+}
+
+/// Installs the recorder once per process and returns the handle that renders the page.
+pub fn install() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ];
+            let handle = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .ok()?
+                .install_recorder()
+                .map_err(|e| tracing::warn!(error = %e, "cannot install the metrics recorder"))
+                .ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        "sluice_events_ingested_total",
+        "Events accepted and stored, per source."
+    );
+    describe_counter!(
+        "sluice_jobs_total",
+        "Attempts ended, per destination and outcome (delivered, failed, aborted, throttled)."
+    );
+    describe_histogram!(
+        "sluice_plugin_call_seconds",
+        "One plugin call (transform of every job, then send), per destination."
+    );
+    describe_histogram!(
+        "sluice_http_request_seconds",
+        "One outbound HTTP request of a plugin, per destination."
+    );
+    describe_gauge!(
+        "sluice_concurrency_limit",
+        "The adaptive concurrency limit, per destination."
+    );
+    describe_gauge!(
+        "sluice_breaker_open",
+        "1 while a destination is paused by its breaker."
+    );
+    describe_gauge!(
+        "sluice_lane_ids_behind",
+        "Event ids between the ingest head and the lane's cursor."
+    );
+    describe_gauge!(
+        "sluice_lane_blocked_keys",
+        "Ordering keys waiting behind a failed job."
+    );
+    describe_gauge!(
+        "sluice_lane_leased",
+        "1 while some host holds the lane's lease."
+    );
+    describe_gauge!(
+        "sluice_lane_paused",
+        "1 while an operator has paused the lane."
+    );
+    describe_gauge!(
+        "sluice_db_connections",
+        "PostgreSQL connections per pool and state."
+    );
+}
+
+pub fn events_ingested(workspace: &str, source: &str, n: u64) {
+    counter!("sluice_events_ingested_total", "workspace" => workspace.to_string(), "source" => source.to_string())
+        .increment(n);
+}
+
+pub fn jobs(destination: &str, what: JobMetric, n: u64) {
+    counter!("sluice_jobs_total", "destination" => destination.to_string(), "outcome" => what.label())
+        .increment(n);
+}
+
+pub fn plugin_call(destination: &str, took: Duration) {
+    histogram!("sluice_plugin_call_seconds", "destination" => destination.to_string())
+        .record(took.as_secs_f64());
+}
+
+pub fn http_request(destination: &str, took: Duration, limit: usize) {
+    histogram!("sluice_http_request_seconds", "destination" => destination.to_string())
+        .record(took.as_secs_f64());
+    gauge!("sluice_concurrency_limit", "destination" => destination.to_string()).set(limit as f64);
+}
+
+pub fn breaker(destination: &str, open: bool) {
+    gauge!("sluice_breaker_open", "destination" => destination.to_string()).set(if open {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// Reads lane and pool state into gauges, then renders the page.
+pub async fn render(handle: &PrometheusHandle, store: &Store) -> String {
+    match store.lane_gauges().await {
+        Ok(lanes) => {
+            for l in lanes {
+                let labels = [
+                    ("workspace", l.workspace_id.clone()),
+                    ("destination", l.destination_id.clone()),
+                ];
+                gauge!("sluice_lane_ids_behind", &labels).set(l.ids_behind as f64);
+                gauge!("sluice_lane_blocked_keys", &labels).set(l.blocked_keys as f64);
+                gauge!("sluice_lane_leased", &labels).set(f64::from(u8::from(l.leased)));
+                gauge!("sluice_lane_paused", &labels).set(f64::from(u8::from(l.paused)));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read lane state"),
+    }
+    for (pool, size, idle) in store.pool_stats() {
+        gauge!("sluice_db_connections", "pool" => pool, "state" => "idle").set(idle as f64);
+        gauge!("sluice_db_connections", "pool" => pool, "state" => "busy")
+            .set((size as usize).saturating_sub(idle) as f64);
+    }
+    handle.render()
+}

@@ -1,0 +1,67 @@
+//! Prometheus `/metrics`: counters, histograms and lane gauges from a real delivery run.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// The value of the first sample of `name` whose labels include every one of `labels`.
+fn sample(page: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_ingest_and_delivery_and_show_lane_state() {
+    let sink = Sink::ok(SECRET);
+    let sluice = Sluice::start(&webhook_config(&sink.url, r#"{ min_backoff = "1s" }"#, ""));
+    let pool = db(&sluice).await;
+    post_all(&sluice, &events(10, 100), 50).await;
+    wait_until(Duration::from_secs(30), "100 deliveries", || async {
+        (sink.accepted().len() >= 100).then_some(())
+    })
+    .await;
+    wait_all_delivered(&pool, "hook", 100).await;
+
+    let page = client()
+        .get(sluice.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hook = r#"destination="hook""#;
+    assert_eq!(
+        sample(&page, "sluice_events_ingested_total", &[r#"source="web""#]),
+        Some(100.0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(
+            &page,
+            "sluice_jobs_total",
+            &[hook, r#"outcome="delivered""#]
+        ),
+        Some(100.0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&page, "sluice_http_request_seconds_count", &[hook]),
+        Some(100.0),
+        "one request per event: {page}"
+    );
+    assert!(sample(&page, "sluice_plugin_call_seconds_count", &[hook]).is_some_and(|n| n >= 1.0));
+    assert_eq!(
+        sample(&page, "sluice_lane_ids_behind", &[hook]),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(sample(&page, "sluice_lane_paused", &[hook]), Some(0.0));
+    assert!(sample(&page, "sluice_concurrency_limit", &[hook]).is_some_and(|n| n >= 1.0));
+    assert!(sample(&page, "sluice_db_connections", &[r#"pool="store""#]).is_some());
+    assert!(page.contains("# HELP sluice_jobs_total"), "described");
+}
