@@ -1,0 +1,101 @@
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[source]]
+id = "web"
+workspace = "acme"
+write_key = "wk_acme_web"
+destinations = ["hook"]
+
+[[destination]]
+id = "hook"
+workspace = "acme"
+plugin = "webhook"
+config = { url = "http://127.0.0.1:9000/hook", secret = "whsec_test" }
+retry = { min_backoff = "10s", max_backoff = "5m", max_attempts = 3, window = "3h" }
+"#;
+
+#[test]
+fn parses_the_documented_shape() {
+    let c = Config::parse(GOOD, "sluice.toml").unwrap();
+    assert_eq!(c.sources[0].destinations, vec!["hook"]);
+    assert_eq!(
+        c.destinations[0].config["url"],
+        "http://127.0.0.1:9000/hook"
+    );
+    assert_eq!(
+        c.destinations[0].retry.max_backoff,
+        Some(Duration::from_secs(300))
+    );
+    assert_eq!(
+        c.destinations[0].retry.window,
+        Some(Duration::from_secs(3 * 3600))
+    );
+}
+
+#[test]
+fn unknown_destination_names_file_line_and_field() {
+    let text = GOOD.replace(r#"destinations = ["hook"]"#, r#"destinations = ["hok"]"#);
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "sluice.toml:9: source[0].destinations: unknown destination `hok`"
+    );
+}
+
+#[test]
+fn unknown_field_is_a_parse_error_with_line() {
+    let text = GOOD.replace("plugin = \"webhook\"", "plugn = \"webhook\"");
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert!(
+        err.starts_with("sluice.toml: TOML parse error at line"),
+        "{err}"
+    );
+    assert!(err.contains("plugn"), "{err}");
+}
+
+#[test]
+fn bad_duration_is_reported() {
+    let text = GOOD.replace("\"10s\"", "\"ten seconds\"");
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert!(err.contains("line 16"), "{err}");
+}
+
+#[test]
+fn min_backoff_above_max_is_rejected() {
+    let text = GOOD.replace("\"10s\"", "\"10m\"");
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("min_backoff must not exceed max_backoff"),
+        "{err}"
+    );
+    assert!(
+        err.starts_with("sluice.toml:16: destination[0].retry"),
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicate_write_key_is_rejected() {
+    let text = format!(
+        "{GOOD}\n[[source]]\nid = \"app\"\nworkspace = \"acme\"\nwrite_key = \"wk_acme_web\"\n"
+    );
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert!(err.contains("source[1].write_key"), "{err}");
+}
+
+#[test]
+fn rate_limit_is_events_per_second_above_zero() {
+    let text = format!("{GOOD}rate_limit = 250\n");
+    let c = Config::parse(&text, "sluice.toml").unwrap();
+    assert_eq!(c.destinations[0].rate_limit, Some(250.0));
+    let text = format!("{GOOD}rate_limit = 0\n");
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert!(
+        err.starts_with("sluice.toml:17: destination[0].rate_limit: must be"),
+        "{err}"
+    );
+}
