@@ -15,6 +15,7 @@
 mod breaker;
 mod calls;
 mod delivery;
+mod log_budget;
 mod plugins;
 mod pool;
 pub mod rate;

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Breaker, Calls, RateLimit, STORE_RETRY_MIN};
+use super::{Breaker, Calls, LogBudget, RateLimit, STORE_RETRY_MIN};
 use crate::lane::{Decision, Lane};
 use crate::store::{BlockedFetch, CommitResult, LaneCommit, Lease, LogRead, StoreError};
 
@@ -50,6 +50,8 @@ pub(super) struct Active {
     pub(super) rng: rand::rngs::StdRng,
     pub(super) rate: Option<RateLimit>,
     pub(super) batch_cap: BatchCap,
+    /// Per-job log lines of this lane (failures, aborts) are rate limited.
+    pub(super) log_budget: LogBudget,
 }
 
 /// Jobs per call after a destination said "too large" (413): halved at each such answer,

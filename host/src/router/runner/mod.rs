@@ -38,6 +38,7 @@ use self::active::{Active, join};
 use super::breaker::Breaker;
 use super::calls::Calls;
 use super::delivery::CallReport;
+use super::log_budget::LogBudget;
 use super::pool::{InstancePool, LaneShape};
 use super::rate::RateLimit;
 use super::retry::{JobOutcome, decide};
@@ -208,6 +209,7 @@ impl LaneRunner {
             rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
             rate: s.rate_limit.map(|r| RateLimit::new(r, Instant::now())),
             batch_cap: Default::default(),
+            log_budget: LogBudget::new(Instant::now()),
         };
         loop {
             while let Some((jobs, report)) = st.calls.try_next() {
@@ -440,17 +442,28 @@ impl LaneRunner {
                 outcome,
                 &mut st.rng,
             );
+            let log_it = matches!(decision, Decision::Aborted { .. } | Decision::Retry { .. })
+                && {
+                    let (ok, held_back) = st.log_budget.allow(Instant::now());
+                    if let Some(n) = held_back {
+                        tracing::warn!(lane = %self.lane, lines = n, "per-job log lines held back in the last window (see failed_jobs and aborted_jobs)");
+                    }
+                    ok
+                };
             match &decision {
-                Decision::Aborted { code, text } => {
+                Decision::Aborted { code, text } if log_it => {
                     tracing::warn!(lane = %self.lane, job = job.event_id, key = %job.key, %code, error = %text, "job aborted")
                 }
-                Decision::Retry { code, text, at } => {
+                Decision::Retry { code, text, at } if log_it => {
                     tracing::info!(lane = %self.lane, job = job.event_id, key = %job.key, %code, error = %text, retry_at = %at, "attempt failed")
                 }
                 Decision::Throttled { at } => {
                     throttle = Some(throttle.map_or(*at, |t| t.max(*at)));
                 }
-                Decision::Delivered | Decision::Released => {}
+                Decision::Delivered
+                | Decision::Released
+                | Decision::Aborted { .. }
+                | Decision::Retry { .. } => {}
             }
             st.lane.complete(job, decision.clone(), now);
             decisions.push(decision);
