@@ -86,17 +86,14 @@ impl InstancePool {
         &self.destination_id
     }
 
-    /// The plugin's name and sha256, if one is installed.
-    pub fn plugin(&self) -> Option<(String, String)> {
-        let current = self.current.read().ok()?;
-        let v = current.as_ref()?;
-        Some((v.spec.plugin.name.clone(), v.spec.plugin.sha256.clone()))
-    }
-
     /// The plugin's name for logs ("-" when none is installed).
     pub fn plugin_name(&self) -> String {
-        self.plugin()
-            .map_or_else(|| "-".to_string(), |(name, _)| name)
+        let current = self.current.read().ok();
+        let name = current
+            .as_ref()
+            .and_then(|c| c.as_ref())
+            .map(|v| v.spec.plugin.name.as_str());
+        name.unwrap_or("-").to_string()
     }
 
     pub fn is_available(&self) -> bool {

@@ -95,8 +95,9 @@ impl Limiter {
         self.state.lock().map(|s| s.in_flight).unwrap_or(0)
     }
 
-    /// Waits for room under the limit.
-    pub async fn acquire(&self) -> Permit {
+    /// Waits for room under the limit. Private: callers use [`Limiter::enter`], whose guard
+    /// gives the room back even when the request is cancelled.
+    async fn acquire(&self) -> Permit {
         loop {
             // Register interest before checking, so a release in between is not missed.
             let released = self.released.notified();

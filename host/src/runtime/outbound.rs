@@ -93,10 +93,6 @@ impl Outbound {
         Ok(Outbound { client, policy })
     }
 
-    pub fn policy(&self) -> &NetworkPolicy {
-        &self.policy
-    }
-
     /// Sends one request and reads the response, at most `max_body` bytes of it, all within
     /// `timeout`.
     pub async fn send(
