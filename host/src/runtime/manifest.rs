@@ -6,6 +6,7 @@
 //! allowed_hosts = ["{{ config.url }}"]   # see runtime::allowlist
 //! batch_size = 50                         # jobs per claim / send call
 //! max_in_flight = 4                       # concurrent batches per destination
+//! ordered_batches = false                 # several jobs of one key per call, in order
 //! [limits]
 //! memory = "64MiB"                        # linear memory cap per instance
 //! deadline = "2s"                         # guest time per call (host HTTP time excluded)
@@ -40,6 +41,10 @@ pub struct Manifest {
     pub batch_size: usize,
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// One call may carry several consecutive jobs of one ordering key, in order, for APIs
+    /// that apply an array in order. Without it a call carries at most one job per key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered_batches: bool,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "is_default_retry")]
