@@ -2,13 +2,21 @@
 //!
 //! # The ordering invariant
 //!
-//! For each (destination, ordering key): at most one job is in flight, and a job is handed out
-//! only when every earlier job of its key is finished (delivered or aborted).
+//! For each (destination, ordering key): at most one call carries jobs of the key at a time,
+//! and a job is handed out only when every earlier job of its key is finished (delivered or
+//! aborted) or goes in the same call, ahead of it.
 //!
 //! It is kept here, and only here:
 //! - Jobs arrive in id order, from the log (`accept_log`) or from the rows of a blocked key
-//!   (`accept_rows`). Each key has one queue; [`Lane::take_call`] takes at most the front job
-//!   of each key that has nothing in flight.
+//!   (`accept_rows`). Each key has one queue; [`Lane::take_call`] takes the front job of each
+//!   key that has nothing in flight — or, for a plugin with ordered batches, a run of
+//!   consecutive jobs from the front, in order.
+//! - A call's outcomes are applied together, in call order ([`Lane::complete_call`]). In a call
+//!   carrying several jobs of one key, the first job of the key that does not finish decides
+//!   for the key's later jobs in the call, whatever their own outcome: they were sent after a
+//!   job that must go again, so they go again after it. A retry or throttle parks them behind
+//!   it ([`Decision::Parked`], no attempt spent); a job handed back unattempted takes them back
+//!   with it.
 //! - When a job does not finish (retry or throttle), its key becomes *blocked*: the job gets a
 //!   `failed` row, every job behind it in memory is *parked* (a `pending` row), and every later
 //!   event of the key that the log brings is parked as well. Nothing of a blocked key moves
@@ -85,6 +93,9 @@ pub enum Decision {
     Aborted { code: String, text: String },
     /// Not attempted (shutdown, pause): back to the front of its key.
     Released,
+    /// Behind a job of its key that did not finish in the same call (ordered batches): waits
+    /// behind that job and is sent again after it. Not an attempt.
+    Parked,
 }
 
 /// Bounds on what a lane holds in memory.
@@ -105,8 +116,8 @@ impl Default for LaneLimits {
 #[derive(Debug, Default)]
 struct KeyState {
     queue: VecDeque<Job>,
-    /// A job of this key is in flight.
-    busy: bool,
+    /// Jobs of this key in flight (all in one call).
+    in_flight: usize,
     /// The key is in the ready queue.
     queued: bool,
 }
@@ -295,16 +306,18 @@ impl Lane {
         out.into_iter().map(|k| k.to_string()).collect()
     }
 
-    /// The next call: the front job of up to `max_jobs` ready keys, at most `max_bytes` (the
-    /// first job always fits).
+    /// The next call: up to `max_jobs` jobs and at most `max_bytes` (the first job always
+    /// fits), taking from each ready key up to `per_key` consecutive jobs from its front (1
+    /// unless the plugin applies ordered batches).
     ///
     /// A job read from the log goes out only once the store knows it was read (`claimed_to`
     /// written), so that after a crash the store can tell which jobs may have been in flight.
-    pub fn take_call(&mut self, max_jobs: usize, max_bytes: usize) -> Vec<Job> {
+    pub fn take_call(&mut self, max_jobs: usize, max_bytes: usize, per_key: usize) -> Vec<Job> {
+        let max_jobs = max_jobs.max(1);
         let mut call: Vec<Job> = Vec::new();
         let mut bytes = 0usize;
         let mut unclaimed = Vec::new();
-        while call.len() < max_jobs.max(1) {
+        while call.len() < max_jobs {
             let Some(key) = self.ready.pop_front() else {
                 break;
             };
@@ -312,7 +325,7 @@ impl Lane {
                 continue;
             };
             state.queued = false;
-            if state.busy {
+            if state.in_flight > 0 {
                 continue;
             }
             let Some(front) = state.queue.front() else {
@@ -328,12 +341,22 @@ impl Lane {
                 self.ready.push_front(key);
                 break;
             }
-            let Some(job) = state.queue.pop_front() else {
-                continue;
-            };
-            state.busy = true;
-            bytes += job.size();
-            call.push(job);
+            // The front job, then as many of the key's next jobs as may go with it.
+            while state.in_flight < per_key.max(1) && call.len() < max_jobs {
+                let Some(next) = state.queue.front() else {
+                    break;
+                };
+                let may_go = next.has_row || next.event_id <= self.claimed_written;
+                if state.in_flight > 0 && (!may_go || bytes + next.size() > max_bytes) {
+                    break;
+                }
+                let Some(job) = state.queue.pop_front() else {
+                    break;
+                };
+                state.in_flight += 1;
+                bytes += job.size();
+                call.push(job);
+            }
         }
         // Unclaimed keys keep their place at the front.
         for key in unclaimed.into_iter().rev() {
@@ -343,18 +366,71 @@ impl Lane {
         call
     }
 
-    /// Records what became of a job handed out by `take_call`.
+    /// Records what became of the jobs of one call, in call order, and returns the decisions
+    /// taken: the given ones, except for the jobs of a key behind one of its jobs that did not
+    /// finish (see the module doc).
+    pub fn complete_call(
+        &mut self,
+        results: Vec<(Job, Decision)>,
+        now: OffsetDateTime,
+    ) -> Vec<Decision> {
+        // Keys stopped in this call, and what their later jobs become.
+        let mut stopped: Vec<(Key, Decision)> = Vec::new();
+        let mut taken = Vec::with_capacity(results.len());
+        for (job, decision) in results {
+            let decision = match stopped.iter().find(|(k, _)| *k == job.key) {
+                Some((_, follow)) => follow.clone(),
+                None => decision,
+            };
+            let follow = match decision {
+                Decision::Delivered | Decision::Aborted { .. } => None,
+                Decision::Released => Some(Decision::Released),
+                Decision::Retry { .. } | Decision::Throttled { .. } | Decision::Parked => {
+                    Some(Decision::Parked)
+                }
+            };
+            if let Some(follow) = follow
+                && !stopped.iter().any(|(k, _)| *k == job.key)
+            {
+                stopped.push((job.key.clone(), follow));
+            }
+            self.complete(job, decision.clone(), now);
+            taken.push(decision);
+        }
+        taken
+    }
+
+    /// Records what became of a job handed out by `take_call`. The jobs of a call carrying
+    /// several jobs of one key go through [`Lane::complete_call`], which keeps their order.
     pub fn complete(&mut self, job: Job, decision: Decision, now: OffsetDateTime) {
         self.in_flight = self.in_flight.saturating_sub(1);
         if let Some(state) = self.keys.get_mut(&job.key) {
-            state.busy = false;
+            state.in_flight = state.in_flight.saturating_sub(1);
         }
         match decision {
             Decision::Released => {
+                // Back in id order: the jobs of a call may come back in any order.
                 let key = job.key.clone();
                 let state = self.keys.entry(key.clone()).or_default();
-                state.queue.push_front(job);
+                let at = state.queue.partition_point(|j| j.event_id < job.event_id);
+                state.queue.insert(at, job);
                 self.make_ready(&key);
+            }
+            Decision::Parked => {
+                // The key is blocked behind its failed job (`fail` parked what was queued);
+                // this one joins them. A job with a row is already pending behind it.
+                self.release_bytes(&job);
+                let key = job.key.clone();
+                if !job.has_row {
+                    self.park(job, now);
+                }
+                if self
+                    .keys
+                    .get(&key)
+                    .is_some_and(|s| s.queue.is_empty() && s.in_flight == 0)
+                {
+                    self.keys.remove(&key);
+                }
             }
             Decision::Delivered => {
                 self.release_bytes(&job);
@@ -401,7 +477,7 @@ impl Lane {
                     self.held_jobs -= 1;
                     self.held_bytes -= j.size();
                 }
-                if !state.busy {
+                if state.in_flight == 0 {
                     self.keys.remove(&k);
                 }
             }
@@ -427,7 +503,7 @@ impl Lane {
 
     fn make_ready(&mut self, key: &Key) {
         if let Some(state) = self.keys.get_mut(key)
-            && !state.busy
+            && state.in_flight == 0
             && !state.queued
             && !state.queue.is_empty()
         {
@@ -441,7 +517,7 @@ impl Lane {
         let empty = self
             .keys
             .get(key)
-            .is_none_or(|s| s.queue.is_empty() && !s.busy);
+            .is_none_or(|s| s.queue.is_empty() && s.in_flight == 0);
         if !empty {
             self.make_ready(key);
             return;

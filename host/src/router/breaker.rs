@@ -47,7 +47,7 @@ impl Breaker {
             match d {
                 Decision::Delivered | Decision::Aborted { .. } => alive = true,
                 Decision::Retry { .. } => failed += 1,
-                Decision::Throttled { .. } | Decision::Released => {}
+                Decision::Throttled { .. } | Decision::Released | Decision::Parked => {}
             }
         }
         if alive {

@@ -1,6 +1,7 @@
 //! One call through a destination's plugin: `transform` each job, then one `send` with every
 //! payload. The lane hands a call at most one job per ordering key, so the payloads of one call
-//! may go out concurrently.
+//! may go out concurrently — unless the plugin declares ordered batches, and then it is the
+//! plugin's promise to deliver a key's payloads in call order.
 
 use std::time::Duration;
 

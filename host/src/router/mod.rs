@@ -157,6 +157,7 @@ impl Router {
                 shape: LaneShape {
                     batch_size: 1,
                     max_in_flight: 1,
+                    ordered_batches: false,
                     call_max_bytes: MIN_CALL_BYTES,
                     max_held_jobs: 1000,
                     policy: RetryPolicy::resolve(&dest.retry, &Default::default()),

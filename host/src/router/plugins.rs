@@ -234,6 +234,7 @@ impl PluginSet {
         let shape = LaneShape {
             batch_size: manifest.batch_size,
             max_in_flight: manifest.max_in_flight,
+            ordered_batches: manifest.ordered_batches,
             // A call's payloads are copied into the plugin (and usually once more by it).
             call_max_bytes: (memory / 4).max(MIN_CALL_BYTES),
             max_held_jobs: (manifest.batch_size * manifest.max_in_flight * 4).max(1000),

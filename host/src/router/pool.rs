@@ -26,6 +26,8 @@ pub struct LaneShape {
     pub batch_size: usize,
     /// Plugin calls in flight at once.
     pub max_in_flight: usize,
+    /// A call may carry several consecutive jobs of one key (the manifest's `ordered_batches`).
+    pub ordered_batches: bool,
     /// Payload bytes per call (so that a call fits the plugin's memory).
     pub call_max_bytes: usize,
     /// Jobs held in memory (read ahead, queued, in flight).

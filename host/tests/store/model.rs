@@ -76,8 +76,8 @@ struct Host {
 struct Active {
     lane: Lane,
     lease: Lease,
-    /// Jobs sent and not yet completed.
-    in_flight: Vec<Job>,
+    /// Calls sent and not yet completed (a call may carry a run of one key's jobs).
+    in_flight: Vec<Vec<Job>>,
     /// When the lease was last renewed (model clock).
     renewed_at: OffsetDateTime,
 }
@@ -331,19 +331,36 @@ impl World {
             self.rng.random_range(1..4)
         };
         let a = self.hosts[h].active.as_mut().unwrap();
-        let call = a.lane.take_call(size, usize::MAX);
+        // Half the histories' calls may carry several jobs of a key (ordered batches).
+        let per_key = if self.seed.is_multiple_of(2) {
+            1
+        } else {
+            self.rng.random_range(1..4)
+        };
+        let call = a.lane.take_call(size, usize::MAX, per_key);
         let ids: Vec<i64> = call.iter().map(|j| j.event_id).collect();
-        for job in &call {
+        for (i, job) in call.iter().enumerate() {
+            // Every earlier job of the key is finished, or goes ahead of it in this call.
+            let ahead: HashSet<i64> = call[..i]
+                .iter()
+                .filter(|j| j.key == job.key)
+                .map(|j| j.event_id)
+                .collect();
             let earlier: Vec<i64> = self.by_key[&*job.key]
                 .iter()
                 .copied()
-                .filter(|id| *id < job.event_id && !self.finished.contains(id))
+                .filter(|id| {
+                    *id < job.event_id && !self.finished.contains(id) && !ahead.contains(id)
+                })
                 .collect();
             if !earlier.is_empty() {
                 self.fail(&format!(
                     "host {h} sends {} of {} before {earlier:?} finished",
                     job.event_id, job.key
                 ));
+            }
+            if !ahead.is_empty() {
+                continue;
             }
             if let Some(other) = self.in_flight_keys.get(&*job.key) {
                 self.fail(&format!(
@@ -353,12 +370,7 @@ impl World {
             }
             self.in_flight_keys.insert(job.key.to_string(), h);
         }
-        self.hosts[h]
-            .active
-            .as_mut()
-            .unwrap()
-            .in_flight
-            .extend(call);
+        self.hosts[h].active.as_mut().unwrap().in_flight.push(call);
         self.log.push(format!("host {h} sends {ids:?}"));
     }
 
@@ -368,13 +380,57 @@ impl World {
             return;
         }
         let i = self.rng.random_range(0..a.in_flight.len());
-        let job = a.in_flight.swap_remove(i);
+        let call = a.in_flight.swap_remove(i);
+        let mut results = Vec::with_capacity(call.len());
+        for job in call {
+            let decision = self.roll(heal);
+            results.push((job, decision));
+        }
+        let who: Vec<(i64, String)> = results
+            .iter()
+            .map(|(j, _)| (j.event_id, j.key.to_string()))
+            .collect();
+        let given: Vec<Decision> = results.iter().map(|(_, d)| d.clone()).collect();
+        let a = self.hosts[h].active.as_mut().unwrap();
+        let taken = a.lane.complete_call(results, self.now);
+        let mut stopped: HashSet<&str> = HashSet::new();
+        for (((id, key), decision), given) in who.iter().zip(&taken).zip(&given) {
+            // The lane's rule for a key's later jobs in the call, checked independently.
+            let expected = if stopped.contains(key.as_str()) {
+                &Decision::Parked
+            } else {
+                given
+            };
+            if decision != expected {
+                self.fail(&format!(
+                    "host {h}: {id} of {key} was given {given:?} and taken as {decision:?}"
+                ));
+            }
+            if !matches!(decision, Decision::Delivered | Decision::Aborted { .. }) {
+                stopped.insert(key);
+            }
+            self.in_flight_keys.remove(key);
+            match decision {
+                Decision::Delivered => {
+                    self.finished.insert(*id);
+                    *self.delivered.entry(*id).or_default() += 1;
+                }
+                Decision::Aborted { .. } => {
+                    self.finished.insert(*id);
+                }
+                _ => {}
+            }
+            self.log.push(format!("host {h}: {id} -> {decision:?}"));
+        }
+    }
+
+    fn roll(&mut self, heal: bool) -> Decision {
         let roll = if heal {
             0
         } else {
             self.rng.random_range(0..100)
         };
-        let decision = match roll {
+        match roll {
             0..=69 => Decision::Delivered,
             70..=84 => Decision::Retry {
                 code: "http_500".into(),
@@ -388,22 +444,7 @@ impl World {
                 code: "http_400".into(),
                 text: "bad".into(),
             },
-        };
-        self.in_flight_keys.remove(&*job.key);
-        match &decision {
-            Decision::Delivered => {
-                self.finished.insert(job.event_id);
-                *self.delivered.entry(job.event_id).or_default() += 1;
-            }
-            Decision::Aborted { .. } => {
-                self.finished.insert(job.event_id);
-            }
-            _ => {}
         }
-        self.log
-            .push(format!("host {h}: {} -> {decision:?}", job.event_id));
-        let a = self.hosts[h].active.as_mut().unwrap();
-        a.lane.complete(job, decision, self.now);
     }
 
     async fn commit(&mut self, h: usize) {
@@ -447,7 +488,7 @@ impl World {
     /// or give up the lane.
     async fn self_fence(&mut self, h: usize) {
         let a = self.hosts[h].active.as_mut().unwrap();
-        let cancelled: Vec<Job> = a.in_flight.drain(..).collect();
+        let cancelled: Vec<Job> = a.in_flight.drain(..).flatten().collect();
         for job in cancelled {
             self.at_risk.insert(job.event_id);
             self.in_flight_keys.remove(&*job.key);
@@ -473,7 +514,7 @@ impl World {
     /// Host `h` no longer holds the lane: whatever it had read and not finished may be sent again.
     fn lose(&mut self, h: usize) {
         if let Some(a) = self.hosts[h].active.take() {
-            for job in &a.in_flight {
+            for job in a.in_flight.iter().flatten() {
                 self.in_flight_keys.remove(&*job.key);
                 self.at_risk.insert(job.event_id);
             }

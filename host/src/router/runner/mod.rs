@@ -11,7 +11,8 @@
 //!   commit has recorded how far the lane read, so the store always knows what may be in
 //!   flight;
 //! - one fetch of due blocked keys' rows at a time;
-//! - up to `max_in_flight` plugin calls (one job per key per call);
+//! - up to `max_in_flight` plugin calls (one job per key per call, or a run of a key's
+//!   consecutive jobs when the plugin declares ordered batches);
 //! - one commit at a time (outcomes, parked jobs, progress; it also renews the lease).
 //!
 //! Outcomes become decisions (`retry`), feed the circuit breaker, and throttles pause the lane.
@@ -291,7 +292,9 @@ impl LaneRunner {
                         break;
                     }
                 }
-                let jobs = st.lane.take_call(size, s.shape.call_max_bytes);
+                // Ordered batches: a key's consecutive jobs may fill the call.
+                let per_key = if s.shape.ordered_batches { size } else { 1 };
+                let jobs = st.lane.take_call(size, s.shape.call_max_bytes, per_key);
                 if jobs.is_empty() {
                     break;
                 }
@@ -422,26 +425,35 @@ impl LaneRunner {
             st.paused_until = Some(Instant::now() + UNAVAILABLE_PAUSE);
             return;
         }
-        let mut decisions = Vec::with_capacity(jobs.len());
         let mut throttle: Option<OffsetDateTime> = None;
         let call_len = jobs.len();
         let mut too_large = false;
+        let mut results = Vec::with_capacity(call_len);
         for (job, outcome) in jobs.into_iter().zip(report.outcomes) {
-            if matches!(outcome, JobOutcome::TooLarge { .. }) && call_len > 1 {
+            let decision = if matches!(outcome, JobOutcome::TooLarge { .. }) && call_len > 1 {
                 // Sent again, in order, in a call of half as many jobs; no attempt spent.
                 too_large = true;
-                st.lane.complete(job, Decision::Released, now);
-                continue;
-            }
-            let first = job.first_attempt_at.unwrap_or(now);
-            let decision = decide(
-                &self.settings.shape.policy,
-                job.attempt,
-                first,
-                now,
-                outcome,
-                &mut st.rng,
-            );
+                Decision::Released
+            } else {
+                let first = job.first_attempt_at.unwrap_or(now);
+                decide(
+                    &self.settings.shape.policy,
+                    job.attempt,
+                    first,
+                    now,
+                    outcome,
+                    &mut st.rng,
+                )
+            };
+            results.push((job, decision));
+        }
+        // Who the jobs were, for the log lines below (the lane takes the jobs).
+        let who: Vec<(i64, crate::lane::Key)> = results
+            .iter()
+            .map(|(j, _)| (j.event_id, j.key.clone()))
+            .collect();
+        let decisions = st.lane.complete_call(results, now);
+        for (decision, (job_id, key)) in decisions.iter().zip(who) {
             let log_it = matches!(decision, Decision::Aborted { .. } | Decision::Retry { .. })
                 && {
                     let (ok, held_back) = st.log_budget.allow(Instant::now());
@@ -450,23 +462,22 @@ impl LaneRunner {
                     }
                     ok
                 };
-            match &decision {
+            match decision {
                 Decision::Aborted { code, text } if log_it => {
-                    tracing::warn!(lane = %self.lane, job = job.event_id, key = %job.key, %code, error = %text, "job aborted")
+                    tracing::warn!(lane = %self.lane, job = job_id, key = %key, %code, error = %text, "job aborted")
                 }
                 Decision::Retry { code, text, at } if log_it => {
-                    tracing::info!(lane = %self.lane, job = job.event_id, key = %job.key, %code, error = %text, retry_at = %at, "attempt failed")
+                    tracing::info!(lane = %self.lane, job = job_id, key = %key, %code, error = %text, retry_at = %at, "attempt failed")
                 }
                 Decision::Throttled { at } => {
                     throttle = Some(throttle.map_or(*at, |t| t.max(*at)));
                 }
                 Decision::Delivered
                 | Decision::Released
+                | Decision::Parked
                 | Decision::Aborted { .. }
                 | Decision::Retry { .. } => {}
             }
-            st.lane.complete(job, decision.clone(), now);
-            decisions.push(decision);
         }
         st.batch_cap
             .observe(call_len, too_large, &decisions, &self.lane);
@@ -565,6 +576,6 @@ fn job_metric(decision: &Decision) -> Option<JobMetric> {
         Decision::Retry { .. } => Some(JobMetric::Retried),
         Decision::Aborted { .. } => Some(JobMetric::Aborted),
         Decision::Throttled { .. } => Some(JobMetric::Throttled),
-        Decision::Released => None,
+        Decision::Released | Decision::Parked => None,
     }
 }
