@@ -8,7 +8,9 @@
 //! - **webhook delivery** to nginx vs what `wrk` gets from that nginx;
 //! - **latency** at a steady 1,000 events/s, client send to receiver (targets, no peer);
 //! - **idle CPU** of Sluice and PostgreSQL with 100 destinations and nothing to do;
-//! - **a small receiver** (Python's ThreadingHTTPServer, accept backlog 5) vs `wrk`.
+//! - **a small receiver** (Python's ThreadingHTTPServer, accept backlog 5) vs `wrk`;
+//! - **the plugin platform**: the component boundary per call vs the same code natively,
+//!   instantiation, loading 20 plugins from the compile cache, a hot swap under load.
 //!
 //! It starts what it needs (embedded PostgreSQL unless `DATABASE_URL` is set, `sluice serve`
 //! processes, receivers, load) and stops it all at the end.
@@ -16,6 +18,7 @@
 mod env;
 mod fairness;
 mod load;
+mod plugins;
 mod tools;
 
 use std::path::PathBuf;
@@ -38,7 +41,7 @@ pub struct Options {
     pub only: Vec<String>,
 }
 
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 11] = [
     "latency",
     "idle",
     "slow-sink",
@@ -48,6 +51,8 @@ pub const SCENARIOS: [&str; 9] = [
     "webhook",
     "flood",
     "two-hosts",
+    "plugins",
+    "hot-swap",
 ];
 
 /// One line of the table.
@@ -167,6 +172,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             "slow-clients" => bench.slow_clients().await,
             "flood" => bench.flood().await,
             "two-hosts" => bench.two_hosts().await,
+            "plugins" => bench.plugins().await,
+            "hot-swap" => bench.hot_swap().await,
             _ => Ok(()),
         };
         if let Err(e) = result {
