@@ -65,3 +65,54 @@ async fn metrics_count_ingest_and_delivery_and_show_lane_state() {
     assert!(sample(&page, "sluice_db_connections", &[r#"pool="store""#]).is_some());
     assert!(page.contains("# HELP sluice_jobs_total"), "described");
 }
+
+/// Every metric the sample Grafana dashboard (`docs/grafana-dashboard.json`) queries is one the
+/// host exports, so the dashboard cannot drift from the code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana-dashboard.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let mut names = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find("sluice_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                // Histograms are queried through their series.
+                let base = name
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_count")
+                    .trim_end_matches("_sum");
+                names.insert(base.to_string());
+            }
+        }
+    }
+    assert!(names.len() >= 8, "{names:?}");
+
+    let sink = Sink::ok(SECRET);
+    let sluice = Sluice::start(&webhook_config(&sink.url, r#"{ min_backoff = "1s" }"#, ""));
+    let pool = db(&sluice).await;
+    post_all(&sluice, &events(2, 4), 4).await;
+    wait_all_delivered(&pool, "hook", 4).await;
+    let page = client()
+        .get(sluice.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in &names {
+        assert!(
+            page.contains(&format!("# TYPE {name} ")),
+            "the dashboard queries {name}, which the host does not export:\n{page}"
+        );
+    }
+}
