@@ -134,7 +134,7 @@ mod tests {
         // 2 + (8+1) + (8+1) = 20 fits; a third would not.
         assert_eq!(SPLIT.groups([8, 8, 8], 2), [0..2, 2..3]);
         // An oversized payload is a group of its own, wherever it is.
-        assert_eq!(SPLIT.groups([50], 2), [0..1]);
+        assert_eq!(SPLIT.groups([50], 2), vec![0..1]);
         assert_eq!(SPLIT.groups([1, 50, 1], 2), [0..1, 1..2, 2..3]);
         assert!(SPLIT.groups(Vec::new(), 2).is_empty());
         let zero = Split {
