@@ -54,13 +54,27 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9000")]
         sink: SocketAddr,
     },
-    /// Receive webhooks, verify their signatures and print them.
+    /// Receive webhooks, verify their Standard Webhooks signatures and print them.
+    ///
+    /// A delivery is accepted (200) when one of its `v1` signatures matches the secret and its
+    /// `webhook-timestamp` is within 5 minutes of now; otherwise it is answered 401. Give the
+    /// secret with --secret-file PATH or SLUICE_SINK_SECRET; --secret also works, but other
+    /// users of the machine can read it in `ps`. --secret-file wins over the others.
+    #[command(group(
+        clap::ArgGroup::new("secret_source")
+            .required(true)
+            .multiple(true)
+            .args(["secret", "secret_file"])
+    ))]
     Sink {
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
-        /// The destination's webhook secret.
-        #[arg(long)]
-        secret: String,
+        /// The destination's webhook secret (`whsec_<base64>` or plain text).
+        #[arg(long, env = "SLUICE_SINK_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Read the secret from this file (surrounding whitespace is ignored).
+        #[arg(long, value_name = "PATH")]
+        secret_file: Option<PathBuf>,
     },
     /// Create, build and check plugins.
     #[command(subcommand)]
@@ -147,7 +161,21 @@ fn main() -> anyhow::Result<()> {
             Command::Demo { dir, listen, sink } => {
                 demo::run(&dir, listen, sink, shutdown_on_signal()).await
             }
-            Command::Sink { listen, secret } => {
+            Command::Sink {
+                listen,
+                secret,
+                secret_file,
+            } => {
+                let secret = match (secret, secret_file) {
+                    (_, Some(path)) => std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading the sink secret {}", path.display()))?
+                        .trim()
+                        .to_owned(),
+                    (Some(secret), None) => secret,
+                    (None, None) => anyhow::bail!(
+                        "give the secret with --secret-file, SLUICE_SINK_SECRET or --secret"
+                    ),
+                };
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("binding {listen}"))?;

@@ -1,8 +1,10 @@
 //! `sluice sink`: a small webhook receiver that verifies Standard Webhooks signatures and
 //! prints what it receives, so the demo (and a curious user) can watch deliveries arrive.
 //!
-//! Signature: `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`;
-//! the key is the base64 part of a `whsec_` secret, or the secret's bytes otherwise.
+//! Verification is `sluice_webhooks` (the code the webhook plugin signs with): one of the
+//! `v1` signatures must match, compared in constant time, and `webhook-timestamp` must be
+//! within 5 minutes of now, so a captured delivery cannot be replayed later. A delivery that
+//! fails is answered 401 and printed with the reason.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,64 +13,50 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use base64::Engine;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sluice_webhooks::{Delivery, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Secret};
+use sluice_webhooks::{SecretError, VerifyError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// The HMAC key for a webhook secret.
-pub fn signing_key(secret: &str) -> Vec<u8> {
-    secret
-        .strip_prefix("whsec_")
-        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-        .unwrap_or_else(|| secret.as_bytes().to_vec())
-}
-
-/// `v1,<base64 signature>` for a message.
-pub fn sign(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
-    let key = signing_key(secret);
-    // HMAC accepts keys of any length; new_from_slice cannot fail for it.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(&key) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
+/// Checks a received request's signature headers against `secret`.
+pub fn verify_request(
+    secret: &Secret,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), VerifyError> {
+    let get = |name: &'static str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(VerifyError::MissingHeader(name))
     };
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
+    let delivery = Delivery {
+        id: get(HEADER_ID)?,
+        timestamp: get(HEADER_TIMESTAMP)?,
+        signature: get(HEADER_SIGNATURE)?,
+    };
+    secret.verify(&delivery, body)
 }
 
-/// Whether the request's signature headers match `secret`.
+/// Whether the request's signature headers match `secret` (text as configured, e.g.
+/// `whsec_…`); an unusable secret matches nothing.
 pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let (Some(id), Some(ts), Some(sigs)) = (
-        get("webhook-id"),
-        get("webhook-timestamp"),
-        get("webhook-signature"),
-    ) else {
-        return false;
-    };
-    let expected = sign(secret, id, ts, body);
-    sigs.split(' ').any(|s| s == expected)
+    Secret::parse(secret).is_ok_and(|secret| verify_request(&secret, headers, body).is_ok())
 }
 
 struct SinkState {
-    secret: String,
+    secret: Secret,
     received: AtomicU64,
 }
 
-/// Serves the sink on `listener` until `shutdown`.
+/// Serves the sink on `listener` until `shutdown`. Fails at once if `secret` is empty.
 pub async fn serve(
     listener: TcpListener,
     secret: String,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let secret =
+        Secret::parse(&secret).map_err(|err: SecretError| anyhow::anyhow!("sink secret: {err}"))?;
     let state = Arc::new(SinkState {
         secret,
         received: AtomicU64::new(0),
@@ -89,7 +77,7 @@ async fn receive(
     body: Bytes,
 ) -> StatusCode {
     let n = state.received.fetch_add(1, Ordering::Relaxed) + 1;
-    let signed = verify(&state.secret, &headers, &body);
+    let verified = verify_request(&state.secret, &headers, &body);
     let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let text = |k: &str| {
         event
@@ -102,14 +90,17 @@ async fn receive(
         "-" => text("anonymousId"),
         u => u.to_string(),
     };
+    let signature = match &verified {
+        Ok(()) => "valid".to_string(),
+        Err(err) => format!("INVALID ({err})"),
+    };
     println!(
-        "sink #{n}: type={} user={user} event={} messageId={} signature={}",
+        "sink #{n}: type={} user={user} event={} messageId={} signature={signature}",
         text("type"),
         text("event"),
         text("messageId"),
-        if signed { "valid" } else { "INVALID" },
     );
-    if signed {
+    if verified.is_ok() {
         StatusCode::OK
     } else {
         StatusCode::UNAUTHORIZED
@@ -118,22 +109,60 @@ async fn receive(
 
 #[cfg(test)]
 mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
     use super::*;
 
-    #[test]
-    fn whsec_secrets_are_base64_keys() {
-        assert_eq!(signing_key("whsec_dGVzdA=="), b"test".to_vec());
-        assert_eq!(signing_key("plain"), b"plain".to_vec());
+    fn headers(id: &str, timestamp: &str, signature: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            (HEADER_ID, id),
+            (HEADER_TIMESTAMP, timestamp),
+            (HEADER_SIGNATURE, signature),
+        ] {
+            h.insert(name, value.parse().expect("header value"));
+        }
+        h
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
     }
 
     #[test]
-    fn signature_round_trips() {
-        let sig = sign("whsec_dGVzdA==", "msg_1", "1700000000", b"{}");
-        let mut h = HeaderMap::new();
-        h.insert("webhook-id", "msg_1".parse().unwrap());
-        h.insert("webhook-timestamp", "1700000000".parse().unwrap());
-        h.insert("webhook-signature", sig.parse().unwrap());
+    fn a_fresh_signed_request_verifies_and_a_changed_body_does_not() {
+        let secret = Secret::parse("whsec_dGVzdA==").expect("valid");
+        let now = now();
+        let sig = secret.sign("msg_1", now, b"{}");
+        let h = headers("msg_1", &now.to_string(), &sig);
         assert!(verify("whsec_dGVzdA==", &h, b"{}"));
         assert!(!verify("whsec_dGVzdA==", &h, b"{ }"));
+        assert!(!verify("", &h, b"{}"), "an empty secret verifies nothing");
+    }
+
+    #[test]
+    fn an_old_timestamp_is_a_replay() {
+        // Once accepted: `webhook-timestamp: 1` with a valid signature.
+        let secret = Secret::parse("whsec_dGVzdA==").expect("valid");
+        let sig = secret.sign("msg_1", 1, b"{}");
+        let h = headers("msg_1", "1", &sig);
+        assert!(matches!(
+            verify_request(&secret, &h, b"{}"),
+            Err(VerifyError::OutsideTolerance { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_headers_are_named() {
+        let secret = Secret::parse("s").expect("valid");
+        let mut h = headers("msg_1", "1", "v1,x");
+        h.remove(HEADER_SIGNATURE);
+        assert_eq!(
+            verify_request(&secret, &h, b""),
+            Err(VerifyError::MissingHeader("webhook-signature"))
+        );
     }
 }

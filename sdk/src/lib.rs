@@ -13,6 +13,9 @@
 //! - [`Destination::send`] delivers a batch, one [`Outcome`] per [`Request`], in order; use
 //!   [`http::send`] for HTTP and [`Outcome::from_result`] for the standard status mapping,
 //!   [`http::json_array`] and [`Outcome::per_item`] for APIs that take a batch in one call.
+//! - [`batch::Split`] cuts a call into several batch requests (item and byte limits) and sends
+//!   them in order; [`validate`] checks URL and header config fields; [`webhooks`] signs and
+//!   verifies Standard Webhooks.
 //! - [`log`] writes to the host's log; [`testing`] mocks the host for native unit tests.
 //!
 //! # Example
@@ -77,6 +80,7 @@
 //! [`testing::MockHttp`]. `sluice plugin new NAME` starts a new plugin crate.
 #![deny(missing_docs)]
 
+pub mod batch;
 mod config;
 mod context;
 mod destination;
@@ -87,12 +91,17 @@ pub mod log;
 mod outcome;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+pub mod validate;
 
 pub use config::ConfigError;
 pub use context::{JobContext, Request};
 pub use destination::Destination;
 pub use event::{Event, EventType, TimestampError};
 pub use outcome::{DEFAULT_THROTTLE, Failure, Outcome, TransformError};
+/// Standard Webhooks signing and verification (the `sluice-webhooks` crate): sign deliveries
+/// in a plugin, verify them in a receiver, with the same code Sluice's own webhook plugin and
+/// `sluice sink` use.
+pub use sluice_webhooks as webhooks;
 /// The `time` crate, whose [`OffsetDateTime`](time::OffsetDateTime) the timestamp helpers
 /// return; re-exported so plugins need not depend on it to format or convert a time.
 pub use time;

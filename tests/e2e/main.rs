@@ -19,3 +19,4 @@ mod ordering;
 mod plugin_sdk;
 mod receivers;
 mod sandbox;
+mod shipped_plugins;

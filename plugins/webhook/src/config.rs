@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 
 use serde::Deserialize;
-use sluice_sdk::ConfigError;
+use sluice_sdk::{ConfigError, validate};
 
-use crate::signature::signing_key;
+use sluice_sdk::webhooks::Secret;
 
 /// Headers the plugin computes itself or the host's HTTP client owns: letting the config
 /// set them would break the signature or the request framing.
@@ -45,74 +45,19 @@ pub struct Config {
 
 /// `url`, trimmed, if it is an absolute http(s) URL with a host.
 pub fn url(url: &str) -> Result<String, ConfigError> {
-    let url = url.trim();
-    let invalid = |why: &str| ConfigError::field("url", format!("{why}, got {url:?}"));
-    let rest = strip_prefix_ignore_case(url, "https://")
-        .or_else(|| strip_prefix_ignore_case(url, "http://"))
-        .ok_or_else(|| invalid("must start with http:// or https://"))?;
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid("must not contain whitespace"));
-    }
-    // The host parses the URL for real (and derives the allowlist from it); this only
-    // catches the obvious mistakes early, with a message naming the field.
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit('@').next().unwrap_or_default();
-    if host_port.is_empty() || host_port.starts_with(':') {
-        return Err(invalid("has no host"));
-    }
-    Ok(url.to_owned())
+    validate::http_url("url", url)
 }
 
-/// The HMAC key of `secret`, which must not be empty (nor an empty `whsec_` secret).
-pub fn key(secret: &str) -> Result<Vec<u8>, ConfigError> {
-    let key = signing_key(secret);
-    if key.is_empty() {
-        return Err(ConfigError::field("secret", "must not be empty"));
-    }
-    Ok(key)
+/// The signing secret, which must not be empty (nor an empty `whsec_` secret).
+pub fn secret(secret: &str) -> Result<Secret, ConfigError> {
+    Secret::parse(secret).map_err(|err| ConfigError::field("secret", err.to_string()))
 }
 
 /// The extra headers, checked: valid names, not reserved, no control characters in values.
 pub fn headers(
     headers: Option<BTreeMap<String, String>>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
-    headers
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, value)| {
-            let path = format!("headers.{name}");
-            if name.is_empty() || !name.bytes().all(is_token_byte) {
-                return Err(ConfigError::field(path, "not a valid header name"));
-            }
-            if RESERVED_HEADERS
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(&name))
-            {
-                return Err(ConfigError::field(
-                    path,
-                    "set by the webhook plugin or the host, not configurable",
-                ));
-            }
-            if value.chars().any(|c| c.is_control() && c != '\t') {
-                return Err(ConfigError::field(
-                    path,
-                    "value must not contain control characters",
-                ));
-            }
-            Ok((name, value))
-        })
-        .collect()
-}
-
-fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = text.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &text[prefix.len()..])
-}
-
-/// RFC 9110 `tchar`: the bytes allowed in a header name.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    validate::headers("headers", headers, &RESERVED_HEADERS)
 }
 
 #[cfg(test)]
@@ -143,7 +88,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(webhook.url, "https://hooks.example.com/in?x=1");
-        assert_eq!(webhook.key, b"hi");
+        assert_eq!(webhook.secret.key(), b"hi");
         let names: Vec<&str> = webhook.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["Authorization", "X-Env"]);
         assert_eq!(webhook.timeout, Some(Duration::from_millis(1500)));

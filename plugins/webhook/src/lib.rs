@@ -11,11 +11,11 @@
 //! response maps to an outcome with [`Outcome::from_result`]. Config: see [`config`].
 
 pub mod config;
-pub mod signature;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_sdk::http::{self, HttpRequest};
+use sluice_sdk::webhooks::{self, Secret};
 use sluice_sdk::{ConfigError, Destination, JobContext, Outcome, Request, TransformError};
 
 use crate::config::Config;
@@ -27,8 +27,8 @@ const USER_AGENT: &str = "sluice-webhook/0.1";
 pub struct Webhook {
     /// Where every event is POSTed.
     url: String,
-    /// The HMAC key derived from the secret.
-    key: Vec<u8>,
+    /// The signing secret.
+    secret: Secret,
     /// Extra headers, in name order.
     headers: Vec<(String, String)>,
     /// Per-request deadline; the host's default when `None`.
@@ -41,7 +41,7 @@ impl Destination for Webhook {
     fn configure(config: Config) -> Result<Self, ConfigError> {
         Ok(Webhook {
             url: config::url(&config.url)?,
-            key: config::key(&config.secret)?,
+            secret: config::secret(&config.secret)?,
             headers: config::headers(config.headers)?,
             timeout: config
                 .timeout_ms
@@ -87,7 +87,7 @@ impl Webhook {
     /// The signed POST for `req` at `timestamp` (Unix seconds).
     fn request(&self, req: Request, timestamp: u64) -> HttpRequest {
         let id = req.context.idempotency_key;
-        let signature = signature::sign(&self.key, &id, timestamp, &req.body);
+        let signature = self.secret.sign(&id, timestamp, &req.body);
         let not_overridden = |name: &str| {
             !self
                 .headers
@@ -102,9 +102,9 @@ impl Webhook {
             post = post.header("user-agent", USER_AGENT);
         }
         post = post
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
+            .header(webhooks::HEADER_ID, id)
+            .header(webhooks::HEADER_TIMESTAMP, timestamp.to_string())
+            .header(webhooks::HEADER_SIGNATURE, signature)
             .body(req.body);
         for (name, value) in &self.headers {
             post = post.header(name, value);

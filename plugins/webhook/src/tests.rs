@@ -219,3 +219,22 @@ fn config_errors_name_the_field() {
         assert!(err.starts_with(field), "{config}: {err}");
     }
 }
+
+#[test]
+fn receivers_verify_deliveries_with_the_shared_standard_webhooks_code() {
+    use sluice_sdk::webhooks::{Delivery, Secret};
+
+    let webhook = webhook(json!({}));
+    let mock = MockHttp::always(HttpResponse::new(200));
+    webhook.send(vec![request(7, r#"{"type":"track"}"#)]);
+    let sent = &mock.requests()[0];
+    let delivery = Delivery {
+        id: header(sent, "webhook-id"),
+        timestamp: header(sent, "webhook-timestamp"),
+        signature: header(sent, "webhook-signature"),
+    };
+    let secret = Secret::parse(SECRET).expect("valid secret");
+    assert_eq!(secret.verify(&delivery, &sent.body), Ok(()));
+    let wrong = Secret::parse("whsec_b3RoZXI=").expect("valid secret");
+    assert!(wrong.verify(&delivery, &sent.body).is_err());
+}

@@ -1,5 +1,6 @@
 //! Test harness: the real binary, real embedded Postgres, real compiled plugins, a local sink.
 
+pub mod mock_api;
 pub mod pg;
 pub mod plugins;
 pub mod process;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+pub use mock_api::{Call, MockApi};
 pub use pg::SharedPg;
 pub use process::Sluice;
 pub use sink::{Received, Sink};

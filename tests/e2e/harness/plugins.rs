@@ -5,8 +5,14 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// Plugin crates built for the tests: the shipped webhook and the misbehaving test guest.
-const CRATES: [&str; 2] = ["plugins/webhook", "tests/plugins/misbehave"];
+/// Plugin crates built for the tests: the shipped plugins and the misbehaving test guest.
+const CRATES: [&str; 5] = [
+    "plugins/webhook",
+    "plugins/http-batch",
+    "plugins/amplitude",
+    "plugins/posthog",
+    "tests/plugins/misbehave",
+];
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
