@@ -1,7 +1,7 @@
 //! `sluice sink`: a small webhook receiver that verifies Standard Webhooks signatures and
 //! prints what it receives, so the demo (and a curious user) can watch deliveries arrive.
 //!
-//! Verification is `sluice_webhooks` (the code the webhook plugin signs with): one of the
+//! Verification is `sluice_sdk::webhooks` (the code the webhook plugin signs with): one of the
 //! `v1` signatures must match, compared in constant time, and `webhook-timestamp` must be
 //! within 5 minutes of now, so a captured delivery cannot be replayed later. A delivery that
 //! fails is answered 401 and printed with the reason.
@@ -13,8 +13,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use sluice_webhooks::{Delivery, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Secret};
-use sluice_webhooks::{SecretError, VerifyError};
+use sluice_sdk::webhooks::{Delivery, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Secret};
+use sluice_sdk::webhooks::{SecretError, VerifyError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -92,16 +92,15 @@ mod outcome;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 pub mod validate;
+/// Standard Webhooks signing and verification: sign deliveries in a plugin, verify them in a
+/// receiver, with the same code Sluice's own webhook plugin and `sluice sink` use.
+pub mod webhooks;
 
 pub use config::ConfigError;
 pub use context::{JobContext, Request};
 pub use destination::Destination;
 pub use event::{Event, EventType, TimestampError};
 pub use outcome::{DEFAULT_THROTTLE, Failure, Outcome, TransformError};
-/// Standard Webhooks signing and verification (the `sluice-webhooks` crate): sign deliveries
-/// in a plugin, verify them in a receiver, with the same code Sluice's own webhook plugin and
-/// `sluice sink` use.
-pub use sluice_webhooks as webhooks;
 /// The `time` crate, whose [`OffsetDateTime`](time::OffsetDateTime) the timestamp helpers
 /// return; re-exported so plugins need not depend on it to format or convert a time.
 pub use time;

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::Mac;
 
-use crate::secret::{Secret, VERSION};
+use super::secret::{Secret, VERSION};
 
 /// How far a delivery's timestamp may be from now: the reference libraries' default.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
