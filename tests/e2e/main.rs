@@ -15,6 +15,7 @@ mod ingest_errors;
 mod metrics;
 mod network_policy;
 mod operator;
+mod ordered_batches;
 mod ordering;
 mod plugin_sdk;
 mod receivers;
