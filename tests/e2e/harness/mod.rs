@@ -2,6 +2,7 @@
 
 pub mod pg;
 pub mod plugins;
+pub mod probe;
 pub mod process;
 pub mod sink;
 
@@ -13,6 +14,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 pub use pg::SharedPg;
+pub use probe::{Probe, ProbeOptions};
 pub use process::Sluice;
 pub use sink::{Received, Sink};
 
