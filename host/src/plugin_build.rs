@@ -251,7 +251,8 @@ fn check_file_name(name: &str) -> anyhow::Result<()> {
 
 /// Every entry must be a host pattern the runtime accepts. Entries that are templates are
 /// resolved at load time against each destination's config; here, with no config, only their
-/// syntax is checked (the runtime skips a template whose field is absent).
+/// syntax is checked: a template must be the whole entry, `{{ config.FIELD }}` (see
+/// `runtime::allowlist::template_path`).
 fn check_allowed_hosts(entries: &[String]) -> anyhow::Result<()> {
     let no_config = Value::Object(Default::default());
     for entry in entries {
@@ -333,6 +334,29 @@ mod tests {
         ] {
             let err = error(json!({ "allowed_hosts": [bad] }));
             assert!(err.contains("allowed_hosts"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn templated_allowed_hosts_must_be_whole_entries() {
+        let manifest = manifest_from_metadata(&package(json!({
+            "allowed_hosts": ["{{ config.url }}", "{{ config.endpoint.url }}"]
+        })))
+        .expect("whole-entry templates are accepted");
+        assert_eq!(manifest.allowed_hosts.len(), 2);
+        for (bad, why) in [
+            ("https://{{ config.region }}.api.io", "must be the whole entry"),
+            ("{{ config.url }}/v1", "must be the whole entry"),
+            ("{{ config.url }", "must be the whole entry"),
+            ("{{ config. }}", "field path"),
+            ("{{ config.a }}{{ config.b }}", "one template per entry"),
+        ] {
+            let err = error(json!({ "allowed_hosts": ["api.example.com", bad] }));
+            assert!(
+                err.contains(&format!("allowed_hosts: allowed_hosts entry `{bad}`"))
+                    && err.contains(why),
+                "{bad}: {err}"
+            );
         }
     }
 

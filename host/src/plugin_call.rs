@@ -123,10 +123,13 @@ pub async fn call(
     } else {
         None
     };
+    // The report is printed: the manifest's secrets (and URL credentials) are masked in it,
+    // as the instance already masks them in failures and log lines.
+    let scrubber = instance.scrubber().clone();
     Ok(CallReport {
         payloads: payloads
             .iter()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .map(|p| scrubber.scrub(&String::from_utf8_lossy(p)))
             .collect(),
         outcomes,
         transform_calls: repeat,

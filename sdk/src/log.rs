@@ -2,7 +2,8 @@
 //!
 //! Contract: in a WebAssembly build each call goes to the host's `log` import; in a native
 //! build (unit tests) it is printed to stderr, where the test harness captures it, and kept
-//! for [`crate::testing::logs`].
+//! for [`crate::testing::logs`]. [`enabled`] says whether the host would keep a line at a
+//! level (WIT 0.1.1), so that plugins skip formatting lines nobody will see.
 
 /// Log at trace level.
 pub fn trace(msg: &str) {
@@ -29,6 +30,20 @@ pub fn error(msg: &str) {
     emit(Level::Error, msg);
 }
 
+/// Whether a line at `level` would be kept by the host's log filter: check it before
+/// building an expensive message. (Native builds, for unit tests: always `true`.)
+pub fn enabled(level: Level) -> bool {
+    #[cfg(target_arch = "wasm32")]
+    {
+        crate::bindings::sluice::destination::log::enabled(wire_level(level))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = level;
+        true
+    }
+}
+
 /// A log level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -45,16 +60,20 @@ pub enum Level {
 }
 
 #[cfg(target_arch = "wasm32")]
-fn emit(level: Level, msg: &str) {
+fn wire_level(level: Level) -> crate::bindings::sluice::destination::log::Level {
     use crate::bindings::sluice::destination::log as wire;
-    let level = match level {
+    match level {
         Level::Trace => wire::Level::Trace,
         Level::Debug => wire::Level::Debug,
         Level::Info => wire::Level::Info,
         Level::Warn => wire::Level::Warn,
         Level::Error => wire::Level::Error,
-    };
-    wire::log(level, msg);
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn emit(level: Level, msg: &str) {
+    crate::bindings::sluice::destination::log::log(wire_level(level), msg);
 }
 
 #[cfg(not(target_arch = "wasm32"))]

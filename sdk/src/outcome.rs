@@ -7,7 +7,8 @@
 //! retry now; 5 s if absent or unreadable); 408 and 5xx are retried; every other status
 //! aborts. Failure codes are `http_<status>` and messages are
 //! `HTTP <status>: <first KiB of the response body>`. Transport errors are retried
-//! (`host_denied`, `http_timeout`, `http_connect`, `http_error`) except a malformed request,
+//! (`host_denied`, `http_timeout`, `http_connect`, `http_response_too_large`, `http_error`)
+//! except a malformed request,
 //! which can never succeed and aborts (`invalid_request`), and an address
 //! the host's network policy refuses, which aborts (`host_denied_address`).
 
@@ -18,6 +19,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 use crate::http::{HttpError, HttpResponse};
+
+/// How the host's `other` error for a response larger than the plugin's
+/// `limits.response_size` starts.
+const RESPONSE_TOO_LARGE: &str = "response_too_large";
 
 /// How long to wait after a 429 that carries no usable `Retry-After`.
 pub const DEFAULT_THROTTLE: Duration = Duration::from_secs(5);
@@ -147,6 +152,10 @@ impl Outcome {
             HttpError::Timeout => Outcome::retry("http_timeout", error.to_string()),
             HttpError::Connect(msg) => Outcome::retry("http_connect", msg.as_str()),
             HttpError::InvalidRequest(msg) => Outcome::abort("invalid_request", msg.as_str()),
+            // The host's message for a response over the manifest's `limits.response_size`.
+            HttpError::Other(msg) if msg.starts_with(RESPONSE_TOO_LARGE) => {
+                Outcome::retry("http_response_too_large", msg.as_str())
+            }
             HttpError::Other(msg) => Outcome::retry("http_error", msg.as_str()),
         }
     }
@@ -457,6 +466,13 @@ mod tests {
             (
                 HttpError::Other("too big".into()),
                 Outcome::retry("http_error", "too big"),
+            ),
+            (
+                HttpError::Other("response_too_large: over 4194304 bytes".into()),
+                Outcome::retry(
+                    "http_response_too_large",
+                    "response_too_large: over 4194304 bytes",
+                ),
             ),
         ];
         for (error, expected) in cases {

@@ -108,7 +108,7 @@ async fn a_broken_plugin_file_is_rejected_by_name_and_the_rest_keep_serving() {
     );
     assert!(errors[1].contains("manifest"), "{}", errors[1]);
     assert!(
-        errors[2].contains("does not match the `sluice:destination/destination@0.1.0` world")
+        errors[2].contains("does not match the `sluice:destination/destination@0.1.1` world")
             && errors[2].contains("does not have export `send`"),
         "the WIT mismatch is named: {}",
         errors[2]

@@ -4,10 +4,12 @@
 //! - `*`: anything (for trusted plugins only);
 //! - `api.example.com`, `api.example.com:8443`, `*.example.com`: host (any port unless given);
 //! - `https://api.example.com[:port]`: scheme, host and port (the scheme's default port if none);
-//! - templates `{{ config.FIELD }}` (dotted paths allowed) are replaced by the destination's
+//! - a template `{{ config.FIELD }}` (dotted paths allowed) is replaced by the destination's
 //!   config value first, so `"{{ config.url }}"` allows exactly the origin of the destination's
 //!   `url`, like Spin's templated `allowed_outbound_hosts`. An entry whose field is missing
-//!   allows nothing.
+//!   allows nothing. A template must be the whole entry (a whole origin or host): spliced into
+//!   a pattern (`https://{{ config.region }}.api.io`), a config value such as `evil.example/`
+//!   would change which host the pattern names.
 //!
 //! Redirects are never followed by the host, so a response cannot lead a plugin elsewhere.
 
@@ -45,10 +47,14 @@ impl Allowlist {
                 continue;
             };
             let pattern = parse_pattern(&text).ok_or_else(|| {
-                format!("allowed_hosts entry `{entry}` (`{text}`) is not a host pattern")
+                // The value came from the config: a URL there may carry a token.
+                let shown = super::redact::redact_urls(&text);
+                format!("allowed_hosts entry `{entry}` (`{shown}`) is not a host pattern")
             })?;
+            // Described by what it allows (`http://127.0.0.1:9000`), never by the config
+            // value it came from (`…/hook?token=…`).
+            list.described.push(pattern.to_string());
             list.patterns.push(pattern);
-            list.described.push(text);
         }
         Ok(list)
     }
@@ -105,41 +111,68 @@ impl Allowlist {
     }
 }
 
-/// Replaces `{{ config.a.b }}` templates; `None` when a referenced field is absent.
-fn substitute(entry: &str, config: &serde_json::Value) -> Result<Option<String>, String> {
-    let mut out = String::new();
-    let mut rest = entry;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("allowed_hosts entry `{entry}` has an unclosed `{{{{`"))?;
-        let name = after[..end].trim();
-        let path = name.strip_prefix("config.").ok_or_else(|| {
-            format!("allowed_hosts entry `{entry}`: only `config.FIELD` templates are supported")
-        })?;
-        let mut value = config;
-        for part in path.split('.') {
-            match value.get(part) {
-                Some(v) => value = v,
-                None => return Ok(None),
-            }
-        }
-        match value {
-            serde_json::Value::String(s) if !s.is_empty() => out.push_str(s),
-            serde_json::Value::Null => return Ok(None),
-            serde_json::Value::String(_) => return Ok(None),
-            other => {
-                return Err(format!(
-                    "allowed_hosts entry `{entry}`: config field `{path}` is {other}, not a string"
-                ));
-            }
-        }
-        rest = &after[end + 2..];
+/// The config path of an entry that is a template (`{{ config.a.b }}` → `a.b`), `None` for a
+/// plain pattern. Any other use of `{{ }}` is an error naming the entry.
+pub fn template_path(entry: &str) -> Result<Option<&str>, String> {
+    let trimmed = entry.trim();
+    if !trimmed.contains("{{") && !trimmed.contains("}}") {
+        return Ok(None);
     }
-    out.push_str(rest);
-    Ok(Some(out))
+    let bad = |why: &str| format!("allowed_hosts entry `{entry}`: {why}");
+    let inner = trimmed
+        .strip_prefix("{{")
+        .and_then(|t| t.strip_suffix("}}"))
+        .ok_or_else(|| {
+            bad("a template must be the whole entry, like `{{ config.url }}` (the config value is the origin or host)")
+        })?;
+    if inner.contains("{{") || inner.contains("}}") {
+        return Err(bad("one template per entry"));
+    }
+    let path = inner
+        .trim()
+        .strip_prefix("config.")
+        .ok_or_else(|| bad("only `config.FIELD` templates are supported"))?;
+    let plain = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if !path.split('.').all(plain) {
+        return Err(bad(
+            "`config.` must be followed by a field path like `url` or `endpoint.host`",
+        ));
+    }
+    Ok(Some(path))
+}
+
+/// The entry's pattern text: a template's config value; `None` when that field is absent.
+fn substitute(entry: &str, config: &serde_json::Value) -> Result<Option<String>, String> {
+    let Some(path) = template_path(entry)? else {
+        return Ok(Some(entry.to_string()));
+    };
+    let mut value = config;
+    for part in path.split('.') {
+        match value.get(part) {
+            Some(v) => value = v,
+            None => return Ok(None),
+        }
+    }
+    match value {
+        serde_json::Value::String(s) if !s.is_empty() => Ok(Some(s.clone())),
+        serde_json::Value::Null | serde_json::Value::String(_) => Ok(None),
+        other => {
+            let kind = match other {
+                serde_json::Value::Bool(_) => "a boolean",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Array(_) => "an array",
+                _ => "an object",
+            };
+            Err(format!(
+                "allowed_hosts entry `{entry}`: config field `{path}` is {kind}, not a string"
+            ))
+        }
+    }
 }
 
 fn parse_pattern(text: &str) -> Option<Pattern> {
@@ -184,6 +217,24 @@ fn parse_pattern(text: &str) -> Option<Pattern> {
         host: host_pattern(&host),
         port: url.port(),
     })
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(scheme) = &self.scheme {
+            write!(f, "{scheme}://")?;
+        }
+        match &self.host {
+            HostPattern::Any => f.write_str("*")?,
+            HostPattern::Exact(h) if h.contains(':') => write!(f, "[{h}]")?,
+            HostPattern::Exact(h) => f.write_str(h)?,
+            HostPattern::Suffix(s) => write!(f, "*{s}")?,
+        }
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        Ok(())
+    }
 }
 
 fn host_pattern(host: &str) -> HostPattern {
@@ -273,15 +324,55 @@ mod tests {
         ));
         assert!(allows(&["*"], json!({}), "http://anything:1/"));
         assert!(allows(
-            &["https://{{ config.region }}.api.io"],
-            json!({"region": "eu"}),
+            &["{{ config.endpoint.host }}"],
+            json!({"endpoint": {"host": "eu.api.io"}}),
             "https://eu.api.io/v1"
         ));
     }
 
     #[test]
+    fn templates_must_be_whole_entries() {
+        assert_eq!(template_path("{{ config.url }}"), Ok(Some("url")));
+        assert_eq!(template_path(" {{config.a.b_c}} "), Ok(Some("a.b_c")));
+        assert_eq!(template_path("api.example.com"), Ok(None));
+        for (bad, why) in [
+            ("https://{{ config.region }}.api.io", "whole entry"),
+            ("{{ config.url }}/path", "whole entry"),
+            ("{{ config.url", "whole entry"),
+            ("config.url }}", "whole entry"),
+            ("{{ config.a }}{{ config.b }}", "one template"),
+            ("{{ env.HOME }}", "only `config.FIELD`"),
+            ("{{ config. }}", "field path"),
+            ("{{ config.a..b }}", "field path"),
+            ("{{ config.a b }}", "field path"),
+        ] {
+            let err = template_path(bad).expect_err(bad);
+            assert!(
+                err.starts_with(&format!("allowed_hosts entry `{bad}`")) && err.contains(why),
+                "{bad}: {err}"
+            );
+        }
+        let err = Allowlist::resolve(&["https://{{ config.region }}.api.io".into()], &json!({"region": "evil.example/"}))
+            .unwrap_err();
+        assert!(err.contains("whole entry"), "{err}");
+    }
+
+    #[test]
+    fn the_description_names_origins_not_config_values() {
+        let list = Allowlist::resolve(
+            &["{{ config.url }}".into(), "*.example.com".into(), "api.io:8443".into()],
+            &json!({"url": "http://user:pw@127.0.0.1:9000/hook?token=URLTOKEN"}),
+        )
+        .unwrap();
+        assert_eq!(
+            list.describe(),
+            "http://127.0.0.1:9000, *.example.com, api.io:8443"
+        );
+    }
+
+    #[test]
     fn non_string_template_value_is_an_error() {
         let err = Allowlist::resolve(&["{{ config.url }}".into()], &json!({"url": 5})).unwrap_err();
-        assert!(err.contains("not a string"), "{err}");
+        assert!(err.contains("is a number, not a string"), "{err}");
     }
 }

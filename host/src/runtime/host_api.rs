@@ -20,14 +20,14 @@ use super::allowlist::Allowlist;
 use super::bindings::sluice::destination::{http, log, types};
 use super::bindings::{HttpError, HttpRequest, HttpResponse, Level};
 use super::limiter::{Limiter, Signal};
-use super::limits::{CallClock, MemoryLimiter};
+use super::limits::{CallClock, LogBudget, MemoryLimiter};
 use super::outbound::{Outbound, OutboundError};
+use super::redact::{Scrubber, redact_url, redact_urls};
 
-/// Default and maximum time for one outbound request.
-const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(120);
-/// Response bodies larger than this are refused (the guest would have to hold them in memory).
-const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// Where a too-large response's `other` error message starts; the SDK maps it to the failure
+/// code `http_response_too_large` (the WIT's `http-error` cannot grow a case in a minor
+/// version).
+pub const RESPONSE_TOO_LARGE: &str = "response_too_large";
 /// How many requests of one `send-batch` call wait for the destination's limiter at once
 /// (the limiter decides how many are actually in flight).
 const MAX_CONCURRENT_REQUESTS: usize = 256;
@@ -41,6 +41,18 @@ pub struct Labels {
     pub destination: String,
 }
 
+/// The sandbox limits of one instance, from its plugin's manifest.
+#[derive(Debug, Clone, Copy)]
+pub struct InstanceLimits {
+    pub max_memory: usize,
+    /// Guest time per call.
+    pub deadline: Duration,
+    /// Longest outbound request; a request's own `timeout-ms` is clamped to it.
+    pub http_timeout: Duration,
+    /// Largest response body handed to the guest.
+    pub max_response: usize,
+}
+
 /// Store data of one plugin instance.
 pub struct HostState {
     wasi: WasiCtx,
@@ -48,6 +60,9 @@ pub struct HostState {
     stderr: MemoryOutputPipe,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) clock: CallClock,
+    pub(crate) logs: LogBudget,
+    /// Masks the destination's secrets in what the plugin logs or reports.
+    pub(crate) scrubber: Arc<Scrubber>,
     gate: Gate,
     /// Job being transformed, for log lines (`None` during `send`, which spans a batch).
     pub(crate) current_job: Option<i64>,
@@ -59,8 +74,8 @@ impl HostState {
         allowlist: Arc<Allowlist>,
         limiter: Arc<Limiter>,
         labels: Arc<Labels>,
-        max_memory: usize,
-        deadline: Duration,
+        limits: InstanceLimits,
+        scrubber: Arc<Scrubber>,
     ) -> HostState {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
@@ -71,18 +86,31 @@ impl HostState {
             table: ResourceTable::new(),
             stderr,
             limiter: MemoryLimiter {
-                max_bytes: max_memory,
+                max_bytes: limits.max_memory,
                 exceeded: false,
                 peak: 0,
             },
-            clock: CallClock::new(deadline),
+            clock: CallClock::new(limits.deadline),
+            logs: LogBudget::default(),
+            scrubber,
             gate: Gate {
                 client,
                 allowlist,
                 limiter,
                 labels,
+                timeout: limits.http_timeout,
+                max_response: limits.max_response,
             },
             current_job: None,
+        }
+    }
+
+    /// Logs one line saying how many guest log lines the call just made went over its budget.
+    pub fn report_dropped_logs(&mut self) {
+        let dropped = self.logs.take_dropped();
+        if dropped > 0 {
+            let l = &self.gate.labels;
+            tracing::warn!(plugin = %l.plugin, destination = %l.destination, job = ?self.current_job, dropped, "{dropped} log lines dropped (a call may log {} lines, {} KiB)", super::limits::MAX_LOG_LINES, super::limits::MAX_LOG_BYTES >> 10);
         }
     }
 
@@ -105,7 +133,22 @@ impl WasiView for HostState {
 impl types::Host for HostState {}
 
 impl log::Host for HostState {
+    async fn enabled(&mut self, level: Level) -> bool {
+        // The same callsite target (this module) as `log` below, so the answer matches.
+        match level {
+            Level::Trace => tracing::enabled!(tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(tracing::Level::WARN),
+            Level::Error => tracing::enabled!(tracing::Level::ERROR),
+        }
+    }
+
     async fn log(&mut self, level: Level, message: String) {
+        if !self.logs.admit(message.len()) {
+            return;
+        }
+        let message = self.scrubber.scrub(&message);
         let l = &self.gate.labels;
         let job = self.current_job;
         match level {
@@ -153,12 +196,14 @@ impl http::Host for HostState {
 }
 
 /// What outbound requests of one instance go through: the shared client, the destination's
-/// allowlist and its concurrency limit.
+/// allowlist, its concurrency limit and the plugin's outbound limits.
 struct Gate {
     client: Outbound,
     allowlist: Arc<Allowlist>,
     limiter: Arc<Limiter>,
     labels: Arc<Labels>,
+    timeout: Duration,
+    max_response: usize,
 }
 
 impl Gate {
@@ -166,16 +211,17 @@ impl Gate {
         // WHATWG parsing first: it writes hosts the way browsers (and resolvers) read them,
         // so `2130706433`, `0x7f.1` and `127.1` all become `127.0.0.1` before the allowlist and
         // the network policy look at them.
+        // URLs are only ever printed redacted: webhook URLs carry tokens.
+        let shown_url = redact_url(&request.url);
         let bad_url = |e: &dyn std::fmt::Display| {
-            HttpError::InvalidRequest(format!("bad url `{}`: {e}", request.url))
+            HttpError::InvalidRequest(format!("bad url `{shown_url}`: {e}"))
         };
         let normalized = url::Url::parse(&request.url).map_err(|e| bad_url(&e))?;
         let uri: ::http::Uri = normalized.as_str().parse().map_err(|e| bad_url(&e))?;
         let scheme = uri.scheme_str().unwrap_or_default();
         if !matches!(scheme, "http" | "https") {
             return Err(HttpError::InvalidRequest(format!(
-                "unsupported scheme `{scheme}` in `{}`",
-                request.url
+                "unsupported scheme `{scheme}` in `{shown_url}`"
             )));
         }
         if !self.allowlist.allows_uri(&uri) {
@@ -184,16 +230,17 @@ impl Gate {
                 "host `{host}` is not in the plugin's allowed_hosts (allowed: {})",
                 self.allowlist.describe()
             );
-            tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %request.url, "outbound request denied");
+            tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %shown_url, "outbound request denied");
             return Err(HttpError::Denied(message));
         }
         let method = ::http::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| HttpError::InvalidRequest(format!("bad method `{}`", request.method)))?;
+        // The manifest's http_timeout is both the default and the ceiling.
         let timeout = request
             .timeout_ms
             .map(|ms| Duration::from_millis(ms.into()))
-            .unwrap_or(DEFAULT_HTTP_TIMEOUT)
-            .min(MAX_HTTP_TIMEOUT);
+            .unwrap_or(self.timeout)
+            .min(self.timeout);
         let mut builder = ::http::Request::builder().method(method).uri(uri);
         let mut has_agent = false;
         for (name, value) in &request.headers {
@@ -216,7 +263,7 @@ impl Gate {
         let started = Instant::now();
         let result = self
             .client
-            .send(outgoing, timeout, MAX_RESPONSE_BYTES)
+            .send(outgoing, timeout, self.max_response)
             .await;
         let signal = match &result {
             Ok(r) if r.status == 429 || r.status >= 500 => Signal::Overload,
@@ -232,12 +279,16 @@ impl Gate {
         );
         let response = result.map_err(|e| match e {
             OutboundError::DeniedAddress(denied) => {
-                tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %request.url, %denied, "outbound request refused by the network policy");
+                tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %shown_url, %denied, "outbound request refused by the network policy");
                 HttpError::DeniedAddress(denied.to_string())
             }
             OutboundError::Timeout(_) => HttpError::Timeout,
-            OutboundError::Connect(m) => HttpError::Connect(m),
-            other => HttpError::Other(other.to_string()),
+            OutboundError::TooLarge(max) => HttpError::Other(format!(
+                "{RESPONSE_TOO_LARGE}: the response body is larger than the plugin's limits.response_size of {max} bytes"
+            )),
+            // Transport errors may quote the URL (with its query string).
+            OutboundError::Connect(m) => HttpError::Connect(redact_urls(&m).into_owned()),
+            other => HttpError::Other(redact_urls(&other.to_string()).into_owned()),
         })?;
         let headers = response
             .headers

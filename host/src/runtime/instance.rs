@@ -11,11 +11,12 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::PluginRuntime;
 use super::allowlist::Allowlist;
-use super::bindings::{Destination, JobContext, Outcome, Request, TransformError};
-use super::host_api::{HostState, Labels};
+use super::bindings::{Destination, Failure, JobContext, Outcome, Request, TransformError};
+use super::host_api::{HostState, InstanceLimits, Labels};
 use super::limiter::Limiter;
 use super::loader::LoadedPlugin;
 use super::outbound::Outbound;
+use super::redact::Scrubber;
 
 /// A call that did not return normally: the plugin trapped, ran out of time or memory, or
 /// broke the protocol. The job is retried with this code.
@@ -59,10 +60,19 @@ impl PluginInstance {
         spec: &InstanceSpec,
     ) -> Result<PluginInstance, CallError> {
         let manifest = &spec.plugin.manifest;
-        let max_memory = manifest.memory_bytes().map_err(|message| CallError {
+        let config_error = |message| CallError {
             code: "plugin_config",
             message,
-        })?;
+        };
+        let max_memory = manifest.memory_bytes().map_err(config_error)?;
+        let max_response = manifest.response_size_bytes().map_err(config_error)?;
+        let limits = InstanceLimits {
+            max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
+            deadline: manifest.limits.deadline,
+            http_timeout: manifest.limits.http_timeout,
+            max_response: usize::try_from(max_response).unwrap_or(usize::MAX),
+        };
+        let scrubber = Arc::new(Scrubber::from_json(&spec.config_json, &manifest.secrets));
         let state = HostState::new(
             spec.http.clone(),
             spec.allowlist.clone(),
@@ -71,8 +81,8 @@ impl PluginInstance {
                 plugin: spec.plugin.name.clone(),
                 destination: spec.destination_id.clone(),
             }),
-            usize::try_from(max_memory).unwrap_or(usize::MAX),
-            manifest.limits.deadline,
+            limits,
+            scrubber,
         );
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -106,7 +116,10 @@ impl PluginInstance {
             Ok(()) => Ok(instance),
             Err(message) => Err(CallError {
                 code: "plugin_config",
-                message: format!("the plugin rejected the destination config: {message}"),
+                message: format!(
+                    "the plugin rejected the destination config: {}",
+                    instance.scrubber().scrub(&message)
+                ),
             }),
         }
     }
@@ -134,7 +147,11 @@ impl PluginInstance {
             .sluice_destination_plugin()
             .call_transform(&mut self.store, context, event)
             .await;
-        self.finish(result)
+        let mut result = self.finish(result)?;
+        if let Err(TransformError::Retry(f) | TransformError::Abort(f)) = &mut result {
+            scrub_failure(self.scrubber(), f);
+        }
+        Ok(result)
     }
 
     /// `send` of a batch; exactly one outcome per request or a `plugin_protocol` error.
@@ -145,7 +162,13 @@ impl PluginInstance {
             .sluice_destination_plugin()
             .call_send(&mut self.store, requests)
             .await;
-        let outcomes = self.finish(result)?;
+        let mut outcomes = self.finish(result)?;
+        let scrubber = self.scrubber().clone();
+        for outcome in &mut outcomes {
+            if let Outcome::Retry(f) | Outcome::Abort(f) | Outcome::TooLarge(f) = outcome {
+                scrub_failure(&scrubber, f);
+            }
+        }
         if outcomes.len() != requests.len() {
             self.poisoned = true;
             return Err(CallError {
@@ -160,20 +183,32 @@ impl PluginInstance {
         Ok(outcomes)
     }
 
+    /// Masks this destination's secrets (and URL credentials) in text the plugin produced.
+    pub fn scrubber(&self) -> &Arc<Scrubber> {
+        &self.store.data().scrubber
+    }
+
     fn begin(&mut self) {
         let data = self.store.data_mut();
         data.clock.begin();
+        data.logs.begin();
         data.current_job = None;
         // The deadline is relative to the current epoch: set it before every call.
         self.store.set_epoch_deadline(1);
     }
 
     fn finish<R>(&mut self, result: wasmtime::Result<R>) -> Result<R, CallError> {
+        self.store.data_mut().report_dropped_logs();
         result.map_err(|e| {
             self.poisoned = true;
             classify(self.store.data(), &e)
         })
     }
+}
+
+fn scrub_failure(scrubber: &Scrubber, failure: &mut Failure) {
+    scrubber.scrub_in_place(&mut failure.code);
+    scrubber.scrub_in_place(&mut failure.message);
 }
 
 /// Names a failed call by what the sandbox observed, not by the error text.
@@ -204,6 +239,7 @@ fn classify(state: &HostState, error: &wasmtime::Error) -> CallError {
     }
     CallError {
         code: "plugin_trap",
-        message,
+        // Panic messages and stderr are the plugin's text: they may quote its config.
+        message: state.scrubber.scrub(&message),
     }
 }

@@ -1,4 +1,4 @@
-//! Per-call sandbox limits: a guest-time deadline and a linear-memory cap.
+//! Per-call sandbox limits: a guest-time deadline, a linear-memory cap and a log budget.
 //!
 //! The deadline uses epoch interruption (a tokio timeout alone cannot stop a tight wasm loop):
 //! a ticker thread bumps the engine's epoch every [`TICK`], and each store's epoch callback runs
@@ -98,9 +98,65 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// Guest log lines kept per call; the rest are counted and reported in one line.
+pub const MAX_LOG_LINES: usize = 100;
+/// Guest log bytes kept per call.
+pub const MAX_LOG_BYTES: usize = 64 << 10;
+
+/// How much a call may log: a plugin logging in a loop must not flood the host's log (or its
+/// disk). Once a call has used its budget, further lines are dropped and counted.
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    lines: usize,
+    bytes: usize,
+    dropped: usize,
+}
+
+impl LogBudget {
+    /// Starts a new call.
+    pub fn begin(&mut self) {
+        *self = LogBudget::default();
+    }
+
+    /// Whether a line of `len` bytes may still be logged in this call.
+    pub fn admit(&mut self, len: usize) -> bool {
+        if self.lines < MAX_LOG_LINES && self.bytes + len <= MAX_LOG_BYTES {
+            self.lines += 1;
+            self.bytes += len;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+
+    /// How many lines were dropped in this call (then counts from zero again).
+    pub fn take_dropped(&mut self) -> usize {
+        std::mem::take(&mut self.dropped)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_budget_caps_lines_and_bytes_per_call() {
+        let mut budget = LogBudget::default();
+        budget.begin();
+        let admitted = (0..150).filter(|_| budget.admit(10)).count();
+        assert_eq!(admitted, MAX_LOG_LINES);
+        assert_eq!(budget.take_dropped(), 50);
+        assert_eq!(budget.take_dropped(), 0);
+
+        budget.begin();
+        assert!(budget.admit(MAX_LOG_BYTES - 1));
+        assert!(!budget.admit(2), "over the byte budget");
+        assert!(budget.admit(1), "a line that still fits");
+        assert_eq!(budget.take_dropped(), 1);
+        budget.begin();
+        assert!(budget.admit(100), "a new call has a new budget");
+    }
 
     #[test]
     fn clock_excludes_host_time() {

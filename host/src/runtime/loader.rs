@@ -1,11 +1,10 @@
 //! Loading plugins from the plugins directory: `NAME.wasm` + manifest `NAME.toml`.
 //!
-//! Each component is compiled once and cached on disk (key: the wasm's sha256 and the engine's
-//! compatibility hash), then checked against the `sluice:destination@0.1.0` world: a component
+//! Each component is compiled once and cached on disk by wasmtime's compile cache (see
+//! `PluginRuntime::new`), then checked against the `sluice:destination@0.1.1` world: a component
 //! that imports something the host does not provide, or lacks an export, is rejected with the
 //! mismatch named. A bad plugin never stops the others from loading.
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use super::host_api::HostState;
 use super::manifest::Manifest;
 
 /// The WIT world every plugin must implement.
-pub const WORLD: &str = "sluice:destination/destination@0.1.0";
+pub const WORLD: &str = "sluice:destination/destination@0.1.1";
 
 /// A compiled, validated plugin, ready to instantiate.
 pub struct LoadedPlugin {
@@ -99,13 +98,13 @@ impl PluginRuntime {
         let bytes = std::fs::read(wasm_path).map_err(|e| format!("cannot read: {e}"))?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
 
-        let component = {
+        let (component, from_cache) = {
             let runtime = self.clone();
-            let sha = sha256.clone();
-            tokio::task::spawn_blocking(move || runtime.compile_cached(&bytes, &sha))
+            tokio::task::spawn_blocking(move || runtime.compile(&bytes))
                 .await
                 .map_err(|e| format!("compilation task failed: {e}"))??
         };
+        tracing::info!(plugin = %manifest.name, sha256 = %&sha256[..12], from_cache, "plugin compiled");
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -121,40 +120,15 @@ impl PluginRuntime {
         })
     }
 
-    /// Compiles `bytes`, or reads the result of an earlier compilation from the cache.
-    fn compile_cached(&self, bytes: &[u8], sha256: &str) -> Result<Component, String> {
-        let cache_file = self.cache_dir.as_ref().map(|dir| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            self.engine.precompile_compatibility_hash().hash(&mut h);
-            dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()))
-        });
-        if let Some(file) = &cache_file
-            && file.exists()
-        {
-            // SAFETY: the cache directory is private to this sluice and only ever holds
-            // artifacts this code serialised from the same engine configuration (the file name
-            // carries the engine's compatibility hash); a corrupt file fails to deserialise and
-            // is recompiled below.
-            match unsafe { Component::deserialize_file(&self.engine, file) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(file = %file.display(), error = %e, "ignoring unusable compiled plugin cache entry")
-                }
-            }
-        }
+    /// Compiles `bytes` (wasmtime reads an earlier compilation from its cache if it has one);
+    /// also says whether the cache had it.
+    fn compile(&self, bytes: &[u8]) -> Result<(Component, bool), String> {
+        // Loads run one at a time (load_dir is sequential), so a hit counted during this
+        // compilation is this component's.
+        let hits = || self.cache.as_ref().map_or(0, |c| c.cache_hits());
+        let before = hits();
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| format!("is not a valid WebAssembly component: {e:#}"))?;
-        if let Some(file) = &cache_file
-            && let Ok(serialized) = component.serialize()
-        {
-            let tmp = file.with_extension("tmp");
-            let written = std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")))
-                .and_then(|_| std::fs::write(&tmp, &serialized))
-                .and_then(|_| std::fs::rename(&tmp, file));
-            if let Err(e) = written {
-                tracing::warn!(file = %file.display(), error = %e, "could not cache the compiled plugin");
-            }
-        }
-        Ok(component)
+        Ok((component, hits() > before))
     }
 }

@@ -7,9 +7,12 @@
 //! batch_size = 50                         # jobs per claim / send call
 //! max_in_flight = 4                       # concurrent batches per destination
 //! ordered_batches = false                 # several jobs of one key per call, in order
+//! secrets = ["secret", "headers.Authorization"]  # config paths scrubbed from logs and errors
 //! [limits]
 //! memory = "64MiB"                        # linear memory cap per instance
 //! deadline = "2s"                         # guest time per call (host HTTP time excluded)
+//! response_size = "4MiB"                  # largest HTTP response body a plugin may receive
+//! http_timeout = "30s"                    # longest outbound request (timeout-ms is clamped)
 //! [retry]                                 # defaults for destinations using this plugin
 //! min_backoff = "10s"
 //! ```
@@ -28,6 +31,14 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(2);
 pub const DEFAULT_MEMORY: u64 = 64 << 20;
 /// Hard ceiling on any plugin's memory cap, whatever its manifest asks for.
 pub const MAX_MEMORY: u64 = 4 << 30;
+/// Default cap on one outbound response body (the guest has to hold it in memory).
+pub const DEFAULT_RESPONSE_SIZE: u64 = 4 << 20;
+/// Hard ceiling on `limits.response_size`.
+pub const MAX_RESPONSE_SIZE: u64 = 256 << 20;
+/// Default (and, for a request's own `timeout-ms`, maximum) time for one outbound request.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Hard ceiling on `limits.http_timeout`.
+pub const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +56,11 @@ pub struct Manifest {
     /// that apply an array in order. Without it a call carries at most one job per key.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ordered_batches: bool,
+    /// Config field paths (`api_key`, `headers.Authorization`) whose values are secret: they
+    /// reach `configure` unchanged but are scrubbed from logs, error texts and CLI output
+    /// (see `runtime::redact`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "is_default_retry")]
@@ -58,6 +74,12 @@ pub struct Limits {
     pub memory: String,
     #[serde(default = "default_deadline", with = "humantime_serde")]
     pub deadline: Duration,
+    /// Largest response body an outbound request may return; larger ones fail the request.
+    #[serde(default = "default_response_size_text")]
+    pub response_size: String,
+    /// Longest an outbound request may take; a request's own `timeout-ms` is clamped to it.
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub http_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -65,6 +87,8 @@ impl Default for Limits {
         Limits {
             memory: default_memory_text(),
             deadline: DEFAULT_DEADLINE,
+            response_size: default_response_size_text(),
+            http_timeout: DEFAULT_HTTP_TIMEOUT,
         }
     }
 }
@@ -83,6 +107,12 @@ fn default_memory_text() -> String {
 }
 fn default_deadline() -> Duration {
     DEFAULT_DEADLINE
+}
+fn default_response_size_text() -> String {
+    "4MiB".into()
+}
+fn default_http_timeout() -> Duration {
+    DEFAULT_HTTP_TIMEOUT
 }
 fn is_default_retry(r: &RetryOverrides) -> bool {
     *r == RetryOverrides::default()
@@ -116,12 +146,31 @@ impl Manifest {
         if self.limits.deadline.is_zero() {
             return Err("limits.deadline: must be greater than zero".into());
         }
+        let response = self.response_size_bytes()?;
+        if !((1 << 10)..=MAX_RESPONSE_SIZE).contains(&response) {
+            return Err("limits.response_size: must be between 1KiB and 256MiB".into());
+        }
+        if self.limits.http_timeout.is_zero() || self.limits.http_timeout > MAX_HTTP_TIMEOUT {
+            return Err("limits.http_timeout: must be greater than zero and at most 5m".into());
+        }
+        for path in &self.secrets {
+            if path.is_empty() || path.split('.').any(str::is_empty) {
+                return Err(format!(
+                    "secrets: `{path}` is not a config field path like `api_key` or `headers.Authorization`"
+                ));
+            }
+        }
         Ok(())
     }
 
     /// The memory cap in bytes.
     pub fn memory_bytes(&self) -> Result<u64, String> {
         parse_size(&self.limits.memory).map_err(|e| format!("limits.memory: {e}"))
+    }
+
+    /// The response body cap in bytes.
+    pub fn response_size_bytes(&self) -> Result<u64, String> {
+        parse_size(&self.limits.response_size).map_err(|e| format!("limits.response_size: {e}"))
     }
 }
 
@@ -183,6 +232,33 @@ max_attempts = 5
         )
         .unwrap_err();
         assert!(err.starts_with("x.toml: limits.memory:"), "{err}");
+    }
+
+    #[test]
+    fn outbound_limits_and_secrets_default_and_are_validated() {
+        let m = Manifest::parse("name = \"x\"\n", Path::new("x.toml")).unwrap();
+        assert_eq!(m.response_size_bytes().unwrap(), DEFAULT_RESPONSE_SIZE);
+        assert_eq!(m.limits.http_timeout, DEFAULT_HTTP_TIMEOUT);
+        assert!(m.secrets.is_empty());
+        let m = Manifest::parse(
+            "name = \"x\"\nsecrets = [\"api_key\", \"headers.Authorization\"]\n[limits]\nresponse_size = \"64KiB\"\nhttp_timeout = \"5s\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(m.response_size_bytes().unwrap(), 64 << 10);
+        assert_eq!(m.limits.http_timeout, Duration::from_secs(5));
+        assert_eq!(m.secrets, ["api_key", "headers.Authorization"]);
+        for (text, field) in [
+            ("[limits]\nresponse_size = \"1GiB\"\n", "limits.response_size:"),
+            ("[limits]\nresponse_size = \"big\"\n", "limits.response_size:"),
+            ("[limits]\nhttp_timeout = \"0s\"\n", "limits.http_timeout:"),
+            ("[limits]\nhttp_timeout = \"1h\"\n", "limits.http_timeout:"),
+            ("secrets = [\"headers.\"]\n", "secrets:"),
+        ] {
+            let err = Manifest::parse(&format!("name = \"x\"\n{text}"), Path::new("x.toml"))
+                .unwrap_err();
+            assert!(err.starts_with(&format!("x.toml: {field}")), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - `limits`: deadline and memory cap; `allowlist`: outbound host patterns;
 //!   `net_policy`: the addresses any host may resolve to (SSRF guard); `outbound`: HTTP client
 //! - `manifest`: the `NAME.toml` beside each plugin
+//! - `redact`: secrets and URL credentials kept out of logs, errors and output
 
 pub mod allowlist;
 pub mod bindings;
@@ -18,14 +19,16 @@ pub mod loader;
 pub mod manifest;
 pub mod net_policy;
 pub mod outbound;
+pub mod redact;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Cache, CacheConfig, Config, Engine};
 
 pub use instance::{CallError, InstanceSpec, PluginInstance};
 pub use loader::{LoadError, LoadedPlugin};
@@ -42,13 +45,42 @@ pub struct PluginRuntime {
     pub(crate) linker: Arc<Linker<HostState>>,
     /// One outbound client per network policy (see `outbound`).
     http: Arc<Mutex<HashMap<NetworkPolicy, outbound::Outbound>>>,
-    /// Where compiled components are cached; `None` disables the cache.
-    pub(crate) cache_dir: Option<PathBuf>,
+    /// wasmtime's compile cache, kept to read its hit count; `None` when disabled.
+    pub(crate) cache: Option<Cache>,
+}
+
+/// Eviction limits of the compile cache. wasmtime's worker checks the directory every
+/// [`CACHE_CLEANUP_INTERVAL`] and, over either soft limit, deletes the least recently used
+/// entries. It has no age limit: an entry lives until the limits push it out (a few MB per
+/// plugin version, so these hold hundreds of versions).
+const CACHE_MAX_FILES: u64 = 1_000;
+const CACHE_MAX_BYTES: u64 = 1 << 30;
+const CACHE_CLEANUP_INTERVAL: Duration = Duration::from_secs(60 * 60);
+
+/// wasmtime's compile cache in `dir`: entries keyed by the component's bytes and the engine's
+/// configuration and version (wasmtime's own key), written atomically, read back only by an
+/// engine they fit, so no unsafe deserialisation of our own is needed.
+fn compile_cache(dir: &Path) -> anyhow::Result<Cache> {
+    let dir = std::path::absolute(dir)
+        .with_context(|| format!("resolving the plugin cache dir {}", dir.display()))?;
+    let mut config = CacheConfig::new();
+    config
+        .with_directory(&dir)
+        .with_file_count_soft_limit(CACHE_MAX_FILES)
+        .with_files_total_size_soft_limit(CACHE_MAX_BYTES)
+        .with_cleanup_interval(CACHE_CLEANUP_INTERVAL);
+    Cache::new(config)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("opening the plugin compile cache in {}", dir.display()))
 }
 
 impl PluginRuntime {
+    /// The runtime; compiled components are cached in `cache_dir` (none: always compile, as
+    /// the one-shot CLI commands do).
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<PluginRuntime> {
+        let cache = cache_dir.as_deref().map(compile_cache).transpose()?;
         let mut config = Config::new();
+        config.cache(cache.clone());
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         // We use no WASI 0.3 async exports; concurrency support costs ~0.8 µs per call.
@@ -72,7 +104,7 @@ impl PluginRuntime {
             engine,
             linker: Arc::new(linker),
             http: Arc::default(),
-            cache_dir,
+            cache,
         })
     }
 }

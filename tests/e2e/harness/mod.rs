@@ -3,6 +3,7 @@
 pub mod mock_api;
 pub mod pg;
 pub mod plugins;
+pub mod probe;
 pub mod process;
 pub mod sink;
 
@@ -15,6 +16,7 @@ use sqlx::PgPool;
 
 pub use mock_api::{Call, MockApi};
 pub use pg::SharedPg;
+pub use probe::{Probe, ProbeOptions};
 pub use process::Sluice;
 pub use sink::{Received, Sink};
 

@@ -87,6 +87,29 @@ pub fn wrong_world_wasm() -> PathBuf {
         .clone()
 }
 
+/// `tests/plugins/wit-0.1.0` (built against the frozen WIT 0.1.0), built with `sluice plugin
+/// build` into its own directory on first use; returns that directory.
+pub fn wit_0_1_0_dir() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            plugins_dir();
+            let out = e2e_dir().join("plugins-wit-0.1.0");
+            let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["plugin", "build"])
+                .arg(repo_root().join("tests/plugins/wit-0.1.0"))
+                .arg("--out")
+                .arg(&out)
+                .arg("--target-dir")
+                .arg(guests_target_dir())
+                .status()
+                .expect("run sluice plugin build");
+            assert!(status.success(), "sluice plugin build tests/plugins/wit-0.1.0 failed");
+            out
+        })
+        .clone()
+}
+
 /// For tests that change plugins: a data directory `dir` (readable by the embedded
 /// PostgreSQL's user) with its own `plugins/` holding the shipped webhook plugin. Returns that
 /// plugins directory; point the config at it with [`own_plugins`].
@@ -107,4 +130,30 @@ pub fn own_plugins(config: &str) -> String {
         &format!("plugins_dir = \"{}\"", plugins_dir().display()),
         "plugins_dir = \"plugins\"",
     )
+}
+
+/// Installs a plugin of the same component as the shipped `plugin` (`webhook`, `misbehave`)
+/// under `name` in `plugins`, with its manifest changed by `edit`: how the tests try manifest
+/// fields without building another guest.
+pub fn variant(
+    plugins: &std::path::Path,
+    plugin: &str,
+    name: &str,
+    edit: impl FnOnce(&mut toml::Table),
+) {
+    let shipped = plugins_dir();
+    std::fs::copy(
+        shipped.join(format!("{plugin}.wasm")),
+        plugins.join(format!("{name}.wasm")),
+    )
+    .expect("copy the component");
+    let text = std::fs::read_to_string(shipped.join(format!("{plugin}.toml"))).expect("manifest");
+    let mut manifest: toml::Table = toml::from_str(&text).expect("parse the manifest");
+    manifest.insert("name".into(), name.into());
+    edit(&mut manifest);
+    std::fs::write(
+        plugins.join(format!("{name}.toml")),
+        toml::to_string(&manifest).expect("encode the manifest"),
+    )
+    .expect("write the manifest");
 }

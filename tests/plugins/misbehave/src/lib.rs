@@ -6,7 +6,11 @@
 //! - `panic`: panics with "misbehave: deliberate panic" (the host must contain the trap).
 //! - `denied`: `send` POSTs to `http://forbidden.example.invalid/`, a host outside its
 //!   allowlist, and maps the host's refusal with `Outcome::from_result` (→ retry `host_denied`).
-//! - `ok`: behaves; `send` POSTs each body to `url` (unsigned) and maps the result.
+//! - `ok`: behaves; `send` POSTs each body to `url` (unsigned) and maps the result. Each POST
+//!   carries `x-batch-size: <requests in this send call>`, so a receiver sees how the host
+//!   batched, and the request's own `timeout_ms` when the config sets one.
+//! - `chatty`: logs [`CHATTY_LINES`] lines in every `transform`, then behaves as `ok` (the
+//!   host caps a call's log lines).
 //!
 //! `loop`, `alloc` and `panic` misbehave in `transform` by default; `"stage": "send"` moves
 //! the misbehaviour into `send` instead, so both exports' sandboxing can be tested. Whenever
@@ -21,6 +25,9 @@ use sluice_sdk::{ConfigError, Destination, Event, JobContext, Outcome, Request, 
 /// The host `denied` mode calls: never in any allowlist (`.invalid` cannot resolve either).
 pub const FORBIDDEN_URL: &str = "http://forbidden.example.invalid/";
 
+/// Lines `chatty` logs per `transform`: more than the host keeps per call.
+pub const CHATTY_LINES: usize = 150;
+
 /// The config: `mode` is required, `stage` defaults to `transform`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +40,9 @@ pub struct Config {
     /// Where `ok` (and a non-misbehaving `send`) POSTs.
     #[serde(default)]
     pub url: Option<String>,
+    /// The `timeout-ms` of each POST (the host clamps it to the manifest's `http_timeout`).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Which misbehaviour to show.
@@ -47,6 +57,8 @@ pub enum Mode {
     Panic,
     /// Send to a host outside the allowlist.
     Denied,
+    /// Log too much, then behave.
+    Chatty,
     /// Behave.
     Ok,
 }
@@ -68,22 +80,38 @@ pub struct Misbehave {
     mode: Mode,
     stage: Stage,
     url: Option<String>,
+    timeout: Option<std::time::Duration>,
 }
 
 impl Destination for Misbehave {
     type Config = Config;
 
     fn configure(config: Config) -> Result<Self, ConfigError> {
-        let Config { mode, stage, url } = config;
-        if mode == Mode::Ok && url.is_none() {
+        let Config {
+            mode,
+            stage,
+            url,
+            timeout_ms,
+        } = config;
+        if matches!(mode, Mode::Ok | Mode::Chatty) && url.is_none() {
             return Err(ConfigError::field("url", "required in ok mode"));
         }
-        Ok(Misbehave { mode, stage, url })
+        Ok(Misbehave {
+            mode,
+            stage,
+            url,
+            timeout: timeout_ms.map(std::time::Duration::from_millis),
+        })
     }
 
     fn transform(&self, _ctx: &JobContext, event: &Event) -> Result<Vec<Vec<u8>>, TransformError> {
         if self.stage == Stage::Transform {
             self.misbehave();
+        }
+        if self.mode == Mode::Chatty {
+            for n in 0..CHATTY_LINES {
+                sluice_sdk::log::info(&format!("misbehave: chatter {n}"));
+            }
         }
         serde_json::to_vec(&event.raw)
             .map(|body| vec![body])
@@ -94,7 +122,11 @@ impl Destination for Misbehave {
         if self.stage == Stage::Send {
             self.misbehave();
         }
-        requests.into_iter().map(|req| self.deliver(req)).collect()
+        let batch = requests.len();
+        requests
+            .into_iter()
+            .map(|req| self.deliver(req, batch))
+            .collect()
     }
 }
 
@@ -105,11 +137,11 @@ impl Misbehave {
             Mode::Loop => spin(),
             Mode::Alloc => hoard(),
             Mode::Panic => panic!("misbehave: deliberate panic"),
-            Mode::Denied | Mode::Ok => {}
+            Mode::Denied | Mode::Chatty | Mode::Ok => {}
         }
     }
 
-    fn deliver(&self, req: Request) -> Outcome {
+    fn deliver(&self, req: Request, batch: usize) -> Outcome {
         let url = match (self.mode, &self.url) {
             (Mode::Denied, _) => FORBIDDEN_URL,
             (_, Some(url)) => url,
@@ -117,7 +149,9 @@ impl Misbehave {
         };
         let post = HttpRequest::post(url)
             .header("content-type", "application/json")
-            .body(req.body);
+            .header("x-batch-size", batch.to_string())
+            .body(req.body)
+            .timeout(self.timeout);
         Outcome::from_result(http::send(&post))
     }
 }
@@ -192,8 +226,14 @@ mod tests {
     fn ok_posts_to_the_configured_url() {
         let dest = configure(json!({"mode": "ok", "url": "http://127.0.0.1:9/x"})).expect("valid");
         let mock = MockHttp::always(HttpResponse::new(200));
-        assert_eq!(dest.send(vec![request(1, "{}")]), [Outcome::Delivered]);
-        assert_eq!(mock.requests()[0].url, "http://127.0.0.1:9/x");
+        assert_eq!(
+            dest.send(vec![request(1, "{}"), request(2, "{}")]),
+            [Outcome::Delivered, Outcome::Delivered]
+        );
+        let sent = &mock.requests()[0];
+        assert_eq!(sent.url, "http://127.0.0.1:9/x");
+        assert_eq!(sent.header_value("x-batch-size"), Some("2"));
+        assert_eq!(sent.timeout, None);
     }
 
     #[test]
