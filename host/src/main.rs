@@ -179,7 +179,8 @@ fn main() -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("binding {listen}"))?;
-                println!("sink listening on http://{listen}");
+                // The bound address, so that `--listen 127.0.0.1:0` tells where it went.
+                println!("sink listening on http://{}", listener.local_addr()?);
                 sluice::sink::serve(listener, secret, shutdown_on_signal()).await
             }
             Command::Plugin(PluginCommand::New {

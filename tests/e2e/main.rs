@@ -24,4 +24,5 @@ mod receivers;
 mod sandbox;
 mod secrets;
 mod shipped_plugins;
+mod sink_cli;
 mod wit_compat;
