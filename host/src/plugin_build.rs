@@ -345,7 +345,10 @@ mod tests {
         .expect("whole-entry templates are accepted");
         assert_eq!(manifest.allowed_hosts.len(), 2);
         for (bad, why) in [
-            ("https://{{ config.region }}.api.io", "must be the whole entry"),
+            (
+                "https://{{ config.region }}.api.io",
+                "must be the whole entry",
+            ),
             ("{{ config.url }}/v1", "must be the whole entry"),
             ("{{ config.url }", "must be the whole entry"),
             ("{{ config. }}", "field path"),

@@ -10,9 +10,8 @@ use crate::harness::*;
 /// How many `plugin compiled` log lines for `plugin` say it was compiled, and how many that
 /// it came from the cache (once there is one).
 fn compiled(sluice: &mut Sluice, plugin: &str) -> (usize, usize) {
-    let is = |l: &Value| {
-        l["fields"]["message"] == "plugin compiled" && l["fields"]["plugin"] == plugin
-    };
+    let is =
+        |l: &Value| l["fields"]["message"] == "plugin compiled" && l["fields"]["plugin"] == plugin;
     sluice.wait_for_log(Duration::from_secs(60), is);
     let count = |cached: bool| {
         sluice.count_log(|l| is(l) && l["fields"]["from_cache"].as_bool() == Some(cached))

@@ -98,8 +98,18 @@ async fn allowed_hosts_patterns_admit_exactly_what_they_name() {
         }
     };
     // `*.localhost` names resolve to loopback (RFC 6761), which this test's policy allows.
-    plugins::variant(&plugins, "misbehave", "exact", hosts(vec!["localhost".into()]));
-    plugins::variant(&plugins, "misbehave", "wild", hosts(vec!["*.localhost".into()]));
+    plugins::variant(
+        &plugins,
+        "misbehave",
+        "exact",
+        hosts(vec!["localhost".into()]),
+    );
+    plugins::variant(
+        &plugins,
+        "misbehave",
+        "wild",
+        hosts(vec!["*.localhost".into()]),
+    );
     plugins::variant(
         &plugins,
         "misbehave",
@@ -108,8 +118,16 @@ async fn allowed_hosts_patterns_admit_exactly_what_they_name() {
     );
     let ok = |url: String| json!({"mode": "ok", "url": url});
     let allowed = [
-        ("exact-ok", "exact", ok(format!("http://localhost:{port}/ok"))),
-        ("wild-ok", "wild", ok(format!("http://api.localhost:{port}/ok"))),
+        (
+            "exact-ok",
+            "exact",
+            ok(format!("http://localhost:{port}/ok")),
+        ),
+        (
+            "wild-ok",
+            "wild",
+            ok(format!("http://api.localhost:{port}/ok")),
+        ),
         ("port-ok", "port", ok(format!("http://localhost:{port}/ok"))),
         // The shipped manifest's `{{ config.url }}`: the configured origin.
         ("template-ok", "misbehave", ok(probe.url("ok"))),
@@ -148,7 +166,11 @@ async fn allowed_hosts_patterns_admit_exactly_what_they_name() {
             "{id}: the refusal names the host: {text}"
         );
     }
-    assert_eq!(probe.requests(), allowed.len(), "refused requests never left");
+    assert_eq!(
+        probe.requests(),
+        allowed.len(),
+        "refused requests never left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +193,11 @@ async fn response_size_http_timeout_and_the_log_budget_hold_per_call() {
     let sluice = start(
         tmp.path(),
         &[
-            ("big", "tight", json!({"mode": "ok", "url": probe.url("big")})),
+            (
+                "big",
+                "tight",
+                json!({"mode": "ok", "url": probe.url("big")}),
+            ),
             // The request asks for an hour; the manifest's http_timeout clamps it to 1 s.
             (
                 "hang",
@@ -190,7 +216,10 @@ async fn response_size_http_timeout_and_the_log_budget_hold_per_call() {
 
     let (code, text) = first_error(&pool, "big").await;
     assert_eq!(code, "http_response_too_large", "{text}");
-    assert!(text.contains("limits.response_size of 65536 bytes"), "{text}");
+    assert!(
+        text.contains("limits.response_size of 65536 bytes"),
+        "{text}"
+    );
     let (code, text) = first_error(&pool, "hang").await;
     assert_eq!(code, "http_timeout", "{text}");
 

@@ -352,15 +352,22 @@ mod tests {
                 "{bad}: {err}"
             );
         }
-        let err = Allowlist::resolve(&["https://{{ config.region }}.api.io".into()], &json!({"region": "evil.example/"}))
-            .unwrap_err();
+        let err = Allowlist::resolve(
+            &["https://{{ config.region }}.api.io".into()],
+            &json!({"region": "evil.example/"}),
+        )
+        .unwrap_err();
         assert!(err.contains("whole entry"), "{err}");
     }
 
     #[test]
     fn the_description_names_origins_not_config_values() {
         let list = Allowlist::resolve(
-            &["{{ config.url }}".into(), "*.example.com".into(), "api.io:8443".into()],
+            &[
+                "{{ config.url }}".into(),
+                "*.example.com".into(),
+                "api.io:8443".into(),
+            ],
             &json!({"url": "http://user:pw@127.0.0.1:9000/hook?token=URLTOKEN"}),
         )
         .unwrap();

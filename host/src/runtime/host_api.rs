@@ -261,10 +261,7 @@ impl Gate {
         // Waiting for room under the destination's limit is not part of the timeout.
         let place = self.limiter.enter().await;
         let started = Instant::now();
-        let result = self
-            .client
-            .send(outgoing, timeout, self.max_response)
-            .await;
+        let result = self.client.send(outgoing, timeout, self.max_response).await;
         let signal = match &result {
             Ok(r) if r.status == 429 || r.status >= 500 => Signal::Overload,
             Ok(_) | Err(OutboundError::TooLarge(_)) => Signal::Fine,

@@ -104,7 +104,10 @@ impl PluginRuntime {
                 .await
                 .map_err(|e| format!("compilation task failed: {e}"))??
         };
-        tracing::info!(plugin = %manifest.name, sha256 = %&sha256[..12], from_cache, "plugin compiled");
+        // Only a serving host has a cache; the one-shot CLI commands keep their output quiet.
+        if self.cache.is_some() {
+            tracing::info!(plugin = %manifest.name, sha256 = %&sha256[..12], from_cache, "plugin compiled");
+        }
         let instance_pre = self
             .linker
             .instantiate_pre(&component)

@@ -249,15 +249,24 @@ max_attempts = 5
         assert_eq!(m.limits.http_timeout, Duration::from_secs(5));
         assert_eq!(m.secrets, ["api_key", "headers.Authorization"]);
         for (text, field) in [
-            ("[limits]\nresponse_size = \"1GiB\"\n", "limits.response_size:"),
-            ("[limits]\nresponse_size = \"big\"\n", "limits.response_size:"),
+            (
+                "[limits]\nresponse_size = \"1GiB\"\n",
+                "limits.response_size:",
+            ),
+            (
+                "[limits]\nresponse_size = \"big\"\n",
+                "limits.response_size:",
+            ),
             ("[limits]\nhttp_timeout = \"0s\"\n", "limits.http_timeout:"),
             ("[limits]\nhttp_timeout = \"1h\"\n", "limits.http_timeout:"),
             ("secrets = [\"headers.\"]\n", "secrets:"),
         ] {
-            let err = Manifest::parse(&format!("name = \"x\"\n{text}"), Path::new("x.toml"))
-                .unwrap_err();
-            assert!(err.starts_with(&format!("x.toml: {field}")), "{text}: {err}");
+            let err =
+                Manifest::parse(&format!("name = \"x\"\n{text}"), Path::new("x.toml")).unwrap_err();
+            assert!(
+                err.starts_with(&format!("x.toml: {field}")),
+                "{text}: {err}"
+            );
         }
     }
 

@@ -212,7 +212,8 @@ mod tests {
             &paths(&["secret", "headers.Authorization", "pin", "short"]),
         );
         assert_eq!(
-            scrubber.scrub("bad S3CRET-value (S3CRET-value) with Bearer tok-42 and 12345; ab stays"),
+            scrubber
+                .scrub("bad S3CRET-value (S3CRET-value) with Bearer tok-42 and 12345; ab stays"),
             "bad *** (***) with *** and ***; ab stays"
         );
         assert_eq!(

@@ -104,7 +104,10 @@ pub fn wit_0_1_0_dir() -> PathBuf {
                 .arg(guests_target_dir())
                 .status()
                 .expect("run sluice plugin build");
-            assert!(status.success(), "sluice plugin build tests/plugins/wit-0.1.0 failed");
+            assert!(
+                status.success(),
+                "sluice plugin build tests/plugins/wit-0.1.0 failed"
+            );
             out
         })
         .clone()

@@ -75,9 +75,7 @@ impl Probe {
                 addr_tx
                     .send(listener.local_addr().expect("addr"))
                     .expect("send addr");
-                let app = Router::new()
-                    .route("/{what}", post(receive))
-                    .with_state(st);
+                let app = Router::new().route("/{what}", post(receive)).with_state(st);
                 // No graceful shutdown: `/hang` requests never finish.
                 let _ = tokio::select! {
                     r = axum::serve(listener, app) => r,
