@@ -195,11 +195,7 @@ async fn serve(
     };
     // Stopped after the lanes, so that it writes their last counts.
     let stats_stop = CancellationToken::new();
-    let stats_flushing = tokio::spawn(
-        stats
-            .clone()
-            .run(server.stats_interval, stats_stop.clone()),
-    );
+    let stats_flushing = tokio::spawn(stats.clone().run(server.stats_interval, stats_stop.clone()));
 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "sluice listening on http://{addr}");

@@ -75,7 +75,11 @@ impl Tokens {
 }
 
 /// Middleware: origin check, then token, then scope.
-pub async fn authorize(State(tokens): State<Arc<Tokens>>, mut req: Request, next: Next) -> Response {
+pub async fn authorize(
+    State(tokens): State<Arc<Tokens>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     match check(&tokens, req.method(), req.headers()) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);

@@ -77,8 +77,16 @@ pub async fn list(
         state: q.state.as_deref().map(parse_state).transpose()?,
         error_code: q.error_code,
         error: q.error,
-        since: q.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
-        until: q.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
+        since: q
+            .since
+            .as_deref()
+            .map(|t| parse_time("since", t))
+            .transpose()?,
+        until: q
+            .until
+            .as_deref()
+            .map(|t| parse_time("until", t))
+            .transpose()?,
     };
     check_texts(&filter)?;
     let limit = q.limit.unwrap_or(100);
@@ -225,8 +233,16 @@ async fn matching(
         state: None,
         error_code: f.error_code.clone(),
         error: f.error.clone(),
-        since: f.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
-        until: f.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
+        since: f
+            .since
+            .as_deref()
+            .map(|t| parse_time("since", t))
+            .transpose()?,
+        until: f
+            .until
+            .as_deref()
+            .map(|t| parse_time("until", t))
+            .transpose()?,
     };
     check_texts(&filter)?;
     let mut ids = Vec::new();
@@ -257,8 +273,8 @@ macro_rules! action_handler {
     ($name:ident, $path:literal, $action:expr, $doc:literal) => {
         #[doc = $doc]
         #[utoipa::path(post, path = $path, tag = "jobs", request_body = JobAction,
-            responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody),
-                      (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+                    responses((status = 200, body = ActionResult), (status = 400, body = ErrorBody),
+                              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
         pub async fn $name(
             State(state): State<Arc<AdminState>>,
             Extension(caller): Extension<Caller>,

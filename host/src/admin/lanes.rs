@@ -23,9 +23,7 @@ pub struct DestinationList {
 
 #[utoipa::path(get, path = "/api/v1/destinations", tag = "destinations",
     responses((status = 200, body = DestinationList)))]
-pub async fn list(
-    State(state): State<Arc<AdminState>>,
-) -> Result<Json<DestinationList>, ApiError> {
+pub async fn list(State(state): State<Arc<AdminState>>) -> Result<Json<DestinationList>, ApiError> {
     Ok(Json(DestinationList {
         destinations: state.store.admin_lanes().await?,
     }))
@@ -124,7 +122,10 @@ async fn set_paused(
 ) -> Result<Json<PauseResult>, ApiError> {
     let Path((ws, dest)) = path?;
     let lane = existing(state, ws, dest).await?;
-    state.store.operator_pause(&lane, pause, &caller.name).await?;
+    state
+        .store
+        .operator_pause(&lane, pause, &caller.name)
+        .await?;
     tracing::info!(token = %caller.name, %lane, pause, "admin API action");
     Ok(Json(PauseResult { paused: pause }))
 }

@@ -64,7 +64,10 @@ pub fn router(
         .route("/api/v1/jobs/retry", post(jobs::retry))
         .route("/api/v1/jobs/abort", post(jobs::abort))
         .route("/api/v1/jobs/replay", post(jobs::replay))
-        .route("/api/v1/jobs/{workspace}/{destination}/{event_id}", get(jobs::show))
+        .route(
+            "/api/v1/jobs/{workspace}/{destination}/{event_id}",
+            get(jobs::show),
+        )
         .route("/api/v1/destinations", get(lanes::list))
         .route(
             "/api/v1/destinations/{workspace}/{destination}/stats",
@@ -95,7 +98,10 @@ pub fn router(
             )
         })
         .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(tokens, auth::authorize))
+        .layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::authorize,
+        ))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -156,7 +156,10 @@ mod tests {
         for secret in ["hunter2", "whsec_x", "Bearer t", "\"k\"", "abc"] {
             assert!(!r.contains(secret), "{secret} leaked: {r}");
         }
-        assert!(r.contains("\"X-Other\":\"ok\"") && r.contains("\"retries\":3"), "{r}");
+        assert!(
+            r.contains("\"X-Other\":\"ok\"") && r.contains("\"retries\":3"),
+            "{r}"
+        );
         assert_eq!(
             redact_url("postgres://sluice:pw@db/sluice"),
             "postgres://sluice:***@db/sluice"

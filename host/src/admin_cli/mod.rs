@@ -20,10 +20,20 @@ server error); 2 usage error (bad arguments, or the API refused the request as i
 #[derive(Args, Debug, Clone)]
 pub struct Conn {
     /// The admin API's base URL.
-    #[arg(long, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:8081", global = true)]
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
     url: String,
     /// A bearer token from `[[admin.tokens]]`.
-    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
     token: Option<String>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
@@ -166,9 +176,15 @@ pub enum DestinationsCommand {
         limit: u32,
     },
     /// Stop delivering to a lane (ingest goes on).
-    Pause { workspace: String, destination: String },
+    Pause {
+        workspace: String,
+        destination: String,
+    },
     /// Deliver again.
-    Resume { workspace: String, destination: String },
+    Resume {
+        workspace: String,
+        destination: String,
+    },
 }
 
 /// Runs an admin command; returns the process exit code.
@@ -216,13 +232,23 @@ async fn execute(command: AdminCommand) -> Result<String, CliError> {
                 "{}\n{}\n",
                 render::table(
                     hosts,
-                    &[("PLUGIN", "plugin"), ("VERSION", "version"), ("SHA256", "sha256"),
-                      ("HOST", "host"), ("PID", "pid"), ("LOADED", "loaded_at")],
+                    &[
+                        ("PLUGIN", "plugin"),
+                        ("VERSION", "version"),
+                        ("SHA256", "sha256"),
+                        ("HOST", "host"),
+                        ("PID", "pid"),
+                        ("LOADED", "loaded_at")
+                    ],
                 ),
                 render::table(
                     lanes,
-                    &[("WORKSPACE", "workspace"), ("DESTINATION", "destination"),
-                      ("PLUGIN", "plugin"), ("ERROR", "error")],
+                    &[
+                        ("WORKSPACE", "workspace"),
+                        ("DESTINATION", "destination"),
+                        ("PLUGIN", "plugin"),
+                        ("ERROR", "error")
+                    ],
                 )
             ))
         }
@@ -233,7 +259,11 @@ async fn execute(command: AdminCommand) -> Result<String, CliError> {
             minutes,
         } => {
             let c = Client::new(&conn.url, conn.token.clone())?;
-            let path = format!("/api/v1/destinations/{}/{}/stats", seg(&workspace), seg(&destination));
+            let path = format!(
+                "/api/v1/destinations/{}/{}/stats",
+                seg(&workspace),
+                seg(&destination)
+            );
             let v = c.get(&path, &[("minutes", minutes.to_string())]).await?;
             if conn.json {
                 return Ok(pretty(&v));
@@ -243,9 +273,15 @@ async fn execute(command: AdminCommand) -> Result<String, CliError> {
                 "{}\n",
                 render::table(
                     v["minutes"].as_array().unwrap_or(&empty),
-                    &[("MINUTE", "minute"), ("DELIVERED", "delivered"), ("FAILED", "failed"),
-                      ("ABORTED", "aborted"), ("THROTTLED", "throttled"),
-                      ("LIMIT", "concurrency_limit"), ("BREAKER", "breaker_open")],
+                    &[
+                        ("MINUTE", "minute"),
+                        ("DELIVERED", "delivered"),
+                        ("FAILED", "failed"),
+                        ("ABORTED", "aborted"),
+                        ("THROTTLED", "throttled"),
+                        ("LIMIT", "concurrency_limit"),
+                        ("BREAKER", "breaker_open")
+                    ],
                 )
             ))
         }
@@ -263,8 +299,12 @@ async fn jobs(c: &Client, json: bool, command: JobsCommand) -> Result<String, Cl
             cursor,
         } => {
             let mut q = filter.pairs();
-            for (k, v) in [("workspace", workspace), ("destination", destination),
-                           ("state", state), ("cursor", cursor)] {
+            for (k, v) in [
+                ("workspace", workspace),
+                ("destination", destination),
+                ("state", state),
+                ("cursor", cursor),
+            ] {
                 if let Some(v) = v {
                     q.push((k, v));
                 }
@@ -277,10 +317,17 @@ async fn jobs(c: &Client, json: bool, command: JobsCommand) -> Result<String, Cl
             let empty = Vec::new();
             let mut out = render::table(
                 v["jobs"].as_array().unwrap_or(&empty),
-                &[("EVENT", "event_id"), ("WORKSPACE", "workspace"),
-                  ("DESTINATION", "destination"), ("STATE", "state"), ("ATTEMPT", "attempt"),
-                  ("USER", "user"), ("CODE", "error_code"), ("ERROR", "error"),
-                  ("RECEIVED", "received_at")],
+                &[
+                    ("EVENT", "event_id"),
+                    ("WORKSPACE", "workspace"),
+                    ("DESTINATION", "destination"),
+                    ("STATE", "state"),
+                    ("ATTEMPT", "attempt"),
+                    ("USER", "user"),
+                    ("CODE", "error_code"),
+                    ("ERROR", "error"),
+                    ("RECEIVED", "received_at"),
+                ],
             );
             out.push('\n');
             if let Some(next) = v["next_cursor"].as_str() {
@@ -293,7 +340,11 @@ async fn jobs(c: &Client, json: bool, command: JobsCommand) -> Result<String, Cl
             destination,
             event_id,
         } => {
-            let path = format!("/api/v1/jobs/{}/{}/{event_id}", seg(&workspace), seg(&destination));
+            let path = format!(
+                "/api/v1/jobs/{}/{}/{event_id}",
+                seg(&workspace),
+                seg(&destination)
+            );
             let v = c.get(&path, &[]).await?;
             if json {
                 return Ok(pretty(&v));
@@ -303,14 +354,31 @@ async fn jobs(c: &Client, json: bool, command: JobsCommand) -> Result<String, Cl
                 "{}\nattempts:\n{}\nerror_text:\n{}\n\nevent:\n{}",
                 render::fields(
                     &v,
-                    &["workspace", "destination", "event_id", "source", "user", "message_id",
-                      "state", "attempt", "error_code", "received_at", "first_attempt_at",
-                      "last_attempt_at", "next_attempt_at"],
+                    &[
+                        "workspace",
+                        "destination",
+                        "event_id",
+                        "source",
+                        "user",
+                        "message_id",
+                        "state",
+                        "attempt",
+                        "error_code",
+                        "received_at",
+                        "first_attempt_at",
+                        "last_attempt_at",
+                        "next_attempt_at"
+                    ],
                 ),
                 render::table(
                     v["attempts"].as_array().unwrap_or(&empty),
-                    &[("ATTEMPT", "attempt"), ("AT", "at"), ("OUTCOME", "outcome"),
-                      ("CODE", "error_code"), ("ERROR", "error_text")],
+                    &[
+                        ("ATTEMPT", "attempt"),
+                        ("AT", "at"),
+                        ("OUTCOME", "outcome"),
+                        ("CODE", "error_code"),
+                        ("ERROR", "error_text")
+                    ],
                 ),
                 v["error_text"].as_str().unwrap_or(""),
                 pretty(&v["event"])
@@ -332,12 +400,16 @@ async fn action(c: &Client, json: bool, what: &str, a: ActionArgs) -> Result<Str
     let mut body = json!({ "workspace": a.workspace, "destination": a.destination });
     if !a.ids.is_empty() {
         if !filter.is_empty() {
-            return Err(CliError::Usage("give --id or filter flags, not both".into()));
+            return Err(CliError::Usage(
+                "give --id or filter flags, not both".into(),
+            ));
         }
         body["event_ids"] = json!(a.ids);
     } else if !filter.is_empty() {
         if a.all {
-            return Err(CliError::Usage("give --all or filter flags, not both".into()));
+            return Err(CliError::Usage(
+                "give --all or filter flags, not both".into(),
+            ));
         }
         body["filter"] = Value::Object(filter);
     } else if a.all {
@@ -369,12 +441,21 @@ async fn destinations(
                 "{}\n",
                 render::table(
                     v["destinations"].as_array().unwrap_or(&empty),
-                    &[("WORKSPACE", "workspace"), ("DESTINATION", "destination"),
-                      ("PENDING", "pending"), ("FAILED", "failed"),
-                      ("OLDEST S", "oldest_age_seconds"), ("RATE/MIN", "rate_per_minute"),
-                      ("FAIL RATE", "failure_rate"), ("LIMIT", "concurrency_limit"),
-                      ("BREAKER", "breaker_open"), ("OWNER", "owner_host"),
-                      ("PAUSED", "paused"), ("PLUGIN", "plugin"), ("PLUGIN ERROR", "plugin_error")],
+                    &[
+                        ("WORKSPACE", "workspace"),
+                        ("DESTINATION", "destination"),
+                        ("PENDING", "pending"),
+                        ("FAILED", "failed"),
+                        ("OLDEST S", "oldest_age_seconds"),
+                        ("RATE/MIN", "rate_per_minute"),
+                        ("FAIL RATE", "failure_rate"),
+                        ("LIMIT", "concurrency_limit"),
+                        ("BREAKER", "breaker_open"),
+                        ("OWNER", "owner_host"),
+                        ("PAUSED", "paused"),
+                        ("PLUGIN", "plugin"),
+                        ("PLUGIN ERROR", "plugin_error")
+                    ],
                 )
             ))
         }
@@ -384,7 +465,10 @@ async fn destinations(
             limit,
         } => {
             let v = c
-                .get(&lane_path(&workspace, &destination, "blocked"), &[("limit", limit.to_string())])
+                .get(
+                    &lane_path(&workspace, &destination, "blocked"),
+                    &[("limit", limit.to_string())],
+                )
                 .await?;
             if json {
                 return Ok(pretty(&v));
@@ -393,10 +477,16 @@ async fn destinations(
                 "{}\n",
                 render::table(
                     v["keys"].as_array().unwrap_or(&empty),
-                    &[("KEY", "order_key"), ("WAITING", "waiting"), ("DUE", "next_attempt_at"),
-                      ("HEAD", "head_event_id"), ("STATE", "head_state"),
-                      ("ATTEMPT", "head_attempt"), ("CODE", "head_error_code"),
-                      ("ERROR", "head_error")],
+                    &[
+                        ("KEY", "order_key"),
+                        ("WAITING", "waiting"),
+                        ("DUE", "next_attempt_at"),
+                        ("HEAD", "head_event_id"),
+                        ("STATE", "head_state"),
+                        ("ATTEMPT", "head_attempt"),
+                        ("CODE", "head_error_code"),
+                        ("ERROR", "head_error")
+                    ],
                 )
             ))
         }
@@ -404,15 +494,27 @@ async fn destinations(
             workspace,
             destination,
         } => {
-            let v = c.post(&lane_path(&workspace, &destination, "pause"), &json!({})).await?;
-            Ok(if json { pretty(&v) } else { format!("{workspace}/{destination} paused\n") })
+            let v = c
+                .post(&lane_path(&workspace, &destination, "pause"), &json!({}))
+                .await?;
+            Ok(if json {
+                pretty(&v)
+            } else {
+                format!("{workspace}/{destination} paused\n")
+            })
         }
         DestinationsCommand::Resume {
             workspace,
             destination,
         } => {
-            let v = c.post(&lane_path(&workspace, &destination, "resume"), &json!({})).await?;
-            Ok(if json { pretty(&v) } else { format!("{workspace}/{destination} resumed\n") })
+            let v = c
+                .post(&lane_path(&workspace, &destination, "resume"), &json!({}))
+                .await?;
+            Ok(if json {
+                pretty(&v)
+            } else {
+                format!("{workspace}/{destination} resumed\n")
+            })
         }
     }
 }

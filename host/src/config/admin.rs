@@ -106,14 +106,13 @@ pub(super) fn parse(
     let Some(raw) = raw else {
         return Ok(None);
     };
-    let invalid = |span: std::ops::Range<usize>, field: String, message: String| {
-        ConfigError::Invalid {
+    let invalid =
+        |span: std::ops::Range<usize>, field: String, message: String| ConfigError::Invalid {
             path: name.to_string(),
             line: line_of(text, span.start),
             field,
             message,
-        }
-    };
+        };
     let Some(listen) = raw.listen else {
         return Ok(None);
     };
@@ -224,7 +223,10 @@ fn check_secret(secret: &str) -> Result<(), String> {
 fn unique_secrets(config: &AdminConfig, name: &str) -> Result<(), ConfigError> {
     for (i, t) in config.tokens.iter().enumerate() {
         let Some(s) = &t.secret else { continue };
-        if config.tokens[..i].iter().any(|x| x.secret.as_ref() == Some(s)) {
+        if config.tokens[..i]
+            .iter()
+            .any(|x| x.secret.as_ref() == Some(s))
+        {
             return Err(ConfigError::Invalid {
                 path: name.to_string(),
                 line: t.line,

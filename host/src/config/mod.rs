@@ -356,7 +356,11 @@ impl Config {
         config.path = Some(path.to_path_buf());
         if let Some(admin) = &mut config.admin {
             admin.read_token_files(base, &path.display().to_string())?;
-            for t in admin.tokens.iter().filter(|t| t.source == TokenSource::Inline) {
+            for t in admin
+                .tokens
+                .iter()
+                .filter(|t| t.source == TokenSource::Inline)
+            {
                 tracing::warn!(token = %t.name, "admin token secret written in the config file; prefer token_env or token_file");
             }
         }

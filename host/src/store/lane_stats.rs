@@ -21,7 +21,10 @@ impl Store {
             return Ok(());
         }
         let ws: Vec<&str> = rows.iter().map(|(l, _)| l.workspace_id.as_str()).collect();
-        let dest: Vec<&str> = rows.iter().map(|(l, _)| l.destination_id.as_str()).collect();
+        let dest: Vec<&str> = rows
+            .iter()
+            .map(|(l, _)| l.destination_id.as_str())
+            .collect();
         let delivered: Vec<i64> = rows.iter().map(|(_, c)| c.delivered).collect();
         let failed: Vec<i64> = rows.iter().map(|(_, c)| c.failed).collect();
         let aborted: Vec<i64> = rows.iter().map(|(_, c)| c.aborted).collect();

@@ -55,7 +55,10 @@ async fn audited(db: Db) {
             claimed_to: 2,
             new_rows: vec![failed(1, "a"), failed(2, "b%_")],
             row_updates: vec![],
-            block_keys: vec![("a".into(), t0() + secs(3600)), ("b%_".into(), t0() + secs(3600))],
+            block_keys: vec![
+                ("a".into(), t0() + secs(3600)),
+                ("b%_".into(), t0() + secs(3600)),
+            ],
             ensure_keys: vec![],
             check_keys: vec![],
         })
@@ -64,22 +67,30 @@ async fn audited(db: Db) {
     let filter = serde_json::json!({ "user": "a" });
     let n = db
         .store
-        .operator_jobs(&lease.lane, OperatorAction::RetryNow, Some(&[1]), "ops", &filter)
+        .operator_jobs(
+            &lease.lane,
+            OperatorAction::RetryNow,
+            Some(&[1]),
+            "ops",
+            &filter,
+        )
         .await
         .unwrap();
     assert_eq!(n, 1);
-    db.store.operator_pause(&lease.lane, true, "ops").await.unwrap();
+    db.store
+        .operator_pause(&lease.lane, true, "ops")
+        .await
+        .unwrap();
     // From SQL, afterwards on the same pool: no filter leaks from the API's transaction.
     sqlx::query("SELECT sluice_resume('acme', 'hook', 'psql')")
         .execute(&db.pool)
         .await
         .unwrap();
-    let rows: Vec<(String, String, Option<serde_json::Value>, i32)> = sqlx::query_as(
-        "SELECT actor, action, filter, jobs FROM operator_audit ORDER BY id",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let rows: Vec<(String, String, Option<serde_json::Value>, i32)> =
+        sqlx::query_as("SELECT actor, action, filter, jobs FROM operator_audit ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(
         rows,
         vec![
@@ -88,7 +99,11 @@ async fn audited(db: Db) {
             ("psql".into(), "resume".into(), None, 0),
         ]
     );
-    let audit = db.store.admin_audit(Some("acme"), None, None, 10).await.unwrap();
+    let audit = db
+        .store
+        .admin_audit(Some("acme"), None, None, 10)
+        .await
+        .unwrap();
     assert_eq!(audit.len(), 3);
     assert_eq!(audit[0].action, "resume", "newest first");
 }
@@ -104,7 +119,11 @@ async fn stats(db: Db) {
     };
     let now = time::OffsetDateTime::now_utc();
     let old = now - time::Duration::hours(25);
-    for (at, c) in [(now, counts(5, 1)), (now, counts(2, 0)), (old, counts(9, 9))] {
+    for (at, c) in [
+        (now, counts(5, 1)),
+        (now, counts(2, 0)),
+        (old, counts(9, 9)),
+    ] {
         db.store
             .lane_stats_add(host, at, &[(lane.clone(), c)])
             .await
@@ -126,8 +145,13 @@ async fn stats(db: Db) {
 }
 
 async fn filters(db: Db) {
-    let events: Vec<(String, String)> = (0..7).map(|i| (format!("u{}", i % 2), format!("m{i}"))).collect();
-    let mut refs: Vec<(&str, &str)> = events.iter().map(|(u, m)| (u.as_str(), m.as_str())).collect();
+    let events: Vec<(String, String)> = (0..7)
+        .map(|i| (format!("u{}", i % 2), format!("m{i}")))
+        .collect();
+    let mut refs: Vec<(&str, &str)> = events
+        .iter()
+        .map(|(u, m)| (u.as_str(), m.as_str()))
+        .collect();
     refs.push(("50%_off", "nasty"));
     hook_with_events(&db.store, &refs).await;
     let by = |user: &str| JobFilter {
@@ -135,7 +159,11 @@ async fn filters(db: Db) {
         ..Default::default()
     };
     for (user, n) in [("u0", 4), ("50%_off", 1), ("%", 0), ("u_", 0), ("50%", 0)] {
-        let jobs = db.store.admin_jobs(&by(user), None, None, 100).await.unwrap();
+        let jobs = db
+            .store
+            .admin_jobs(&by(user), None, None, 100)
+            .await
+            .unwrap();
         assert_eq!(jobs.len(), n, "user {user}");
     }
     let mut cursor: Option<JobCursor> = None;

@@ -15,7 +15,12 @@ pub fn tests() -> Vec<Trial> {
     )]
 }
 
-fn commit(lease: &Lease, now: OffsetDateTime, rows: Vec<NewJobRow>, ups: Vec<RowUpdate>) -> LaneCommit {
+fn commit(
+    lease: &Lease,
+    now: OffsetDateTime,
+    rows: Vec<NewJobRow>,
+    ups: Vec<RowUpdate>,
+) -> LaneCommit {
     LaneCommit {
         lease: lease.clone(),
         now,
@@ -30,7 +35,13 @@ fn commit(lease: &Lease, now: OffsetDateTime, rows: Vec<NewJobRow>, ups: Vec<Row
     }
 }
 
-fn new_row(event_id: i64, key: &str, state: JobState, attempt: i32, err: Option<(&str, &str)>) -> NewJobRow {
+fn new_row(
+    event_id: i64,
+    key: &str,
+    state: JobState,
+    attempt: i32,
+    err: Option<(&str, &str)>,
+) -> NewJobRow {
     let tried = state != JobState::Pending;
     NewJobRow {
         dataset: 1,
@@ -47,7 +58,13 @@ fn new_row(event_id: i64, key: &str, state: JobState, attempt: i32, err: Option<
     }
 }
 
-fn update(event_id: i64, state: JobState, inc: i32, err: Option<(&str, &str)>, at: OffsetDateTime) -> RowUpdate {
+fn update(
+    event_id: i64,
+    state: JobState,
+    inc: i32,
+    err: Option<(&str, &str)>,
+    at: OffsetDateTime,
+) -> RowUpdate {
     RowUpdate {
         event_id,
         state,
@@ -73,14 +90,21 @@ async fn attempts(db: &Db) -> Vec<Attempt> {
 
 async fn recorded(db: Db) {
     // a:1 fails, b:2 is delivered at the first try, c:3 is throttled, a:4 is parked behind 1.
-    let lease = hook_with_events(&db.store, &[("a", "1"), ("b", "2"), ("c", "3"), ("a", "4")]).await;
+    let lease =
+        hook_with_events(&db.store, &[("a", "1"), ("b", "2"), ("c", "3"), ("a", "4")]).await;
     db.store
         .lane_commit(&commit(
             &lease,
             t0(),
             vec![
                 new_row(1, "a", JobState::Failed, 1, Some(("http_503", "down"))),
-                new_row(3, "c", JobState::Failed, 0, Some(("throttled", "slow down"))),
+                new_row(
+                    3,
+                    "c",
+                    JobState::Failed,
+                    0,
+                    Some(("throttled", "slow down")),
+                ),
                 new_row(4, "a", JobState::Pending, 0, None),
             ],
             vec![],
@@ -104,7 +128,12 @@ async fn recorded(db: Db) {
         .await
         .unwrap();
     db.store
-        .lane_commit(&commit(&lease, t2, vec![], vec![update(1, JobState::Delivered, 1, None, t2)]))
+        .lane_commit(&commit(
+            &lease,
+            t2,
+            vec![],
+            vec![update(1, JobState::Delivered, 1, None, t2)],
+        ))
         .await
         .unwrap();
 

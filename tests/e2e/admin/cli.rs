@@ -26,7 +26,15 @@ fn code(out: &Output) -> i32 {
 async fn the_cli_prints_json_and_tables_and_exits_with_documented_codes() {
     let (sluice, _sink, _fixed) = start_failing().await;
     let url = admin_url(&sluice);
-    let failed = ["jobs", "list", "--destination", "hook", "--state", "failed", "--json"];
+    let failed = [
+        "jobs",
+        "list",
+        "--destination",
+        "hook",
+        "--state",
+        "failed",
+        "--json",
+    ];
     let list = wait_until(Duration::from_secs(30), "two failed jobs", || async {
         let out = sluice_cli(&url, Some(READ_TOKEN), &failed);
         assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
@@ -37,10 +45,17 @@ async fn the_cli_prints_json_and_tables_and_exits_with_documented_codes() {
     let head = jobs(&list)[0]["event_id"].as_i64().unwrap().to_string();
 
     // Tables for people.
-    let out = sluice_cli(&url, Some(READ_TOKEN), &["jobs", "show", "acme", "hook", &head]);
+    let out = sluice_cli(
+        &url,
+        Some(READ_TOKEN),
+        &["jobs", "show", "acme", "hook", &head],
+    );
     assert_eq!(code(&out), 0);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("http_500") && text.contains("retry"), "{text}");
+    assert!(
+        text.contains("http_500") && text.contains("retry"),
+        "{text}"
+    );
     for args in [
         vec!["destinations", "list"],
         vec!["destinations", "blocked", "acme", "hook"],
@@ -48,13 +63,26 @@ async fn the_cli_prints_json_and_tables_and_exits_with_documented_codes() {
         vec!["stats", "acme", "hook", "--minutes", "5"],
     ] {
         let out = sluice_cli(&url, Some(READ_TOKEN), &args);
-        assert_eq!(code(&out), 0, "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            code(&out),
+            0,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let out = sluice_cli(&url, Some(READ_TOKEN), &["destinations", "list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("hook"));
 
     // Changes need an operator token: 77, and nothing changed.
-    let retry = ["jobs", "retry", "acme", "hook", "--id", head.as_str(), "--json"];
+    let retry = [
+        "jobs",
+        "retry",
+        "acme",
+        "hook",
+        "--id",
+        head.as_str(),
+        "--json",
+    ];
     let out = sluice_cli(&url, Some(READ_TOKEN), &retry);
     assert_eq!(code(&out), 77, "{}", String::from_utf8_lossy(&out.stderr));
     let out = sluice_cli(&url, Some(OPS_TOKEN), &retry);
@@ -65,16 +93,40 @@ async fn the_cli_prints_json_and_tables_and_exits_with_documented_codes() {
     // No token or a wrong one: 77. A request the API refuses as invalid, or bad flags: 2.
     // Not found, or nobody listening: 1.
     assert_eq!(code(&sluice_cli(&url, None, &["plugins"])), 77);
-    assert_eq!(code(&sluice_cli(&url, Some("wrong-token-0123456789"), &["plugins"])), 77);
+    assert_eq!(
+        code(&sluice_cli(
+            &url,
+            Some("wrong-token-0123456789"),
+            &["plugins"]
+        )),
+        77
+    );
     let bad_state = ["jobs", "list", "--state", "sideways"];
     assert_eq!(code(&sluice_cli(&url, Some(READ_TOKEN), &bad_state)), 2);
-    assert_eq!(code(&sluice_cli(&url, Some(READ_TOKEN), &["jobs", "list", "--bogus"])), 2);
+    assert_eq!(
+        code(&sluice_cli(
+            &url,
+            Some(READ_TOKEN),
+            &["jobs", "list", "--bogus"]
+        )),
+        2
+    );
     let missing = ["jobs", "show", "acme", "hook", "999999999"];
     assert_eq!(code(&sluice_cli(&url, Some(READ_TOKEN), &missing)), 1);
-    assert_eq!(code(&sluice_cli("http://127.0.0.1:9", Some(READ_TOKEN), &["plugins"])), 1);
+    assert_eq!(
+        code(&sluice_cli(
+            "http://127.0.0.1:9",
+            Some(READ_TOKEN),
+            &["plugins"]
+        )),
+        1
+    );
 
     // The exit codes are documented in --help.
     let out = sluice_cli(&url, None, &["jobs", "--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("77") && help.contains("Exit status"), "{help}");
+    assert!(
+        help.contains("77") && help.contains("Exit status"),
+        "{help}"
+    );
 }

@@ -36,11 +36,10 @@ fn action_body() -> Value {
 async fn start() -> (Sluice, Sink) {
     let sink = Sink::ok(SECRET);
     let extra = format!(r#"headers = {{ Authorization = "Bearer {HEADER_SECRET}" }}"#);
-    let body = webhook_config(&sink.url, r#"{ min_backoff = "1s" }"#, "")
-        .replace(
-            &format!(r#"secret = "{SECRET}" }}"#),
-            &format!(r#"secret = "{SECRET}", {extra} }}"#),
-        );
+    let body = webhook_config(&sink.url, r#"{ min_backoff = "1s" }"#, "").replace(
+        &format!(r#"secret = "{SECRET}" }}"#),
+        &format!(r#"secret = "{SECRET}", {extra} }}"#),
+    );
     assert!(body.contains(HEADER_SECRET), "{body}");
     let sluice = Sluice::start(&format!("{body}{}", admin_section()));
     (sluice, sink)
@@ -59,14 +58,20 @@ async fn the_admin_api_refuses_bad_tokens_read_tokens_on_changes_and_foreign_ori
             assert!(body["error"].is_string(), "a JSON reason: {body}");
         }
         let (status, body) = read.get(path).await;
-        assert!(status == 200 || status == 404, "GET {path} with a read token: {body}");
+        assert!(
+            status == 200 || status == 404,
+            "GET {path} with a read token: {body}"
+        );
     }
     for path in MUTATIONS {
         let (status, _) = anonymous.post(path, &action_body()).await;
         assert_eq!(status, 401, "POST {path} without a token");
         let (status, body) = read.post(path, &action_body()).await;
         assert_eq!(status, 403, "POST {path} with a read token: {body}");
-        assert!(body["error"].as_str().unwrap().contains("read-only"), "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("read-only"),
+            "{body}"
+        );
     }
     let audit = read.ok("/api/v1/audit", &[]).await;
     assert_eq!(audit["audit"], json!([]), "nothing was done");
@@ -129,12 +134,35 @@ async fn config_hides_secrets_and_filters_are_data_not_sql_or_patterns() {
 
     let long = "x".repeat(5000);
     let nasty = [
-        "'", "\"", "%", "_", "\\", "'; DROP TABLE events; --", "\u{0}", "a\u{0}b",
-        "ü🦀", "\u{202e}evil", "%%", "$1", "\u{ffff}", long.as_str(), "", " ",
+        "'",
+        "\"",
+        "%",
+        "_",
+        "\\",
+        "'; DROP TABLE events; --",
+        "\u{0}",
+        "a\u{0}b",
+        "ü🦀",
+        "\u{202e}evil",
+        "%%",
+        "$1",
+        "\u{ffff}",
+        long.as_str(),
+        "",
+        " ",
     ];
     let fields = [
-        "workspace", "source", "destination", "user", "state", "error_code", "error", "since",
-        "until", "cursor", "limit",
+        "workspace",
+        "source",
+        "destination",
+        "user",
+        "state",
+        "error_code",
+        "error",
+        "since",
+        "until",
+        "cursor",
+        "limit",
     ];
     for field in fields {
         for value in nasty {
@@ -143,13 +171,19 @@ async fn config_hides_secrets_and_filters_are_data_not_sql_or_patterns() {
                 status == 200 || status == 400,
                 "{field}={value:?} gave {status}: {body}"
             );
-            assert!(body["jobs"].is_array() || body["error"].is_string(), "{body}");
+            assert!(
+                body["jobs"].is_array() || body["error"].is_string(),
+                "{body}"
+            );
             if value.contains('\u{0}') && !value.is_empty() {
                 assert_eq!(status, 400, "{field}={value:?}");
             }
         }
         let (status, body) = read.get_q("/api/v1/audit", &[(field, "'\u{0}%")]).await;
-        assert!(status == 200 || status == 400, "audit {field}: {status} {body}");
+        assert!(
+            status == 200 || status == 400,
+            "audit {field}: {status} {body}"
+        );
     }
     for value in nasty {
         for filter_field in ["user", "source", "error_code", "error", "since"] {
@@ -175,7 +209,13 @@ async fn config_hides_secrets_and_filters_are_data_not_sql_or_patterns() {
         .unwrap();
     assert_eq!(events, 5);
     let audit = read.ok("/api/v1/audit", &[("limit", "1000")]).await;
-    assert!(audit["audit"].as_array().unwrap().iter().all(|a| a["jobs"] == 0));
+    assert!(
+        audit["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["jobs"] == 0)
+    );
 }
 
 fn urlencode(text: &str) -> String {
@@ -234,7 +274,12 @@ async fn a_write_key_writes_only_to_its_own_source() {
     .await;
     let pool = db(&sluice).await;
     wait_all_delivered(&pool, "to_b", 5).await;
-    assert!(sink_b.received().iter().all(|r| r.message_id.starts_with("b-")));
+    assert!(
+        sink_b
+            .received()
+            .iter()
+            .all(|r| r.message_id.starts_with("b-"))
+    );
     assert!(
         sink_a
             .received()

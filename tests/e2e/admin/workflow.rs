@@ -66,14 +66,26 @@ async fn an_operator_finds_failing_jobs_reads_attempts_and_retries_aborts_replay
         ("state", "failed"),
     ];
     let heads = wait_listed(&read, &failed, 2, "two failed heads").await;
-    let head_ids: Vec<i64> = heads.iter().map(|j| j["event_id"].as_i64().unwrap()).collect();
+    let head_ids: Vec<i64> = heads
+        .iter()
+        .map(|j| j["event_id"].as_i64().unwrap())
+        .collect();
     assert_eq!(
-        heads.iter().map(|j| j["user"].as_str().unwrap()).collect::<Vec<_>>(),
+        heads
+            .iter()
+            .map(|j| j["user"].as_str().unwrap())
+            .collect::<Vec<_>>(),
         vec!["user-1", "user-2"]
     );
-    assert!(heads.iter().all(|j| j["error_code"] == "http_500"), "{heads:?}");
+    assert!(
+        heads.iter().all(|j| j["error_code"] == "http_500"),
+        "{heads:?}"
+    );
     let by_code = read
-        .ok("/api/v1/jobs", &[("error_code", "http_500"), ("destination", "hook")])
+        .ok(
+            "/api/v1/jobs",
+            &[("error_code", "http_500"), ("destination", "hook")],
+        )
         .await;
     assert_eq!(jobs(&by_code).len(), 2);
 
@@ -108,7 +120,10 @@ async fn an_operator_finds_failing_jobs_reads_attempts_and_retries_aborts_replay
     })
     .await;
     for k in &keys {
-        assert!(head_ids.contains(&k["head_event_id"].as_i64().unwrap()), "{k}");
+        assert!(
+            head_ids.contains(&k["head_event_id"].as_i64().unwrap()),
+            "{k}"
+        );
         assert_eq!(k["head_error_code"], "http_500", "{k}");
     }
 
@@ -148,7 +163,11 @@ async fn an_operator_finds_failing_jobs_reads_attempts_and_retries_aborts_replay
         .await;
     assert_eq!(n, 1);
     wait_until(Duration::from_secs(30), "user-1 delivered", || async {
-        let n = sink.accepted().iter().filter(|r| r.user == "user-1").count();
+        let n = sink
+            .accepted()
+            .iter()
+            .filter(|r| r.user == "user-1")
+            .count();
         (n == 10).then_some(())
     })
     .await;
@@ -206,19 +225,22 @@ async fn an_operator_finds_failing_jobs_reads_attempts_and_retries_aborts_replay
     assert_in_order_exactly_once(&sink.received(), 5, 10);
 
     // Pause and resume: the lane says so.
-    let (status, _) = ops.post("/api/v1/destinations/acme/hook/pause", &json!({})).await;
+    let (status, _) = ops
+        .post("/api/v1/destinations/acme/hook/pause", &json!({}))
+        .await;
     assert_eq!(status, 200);
     let lanes = read.ok("/api/v1/destinations", &[]).await;
     assert_eq!(lanes["destinations"][0]["paused"], true, "{lanes}");
-    let (status, _) = ops.post("/api/v1/destinations/acme/hook/resume", &json!({})).await;
+    let (status, _) = ops
+        .post("/api/v1/destinations/acme/hook/resume", &json!({}))
+        .await;
     assert_eq!(status, 200);
 
     // Rates come from lane_stats, written by the host's flusher.
     let lane = wait_until(Duration::from_secs(30), "lane stats", || async {
         let v = read.ok("/api/v1/destinations", &[]).await;
         let l = v["destinations"][0].clone();
-        (l["delivered_5m"].as_i64() >= Some(50) && l["failed_5m"].as_i64() >= Some(3))
-            .then_some(l)
+        (l["delivered_5m"].as_i64() >= Some(50) && l["failed_5m"].as_i64() >= Some(3)).then_some(l)
     })
     .await;
     assert_eq!(lane["paused"], false);
@@ -230,14 +252,19 @@ async fn an_operator_finds_failing_jobs_reads_attempts_and_retries_aborts_replay
         .await;
     let minutes = series["minutes"].as_array().unwrap();
     assert_eq!(minutes.len(), 60);
-    let delivered: i64 = minutes.iter().map(|m| m["delivered"].as_i64().unwrap()).sum();
+    let delivered: i64 = minutes
+        .iter()
+        .map(|m| m["delivered"].as_i64().unwrap())
+        .sum();
     assert!(delivered >= 50, "{series}");
 
     // Plugins: the webhook plugin this host loaded.
     let plugins = read.ok("/api/v1/plugins", &[]).await;
     let loaded = plugins["hosts"].as_array().unwrap();
     assert!(
-        loaded.iter().any(|p| p["plugin"] == "webhook" && p["sha256"].is_string()),
+        loaded
+            .iter()
+            .any(|p| p["plugin"] == "webhook" && p["sha256"].is_string()),
         "{plugins}"
     );
     assert!(plugins["destinations"][0]["error"].is_null(), "{plugins}");
@@ -264,7 +291,12 @@ async fn an_operator_finds_failing_jobs_reads_attempts_and_retries_aborts_replay
         vec![
             (ops_name(), "retry_now".into(), Value::Null, 1),
             (ops_name(), "abort".into(), json!({ "user": "user-2" }), 10),
-            (ops_name(), "retry_now".into(), json!({ "error_code": "http_500" }), 1),
+            (
+                ops_name(),
+                "retry_now".into(),
+                json!({ "error_code": "http_500" }),
+                1
+            ),
             (ops_name(), "replay".into(), json!({ "user": "user-2" }), 10),
             (ops_name(), "pause".into(), Value::Null, 0),
             (ops_name(), "resume".into(), Value::Null, 0),
