@@ -240,11 +240,10 @@ async fn serve(
     router.join().await;
     stats_stop.cancel();
     let _ = stats_flushing.await;
-    if let Some(admin) = admin {
-        match admin.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "the admin API stopped with an error"),
-            Ok(Ok(())) | Err(_) => {}
-        }
+    if let Some(admin) = admin
+        && let Ok(Err(e)) = admin.await
+    {
+        tracing::warn!(error = %e, "the admin API stopped with an error");
     }
     let _ = maintenance.await;
     let _ = listening.await;

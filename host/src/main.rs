@@ -97,7 +97,7 @@ enum Command {
     },
     /// `jobs`, `destinations`, `plugins`, `stats`: the admin API from the command line.
     #[command(flatten)]
-    Admin(admin_cli::AdminCommand),
+    Admin(Box<admin_cli::AdminCommand>),
 }
 
 #[derive(Subcommand)]
@@ -155,7 +155,7 @@ fn main() -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     let command = match cli.command {
         Command::Admin(admin) => {
-            let code = rt.block_on(admin_cli::run(admin));
+            let code = rt.block_on(admin_cli::run(*admin));
             drop(rt);
             std::process::exit(code);
         }
