@@ -3,13 +3,17 @@
 //! [`run`] is the one place that wires the parts together:
 //! ```text
 //! ingest (axum) ──one tx──▶ store (Postgres) ──claim──▶ router ──▶ plugin (wasm) ──▶ destination
+//!                              ▲
+//! admin API (axum, own listener) ── reads views, calls operator functions
 //! ```
 
+pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod embedded_pg;
 pub mod ingest;
 pub mod lane;
+pub mod lane_stats;
 pub mod maintenance;
 pub mod metrics;
 pub mod plugin_build;
@@ -156,6 +160,47 @@ async fn serve(
             .await
             .with_context(|| format!("binding {}", server.listen))?,
     };
+    // The admin API binds before ingest announces itself, so that its address is logged
+    // by the time anyone reads "sluice listening".
+    let admin = match &config.admin {
+        Some(admin_config) => {
+            let state = Arc::new(admin::AdminState {
+                store: store.clone(),
+                config: Arc::new(config.clone()),
+            });
+            let app = admin::router(state, admin_config)?;
+            let admin_listener = TcpListener::bind(admin_config.listen)
+                .await
+                .with_context(|| format!("binding the admin API on {}", admin_config.listen))?;
+            let admin_addr = admin_listener.local_addr()?;
+            tracing::info!(%admin_addr, "admin API listening on http://{admin_addr}");
+            Some(tokio::spawn(admin::serve(
+                admin_listener,
+                app,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    let stats = lane_stats::Flusher {
+        store: store.clone(),
+        host_id: host.incarnation,
+        workspaces: Arc::new(
+            config
+                .destinations
+                .iter()
+                .map(|d| (d.id.clone(), d.workspace.clone()))
+                .collect(),
+        ),
+    };
+    // Stopped after the lanes, so that it writes their last counts.
+    let stats_stop = CancellationToken::new();
+    let stats_flushing = tokio::spawn(
+        stats
+            .clone()
+            .run(server.stats_interval, stats_stop.clone()),
+    );
+
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "sluice listening on http://{addr}");
 
@@ -172,6 +217,8 @@ async fn serve(
             host: host.clone(),
             wake: maintenance_wake.clone(),
             shutdown: shutdown.clone(),
+            stats,
+            stats_expired_at: Default::default(),
         }
         .run(),
     );
@@ -195,6 +242,14 @@ async fn serve(
     // HTTP stopped (shutdown or error): stop the lanes too, then let them finish.
     shutdown.cancel();
     router.join().await;
+    stats_stop.cancel();
+    let _ = stats_flushing.await;
+    if let Some(admin) = admin {
+        match admin.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "the admin API stopped with an error"),
+            Ok(Ok(())) | Err(_) => {}
+        }
+    }
     let _ = maintenance.await;
     let _ = listening.await;
     let _ = watching.await;

@@ -1,5 +1,6 @@
 //! The `sluice` command line.
 
+mod admin_cli;
 mod bench;
 mod demo;
 
@@ -94,6 +95,9 @@ enum Command {
         #[arg(long = "scenario", value_parser = bench::SCENARIOS)]
         only: Vec<String>,
     },
+    /// `jobs`, `destinations`, `plugins`, `stats`: the admin API from the command line.
+    #[command(flatten)]
+    Admin(admin_cli::AdminCommand),
 }
 
 #[derive(Subcommand)]
@@ -149,8 +153,16 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    let command = match cli.command {
+        Command::Admin(admin) => {
+            let code = rt.block_on(admin_cli::run(admin));
+            drop(rt);
+            std::process::exit(code);
+        }
+        other => other,
+    };
     rt.block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve { config, listen } => {
                 let mut config = Config::load(&config)?;
                 if let Some(listen) = listen {
@@ -271,6 +283,7 @@ fn main() -> anyhow::Result<()> {
                 })
                 .await
             }
+            Command::Admin(_) => unreachable!("handled above"),
             Command::Plugin(PluginCommand::Check { wasm }) => {
                 let manifest = plugin_build::check(&wasm).await?;
                 println!(

@@ -3,7 +3,8 @@
 //!   or whose events wait without an owner, are woken here so that this host takes them over
 //!   (the lease rules in `store::lanes` decide who gets them);
 //! - **datasets**: rotation, dropping and compaction (`store::datasets`);
-//! - **dedup**: dropping dedup partitions older than the window.
+//! - **dedup**: dropping dedup partitions older than the window;
+//! - **lane stats**: removing `lane_stats` rows older than a day (at most every ten minutes).
 //!
 //! At start it frees the lanes of earlier incarnations on this machine whose process is gone
 //! (a `kill -9` and restart takes its lanes back at once instead of after the lease TTL).
@@ -38,7 +39,14 @@ pub struct Maintenance {
     /// Woken by ingest on this host and by other hosts' notifications.
     pub wake: Arc<Notify>,
     pub shutdown: CancellationToken,
+    /// This host's lane stats: flushed before maintenance goes idle.
+    pub stats: crate::lane_stats::Flusher,
+    /// When this host last removed old `lane_stats` rows.
+    pub stats_expired_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often old `lane_stats` rows are removed (they are kept a day: no hurry).
+const STATS_EXPIRY_EVERY: Duration = Duration::from_secs(600);
 
 impl Maintenance {
     /// Frees lanes of dead earlier incarnations on this machine.
@@ -72,6 +80,9 @@ impl Maintenance {
         loop {
             let busy = self.pass().await;
             if was_busy && !busy {
+                // The last counts of the work that just ended, so that nothing is left to
+                // write while idle.
+                self.stats.flush().await;
                 tracing::info!("nothing to do anywhere; maintenance waits for new work");
                 // A wake-up that came during this pass is answered by it.
                 let _ = self.wake.notified().now_or_never();
@@ -153,7 +164,34 @@ impl Maintenance {
                 }
             }
         }
+        if busy {
+            self.expire_stats(now).await;
+        }
         busy
+    }
+
+    /// Removes day-old `lane_stats` rows, at most every [`STATS_EXPIRY_EVERY`]. Only while
+    /// busy: an idle deployment writes no stats, and issues no statements.
+    async fn expire_stats(&self, now: time::OffsetDateTime) {
+        {
+            let mut last = self
+                .stats_expired_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < STATS_EXPIRY_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match self
+            .store
+            .lane_stats_expire(now, crate::lane_stats::RETENTION)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "old lane stats removed"),
+            Err(e) => tracing::warn!(error = %e, "maintenance: removing old lane stats failed"),
+        }
     }
 }
 

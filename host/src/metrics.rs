@@ -106,7 +106,10 @@ pub fn events_ingested(workspace: &str, source: &str, n: u64) {
         .increment(n);
 }
 
+/// Also counted per lane for `lane_stats` (the admin API's rates), like `http_request`'s
+/// limit and `breaker`.
 pub fn jobs(destination: &str, what: JobMetric, n: u64) {
+    crate::lane_stats::count(destination, what, n);
     counter!("sluice_jobs_total", "destination" => destination.to_string(), "outcome" => what.label())
         .increment(n);
 }
@@ -117,12 +120,14 @@ pub fn plugin_call(destination: &str, took: Duration) {
 }
 
 pub fn http_request(destination: &str, took: Duration, limit: usize) {
+    crate::lane_stats::limit(destination, limit);
     histogram!("sluice_http_request_seconds", "destination" => destination.to_string())
         .record(took.as_secs_f64());
     gauge!("sluice_concurrency_limit", "destination" => destination.to_string()).set(limit as f64);
 }
 
 pub fn breaker(destination: &str, open: bool) {
+    crate::lane_stats::breaker(destination, open);
     gauge!("sluice_breaker_open", "destination" => destination.to_string()).set(if open {
         1.0
     } else {

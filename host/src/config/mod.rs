@@ -15,6 +15,9 @@ use toml::Spanned;
 
 use crate::store::OrderingScope;
 
+mod admin;
+pub use admin::{AdminConfig, AdminToken, TokenScope, TokenSource};
+
 /// Everything `sluice serve` needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -23,9 +26,11 @@ pub struct Config {
     pub server: ServerConfig,
     pub sources: Vec<SourceConfig>,
     pub destinations: Vec<DestinationConfig>,
+    /// The admin API (`[admin]`); `None`: disabled.
+    pub admin: Option<AdminConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     #[serde(default = "default_listen")]
@@ -77,8 +82,15 @@ pub struct ServerConfig {
     /// default): only public addresses (see `runtime::net_policy`).
     #[serde(default)]
     pub allowed_private_networks: Vec<IpNet>,
+    /// How often a host writes the per-lane counts behind the admin API's rates
+    /// (`lane_stats`); only lanes that moved are written.
+    #[serde(default = "default_stats_interval", with = "humantime_serde")]
+    pub stats_interval: Duration,
 }
 
+fn default_stats_interval() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_header_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -87,7 +99,7 @@ fn default_ingest_memory() -> u64 {
 }
 
 /// `[server.datasets]`: see `store::datasets`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
     #[serde(default = "default_dataset_events")]
@@ -280,6 +292,7 @@ impl Default for ServerConfig {
             header_timeout: default_header_timeout(),
             ingest_memory: default_ingest_memory(),
             allowed_private_networks: Vec::new(),
+            stats_interval: default_stats_interval(),
         }
     }
 }
@@ -294,6 +307,8 @@ struct RawConfig {
     source: Vec<Spanned<RawSource>>,
     #[serde(default)]
     destination: Vec<Spanned<RawDestination>>,
+    #[serde(default)]
+    admin: Option<admin::RawAdmin>,
 }
 
 #[derive(Deserialize)]
@@ -339,6 +354,12 @@ impl Config {
         config.server.data_dir = base.join(&config.server.data_dir);
         config.server.plugin_cache_dir = config.server.plugin_cache_dir.map(|d| base.join(d));
         config.path = Some(path.to_path_buf());
+        if let Some(admin) = &mut config.admin {
+            admin.read_token_files(base, &path.display().to_string())?;
+            for t in admin.tokens.iter().filter(|t| t.source == TokenSource::Inline) {
+                tracing::warn!(token = %t.name, "admin token secret written in the config file; prefer token_env or token_file");
+            }
+        }
         config.apply_env();
         Ok(config)
     }
@@ -501,6 +522,7 @@ impl Config {
             server: raw.server,
             sources,
             destinations,
+            admin: admin::parse(raw.admin, text, name)?,
         })
     }
 
@@ -514,7 +536,7 @@ impl Config {
 }
 
 /// Ids appear in SQL views, URLs and logs: keep them to a safe alphabet.
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id
@@ -526,7 +548,7 @@ fn id_rule(id: &str) -> String {
     format!("`{id}` is not a valid id: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'")
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 

@@ -99,3 +99,66 @@ fn rate_limit_is_events_per_second_above_zero() {
         "{err}"
     );
 }
+
+const ADMIN: &str = r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[admin.tokens]]
+name = "viewer"
+scope = "read"
+token = "read-secret-0123456789"
+
+[[admin.tokens]]
+name = "ops"
+scope = "operator"
+token_file = "ops.token"
+"#;
+
+#[test]
+fn admin_tokens_parse_and_files_are_read_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ops.token"), "operator-secret-0123456789\n").unwrap();
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(&path, format!("{GOOD}{ADMIN}")).unwrap();
+    let c = Config::load(&path).unwrap();
+    let admin = c.admin.unwrap();
+    assert_eq!(admin.tokens.len(), 2);
+    assert_eq!(admin.tokens[0].scope, TokenScope::Read);
+    assert_eq!(
+        admin.tokens[1].secret.as_deref(),
+        Some("operator-secret-0123456789")
+    );
+    assert!(!format!("{:?}", admin.tokens[1]).contains("operator-secret"));
+}
+
+#[test]
+fn admin_is_off_without_listen() {
+    let c = Config::parse(GOOD, "sluice.toml").unwrap();
+    assert!(c.admin.is_none());
+}
+
+#[test]
+fn admin_token_errors_name_file_line_and_field() {
+    let text = format!("{GOOD}{ADMIN}").replace("scope = \"read\"", "scope = \"admin\"");
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert!(
+        err.starts_with("sluice.toml:23: admin.tokens[0].scope: `admin` is not a scope"),
+        "{err}"
+    );
+    let text = format!("{GOOD}{ADMIN}").replace("\"read-secret-0123456789\"", "\"short\"");
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert!(
+        err.starts_with("sluice.toml:24: admin.tokens[0].token: the secret must be"),
+        "{err}"
+    );
+    let text = format!("{GOOD}{ADMIN}").replace(
+        "token = \"read-secret-0123456789\"",
+        "token_env = \"SLUICE_TEST_SURELY_UNSET_VARIABLE\"",
+    );
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert!(
+        err.starts_with("sluice.toml:24: admin.tokens[0].token_env: environment variable"),
+        "{err}"
+    );
+}

@@ -15,6 +15,10 @@
 //!    it is made due at once. This runs after 1, so a job parked in this same commit keeps
 //!    its key blocked.
 //!
+//! Steps 1 and 2 also append each attempt they record to `job_attempts` (migration 0005), in the
+//! same statement: the attempt history of every job that left the fast path. A job delivered
+//! at the first try writes nothing there (its cursor move is the whole record).
+//!
 //! `error_text` is kept to [`MAX_ERROR_TEXT`] bytes.
 
 use std::time::Duration;
@@ -158,18 +162,36 @@ impl Store {
                 last.push(r.last_attempt_at);
                 next.push(r.next_attempt_at);
             }
+            // A new row that records an attempt (not a parked job) also gets its attempt in
+            // `job_attempts`, from the rows actually inserted: a re-park that conflicts adds
+            // nothing. A first-try throttle is told apart by the lane's `throttled` code.
             sqlx::query(
-                "INSERT INTO job_state (dataset, workspace_id, destination_id, event_id, source_id,
-                     order_key, state, attempt, error_code, error_text, first_attempt_at,
-                     last_attempt_at, next_attempt_at, updated_at)
-                 SELECT u.dataset, $1, $2, u.event_id, u.source_id, u.order_key, u.state,
-                        u.attempt, u.code, u.text, u.first, u.last, u.next, $14
-                 FROM UNNEST($3::int[], $4::bigint[], $5::text[], $6::text[], $7::job_status[],
-                             $8::int[], $9::text[], $10::text[], $11::timestamptz[],
-                             $12::timestamptz[], $13::timestamptz[])
-                      AS u(dataset, event_id, source_id, order_key, state, attempt, code, text,
-                           first, last, next)
-                 ON CONFLICT DO NOTHING",
+                "WITH ins AS (
+                     INSERT INTO job_state (dataset, workspace_id, destination_id, event_id,
+                         source_id, order_key, state, attempt, error_code, error_text,
+                         first_attempt_at, last_attempt_at, next_attempt_at, updated_at)
+                     SELECT u.dataset, $1, $2, u.event_id, u.source_id, u.order_key, u.state,
+                            u.attempt, u.code, u.text, u.first, u.last, u.next, $14
+                     FROM UNNEST($3::int[], $4::bigint[], $5::text[], $6::text[],
+                                 $7::job_status[], $8::int[], $9::text[], $10::text[],
+                                 $11::timestamptz[], $12::timestamptz[], $13::timestamptz[])
+                          AS u(dataset, event_id, source_id, order_key, state, attempt, code,
+                               text, first, last, next)
+                     ON CONFLICT DO NOTHING
+                     RETURNING dataset, event_id, state, attempt, error_code, error_text,
+                               last_attempt_at
+                 )
+                 INSERT INTO job_attempts (dataset, workspace_id, destination_id, event_id,
+                                           attempt, at, outcome, error_code, error_text)
+                 SELECT dataset, $1, $2, event_id, attempt, last_attempt_at,
+                        CASE state WHEN 'delivered' THEN 'delivered'
+                                   WHEN 'aborted' THEN 'abort'
+                                   WHEN 'failed' THEN CASE WHEN error_code = 'throttled'
+                                                           THEN 'throttled' ELSE 'retry' END
+                        END,
+                        error_code, error_text
+                 FROM ins
+                 WHERE last_attempt_at IS NOT NULL AND state <> 'pending'",
             )
             .bind(&lane.workspace_id)
             .bind(&lane.destination_id)
@@ -209,19 +231,35 @@ impl Store {
                 next.push(u.next_attempt_at);
             }
             // Only unfinished rows change: an operator's abort or replay is never overwritten.
+            // Each update that records an attempt (`at` set) also writes it to `job_attempts`,
+            // with this attempt's own error (the row keeps the last failure once delivered).
             sqlx::query(
-                "UPDATE job_state s
-                 SET state = u.state, attempt = s.attempt + u.inc,
-                     error_code = coalesce(u.code, s.error_code),
-                     error_text = CASE WHEN u.code IS NULL THEN s.error_text ELSE u.text END,
-                     first_attempt_at = coalesce(s.first_attempt_at, u.at),
-                     last_attempt_at = coalesce(u.at, s.last_attempt_at),
-                     next_attempt_at = u.next, updated_at = $10
-                 FROM UNNEST($3::bigint[], $4::job_status[], $5::int[], $6::text[], $7::text[],
-                             $8::timestamptz[], $9::timestamptz[])
-                      AS u(event_id, state, inc, code, text, at, next)
-                 WHERE s.workspace_id = $1 AND s.destination_id = $2 AND s.event_id = u.event_id
-                   AND s.state IN ('pending', 'failed')",
+                "WITH upd AS (
+                     UPDATE job_state s
+                     SET state = u.state, attempt = s.attempt + u.inc,
+                         error_code = coalesce(u.code, s.error_code),
+                         error_text = CASE WHEN u.code IS NULL THEN s.error_text ELSE u.text END,
+                         first_attempt_at = coalesce(s.first_attempt_at, u.at),
+                         last_attempt_at = coalesce(u.at, s.last_attempt_at),
+                         next_attempt_at = u.next, updated_at = $10
+                     FROM UNNEST($3::bigint[], $4::job_status[], $5::int[], $6::text[],
+                                 $7::text[], $8::timestamptz[], $9::timestamptz[])
+                          AS u(event_id, state, inc, code, text, at, next)
+                     WHERE s.workspace_id = $1 AND s.destination_id = $2
+                       AND s.event_id = u.event_id AND s.state IN ('pending', 'failed')
+                     RETURNING s.dataset, s.event_id, s.attempt, u.state, u.inc, u.code, u.text,
+                               u.at
+                 )
+                 INSERT INTO job_attempts (dataset, workspace_id, destination_id, event_id,
+                                           attempt, at, outcome, error_code, error_text)
+                 SELECT dataset, $1, $2, event_id, attempt, at,
+                        CASE state WHEN 'delivered' THEN 'delivered'
+                                   WHEN 'aborted' THEN 'abort'
+                                   ELSE CASE WHEN inc = 0 THEN 'throttled' ELSE 'retry' END
+                        END,
+                        code, text
+                 FROM upd
+                 WHERE at IS NOT NULL AND state <> 'pending'",
             )
             .bind(&lane.workspace_id)
             .bind(&lane.destination_id)

@@ -1,12 +1,13 @@
 //! Datasets: how the log stays small. Nothing is ever deleted row by row.
 //!
 //! - **Rotation** closes the open dataset once it is full (events or bytes) or old, and opens
-//!   the next: new partitions `events_ds_N` and `job_state_ds_N` are created and attached (which
-//!   does not block readers or writers), under the ingest lock so that no write straddles it.
+//!   the next: new partitions `events_ds_N`, `job_state_ds_N` and `job_attempts_ds_N` are
+//!   created and attached (which does not block readers or writers), under the ingest lock so
+//!   that no write straddles it.
 //! - **Retirement** of a closed dataset, once every live lane's cursor is past its last id:
 //!   with no unfinished job (and no aborted job younger than the retention) it is dropped
 //!   whole; with only a few, those jobs and their events are first moved into the open
-//!   dataset (same ids, so order is kept), then it is dropped.
+//!   dataset (same ids, so order is kept), with their attempt history, then it is dropped.
 //! - **Dedup partitions** (minute ranges of `dedup_keys`) are created as ingest needs them and
 //!   dropped once older than the dedup window.
 //!
@@ -164,7 +165,7 @@ impl Store {
             return Ok(None);
         }
         let next = open + 1;
-        for table in ["events", "job_state"] {
+        for table in ["events", "job_state", "job_attempts"] {
             exec(
                 &mut tx,
                 format!("CREATE TABLE {table}_ds_{next} (LIKE {table} INCLUDING DEFAULTS)"),
@@ -293,7 +294,10 @@ impl Store {
         // Writers of these rows (lane commits) wait for us, then find them moved.
         exec(
             &mut tx,
-            format!("LOCK TABLE job_state_ds_{dataset}, events_ds_{dataset} IN EXCLUSIVE MODE"),
+            format!(
+                "LOCK TABLE job_state_ds_{dataset}, events_ds_{dataset}, \
+                 job_attempts_ds_{dataset} IN EXCLUSIVE MODE"
+            ),
             "locking a dataset",
         )
         .await?;
@@ -337,6 +341,23 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from_sqlx("moving jobs forward"))?;
+            // Their attempts go with them: the history of a job that is still live (or a
+            // retained aborted one) must stay readable after the move.
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO job_attempts (dataset, workspace_id, destination_id, event_id,
+                     attempt, at, outcome, error_code, error_text)
+                 SELECT {into}, a.workspace_id, a.destination_id, a.event_id, a.attempt, a.at,
+                        a.outcome, a.error_code, a.error_text
+                 FROM job_attempts_ds_{dataset} a
+                 WHERE EXISTS (SELECT 1 FROM job_state_ds_{dataset} s
+                               WHERE s.workspace_id = a.workspace_id
+                                 AND s.destination_id = a.destination_id
+                                 AND s.event_id = a.event_id AND {keep})"
+            )))
+            .bind(keep_aborted_since)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx("moving job attempts forward"))?;
             stop_here(stop, StopAfter::CompactionJobs)?;
             change = DatasetChange::Compacted {
                 dataset,
@@ -346,7 +367,9 @@ impl Store {
         }
         exec(
             &mut tx,
-            format!("DROP TABLE events_ds_{dataset}, job_state_ds_{dataset}"),
+            format!(
+                "DROP TABLE events_ds_{dataset}, job_state_ds_{dataset}, job_attempts_ds_{dataset}"
+            ),
             "dropping a dataset",
         )
         .await?;

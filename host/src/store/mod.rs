@@ -7,16 +7,19 @@
 //! - [`read`]: a lane reading its sources' events from the log;
 //! - [`commit`]: a lane owner recording outcomes and its cursor, fenced on its lease;
 //! - [`blocked`]: fetching the unfinished jobs of blocked keys that are due;
-//! - [`datasets`]: rotation, dropping and compaction of datasets, dedup buckets.
+//! - [`datasets`]: rotation, dropping and compaction of datasets, dedup buckets;
+//! - [`lane_stats`], [`admin`]: what the admin API reads and does.
 //!
 //! The ordering invariant is stated in `crate::lane` and kept by the lane owner; the store
 //! guarantees the two facts it rests on: the ids a reader sees form a prefix (ingest lock), and
 //! one lane has one writer at a time (the lease fence).
 
+pub mod admin;
 pub mod append;
 pub mod blocked;
 pub mod commit;
 pub mod datasets;
+pub mod lane_stats;
 pub mod lanes;
 pub mod plugins;
 pub mod read;

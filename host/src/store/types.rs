@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 /// The state of a job (SQL enum `job_status`). Jobs without a `job_state` row derive theirs
 /// from the lane's cursor (see the migration's header).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "job_status", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {

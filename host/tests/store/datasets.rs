@@ -151,6 +151,17 @@ async fn drop_and_compact(db: Db) {
     );
     assert_eq!(datasets(&db).await, vec![3]);
     assert!(!table_exists(&db, "events_ds_1").await && !table_exists(&db, "job_state_ds_2").await);
+    assert!(!table_exists(&db, "job_attempts_ds_1").await);
+    // Their attempt history moved with them.
+    let attempts: Vec<(i64, i32, String)> =
+        sqlx::query_as("SELECT event_id, dataset, outcome FROM job_attempts ORDER BY event_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        attempts,
+        vec![(2, 3, "retry".to_string()), (3, 3, "abort".to_string())]
+    );
     // The moved jobs keep their ids, and the failed one comes back with its event.
     let fetch = db
         .store
@@ -220,6 +231,11 @@ async fn drop_and_compact(db: Db) {
         .unwrap();
     assert_eq!(changes, vec![DatasetChange::Dropped { dataset: 3 }]);
     assert_eq!(datasets(&db).await, vec![4]);
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM job_attempts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0, "dropped with their dataset");
 }
 
 async fn kept_while_behind(db: Db) {

@@ -2,7 +2,9 @@
 //! real PostgreSQL (one embedded server for the run, one database per test), plus a
 //! model-based test of the lane engine and the store together.
 
+mod admin;
 mod append;
+mod attempts;
 mod datasets;
 mod fixtures;
 mod harness;
@@ -27,7 +29,9 @@ fn main() -> ExitCode {
     };
     let pg = rt.block_on(harness::TestPg::start());
     let mut trials = Vec::new();
+    trials.extend(admin::tests());
     trials.extend(append::tests());
+    trials.extend(attempts::tests());
     trials.extend(lanes::tests());
     trials.extend(rows::tests());
     trials.extend(datasets::tests());
