@@ -25,4 +25,5 @@ mod receivers;
 mod sandbox;
 mod secrets;
 mod shipped_plugins;
+mod web_page;
 mod wit_compat;
