@@ -1,5 +1,5 @@
-//! The operator web page, served on the admin listener at `/`: one HTML file, one script and
-//! one stylesheet, compiled into the binary (no build toolchain, nothing fetched at run time).
+//! The operator web page, served on the admin listener at `/`: one HTML file, one script, one
+//! stylesheet and an icon, compiled into the binary (no build toolchain, nothing fetched at run time).
 //!
 //! The page holds no data, so loading it needs no token; its script asks for the admin token,
 //! keeps it in `sessionStorage` and sends it as `Authorization: Bearer` on every API call. Never
@@ -15,6 +15,7 @@ use axum::routing::get;
 const INDEX_HTML: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
 const APP_CSS: &str = include_str!("app.css");
+const FAVICON: &str = include_str!("favicon.svg");
 
 /// Only this origin's files and API; no inline script or style, no plugins, no framing, no
 /// `<base>` tricks, and forms post nowhere (the token form is handled by the script).
@@ -33,6 +34,11 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/app.css",
             get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        // Browsers ask for an icon by themselves; without one they would meet the API's 401.
+        .route(
+            "/favicon.svg",
+            get(|| async { asset("image/svg+xml", FAVICON) }),
         )
 }
 
