@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -20,6 +20,7 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// How long one element may take to appear or change (the page polls every 3 s).
 pub const WAIT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
 
 /// Without the background-networking flags Chromium keeps calling Google, which this network
 /// refuses, and stalls; a fresh profile keeps runs independent.
@@ -124,19 +125,23 @@ impl Browser {
 
     /// The text of `css` once `pred` holds for it.
     pub async fn text_when(&self, css: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let mut last = String::new();
-        let found = wait_until_or(WAIT, || async {
-            let e = self.client.find(Locator::Css(css)).await.ok()?;
-            let text = e.text().await.ok()?;
-            if pred(&text) {
-                Some(text)
-            } else {
-                last = text;
-                None
+        let deadline = Instant::now() + WAIT;
+        let mut last = None;
+        loop {
+            if let Ok(e) = self.client.find(Locator::Css(css)).await
+                && let Ok(text) = e.text().await
+            {
+                if pred(&text) {
+                    return text;
+                }
+                last = Some(text);
             }
-        })
-        .await;
-        found.unwrap_or_else(|| panic!("timed out waiting for {what} in `{css}`; last: {last:?}"))
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {WAIT:?} waiting for {what} in `{css}`; last seen: {last:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// The value of attribute `name` of `css`, once `pred` holds for it.
@@ -201,24 +206,6 @@ impl Drop for Browser {
         // A failed test never reaches close(): do not leave chromedriver running.
         let _ = self.driver.kill();
         let _ = self.driver.wait();
-    }
-}
-
-/// Like `wait_until`, but gives `None` at the deadline so the caller can say what it last saw.
-async fn wait_until_or<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return Some(v);
-        }
-        if std::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
