@@ -52,10 +52,14 @@ async fn an_operator_finds_a_failing_job_in_the_page_and_retries_it_after_the_fi
 
     let api = Api::new(&sluice, Some(READ_TOKEN));
     let failed = [("destination", "hook"), ("state", "failed")];
-    let head = wait_until(Duration::from_secs(30), "user-1's first job to fail", || async {
-        let list = jobs(&api.ok("/api/v1/jobs", &failed).await);
-        (list.len() == 1).then(|| list[0]["event_id"].as_i64().expect("an event id"))
-    })
+    let head = wait_until(
+        Duration::from_secs(30),
+        "user-1's first job to fail",
+        || async {
+            let list = jobs(&api.ok("/api/v1/jobs", &failed).await);
+            (list.len() == 1).then(|| list[0]["event_id"].as_i64().expect("an event id"))
+        },
+    )
     .await;
     let detail = api.ok(&format!("/api/v1/jobs/acme/hook/{head}"), &[]).await;
     let error_body = detail["attempts"][0]["error_text"]
@@ -66,45 +70,66 @@ async fn an_operator_finds_a_failing_job_in_the_page_and_retries_it_after_the_fi
 
     // The page loads without a token, under a strict policy.
     let base = admin_url(&sluice);
-    let resp = client().get(format!("{base}/")).send().await.expect("GET /");
+    let resp = client()
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .expect("GET /");
     assert_eq!(resp.status(), 200);
-    let csp = resp.headers()["content-security-policy"].to_str().unwrap_or("");
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap_or("");
     assert!(csp.starts_with("default-src 'self'"), "{csp}");
     assert_eq!(resp.headers()["x-frame-options"], "DENY");
     assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
 
     let b = Browser::start().await;
-    b.client.goto(&format!("{base}/")).await.expect("open the page");
+    b.client
+        .goto(&format!("{base}/"))
+        .await
+        .expect("open the page");
 
     // A read-only token: the lane's actions are disabled and say why.
     log_in(&b, READ_TOKEN).await;
-    b.text_when("#scope", "the read-only notice", |t| t.contains("read-only"))
-        .await;
+    b.text_when("#scope", "the read-only notice", |t| {
+        t.contains("read-only")
+    })
+    .await;
     b.click("#lanes button[data-lane='acme/hook']").await;
     for button in ["#lane-retry", "#lane-pause"] {
-        let title = b.attr_when(button, "title", |t| t.contains("read-only")).await;
+        let title = b
+            .attr_when(button, "title", |t| t.contains("read-only"))
+            .await;
         assert!(title.contains("operator token"), "{button}: {title}");
         let disabled = b.find(button).await.attr("disabled").await.expect("attr");
-        assert!(disabled.is_some(), "{button} is enabled for a read-only token");
+        assert!(
+            disabled.is_some(),
+            "{button} is enabled for a read-only token"
+        );
     }
     b.click("#logout").await;
 
     // An operator: the lane, its blocked key and failing job, the job's attempts and event.
     log_in(&b, OPS_TOKEN).await;
     let depth = b
-        .text_when("#lanes tr[data-lane='acme/hook'] td.num", "the lane's depth", |t| {
-            t == "3"
-        })
+        .text_when(
+            "#lanes tr[data-lane='acme/hook'] td.num",
+            "the lane's depth",
+            |t| t == "3",
+        )
         .await;
     assert_eq!(depth, "3", "user-1's three jobs wait");
     b.click("#lanes button[data-lane='acme/hook']").await;
     b.find(&format!("#blocked button[data-event-id='{head}']"))
         .await;
-    b.click(&format!("#jobs tr[data-event-id='{head}'] button")).await;
+    b.click(&format!("#jobs tr[data-event-id='{head}'] button"))
+        .await;
     b.attr_when("#job", "data-state", |s| s == "failed").await;
-    b.text_when("#attempts tbody tr[data-outcome='retry']", "the failed attempt", |t| {
-        t.contains("http_500")
-    })
+    b.text_when(
+        "#attempts tbody tr[data-outcome='retry']",
+        "the failed attempt",
+        |t| t.contains("http_500"),
+    )
     .await;
     let shown = b
         .text_when("#attempts .error-body", "the error body", |t| !t.is_empty())
@@ -113,7 +138,10 @@ async fn an_operator_finds_a_failing_job_in_the_page_and_retries_it_after_the_fi
     let event = b
         .text_when("#job-event", "the event", |t| t.contains("user-1-0"))
         .await;
-    assert!(event.contains(MARKUP), "the markup is shown as text: {event}");
+    assert!(
+        event.contains(MARKUP),
+        "the markup is shown as text: {event}"
+    );
     let injected = b
         .eval("return document.getElementById('pwned') !== null || window.pwned === 1")
         .await;
@@ -123,9 +151,12 @@ async fn an_operator_finds_a_failing_job_in_the_page_and_retries_it_after_the_fi
     fixed.store(true, Ordering::SeqCst);
     let question = b.click_and_confirm("#job-retry").await;
     assert!(question.contains(&format!("#{head}")), "{question}");
-    b.text_when("#job-result", "the retry's result", |t| t == "Retried: 1 job")
+    b.text_when("#job-result", "the retry's result", |t| {
+        t == "Retried: 1 job"
+    })
+    .await;
+    b.attr_when("#job", "data-state", |s| s == "delivered")
         .await;
-    b.attr_when("#job", "data-state", |s| s == "delivered").await;
     b.find("#attempts tbody tr[data-outcome='delivered']").await;
     let pool = db(&sluice).await;
     let stored: String =
@@ -135,10 +166,18 @@ async fn an_operator_finds_a_failing_job_in_the_page_and_retries_it_after_the_fi
             .await
             .expect("the job's state");
     assert_eq!(stored, "delivered");
-    wait_until(Duration::from_secs(30), "user-1's jobs delivered", || async {
-        let n = sink.accepted().iter().filter(|r| r.user == "user-1").count();
-        (n == 3).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "user-1's jobs delivered",
+        || async {
+            let n = sink
+                .accepted()
+                .iter()
+                .filter(|r| r.user == "user-1")
+                .count();
+            (n == 3).then_some(())
+        },
+    )
     .await;
     assert_in_order_exactly_once(&sink.received(), 3, 3);
 

@@ -51,7 +51,13 @@ fn ensure_installed() {
             .status()
             .is_ok_and(|s| s.success())
     };
-    let install = ["install", "-y", "--no-install-recommends", "chromium", "chromium-driver"];
+    let install = [
+        "install",
+        "-y",
+        "--no-install-recommends",
+        "chromium",
+        "chromium-driver",
+    ];
     // A fresh machine may have no package lists yet: update, then try again.
     let ok = apt(&install) || (apt(&["update"]) && apt(&install));
     assert!(

@@ -26,7 +26,10 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 /// The page's routes. Merge them outside the API's authorization layer: the files are public.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
         .route(
             "/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
@@ -45,10 +48,19 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     let headers: [(HeaderName, HeaderValue); 7] = [
         (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)),
-        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
         // The files change with the binary; a stale script against a newer API helps no one.
         (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         (
@@ -69,14 +81,21 @@ mod tests {
 
     #[tokio::test]
     async fn serves_the_page_with_strict_headers() {
-        for (path, kind) in [("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css")] {
+        for (path, kind) in [
+            ("/", "text/html"),
+            ("/app.js", "text/javascript"),
+            ("/app.css", "text/css"),
+        ] {
             let resp = router::<()>()
                 .oneshot(Request::get(path).body(Body::empty()).unwrap())
                 .await
                 .unwrap();
             assert_eq!(resp.status(), StatusCode::OK, "{path}");
             let h = resp.headers();
-            assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind), "{path}");
+            assert!(
+                h[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind),
+                "{path}"
+            );
             let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
             assert!(csp.starts_with("default-src 'self'"), "{csp}");
             assert!(!csp.contains("unsafe"), "{csp}");
@@ -88,14 +107,23 @@ mod tests {
     /// The page's markup never runs inline code and its script never parses data as HTML.
     #[test]
     fn no_inline_script_and_no_html_sinks() {
-        assert!(!INDEX_HTML.contains("<script>"), "inline script in index.html");
+        assert!(
+            !INDEX_HTML.contains("<script>"),
+            "inline script in index.html"
+        );
         let inline_handler = INDEX_HTML.match_indices(" on").any(|(i, _)| {
             let rest = &INDEX_HTML[i + 3..];
             let name_len = rest.find(|c: char| !c.is_ascii_lowercase()).unwrap_or(0);
             name_len > 0 && rest[name_len..].starts_with('=')
         });
         assert!(!inline_handler, "inline event handler in index.html");
-        for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             assert!(!APP_JS.contains(sink), "app.js uses {sink}");
         }
     }
