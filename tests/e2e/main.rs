@@ -26,4 +26,5 @@ mod sandbox;
 mod secrets;
 mod shipped_plugins;
 mod sink_cli;
+mod web_page;
 mod wit_compat;

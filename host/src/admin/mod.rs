@@ -22,6 +22,7 @@ mod jobs;
 mod lanes;
 pub mod openapi;
 pub mod redact;
+mod web;
 
 use std::sync::Arc;
 
@@ -109,7 +110,8 @@ pub fn router(
         ))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(tower_http::trace::TraceLayer::new_for_http());
-    Ok(api)
+    // The page's files need no token (they hold no data): merged outside the API's layers.
+    Ok(api.merge(web::router()))
 }
 
 /// Serves the admin API until `shutdown`.
