@@ -36,10 +36,7 @@ async fn paused(pool: &PgPool, yes: bool) {
     } else {
         "SELECT sluice_resume('acme', 'batch')"
     };
-    sqlx::query(sql)
-        .execute(pool)
-        .await
-        .unwrap();
+    sqlx::query(sql).execute(pool).await.unwrap();
 }
 
 fn user_and_seq(e: &Value) -> (String, i64) {
