@@ -138,8 +138,10 @@ async fn an_operator_finds_a_failing_job_in_the_page_and_retries_it_after_the_fi
     let event = b
         .text_when("#job-event", "the event", |t| t.contains("user-1-0"))
         .await;
+    // The page shows the event as JSON text: the markup, with its quotes JSON-escaped.
+    let as_json = serde_json::to_string(MARKUP).unwrap();
     assert!(
-        event.contains(MARKUP),
+        event.contains(as_json.trim_matches('"')),
         "the markup is shown as text: {event}"
     );
     let injected = b
