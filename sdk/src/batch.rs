@@ -17,6 +17,33 @@ use std::time::Duration;
 use crate::context::Request;
 use crate::outcome::Outcome;
 
+/// The request limits a batch destination's config may set, checked: `max_items` (default and
+/// most: the plugin's `batch_size`) and `max_bytes` (default `default_bytes`, at least
+/// `min_bytes`). Errors name the field.
+pub fn request_limits(
+    max_items: Option<std::num::NonZeroUsize>,
+    max_bytes: Option<std::num::NonZeroUsize>,
+    batch_size: usize,
+    default_bytes: usize,
+    min_bytes: usize,
+) -> Result<(usize, usize), crate::ConfigError> {
+    let max_items = max_items.map_or(batch_size, std::num::NonZeroUsize::get);
+    if max_items > batch_size {
+        return Err(crate::ConfigError::field(
+            "max_items",
+            format!("must be at most {batch_size} (the plugin's batch_size), got {max_items}"),
+        ));
+    }
+    let max_bytes = max_bytes.map_or(default_bytes, std::num::NonZeroUsize::get);
+    if max_bytes < min_bytes {
+        return Err(crate::ConfigError::field(
+            "max_bytes",
+            format!("must be at least {min_bytes}, got {max_bytes}"),
+        ));
+    }
+    Ok((max_items, max_bytes))
+}
+
 /// Limits on one batch request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Split {

@@ -91,22 +91,13 @@ impl Settings {
             (None, Some(Region::Eu)) => EU_URL.to_owned(),
             (None, Some(Region::Us) | None) => US_URL.to_owned(),
         };
-        let max_items = config.max_items.map_or(BATCH_SIZE, NonZeroUsize::get);
-        if max_items > BATCH_SIZE {
-            return Err(ConfigError::field(
-                "max_items",
-                format!("must be at most {BATCH_SIZE} (the plugin's batch_size), got {max_items}"),
-            ));
-        }
-        let max_bytes = config
-            .max_bytes
-            .map_or(DEFAULT_MAX_BYTES, NonZeroUsize::get);
-        if max_bytes < MIN_MAX_BYTES {
-            return Err(ConfigError::field(
-                "max_bytes",
-                format!("must be at least {MIN_MAX_BYTES}, got {max_bytes}"),
-            ));
-        }
+        let (max_items, max_bytes) = sluice_sdk::batch::request_limits(
+            config.max_items,
+            config.max_bytes,
+            BATCH_SIZE,
+            DEFAULT_MAX_BYTES,
+            MIN_MAX_BYTES,
+        )?;
         Ok(Settings {
             api_key,
             url,
