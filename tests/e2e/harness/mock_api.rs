@@ -30,7 +30,7 @@ pub struct MockApi {
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub base: String,
     state: Arc<MockState>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    _server: super::server::Served,
 }
 
 impl MockApi {
@@ -42,38 +42,15 @@ impl MockApi {
             handler: Box::new(handler),
             calls: Mutex::new(Vec::new()),
         });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let st = state.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("mock runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind mock");
-                addr_tx
-                    .send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                let app = Router::new()
-                    .route("/{*path}", post(receive))
-                    .layer(axum::extract::DefaultBodyLimit::max(32 << 20))
-                    .with_state(st);
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await
-                    .expect("mock serve");
-            });
-        });
-        let addr = addr_rx.recv().expect("mock address");
+        let app = Router::new()
+            .route("/{*path}", post(receive))
+            .layer(axum::extract::DefaultBodyLimit::max(32 << 20))
+            .with_state(state.clone());
+        let server = super::server::serve(app, "mock");
         MockApi {
-            base: format!("http://{addr}"),
+            base: format!("http://{}", server.addr),
             state,
-            _shutdown: tx,
+            _server: server,
         }
     }
 

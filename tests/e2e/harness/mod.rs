@@ -5,6 +5,7 @@ pub mod pg;
 pub mod plugins;
 pub mod probe;
 pub mod process;
+pub mod server;
 pub mod sink;
 
 use std::collections::BTreeMap;

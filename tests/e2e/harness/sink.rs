@@ -41,7 +41,7 @@ struct SinkState {
 pub struct Sink {
     pub url: String,
     state: Arc<SinkState>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    _server: super::server::Served,
 }
 
 impl Sink {
@@ -61,38 +61,15 @@ impl Sink {
             received: Mutex::new(Vec::new()),
             seen: Mutex::new(HashMap::new()),
         });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let st = state.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("sink runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind sink");
-                addr_tx
-                    .send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                let app = Router::new()
-                    .route("/{*path}", post(receive))
-                    .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
-                    .with_state(st);
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await
-                    .expect("sink serve");
-            });
-        });
-        let addr = addr_rx.recv().expect("sink address");
+        let app = Router::new()
+            .route("/{*path}", post(receive))
+            .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
+            .with_state(state.clone());
+        let server = super::server::serve(app, "sink");
         Sink {
-            url: format!("http://{addr}/hook"),
+            url: format!("http://{}/hook", server.addr),
             state,
-            _shutdown: tx,
+            _server: server,
         }
     }
 
