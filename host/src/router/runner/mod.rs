@@ -447,11 +447,19 @@ impl LaneRunner {
             };
             results.push((job, decision));
         }
-        // Who the jobs were, for the log lines below (the lane takes the jobs).
-        let who: Vec<(i64, crate::lane::Key)> = results
+        // Who the jobs were, for the log lines below (the lane takes the jobs). A call where
+        // every job was delivered logs nothing: the hot path skips this.
+        let all_delivered = results
             .iter()
-            .map(|(j, _)| (j.event_id, j.key.clone()))
-            .collect();
+            .all(|(_, d)| matches!(d, Decision::Delivered));
+        let who: Vec<(i64, crate::lane::Key)> = if all_delivered {
+            Vec::new()
+        } else {
+            results
+                .iter()
+                .map(|(j, _)| (j.event_id, j.key.clone()))
+                .collect()
+        };
         let decisions = st.lane.complete_call(results, now);
         for (decision, (job_id, key)) in decisions.iter().zip(who) {
             let log_it = matches!(decision, Decision::Aborted { .. } | Decision::Retry { .. })
