@@ -3,7 +3,8 @@
 //!
 //! Counted where things happen (ingest, lane decisions, plugin calls, outbound HTTP); the
 //! state of lanes and of the connection pools is read when the page is scraped, from the
-//! `lane_status` view (one cheap query: lanes are few) and the pools themselves. Labels are
+//! `lane_status` and `lane_backlog` views (one query of index probes, whatever the backlog)
+//! and the pools themselves. Labels are
 //! ids from the config, never user data, so their number stays bounded.
 
 use std::sync::OnceLock;
@@ -84,6 +85,18 @@ fn describe() {
         "Event ids between the ingest head and the lane's cursor."
     );
     describe_gauge!(
+        "sluice_lane_depth",
+        "Unfinished jobs: failed, parked behind a failed job, and past the cursor (counted up to 10,000)."
+    );
+    describe_gauge!(
+        "sluice_lane_failed_jobs",
+        "Jobs waiting for a retry (each the head of its ordering key)."
+    );
+    describe_gauge!(
+        "sluice_lane_oldest_age_seconds",
+        "Seconds since the oldest unfinished job of the lane was received (0 when none)."
+    );
+    describe_gauge!(
         "sluice_lane_blocked_keys",
         "Ordering keys waiting behind a failed job."
     );
@@ -146,6 +159,9 @@ pub async fn render(handle: &PrometheusHandle, store: &Store) -> String {
                 ];
                 gauge!("sluice_lane_ids_behind", &labels).set(l.ids_behind as f64);
                 gauge!("sluice_lane_blocked_keys", &labels).set(l.blocked_keys as f64);
+                gauge!("sluice_lane_depth", &labels).set(l.depth as f64);
+                gauge!("sluice_lane_failed_jobs", &labels).set(l.failed as f64);
+                gauge!("sluice_lane_oldest_age_seconds", &labels).set(l.oldest_age_seconds);
                 gauge!("sluice_lane_leased", &labels).set(f64::from(u8::from(l.leased)));
                 gauge!("sluice_lane_paused", &labels).set(f64::from(u8::from(l.paused)));
             }

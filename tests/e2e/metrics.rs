@@ -16,7 +16,8 @@ fn sample(page: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_ingest_and_delivery_and_show_lane_state() {
-    let sink = Sink::ok(SECRET);
+    // Everything is accepted except the user `stuck`, whose events then wait.
+    let sink = Sink::with(SECRET, |r| if r.user == "stuck" { 503 } else { 200 });
     let sluice = Sluice::start(&webhook_config(&sink.url, r#"{ min_backoff = "1s" }"#, ""));
     let pool = db(&sluice).await;
     post_all(&sluice, &events(10, 100), 50).await;
@@ -61,9 +62,40 @@ async fn metrics_count_ingest_and_delivery_and_show_lane_state() {
         "{page}"
     );
     assert_eq!(sample(&page, "sluice_lane_paused", &[hook]), Some(0.0));
+    assert_eq!(sample(&page, "sluice_lane_depth", &[hook]), Some(0.0));
+    assert_eq!(
+        sample(&page, "sluice_lane_oldest_age_seconds", &[hook]),
+        Some(0.0)
+    );
     assert!(sample(&page, "sluice_concurrency_limit", &[hook]).is_some_and(|n| n >= 1.0));
     assert!(sample(&page, "sluice_db_connections", &[r#"pool="store""#]).is_some());
     assert!(page.contains("# HELP sluice_jobs_total"), "described");
+
+    // A user whose first event keeps failing: it and the event parked behind it are the
+    // lane's depth, and the lane's age is theirs.
+    post_all(&sluice, &[track("stuck", 0), track("stuck", 1)], 2).await;
+    let page = wait_until(
+        Duration::from_secs(30),
+        "a failed job in /metrics",
+        || async {
+            let page = client()
+                .get(sluice.url("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (sample(&page, "sluice_lane_failed_jobs", &[hook]) == Some(1.0)
+                && sample(&page, "sluice_lane_depth", &[hook]) == Some(2.0))
+            .then_some(page)
+        },
+    )
+    .await;
+    assert!(
+        sample(&page, "sluice_lane_oldest_age_seconds", &[hook]).is_some_and(|age| age > 0.0),
+        "{page}"
+    );
 }
 
 /// Every metric the sample Grafana dashboard (`docs/grafana-dashboard.json`) queries is one the
@@ -96,7 +128,8 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
     }
     assert!(names.len() >= 8, "{names:?}");
 
-    let sink = Sink::ok(SECRET);
+    // Everything is accepted except the user `stuck`, whose events then wait.
+    let sink = Sink::with(SECRET, |r| if r.user == "stuck" { 503 } else { 200 });
     let sluice = Sluice::start(&webhook_config(&sink.url, r#"{ min_backoff = "1s" }"#, ""));
     let pool = db(&sluice).await;
     post_all(&sluice, &events(2, 4), 4).await;

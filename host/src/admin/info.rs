@@ -1,17 +1,19 @@
-//! `/api/v1/plugins`, `/api/v1/config` and `/api/v1/audit`.
+//! `/api/v1/plugins`, `/api/v1/config`, `/api/v1/audit` and `/api/v1/whoami`.
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AdminState;
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::input::check_text;
-use super::redact::redacted_config;
+use super::redact::{declared_secrets, redacted_config};
+use crate::config::TokenScope;
 use crate::store::admin::{AuditRow, HostPlugin, LanePlugin};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -45,11 +47,36 @@ pub async fn plugins(State(state): State<Arc<AdminState>>) -> Result<Json<Plugin
     }))
 }
 
-/// The running config of the host that answers, secrets replaced by `***`.
+/// The running config of the host that answers, secrets replaced by `***`: the fields each
+/// plugin's manifest declares secret (listed in the destination's `secrets`), and any value
+/// whose key looks secret.
 #[utoipa::path(get, path = "/api/v1/config", tag = "config",
     responses((status = 200, body = serde_json::Value)))]
 pub async fn config(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
-    Json(redacted_config(&state.config))
+    let dir = state.config.server.plugins_dir.clone();
+    Json(redacted_config(&state.config, |plugin| {
+        declared_secrets(&dir, plugin)
+    }))
+}
+
+/// The token a request carries, as the API sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// The token's name (the actor in the audit log).
+    pub name: String,
+    /// `read` (every GET) or `operator` (also retry, abort, replay, pause and resume).
+    #[schema(value_type = String)]
+    pub scope: TokenScope,
+}
+
+/// Who the caller is: the web page uses it to disable the actions for a read token.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "access",
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
+pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        name: caller.name,
+        scope: caller.scope,
+    })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

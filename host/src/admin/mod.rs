@@ -89,6 +89,7 @@ pub fn router(
         .route("/api/v1/plugins", get(info::plugins))
         .route("/api/v1/config", get(info::config))
         .route("/api/v1/audit", get(info::audit))
+        .route("/api/v1/whoami", get(info::whoami))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             (

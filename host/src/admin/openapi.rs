@@ -16,7 +16,7 @@ use super::{info, jobs, lanes};
     paths(
         jobs::list, jobs::show, jobs::retry, jobs::abort, jobs::replay,
         lanes::list, lanes::stats, lanes::blocked, lanes::pause, lanes::resume,
-        info::plugins, info::config, info::audit,
+        info::plugins, info::config, info::audit, info::whoami,
     ),
     modifiers(&Bearer),
     security(("bearer" = [])),

@@ -2,13 +2,27 @@
 //!
 //! Hidden: write keys, the database URL's password, admin token secrets (only their names,
 //! scopes and where the secret comes from are shown), and in each destination's `config`
-//! every value whose key looks secret ([`SECRET_KEY_PARTS`]) plus any password inside a URL.
-//! Plugins' manifests do not declare their secret fields yet; when they do, only
-//! [`redacted_config`] needs to change.
+//! the fields its plugin's manifest declares secret (`secrets = [...]`, the same paths the
+//! runtime scrubs from logs). On top of those, as a second line for a plugin that forgot to
+//! declare one, every value whose key looks secret ([`SECRET_KEY_PARTS`]) and any password
+//! inside a URL.
+
+use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
 use crate::config::{Config, TokenSource};
+use crate::runtime::manifest::Manifest;
+use crate::runtime::redact::redact_config;
+
+/// A plugin's declared secret fields, read from its manifest in the plugins directory (the
+/// file the next hot reload would load), or why they cannot be read.
+pub fn declared_secrets(plugins_dir: &Path, plugin: &str) -> Result<Vec<String>, String> {
+    let path = plugins_dir.join(format!("{plugin}.toml"));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(Manifest::parse(&text, &path)?.secrets)
+}
 
 /// What replaces a secret.
 pub const REDACTED: &str = "***";
@@ -27,8 +41,12 @@ pub const SECRET_KEY_PARTS: &[&str] = &[
     "private",
 ];
 
-/// The config as JSON, with every secret replaced by [`REDACTED`].
-pub fn redacted_config(config: &Config) -> Value {
+/// The config as JSON, with every secret replaced by [`REDACTED`]; `secrets` gives each
+/// plugin's declared secret fields (see [`declared_secrets`]).
+pub fn redacted_config(
+    config: &Config,
+    secrets: impl Fn(&str) -> Result<Vec<String>, String>,
+) -> Value {
     let mut server = serde_json::to_value(&config.server).unwrap_or(Value::Null);
     if let Some(url) = server.get_mut("database_url")
         && let Some(text) = url.as_str()
@@ -51,11 +69,15 @@ pub fn redacted_config(config: &Config) -> Value {
         .destinations
         .iter()
         .map(|d| {
+            let declared = secrets(&d.plugin);
+            let config = redact_config(&d.config, declared.as_deref().unwrap_or_default());
             json!({
                 "id": d.id,
                 "workspace": d.workspace,
                 "plugin": d.plugin,
-                "config": redact_value(&d.config),
+                "config": redact_value(&config),
+                "secrets": declared.as_ref().ok(),
+                "secrets_error": declared.as_ref().err(),
                 "retry": d.retry,
                 "ordering": d.ordering,
                 "max_concurrency": d.max_concurrency,
@@ -164,5 +186,63 @@ mod tests {
             redact_url("postgres://sluice:pw@db/sluice"),
             "postgres://sluice:***@db/sluice"
         );
+    }
+
+    const CONFIG: &str = r#"
+[[source]]
+id = "web"
+workspace = "acme"
+write_key = "wk_acme_web"
+destinations = ["batch", "other"]
+
+[[destination]]
+id = "batch"
+workspace = "acme"
+plugin = "http-batch"
+config = { url = "https://example.com/in", headers = { X-Tenant = "tenant-signature-1" } }
+
+[[destination]]
+id = "other"
+workspace = "acme"
+plugin = "gone"
+config = { url = "https://example.com/in", api_key = "key-2", note = "visible" }
+"#;
+
+    #[test]
+    fn declared_secret_fields_are_hidden_whatever_their_names() {
+        let config = Config::parse(CONFIG, "sluice.toml").expect("a valid config");
+        let v = redacted_config(&config, |plugin| match plugin {
+            "http-batch" => Ok(vec!["headers".into()]),
+            _ => Err("cannot read gone.toml".into()),
+        });
+        let text = v.to_string();
+        // `X-Tenant` looks like nothing secret: only the manifest says it is.
+        assert!(!text.contains("tenant-signature-1"), "{text}");
+        assert_eq!(v["destinations"][0]["config"]["headers"], REDACTED);
+        assert_eq!(v["destinations"][0]["secrets"], json!(["headers"]));
+        // Without a readable manifest the key names still protect, and the reason is shown.
+        assert!(!text.contains("key-2"), "{text}");
+        assert_eq!(v["destinations"][1]["config"]["note"], "visible");
+        assert_eq!(
+            v["destinations"][1]["secrets_error"],
+            "cannot read gone.toml"
+        );
+        assert_eq!(v["sources"][0]["write_key"], REDACTED);
+    }
+
+    #[test]
+    fn declared_secrets_are_read_from_the_plugins_manifest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("p.toml"),
+            "name = \"p\"\nsecrets = [\"api_key\", \"headers.X-Sig\"]\n",
+        )
+        .expect("write");
+        assert_eq!(
+            declared_secrets(dir.path(), "p").expect("readable"),
+            ["api_key", "headers.X-Sig"]
+        );
+        let missing = declared_secrets(dir.path(), "q").expect_err("no manifest");
+        assert!(missing.contains("q.toml"), "{missing}");
     }
 }

@@ -194,6 +194,11 @@ impl Host {
             .unwrap_or_default()
     }
 
+    /// The admin API's address, when the config has an `[admin]` listener.
+    pub fn admin_addr(&self) -> Option<String> {
+        self.find(|l| l["fields"]["admin_addr"].as_str().map(str::to_string))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -18,6 +18,7 @@
 mod env;
 mod fairness;
 mod load;
+mod operator;
 mod plugins;
 mod tools;
 
@@ -41,7 +42,7 @@ pub struct Options {
     pub only: Vec<String>,
 }
 
-pub const SCENARIOS: [&str; 11] = [
+pub const SCENARIOS: [&str; 12] = [
     "latency",
     "idle",
     "slow-sink",
@@ -53,6 +54,7 @@ pub const SCENARIOS: [&str; 11] = [
     "two-hosts",
     "plugins",
     "hot-swap",
+    "operator",
 ];
 
 /// One line of the table.
@@ -174,6 +176,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             "two-hosts" => bench.two_hosts().await,
             "plugins" => bench.plugins().await,
             "hot-swap" => bench.hot_swap().await,
+            "operator" => bench.operator().await,
             _ => Ok(()),
         };
         if let Err(e) = result {

@@ -81,18 +81,29 @@ pub struct LaneGauge {
     pub blocked_keys: i64,
     pub leased: bool,
     pub paused: bool,
+    /// Unfinished jobs: failed and parked rows, and jobs past the cursor counted up to 10,000.
+    pub depth: i64,
+    pub failed: i64,
+    /// Seconds since the oldest unfinished job was received; 0 when there is none.
+    pub oldest_age_seconds: f64,
 }
 
 impl Store {
-    /// Lane state for `/metrics` (from `lane_status`: a few rows, no job scan).
+    /// Lane state for `/metrics`, from `lane_status` and `lane_backlog`: index probes per
+    /// lane, never a scan of the backlog (migration 0006).
     pub async fn lane_gauges(&self) -> Result<Vec<LaneGauge>, StoreError> {
         sqlx::query_as(
-            "SELECT workspace_id, destination_id,
-                    greatest(coalesce(ids_behind, 0), 0) AS ids_behind,
-                    coalesce(blocked_keys, 0) AS blocked_keys,
-                    coalesce(leased, false) AS leased,
-                    paused_at IS NOT NULL AS paused
-             FROM lane_status WHERE retired_at IS NULL",
+            "SELECT s.workspace_id, s.destination_id,
+                    greatest(coalesce(s.ids_behind, 0), 0) AS ids_behind,
+                    coalesce(s.blocked_keys, 0) AS blocked_keys,
+                    coalesce(s.leased, false) AS leased,
+                    s.paused_at IS NOT NULL AS paused,
+                    b.failed + b.parked + b.queued AS depth, b.failed,
+                    coalesce(greatest(b.oldest_age_seconds, 0), 0) AS oldest_age_seconds
+             FROM lane_status s
+             JOIN lane_backlog b
+                 ON b.workspace_id = s.workspace_id AND b.destination_id = s.destination_id
+             WHERE s.retired_at IS NULL",
         )
         .fetch_all(&self.pool)
         .await

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice::store::{
-    AcquiredLane, AppendOutcome, AppendRequest, Dedup, LaneId, LaneSpec, Lease, NewEvent,
-    OrderingScope, Store,
+    AcquiredLane, AppendOutcome, AppendRequest, Dedup, JobState, LaneId, LaneSpec, Lease, NewEvent,
+    NewJobRow, OrderingScope, Store,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -105,4 +105,23 @@ pub async fn hook_with_events(store: &Store, events: &[(&str, &str)]) -> Lease {
         .expect("lanes sync");
     append_users(store, "web", events).await;
     acquire(store, "hook", t0()).await.lease
+}
+
+/// A `job_state` row of dataset 1 for `event_id` of `source`: tried `attempt` times (the last
+/// error `http_50<attempt>` when tried), next due an hour after `t0()`.
+pub fn job_row(event_id: i64, source: &str, key: &str, state: JobState, attempt: i32) -> NewJobRow {
+    let tried = attempt > 0;
+    NewJobRow {
+        dataset: 1,
+        event_id,
+        source_id: source.into(),
+        order_key: key.into(),
+        state,
+        attempt,
+        error_code: tried.then(|| format!("http_50{attempt}")),
+        error_text: tried.then(|| "upstream said no".into()),
+        first_attempt_at: tried.then(t0),
+        last_attempt_at: tried.then(t0),
+        next_attempt_at: t0() + secs(3600),
+    }
 }

@@ -5,9 +5,11 @@
 mod admin;
 mod append;
 mod attempts;
+mod backlog;
 mod datasets;
 mod fixtures;
 mod harness;
+mod job_list;
 mod lanes;
 mod model;
 mod operator;
@@ -30,8 +32,10 @@ fn main() -> ExitCode {
     let pg = rt.block_on(harness::TestPg::start());
     let mut trials = Vec::new();
     trials.extend(admin::tests());
+    trials.extend(job_list::tests());
     trials.extend(append::tests());
     trials.extend(attempts::tests());
+    trials.extend(backlog::tests());
     trials.extend(lanes::tests());
     trials.extend(rows::tests());
     trials.extend(datasets::tests());

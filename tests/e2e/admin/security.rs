@@ -19,6 +19,7 @@ const READS: &[&str] = &[
     "/api/v1/plugins",
     "/api/v1/config",
     "/api/v1/audit",
+    "/api/v1/whoami",
 ];
 
 const MUTATIONS: &[&str] = &[
@@ -76,6 +77,13 @@ async fn the_admin_api_refuses_bad_tokens_read_tokens_on_changes_and_foreign_ori
     let audit = read.ok("/api/v1/audit", &[]).await;
     assert_eq!(audit["audit"], json!([]), "nothing was done");
 
+    // Each token can learn its own name and scope (the page disables actions with it).
+    let me = read.ok("/api/v1/whoami", &[]).await;
+    assert_eq!(me, json!({ "name": "viewer", "scope": "read" }));
+    let ops = Api::new(&sluice, Some(OPS_TOKEN));
+    let me = ops.ok("/api/v1/whoami", &[]).await;
+    assert_eq!(me, json!({ "name": "ops", "scope": "operator" }));
+
     // A page on another site cannot use the API, even with a token; the same origin can.
     let base = admin_url(&sluice);
     let foreign = client()
@@ -109,6 +117,13 @@ async fn config_hides_secrets_and_filters_are_data_not_sql_or_patterns() {
     }
     assert_eq!(config["sources"][0]["write_key"], "***");
     assert_eq!(config["admin"]["tokens"][1]["name"], "ops");
+    // The webhook plugin's manifest declares its secret fields; they are what is hidden.
+    assert_eq!(
+        config["destinations"][0]["secrets"],
+        json!(["secret", "headers.Authorization"]),
+        "{config}"
+    );
+    assert_eq!(config["destinations"][0]["config"]["secret"], "***");
     // The embedded database URL carries no password; any would be hidden.
     assert!(!text.contains("password="), "{text}");
 

@@ -191,7 +191,8 @@ function renderLanes() {
     return el('tr', { class: selected ? 'selected' : null, 'data-lane': laneKey(l) },
       td(l.workspace),
       el('td', {}, open),
-      td(depth, 'num',
+      // Past 10,000 unread events a lane's depth is a lower bound (lane_backlog counts no further).
+      td(l.depth_capped ? `${depth}+` : depth, 'num',
         `pending ${l.pending}, executing ${l.executing}, failed ${l.failed}, ` +
         `blocked keys ${l.blocked_keys}, ids behind ${l.ids_behind}`),
       td(fmtAge(l.oldest_age_seconds), 'num'),
@@ -493,14 +494,13 @@ function start() {
   tick();
 }
 
-// The API has no "who am I". A POST with an empty body tells without changing anything: a
-// read-only token is refused (403) before the body is read; an operator token gets 400 (the
-// body names no lane).
+// A read token sees the actions disabled; the host remains the judge (403 on a POST).
 async function probeScope() {
   try {
-    await api('POST', '/api/v1/jobs/retry', {});
+    const me = await api('GET', '/api/v1/whoami');
+    setReadOnly(me.scope !== 'operator');
   } catch (e) {
-    if (e.status === 400) setReadOnly(false);
+    reportError(e);
   }
 }
 

@@ -1,30 +1,10 @@
-//! Listing jobs (from the `job_overview` view) and one job's history.
+//! Listing jobs (`job_list`) and one job's history.
 
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::{Attempt, JobCursor, JobDetail, JobFilter, JobSummary};
+use super::{Attempt, JobCursor, JobDetail, JobFilter, JobSummary, job_list};
 use crate::store::{JobState, LaneId, Store, StoreError};
-
-/// The list query: every filter a bound parameter, NULL meaning "any".
-const LIST: &str = "
-    SELECT workspace_id, destination_id, event_id, source_id, user_key, message_id, state,
-           attempt, error_code, left(error_text, 500) AS error, received_at, last_attempt_at,
-           next_attempt_at
-    FROM job_overview
-    WHERE ($1::text IS NULL OR workspace_id = $1)
-      AND ($2::text IS NULL OR source_id = $2)
-      AND ($3::text IS NULL OR destination_id = $3)
-      AND ($4::text IS NULL OR user_key = $4)
-      AND ($5::job_status IS NULL OR state = $5)
-      AND ($6::text IS NULL OR error_code = $6)
-      AND ($7::text IS NULL OR strpos(error_text, $7) > 0)
-      AND ($8::timestamptz IS NULL OR received_at >= $8)
-      AND ($9::timestamptz IS NULL OR received_at < $9)
-      AND ($10::bigint IS NULL OR (event_id, destination_id) > ($10, $11::text))
-      AND ($12::job_status[] IS NULL OR state = ANY ($12))
-    ORDER BY event_id, destination_id
-    LIMIT $13";
 
 fn summary(r: &PgRow) -> JobSummary {
     JobSummary {
@@ -54,20 +34,9 @@ impl Store {
         states: Option<&[JobState]>,
         limit: i64,
     ) -> Result<Vec<JobSummary>, StoreError> {
-        let rows = sqlx::query(LIST)
-            .bind(&filter.workspace)
-            .bind(&filter.source)
-            .bind(&filter.destination)
-            .bind(&filter.user)
-            .bind(filter.state)
-            .bind(&filter.error_code)
-            .bind(&filter.error)
-            .bind(filter.since)
-            .bind(filter.until)
-            .bind(cursor.map(|c| c.event_id))
-            .bind(cursor.map(|c| c.destination.as_str()))
-            .bind(states)
-            .bind(limit)
+        let mut query = job_list::query(filter, cursor, states, limit);
+        let rows = query
+            .build()
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::from_sqlx("listing jobs"))?;
@@ -80,13 +49,33 @@ impl Store {
         lane: &LaneId,
         event_id: i64,
     ) -> Result<Option<JobDetail>, StoreError> {
+        // `job_overview`'s derivation for one job, reaching the event through the lane's
+        // routes so that each lookup is one `events_read` probe (the view alone lets the
+        // planner scan the workspace's events for the id; `OFFSET 0` keeps it from
+        // flattening the subquery back into that plan).
         let row = sqlx::query(
-            "SELECT workspace_id, destination_id, event_id, source_id, user_key, message_id,
-                    state, attempt, error_code, left(error_text, 500) AS error, error_text,
-                    received_at, first_attempt_at, last_attempt_at, next_attempt_at, order_key,
-                    event
-             FROM job_overview
-             WHERE workspace_id = $1 AND destination_id = $2 AND event_id = $3",
+            "SELECT l.workspace_id, l.destination_id, e.id AS event_id, e.source_id, e.user_key,
+                    e.message_id,
+                    coalesce(s.state, CASE WHEN e.id <= l.cursor THEN 'delivered'
+                                           WHEN e.id <= l.claimed_to THEN 'executing'
+                                           ELSE 'pending' END::job_status) AS state,
+                    coalesce(s.attempt, CASE WHEN e.id <= l.cursor THEN 1 ELSE 0 END) AS attempt,
+                    s.error_code, left(s.error_text, 500) AS error, s.error_text, e.received_at,
+                    s.first_attempt_at, s.last_attempt_at, s.next_attempt_at, s.order_key,
+                    e.event::json AS event
+             FROM lanes l
+             JOIN routes r ON r.workspace_id = l.workspace_id AND r.destination_id = l.destination_id
+             CROSS JOIN LATERAL (
+                 SELECT e.id, e.source_id, e.user_key, e.message_id, e.received_at, e.event
+                 FROM events e
+                 WHERE e.workspace_id = r.workspace_id AND e.source_id = r.source_id
+                   AND e.id = $3
+                 OFFSET 0
+             ) e
+             LEFT JOIN job_state s ON s.workspace_id = l.workspace_id
+                 AND s.destination_id = l.destination_id AND s.event_id = e.id
+             WHERE l.workspace_id = $1 AND l.destination_id = $2 AND l.retired_at IS NULL
+               AND e.id > l.start_id",
         )
         .bind(&lane.workspace_id)
         .bind(&lane.destination_id)

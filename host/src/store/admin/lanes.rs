@@ -1,4 +1,4 @@
-//! Lanes for operators: depth, lease, pause and plugin (`lane_status`, `destination_depth`),
+//! Lanes for operators: depth, lease, pause and plugin (`lane_status`, `lane_backlog`),
 //! rates from `lane_stats`, blocked keys, plugins and the audit log.
 
 use sqlx::Row;
@@ -16,13 +16,12 @@ impl Store {
             "SELECT s.workspace_id, s.destination_id, s.ids_behind, s.blocked_keys,
                     s.owner_host, s.owner_pid, s.lease_until, coalesce(s.leased, false) AS leased,
                     s.paused_at, s.paused_by, s.plugin, s.plugin_sha256, s.plugin_error,
-                    coalesce(d.pending, 0) AS pending, coalesce(d.executing, 0) AS executing,
-                    coalesce(d.failed, 0) AS failed,
-                    extract(epoch FROM now() - d.oldest_received_at)::float8 AS oldest_age,
+                    d.parked + d.queued - d.executing AS pending, d.executing, d.failed,
+                    d.queued_capped, d.oldest_age_seconds AS oldest_age,
                     st.delivered, st.failed5, st.aborted, st.throttled,
                     cur.concurrency_limit, coalesce(cur.breaker_open, false) AS breaker_open
              FROM lane_status s
-             LEFT JOIN destination_depth d
+             JOIN lane_backlog d
                  ON d.workspace_id = s.workspace_id AND d.destination_id = s.destination_id
              CROSS JOIN LATERAL (
                  SELECT coalesce(sum(x.delivered), 0)::bigint AS delivered,
@@ -59,6 +58,7 @@ impl Store {
                     pending: r.get("pending"),
                     executing: r.get("executing"),
                     failed: r.get("failed"),
+                    depth_capped: r.get("queued_capped"),
                     oldest_age_seconds: r.get("oldest_age"),
                     ids_behind: r.get::<Option<i64>, _>("ids_behind").unwrap_or(0),
                     blocked_keys: r.get::<Option<i64>, _>("blocked_keys").unwrap_or(0),

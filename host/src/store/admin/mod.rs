@@ -4,6 +4,7 @@
 //! Every filter is a bound parameter: no SQL is built from a request. Text filters are exact
 //! matches (`error` is a substring test with `strpos`), so `%`, `_` and `\` mean themselves.
 
+mod job_list;
 mod jobs;
 mod lanes;
 mod operator;
@@ -142,6 +143,9 @@ pub struct LaneOverview {
     pub pending: i64,
     pub executing: i64,
     pub failed: i64,
+    /// True when the lane has more than 10,000 jobs without a row past its cursor: they are
+    /// counted up to there (`lane_backlog`), so `pending` and `executing` are lower bounds.
+    pub depth_capped: bool,
     /// Seconds since the oldest unfinished job was received.
     pub oldest_age_seconds: Option<f64>,
     pub ids_behind: i64,
