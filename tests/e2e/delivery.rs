@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::harness::*;
 
 const FAST_RETRY: &str =
@@ -499,4 +501,60 @@ async fn a_413_halves_the_calls_until_the_job_is_alone_then_aborts_it() {
         };
         assert_eq!(seqs, &want, "{user}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_failing_jobs_logs_a_few_lines_and_a_count_of_the_rest() {
+    // Every event refused for good: 600 jobs aborted, one per user.
+    let sink = Sink::with(SECRET, |_| 400);
+    let sluice = Sluice::start(&webhook_config(&sink.url, FAST_RETRY, ""));
+    let pool = db(&sluice).await;
+    post_all(&sluice, &events(600, 600), 100).await;
+    wait_until(Duration::from_secs(60), "600 aborted jobs", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM aborted_jobs")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (n == 600).then_some(())
+    })
+    .await;
+
+    // The lines held back are counted in one line per window, reported when the window
+    // ends or the lane goes idle, even though no job fails after the flood.
+    const HELD_BACK: &str =
+        "per-job log lines held back in the last window (see failed_jobs and aborted_jobs)";
+    let is = |l: &Value, message: &str| l["fields"]["message"] == message;
+    let (logged, held_back) = wait_until(
+        Duration::from_secs(60),
+        "every abort logged or counted",
+        || async {
+            let logged = sluice.count_log(|l| is(l, "job aborted")) as u64;
+            let held_back: u64 = sluice
+                .logs(|l| is(l, HELD_BACK))
+                .iter()
+                .filter_map(|l| l["fields"]["lines"].as_u64())
+                .sum();
+            (logged + held_back == 600).then_some((logged, held_back))
+        },
+    )
+    .await;
+    assert!(logged <= 100, "{logged} lines for 600 aborted jobs");
+    assert!(held_back >= 500, "{held_back}");
+    // A line about a job names the job, its key, the lane and the plugin.
+    let line = sluice
+        .find_log(|l| is(l, "job aborted"))
+        .expect("a job aborted line");
+    let fields = &line["fields"];
+    assert!(fields["job"].is_u64(), "{line}");
+    assert!(
+        fields["key"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("user-")),
+        "{line}"
+    );
+    assert_eq!(fields["plugin"], "webhook", "{line}");
+    assert!(
+        fields["lane"].as_str().is_some_and(|l| l.contains("hook")),
+        "{line}"
+    );
 }

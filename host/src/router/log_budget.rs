@@ -29,15 +29,7 @@ impl LogBudget {
     /// Whether to log one more line now. When a window ends with lines held back, returns
     /// how many (log them as one summary line).
     pub fn allow(&mut self, now: Instant) -> (bool, Option<u64>) {
-        let mut held_back = None;
-        if now.saturating_duration_since(self.window_start) >= WINDOW {
-            if self.suppressed > 0 {
-                held_back = Some(self.suppressed);
-            }
-            self.window_start = now;
-            self.logged = 0;
-            self.suppressed = 0;
-        }
+        let held_back = self.window_end(now);
         if self.logged < LINES {
             self.logged += 1;
             (true, held_back)
@@ -45,6 +37,25 @@ impl LogBudget {
             self.suppressed += 1;
             (false, held_back)
         }
+    }
+
+    /// Ends the window now, whatever its time, returning how many lines it held back.
+    pub fn take_held_back(&mut self) -> Option<u64> {
+        let held_back = (self.suppressed > 0).then_some(self.suppressed);
+        self.suppressed = 0;
+        held_back
+    }
+
+    /// Ends the window if its time is up, returning how many lines it held back (if any).
+    /// Called on the lane's periodic wake too, so that the summary of a flood that stopped
+    /// is not left waiting for the next failure.
+    pub fn window_end(&mut self, now: Instant) -> Option<u64> {
+        if now.saturating_duration_since(self.window_start) < WINDOW {
+            return None;
+        }
+        self.window_start = now;
+        self.logged = 0;
+        self.take_held_back()
     }
 }
 
@@ -64,5 +75,27 @@ mod tests {
         assert_eq!(held_back, Some(1000 - u64::from(LINES)));
         let (_, again) = b.allow(t0 + WINDOW * 2);
         assert_eq!(again, None, "nothing held back in a quiet window");
+    }
+
+    #[test]
+    fn a_flood_that_stopped_is_summed_up_when_its_window_ends() {
+        let t0 = Instant::now();
+        let mut b = LogBudget::new(t0);
+        (0..50).for_each(|_| {
+            b.allow(t0);
+        });
+        assert_eq!(
+            b.window_end(t0 + WINDOW / 2),
+            None,
+            "the window is still open"
+        );
+        assert_eq!(b.window_end(t0 + WINDOW), Some(50 - u64::from(LINES)));
+        assert_eq!(b.window_end(t0 + WINDOW * 3), None, "reported once");
+        // A lane let go mid-window reports at once.
+        (0..30).for_each(|_| {
+            b.allow(t0 + WINDOW * 3);
+        });
+        assert_eq!(b.take_held_back(), Some(10));
+        assert_eq!(b.take_held_back(), None);
     }
 }

@@ -179,6 +179,17 @@ impl Sluice {
         self.log.lock().unwrap().iter().filter(|l| pred(l)).count()
     }
 
+    /// Every log line matching `pred` so far.
+    pub fn logs(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| pred(l))
+            .cloned()
+            .collect()
+    }
+
     pub fn find_log(&self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
         self.log.lock().unwrap().iter().find(|l| pred(l)).cloned()
     }

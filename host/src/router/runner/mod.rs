@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 mod active;
+mod outcomes;
 mod store_io;
 
 use self::active::{Active, join};
@@ -46,7 +47,7 @@ use super::retry::{JobOutcome, decide};
 use super::share::HostShare;
 use crate::clock::SharedClock;
 use crate::lane::{Decision, Job, Lane, LaneLimits};
-use crate::metrics::{self, JobMetric};
+use crate::metrics;
 use crate::store::{AcquiredLane, LaneId, Store};
 
 /// How long the lane pauses when no plugin instance can be created.
@@ -361,6 +362,7 @@ impl LaneRunner {
                 at(st.last_commit + PROGRESS_INTERVAL);
             }
             at(st.renewed_at + s.lease_ttl / 3);
+            outcomes::log_held_back(&self.lane, &mut st.log_budget, Some(Instant::now()));
             let sleep_until = wake_at.unwrap_or_else(|| Instant::now() + s.lease_ttl / 3);
             tokio::select! {
                 done = st.calls.next(), if !st.calls.is_empty() => {
@@ -461,30 +463,16 @@ impl LaneRunner {
                 .collect()
         };
         let decisions = st.lane.complete_call(results, now);
-        for (decision, (job_id, key)) in decisions.iter().zip(who) {
-            let log_it = matches!(decision, Decision::Aborted { .. } | Decision::Retry { .. })
-                && {
-                    let (ok, held_back) = st.log_budget.allow(Instant::now());
-                    if let Some(n) = held_back {
-                        tracing::warn!(lane = %self.lane, lines = n, "per-job log lines held back in the last window (see failed_jobs and aborted_jobs)");
-                    }
-                    ok
-                };
-            match decision {
-                Decision::Aborted { code, text } if log_it => {
-                    tracing::warn!(lane = %self.lane, job = job_id, key = %key, %code, error = %text, "job aborted")
-                }
-                Decision::Retry { code, text, at } if log_it => {
-                    tracing::info!(lane = %self.lane, job = job_id, key = %key, %code, error = %text, retry_at = %at, "attempt failed")
-                }
-                Decision::Throttled { at } => {
-                    throttle = Some(throttle.map_or(*at, |t| t.max(*at)));
-                }
-                Decision::Delivered
-                | Decision::Released
-                | Decision::Parked
-                | Decision::Aborted { .. }
-                | Decision::Retry { .. } => {}
+        outcomes::log_jobs(
+            &self.lane,
+            || self.pool.plugin_name(),
+            &mut st.log_budget,
+            &decisions,
+            who,
+        );
+        for d in &decisions {
+            if let Decision::Throttled { at } = d {
+                throttle = Some(throttle.map_or(*at, |t| t.max(*at)));
             }
         }
         st.batch_cap
@@ -495,21 +483,7 @@ impl LaneRunner {
             tracing::warn!(lane = %self.lane, pause = ?pause, "destination failing for every key; pausing, then probing with one job");
             st.pause(Instant::now() + pause);
         }
-        // Counted once per call and outcome, not per job (the call is the hot path).
-        for m in [
-            JobMetric::Delivered,
-            JobMetric::Retried,
-            JobMetric::Aborted,
-            JobMetric::Throttled,
-        ] {
-            let n = decisions
-                .iter()
-                .filter(|d| job_metric(d) == Some(m))
-                .count();
-            if n > 0 {
-                metrics::jobs(&self.lane.destination_id, m, n as u64);
-            }
-        }
+        outcomes::count_jobs(&self.lane.destination_id, &decisions);
         metrics::breaker(&self.lane.destination_id, st.breaker.probing());
         if let Some(t) = throttle {
             tracing::info!(lane = %self.lane, until = %t, "destination throttled; pausing the lane");
@@ -518,7 +492,8 @@ impl LaneRunner {
     }
 
     /// Ran dry (everything written): give the lease back.
-    async fn release(&self, st: Active) -> End {
+    async fn release(&self, mut st: Active) -> End {
+        outcomes::log_held_back(&self.lane, &mut st.log_budget, None);
         let next_due = st.next_due;
         match self.store.lane_release(&st.lease, next_due).await {
             Ok(_) => tracing::debug!(lane = %self.lane, "lane ran dry; lease released"),
@@ -554,6 +529,7 @@ impl LaneRunner {
             }
         }
         st.lane.release_queued();
+        outcomes::log_held_back(&self.lane, &mut st.log_budget, None);
         // The last writes: what is committing now, then what is staged.
         for attempt in 0..4 {
             if let Some(h) = st.committing.take()
@@ -574,16 +550,5 @@ impl LaneRunner {
             tracing::warn!(lane = %self.lane, error = %e, "releasing the lane at shutdown failed; its lease will expire");
         }
         end
-    }
-}
-
-/// How a decision is counted in `sluice_jobs_total` (a released job was not attempted).
-fn job_metric(decision: &Decision) -> Option<JobMetric> {
-    match decision {
-        Decision::Delivered => Some(JobMetric::Delivered),
-        Decision::Retry { .. } => Some(JobMetric::Retried),
-        Decision::Aborted { .. } => Some(JobMetric::Aborted),
-        Decision::Throttled { .. } => Some(JobMetric::Throttled),
-        Decision::Released | Decision::Parked => None,
     }
 }
