@@ -83,3 +83,26 @@ LEFT JOIN LATERAL (
     ORDER BY x.id LIMIT 1
 ) oldest ON true
 WHERE l.retired_at IS NULL;
+
+-- Circuit state beside the lease (docs/sql.md, query 2): the breaker and the concurrency limit
+-- as a host last reported them for the lane (`lane_stats`, flushed about once a minute while
+-- the lane moves; `stats_minute` says when). Same columns as in 0004, these three appended.
+CREATE OR REPLACE VIEW lane_status AS
+SELECT l.workspace_id, l.destination_id, l.ordering, l.cursor, l.claimed_to,
+       (SELECT last_id FROM ingest_head) - l.cursor AS ids_behind,
+       l.owner, h.host_name AS owner_host, h.pid AS owner_pid, l.lease_until,
+       l.lease_until > now() AS leased,
+       (SELECT count(*) FROM blocked_keys b
+        WHERE b.workspace_id = l.workspace_id AND b.destination_id = l.destination_id)
+           AS blocked_keys,
+       l.next_due, l.retired_at,
+       l.plugin, l.plugin_sha256, l.plugin_error, l.plugin_checked_at,
+       l.paused_at, l.paused_by,
+       st.breaker_open, st.concurrency_limit, st.minute AS stats_minute
+FROM lanes l
+LEFT JOIN hosts h ON h.incarnation = l.owner
+LEFT JOIN LATERAL (
+    SELECT x.breaker_open, x.concurrency_limit, x.minute FROM lane_stats x
+    WHERE x.workspace_id = l.workspace_id AND x.destination_id = l.destination_id
+    ORDER BY x.minute DESC LIMIT 1
+) st ON true;

@@ -3,7 +3,9 @@
 //! `destination_depth`), without reading the backlog.
 
 use libtest_mimic::Trial;
+use sluice::lane_stats::LaneCounters;
 use sluice::store::{JobState, LaneCommit, OrderingScope};
+use uuid::Uuid;
 
 use crate::fixtures::*;
 use crate::harness::{Db, trial};
@@ -17,6 +19,10 @@ pub fn tests() -> Vec<Trial> {
         trial(
             "backlog_counts_queued_jobs_up_to_ten_thousand_and_says_so",
             capped,
+        ),
+        trial(
+            "backlog_lane_status_shows_the_breaker_and_limit_last_reported",
+            circuit,
         ),
     ]
 }
@@ -160,4 +166,46 @@ async fn capped(db: Db) {
     let b = backlog(&db).await;
     assert_eq!((b.queued, b.queued_capped), (10_000, true));
     assert_eq!(b.oldest_event_id, Some(1));
+}
+
+async fn circuit(db: Db) {
+    db.store
+        .lanes_sync(&[spec("hook", &["web"], OrderingScope::User)])
+        .await
+        .expect("lanes sync");
+    let read = || async {
+        let row: (Option<bool>, Option<i32>) = sqlx::query_as(
+            "SELECT breaker_open, concurrency_limit FROM lane_status
+             WHERE workspace_id = $1 AND destination_id = 'hook'",
+        )
+        .bind(WS)
+        .fetch_one(&db.pool)
+        .await
+        .expect("read lane_status");
+        row
+    };
+    assert_eq!(read().await, (None, None), "nothing reported yet");
+    let now = time::OffsetDateTime::now_utc();
+    let report = |minutes_ago: i64, open: bool, limit: i32| {
+        let store = db.store.clone();
+        async move {
+            let counters = LaneCounters {
+                failed: 3,
+                concurrency_limit: Some(limit),
+                breaker_open: open,
+                ..Default::default()
+            };
+            store
+                .lane_stats_add(
+                    Uuid::new_v4(),
+                    now - time::Duration::minutes(minutes_ago),
+                    &[(lane("hook"), counters)],
+                )
+                .await
+                .expect("add stats");
+        }
+    };
+    report(5, false, 16).await;
+    report(1, true, 2).await;
+    assert_eq!(read().await, (Some(true), Some(2)), "the latest report wins");
 }
