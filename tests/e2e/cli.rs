@@ -292,3 +292,66 @@ fn text_logs_into_a_pipe_have_no_colour() {
     assert!(!stderr.trim().is_empty(), "something was logged");
     assert!(!stderr.contains('\u{1b}'), "no ANSI escapes: {stderr}");
 }
+
+/// A receiver that answers every request with 401 and echoes the request back in the body
+/// (as some APIs do), so that whatever the plugin sent is in its failure message.
+fn echoing_receiver() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = format!("denied: {}", String::from_utf8_lossy(&request));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 401 Unauthorized\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn plugin_call_masks_the_manifests_secrets_in_what_it_prints() {
+    let addr = echoing_receiver();
+    let wasm = plugins::plugins_dir().join("webhook.wasm");
+    // The webhook plugin declares `secret` and `headers.Authorization`; the URL's password
+    // and query are masked wherever a URL is printed.
+    let config = serde_json::json!({
+        "url": format!("http://user:pw-secret-123@{addr}/hook?token=qs-secret-456"),
+        "secret": "whsec_c3VwZXJzZWNyZXQ=",
+        "headers": { "Authorization": "Bearer tok-secret-789" },
+    });
+    let out = sluice_cmd()
+        .args(["plugin", "call"])
+        .arg(&wasm)
+        .args(["--config", &config.to_string()])
+        .args(["--event", r#"{"type":"track","userId":"u","event":"E"}"#])
+        .arg("--send")
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    // The receiver echoed the request: the failure is there, with the header masked.
+    assert!(printed.contains("http_401"), "{printed}");
+    assert!(
+        printed.contains("Bearer ***") || printed.contains("***"),
+        "{printed}"
+    );
+    for secret in ["tok-secret-789", "whsec_c3VwZXJzZWNyZXQ=", "pw-secret-123"] {
+        assert!(!printed.contains(secret), "`{secret}` printed:\n{printed}");
+    }
+}
