@@ -347,10 +347,7 @@ fn plugin_call_masks_the_manifests_secrets_in_what_it_prints() {
     assert!(out.status.success(), "{printed}");
     // The receiver echoed the request: the failure is there, with the header masked.
     assert!(printed.contains("http_401"), "{printed}");
-    assert!(
-        printed.contains("Bearer ***") || printed.contains("***"),
-        "{printed}"
-    );
+    assert!(printed.contains("authorization: ***"), "{printed}");
     for secret in ["tok-secret-789", "whsec_c3VwZXJzZWNyZXQ=", "pw-secret-123"] {
         assert!(!printed.contains(secret), "`{secret}` printed:\n{printed}");
     }
