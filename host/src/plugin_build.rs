@@ -227,8 +227,7 @@ fn manifest_from_metadata(package: &Value) -> anyhow::Result<Manifest> {
         .context("invalid [package.metadata.sluice]")?;
     // Same validation as loading: parse what we are about to write.
     let text = toml::to_string(&manifest)?;
-    let manifest = Manifest::parse(&text, Path::new("[package.metadata.sluice]"))
-        .map_err(anyhow::Error::msg)?;
+    let manifest = Manifest::parse(&text, Path::new("[package.metadata.sluice]"))?;
     check_file_name(&manifest.name)?;
     check_allowed_hosts(&manifest.allowed_hosts)?;
     Ok(manifest)

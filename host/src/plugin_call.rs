@@ -43,8 +43,7 @@ pub async fn call(
         .map_err(|reason| anyhow::anyhow!("{}: {reason}", wasm.display()))?;
     let config_value: serde_json::Value =
         serde_json::from_str(config).context("--config is not valid JSON")?;
-    let allowlist = Allowlist::resolve(&plugin.manifest.allowed_hosts, &config_value)
-        .map_err(anyhow::Error::msg)?;
+    let allowlist = Allowlist::resolve(&plugin.manifest.allowed_hosts, &config_value)?;
     // `plugin call` runs on the author's machine, for the author: it may reach a receiver on
     // loopback (the usual way to try a plugin), and no other private network.
     let policy = NetworkPolicy::new(vec![

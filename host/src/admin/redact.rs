@@ -7,20 +7,38 @@
 //! declare one, every value whose key looks secret ([`SECRET_KEY_PARTS`]) and any password
 //! inside a URL.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
 use crate::config::{Config, TokenSource};
-use crate::runtime::manifest::Manifest;
+use crate::runtime::manifest::{Manifest, ManifestError};
 use crate::runtime::redact::redact_config;
+
+/// Why a plugin's declared secret fields are unknown (shown as a destination's
+/// `secrets_error`).
+///
+/// The text carries the underlying error's text, so `source()` does not return it too (a
+/// reporter that prints the chain would say it twice).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("cannot read {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] ManifestError),
+}
 
 /// A plugin's declared secret fields, read from its manifest in the plugins directory (the
 /// file the next hot reload would load), or why they cannot be read.
-pub fn declared_secrets(plugins_dir: &Path, plugin: &str) -> Result<Vec<String>, String> {
+pub fn declared_secrets(plugins_dir: &Path, plugin: &str) -> Result<Vec<String>, SecretsError> {
     let path = plugins_dir.join(format!("{plugin}.toml"));
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|error| SecretsError::Read {
+        path: path.clone(),
+        error,
+    })?;
     Ok(Manifest::parse(&text, &path)?.secrets)
 }
 
@@ -45,7 +63,7 @@ pub const SECRET_KEY_PARTS: &[&str] = &[
 /// plugin's declared secret fields (see [`declared_secrets`]).
 pub fn redacted_config(
     config: &Config,
-    secrets: impl Fn(&str) -> Result<Vec<String>, String>,
+    secrets: impl Fn(&str) -> Result<Vec<String>, SecretsError>,
 ) -> Value {
     let mut server = serde_json::to_value(&config.server).unwrap_or(Value::Null);
     if let Some(url) = server.get_mut("database_url")
@@ -77,7 +95,7 @@ pub fn redacted_config(
                 "plugin": d.plugin,
                 "config": redact_value(&config),
                 "secrets": declared.as_ref().ok(),
-                "secrets_error": declared.as_ref().err(),
+                "secrets_error": declared.as_ref().err().map(ToString::to_string),
                 "retry": d.retry,
                 "ordering": d.ordering,
                 "max_concurrency": d.max_concurrency,
@@ -213,7 +231,10 @@ config = { url = "https://example.com/in", api_key = "key-2", note = "visible" }
         let config = Config::parse(CONFIG, "sluice.toml").expect("a valid config");
         let v = redacted_config(&config, |plugin| match plugin {
             "http-batch" => Ok(vec!["headers".into()]),
-            _ => Err("cannot read gone.toml".into()),
+            _ => Err(SecretsError::Read {
+                path: "gone.toml".into(),
+                error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            }),
         });
         let text = v.to_string();
         // `X-Tenant` looks like nothing secret: only the manifest says it is.
@@ -225,7 +246,7 @@ config = { url = "https://example.com/in", api_key = "key-2", note = "visible" }
         assert_eq!(v["destinations"][1]["config"]["note"], "visible");
         assert_eq!(
             v["destinations"][1]["secrets_error"],
-            "cannot read gone.toml"
+            "cannot read gone.toml: no such file"
         );
         assert_eq!(v["sources"][0]["write_key"], REDACTED);
     }
@@ -243,6 +264,19 @@ config = { url = "https://example.com/in", api_key = "key-2", note = "visible" }
             ["api_key", "headers.X-Sig"]
         );
         let missing = declared_secrets(dir.path(), "q").expect_err("no manifest");
-        assert!(missing.contains("q.toml"), "{missing}");
+        assert!(
+            matches!(&missing, SecretsError::Read { path, .. } if path.ends_with("q.toml")),
+            "{missing:?}"
+        );
+        assert!(missing.to_string().starts_with("cannot read "), "{missing}");
+        std::fs::write(dir.path().join("bad.toml"), "name = \"\"\n").expect("write");
+        let invalid = declared_secrets(dir.path(), "bad").expect_err("invalid manifest");
+        assert!(matches!(invalid, SecretsError::Invalid(_)), "{invalid:?}");
+        assert!(
+            invalid
+                .to_string()
+                .ends_with("bad.toml: name: must not be empty"),
+            "{invalid}"
+        );
     }
 }

@@ -275,8 +275,7 @@ fn instance_spec(
     plugin: Arc<sluice::runtime::LoadedPlugin>,
 ) -> anyhow::Result<InstanceSpec> {
     let config = serde_json::json!({});
-    let allowlist =
-        Allowlist::resolve(&plugin.manifest.allowed_hosts, &config).map_err(anyhow::Error::msg)?;
+    let allowlist = Allowlist::resolve(&plugin.manifest.allowed_hosts, &config)?;
     Ok(InstanceSpec {
         plugin,
         destination_id: "bench".into(),

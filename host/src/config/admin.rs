@@ -192,7 +192,7 @@ pub(super) fn parse(
             }
         };
         if let Some(s) = &secret {
-            check_secret(s).map_err(|m| invalid(span.clone(), field(which), m))?;
+            check_secret(s).map_err(|e| invalid(span.clone(), field(which), e.to_string()))?;
         }
         tokens.push(AdminToken {
             name: t.name.into_inner(),
@@ -211,11 +211,14 @@ pub(super) fn parse(
     Ok(Some(config))
 }
 
-fn check_secret(secret: &str) -> Result<(), String> {
+/// A token secret shorter than [`MIN_SECRET_LEN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the secret must be at least {min} characters", min = MIN_SECRET_LEN)]
+pub struct SecretTooShort;
+
+fn check_secret(secret: &str) -> Result<(), SecretTooShort> {
     if secret.len() < MIN_SECRET_LEN {
-        return Err(format!(
-            "the secret must be at least {MIN_SECRET_LEN} characters"
-        ));
+        return Err(SecretTooShort);
     }
     Ok(())
 }
@@ -255,7 +258,7 @@ impl AdminConfig {
             let text = std::fs::read_to_string(&*path)
                 .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
             let secret = text.trim().to_string();
-            check_secret(&secret).map_err(invalid)?;
+            check_secret(&secret).map_err(|e| invalid(e.to_string()))?;
             t.secret = Some(secret);
         }
         unique_secrets(self, name)

@@ -105,42 +105,64 @@ impl<'a> Members<'a> {
 /// Members the server writes itself; a client's values for them are dropped.
 const MANAGED: [&str; 3] = ["receivedAt", "writeKey", "messageId"];
 
+/// Why an event is rejected (the reason, without its position in the request); the text is
+/// the 400 answer's reason.
+///
+/// The text carries the underlying error's text, so `source()` does not return it too (a
+/// reporter that prints the chain would say it twice).
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("an event must be a JSON object")]
+    NotAnObject,
+    #[error("an event must be a JSON object: {0}")]
+    Unreadable(serde_json::Error),
+    #[error("missing `type`")]
+    MissingType,
+    #[error("unknown event type `{0}` (expected one of {expected})", expected = EVENT_TYPES.join(", "))]
+    UnknownType(String),
+    #[error("a track event needs a non-empty `event` name")]
+    MissingEventName,
+    #[error("neither `userId` nor `anonymousId` is set")]
+    MissingUserId,
+    /// The member (`type`, `userId`, `anonymousId`, `messageId`) has another JSON type.
+    #[error("`{0}` must be a string")]
+    NotAString(&'static str),
+    #[error("`{field}` is longer than {max} characters")]
+    TooLong { field: &'static str, max: usize },
+}
+
 /// Validates and normalises one event; the error is the reason (without position).
 pub fn normalize(
     raw: &RawValue,
     forced_type: Option<&str>,
     meta: &RequestMeta,
-) -> Result<NewEvent, String> {
+) -> Result<NewEvent, EventError> {
     if !raw.get().starts_with('{') {
-        return Err("an event must be a JSON object".into());
+        return Err(EventError::NotAnObject);
     }
-    let members: Members = serde_json::from_str(raw.get())
-        .map_err(|e| format!("an event must be a JSON object: {e}"))?;
+    let members: Members = serde_json::from_str(raw.get()).map_err(EventError::Unreadable)?;
 
     let sent_type = match members.get("type") {
         None => None,
         Some(v) => match serde_json::from_str::<Cow<str>>(v.get()) {
             Ok(t) => Some(t),
-            Err(_) => return Err("`type` must be a string".into()),
+            Err(_) => return Err(EventError::NotAString("type")),
         },
     };
     let event_type: Cow<str> = match (forced_type, sent_type) {
         (Some(f), _) => Cow::Borrowed(f),
         (None, Some(t)) => t,
-        (None, None) => return Err("missing `type`".into()),
+        (None, None) => return Err(EventError::MissingType),
     };
     if !EVENT_TYPES.contains(&&*event_type) {
-        return Err(format!(
-            "unknown event type `{event_type}` (expected one of {})",
-            EVENT_TYPES.join(", ")
-        ));
+        return Err(EventError::UnknownType(event_type.into_owned()));
     }
     if event_type == "track" {
         let name = members
             .get("event")
             .and_then(|v| serde_json::from_str::<Cow<str>>(v.get()).ok());
         if name.as_deref().is_none_or(str::is_empty) {
-            return Err("a track event needs a non-empty `event` name".into());
+            return Err(EventError::MissingEventName);
         }
     }
     let user_id = id_field(&members, "userId")?;
@@ -148,7 +170,7 @@ pub fn normalize(
     let user_key = match (user_id, anonymous_id) {
         (Some(u), _) => u,
         (None, Some(a)) => a,
-        (None, None) => return Err("neither `userId` nor `anonymousId` is set".into()),
+        (None, None) => return Err(EventError::MissingUserId),
     };
 
     // A messageId the client gave is kept as sent; a missing or empty one is generated.
@@ -159,14 +181,17 @@ pub fn normalize(
             Ok(serde_json::Value::String(m)) if m.is_empty() => None,
             Ok(serde_json::Value::String(m)) => Some((m, v)),
             Ok(serde_json::Value::Number(_)) => Some((v.get().to_string(), v)),
-            _ => return Err("`messageId` must be a string".into()),
+            _ => return Err(EventError::NotAString("messageId")),
         },
     };
     if given_message_id
         .as_ref()
         .is_some_and(|(m, _)| m.len() > 256)
     {
-        return Err("`messageId` is longer than 256 characters".into());
+        return Err(EventError::TooLong {
+            field: "messageId",
+            max: 256,
+        });
     }
 
     let mut out = String::with_capacity(raw.get().len() + 96);
@@ -222,19 +247,20 @@ pub fn normalize(
 
 /// A user id as a non-empty string, if present; numbers count (some SDKs send numeric ids)
 /// and are kept as written.
-fn id_field(members: &Members, name: &str) -> Result<Option<String>, String> {
+fn id_field(members: &Members, name: &'static str) -> Result<Option<String>, EventError> {
     let Some(v) = members.get(name) else {
         return Ok(None);
     };
     match serde_json::from_str::<serde_json::Value>(v.get()) {
         Ok(serde_json::Value::Null) => Ok(None),
         Ok(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
-        Ok(serde_json::Value::String(s)) if s.len() > 512 => {
-            Err(format!("`{name}` is longer than 512 characters"))
-        }
+        Ok(serde_json::Value::String(s)) if s.len() > 512 => Err(EventError::TooLong {
+            field: name,
+            max: 512,
+        }),
         Ok(serde_json::Value::String(s)) => Ok(Some(s)),
         Ok(serde_json::Value::Number(_)) => Ok(Some(v.get().to_string())),
-        _ => Err(format!("`{name}` must be a string")),
+        _ => Err(EventError::NotAString(name)),
     }
 }
 
@@ -280,7 +306,7 @@ mod tests {
         RawValue::from_string(s.to_string()).unwrap()
     }
 
-    fn norm(s: &str, forced: Option<&str>) -> Result<NewEvent, String> {
+    fn norm(s: &str, forced: Option<&str>) -> Result<NewEvent, EventError> {
         normalize(&raw(s), forced, &META)
     }
 
@@ -304,25 +330,44 @@ mod tests {
 
     #[test]
     fn missing_ids_and_types_are_rejected() {
+        let reason = |s: &str| norm(s, None).unwrap_err().to_string();
         assert_eq!(
-            norm(r#"{"type":"identify"}"#, None).unwrap_err(),
+            reason(r#"{"type":"identify"}"#),
             "neither `userId` nor `anonymousId` is set"
         );
-        assert!(
-            norm(r#"{"type":"bogus","userId":"u"}"#, None)
-                .unwrap_err()
-                .contains("unknown event type")
+        assert_eq!(
+            reason(r#"{"type":"bogus","userId":"u"}"#),
+            "unknown event type `bogus` (expected one of track, identify, page, screen, group, alias)"
         );
-        assert!(
-            norm(r#"{"type":"track","userId":"u"}"#, None)
-                .unwrap_err()
-                .contains("`event` name")
+        assert_eq!(
+            reason(r#"{"type":"track","userId":"u"}"#),
+            "a track event needs a non-empty `event` name"
         );
-        assert!(norm("[1]", None).is_err());
-        assert!(
-            norm(r#"{"type":7,"userId":"u"}"#, None)
-                .unwrap_err()
-                .contains("must be a string")
+        assert_eq!(reason("[1]"), "an event must be a JSON object");
+        assert_eq!(reason(r#"{"userId":"u"}"#), "missing `type`");
+        assert_eq!(
+            reason(r#"{"type":7,"userId":"u"}"#),
+            "`type` must be a string"
+        );
+        assert_eq!(
+            reason(r#"{"type":"page","userId":[1]}"#),
+            "`userId` must be a string"
+        );
+        let long = "x".repeat(513);
+        assert_eq!(
+            reason(&format!(r#"{{"type":"page","anonymousId":"{long}"}}"#)),
+            "`anonymousId` is longer than 512 characters"
+        );
+        assert_eq!(
+            reason(r#"{"type":"page","userId":"u","messageId":true}"#),
+            "`messageId` must be a string"
+        );
+        assert_eq!(
+            reason(&format!(
+                r#"{{"type":"page","userId":"u","messageId":"{}"}}"#,
+                "m".repeat(257)
+            )),
+            "`messageId` is longer than 256 characters"
         );
     }
 

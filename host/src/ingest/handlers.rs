@@ -106,7 +106,7 @@ pub async fn single(
         received_at: &received_text,
         sent_at: None,
     };
-    let event = normalize(raw, Some(&kind), &meta).map_err(invalid_event)?;
+    let event = normalize(raw, Some(&kind), &meta).map_err(|why| invalid_event(why.to_string()))?;
     store(&state, &source, received_at, vec![event]).await
 }
 

@@ -20,9 +20,13 @@ use super::MIN_CALL_BYTES;
 use super::pool::{InstancePool, LaneShape};
 use super::retry::RetryPolicy;
 use crate::config::{Config, DestinationConfig};
-use crate::runtime::allowlist::Allowlist;
+use crate::runtime::allowlist::{Allowlist, AllowlistError};
 use crate::runtime::limiter::Limiter;
-use crate::runtime::{InstanceSpec, LoadedPlugin, NetworkPolicy, PluginInstance, PluginRuntime};
+use crate::runtime::manifest::ManifestProblem;
+use crate::runtime::{
+    CallError, InstanceSpec, LoadedPlugin, NetworkPolicy, PluginInstance, PluginLoadError,
+    PluginRuntime,
+};
 use crate::store::{LaneId, LoadedVersion, Store};
 
 /// One destination's side of the plugin set.
@@ -31,6 +35,21 @@ pub(super) struct Slot {
     pub pool: Arc<InstancePool>,
     /// Kept across versions: what the limit learned about the destination still holds.
     pub limiter: Arc<Limiter>,
+}
+
+/// Why a plugin version cannot serve a destination; the text is recorded on the lane
+/// (`lane_status.plugin_error`).
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    #[error("allowed_hosts: {0}")]
+    Allowlist(AllowlistError),
+    #[error("outbound HTTP client: {0:#}")]
+    Outbound(anyhow::Error),
+    #[error("{0}")]
+    Manifest(ManifestProblem),
+    /// Instantiating the plugin or its `configure` failed.
+    #[error("{0}")]
+    Configure(CallError),
 }
 
 /// What a plugin file looked like when it was last loaded (size and mtime of the wasm and of
@@ -116,7 +135,7 @@ impl PluginSet {
                     state.plugins.insert(name, plugin);
                 }
                 Err(reason) => {
-                    let reason = format!("plugin {}: {reason}", path.display());
+                    let reason = PluginLoadError { path, reason }.to_string();
                     if previous.is_some() {
                         tracing::error!(plugin = %name, error = %reason, "new plugin file rejected; the previous version keeps serving");
                     } else {
@@ -190,6 +209,7 @@ impl PluginSet {
                         .await;
                 }
                 Err(reason) => {
+                    let reason = reason.to_string();
                     let keeps = if slot.pool.is_available() {
                         "the previous version keeps serving it"
                     } else {
@@ -208,17 +228,17 @@ impl PluginSet {
         &self,
         slot: &Slot,
         plugin: &Arc<LoadedPlugin>,
-    ) -> Result<(Arc<InstanceSpec>, LaneShape, PluginInstance), String> {
+    ) -> Result<(Arc<InstanceSpec>, LaneShape, PluginInstance), PrepareError> {
         let dest = &slot.dest;
         let manifest = &plugin.manifest;
         let allowlist = Allowlist::resolve(&manifest.allowed_hosts, &dest.config)
-            .map_err(|e| format!("allowed_hosts: {e}"))?;
+            .map_err(PrepareError::Allowlist)?;
         let policy = NetworkPolicy::merged(&self.server_networks, &dest.allowed_private_networks);
         let http = self
             .runtime
             .outbound(&policy)
-            .map_err(|e| format!("outbound HTTP client: {e:#}"))?;
-        let memory = manifest.memory_bytes()?;
+            .map_err(PrepareError::Outbound)?;
+        let memory = manifest.memory_bytes().map_err(PrepareError::Manifest)?;
         let spec = Arc::new(InstanceSpec {
             plugin: plugin.clone(),
             destination_id: dest.id.clone(),
@@ -229,7 +249,7 @@ impl PluginSet {
         });
         let probe = PluginInstance::new(&self.runtime, &spec)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(PrepareError::Configure)?;
         let memory = usize::try_from(memory).unwrap_or(usize::MAX);
         let shape = LaneShape {
             batch_size: manifest.batch_size,

@@ -30,6 +30,33 @@ struct Pattern {
     port: Option<u16>,
 }
 
+/// An `allowed_hosts` entry that cannot be used; the text names the entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllowlistError {
+    /// `shown` is the resolved text, with any URL credentials redacted.
+    #[error("allowed_hosts entry `{entry}` (`{shown}`) is not a host pattern")]
+    NotAPattern { entry: String, shown: String },
+    #[error(
+        "allowed_hosts entry `{entry}`: a template must be the whole entry, like `{{{{ config.url }}}}` (the config value is the origin or host)"
+    )]
+    TemplateNotWhole { entry: String },
+    #[error("allowed_hosts entry `{entry}`: one template per entry")]
+    SeveralTemplates { entry: String },
+    #[error("allowed_hosts entry `{entry}`: only `config.FIELD` templates are supported")]
+    NotConfigTemplate { entry: String },
+    #[error(
+        "allowed_hosts entry `{entry}`: `config.` must be followed by a field path like `url` or `endpoint.host`"
+    )]
+    NotAFieldPath { entry: String },
+    #[error("allowed_hosts entry `{entry}`: config field `{path}` is {kind}, not a string")]
+    NotAString {
+        entry: String,
+        path: String,
+        /// `a number`, `a boolean`, `an array` or `an object`.
+        kind: &'static str,
+    },
+}
+
 /// The resolved allowlist of one destination.
 #[derive(Debug, Clone, Default)]
 pub struct Allowlist {
@@ -40,16 +67,19 @@ pub struct Allowlist {
 
 impl Allowlist {
     /// Resolves manifest entries against a destination's config. Errors name the bad entry.
-    pub fn resolve(entries: &[String], config: &serde_json::Value) -> Result<Allowlist, String> {
+    pub fn resolve(
+        entries: &[String],
+        config: &serde_json::Value,
+    ) -> Result<Allowlist, AllowlistError> {
         let mut list = Allowlist::default();
         for entry in entries {
             let Some(text) = substitute(entry, config)? else {
                 continue;
             };
-            let pattern = parse_pattern(&text).ok_or_else(|| {
+            let pattern = parse_pattern(&text).ok_or_else(|| AllowlistError::NotAPattern {
+                entry: entry.clone(),
                 // The value came from the config: a URL there may carry a token.
-                let shown = super::redact::redact_urls(&text);
-                format!("allowed_hosts entry `{entry}` (`{shown}`) is not a host pattern")
+                shown: super::redact::redact_urls(&text).into_owned(),
             })?;
             // Described by what it allows (`http://127.0.0.1:9000`), never by the config
             // value it came from (`…/hook?token=…`).
@@ -113,25 +143,23 @@ impl Allowlist {
 
 /// The config path of an entry that is a template (`{{ config.a.b }}` → `a.b`), `None` for a
 /// plain pattern. Any other use of `{{ }}` is an error naming the entry.
-pub fn template_path(entry: &str) -> Result<Option<&str>, String> {
+pub fn template_path(entry: &str) -> Result<Option<&str>, AllowlistError> {
     let trimmed = entry.trim();
     if !trimmed.contains("{{") && !trimmed.contains("}}") {
         return Ok(None);
     }
-    let bad = |why: &str| format!("allowed_hosts entry `{entry}`: {why}");
+    let entry = || entry.to_string();
     let inner = trimmed
         .strip_prefix("{{")
         .and_then(|t| t.strip_suffix("}}"))
-        .ok_or_else(|| {
-            bad("a template must be the whole entry, like `{{ config.url }}` (the config value is the origin or host)")
-        })?;
+        .ok_or_else(|| AllowlistError::TemplateNotWhole { entry: entry() })?;
     if inner.contains("{{") || inner.contains("}}") {
-        return Err(bad("one template per entry"));
+        return Err(AllowlistError::SeveralTemplates { entry: entry() });
     }
     let path = inner
         .trim()
         .strip_prefix("config.")
-        .ok_or_else(|| bad("only `config.FIELD` templates are supported"))?;
+        .ok_or_else(|| AllowlistError::NotConfigTemplate { entry: entry() })?;
     let plain = |part: &str| {
         !part.is_empty()
             && part
@@ -139,15 +167,13 @@ pub fn template_path(entry: &str) -> Result<Option<&str>, String> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     };
     if !path.split('.').all(plain) {
-        return Err(bad(
-            "`config.` must be followed by a field path like `url` or `endpoint.host`",
-        ));
+        return Err(AllowlistError::NotAFieldPath { entry: entry() });
     }
     Ok(Some(path))
 }
 
 /// The entry's pattern text: a template's config value; `None` when that field is absent.
-fn substitute(entry: &str, config: &serde_json::Value) -> Result<Option<String>, String> {
+fn substitute(entry: &str, config: &serde_json::Value) -> Result<Option<String>, AllowlistError> {
     let Some(path) = template_path(entry)? else {
         return Ok(Some(entry.to_string()));
     };
@@ -168,9 +194,11 @@ fn substitute(entry: &str, config: &serde_json::Value) -> Result<Option<String>,
                 serde_json::Value::Array(_) => "an array",
                 _ => "an object",
             };
-            Err(format!(
-                "allowed_hosts entry `{entry}`: config field `{path}` is {kind}, not a string"
-            ))
+            Err(AllowlistError::NotAString {
+                entry: entry.to_string(),
+                path: path.to_string(),
+                kind,
+            })
         }
     }
 }
@@ -346,7 +374,7 @@ mod tests {
             ("{{ config.a..b }}", "field path"),
             ("{{ config.a b }}", "field path"),
         ] {
-            let err = template_path(bad).expect_err(bad);
+            let err = template_path(bad).expect_err(bad).to_string();
             assert!(
                 err.starts_with(&format!("allowed_hosts entry `{bad}`")) && err.contains(why),
                 "{bad}: {err}"
@@ -357,7 +385,14 @@ mod tests {
             &json!({"region": "evil.example/"}),
         )
         .unwrap_err();
-        assert!(err.contains("whole entry"), "{err}");
+        assert!(
+            matches!(&err, AllowlistError::TemplateNotWhole { entry } if entry == "https://{{ config.region }}.api.io"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "allowed_hosts entry `https://{{ config.region }}.api.io`: a template must be the whole entry, like `{{ config.url }}` (the config value is the origin or host)"
+        );
     }
 
     #[test]
@@ -380,6 +415,18 @@ mod tests {
     #[test]
     fn non_string_template_value_is_an_error() {
         let err = Allowlist::resolve(&["{{ config.url }}".into()], &json!({"url": 5})).unwrap_err();
-        assert!(err.contains("is a number, not a string"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "allowed_hosts entry `{{ config.url }}`: config field `url` is a number, not a string"
+        );
+    }
+
+    #[test]
+    fn a_bad_pattern_names_the_entry() {
+        let err = Allowlist::resolve(&["a/b".into()], &json!({})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "allowed_hosts entry `a/b` (`a/b`) is not a host pattern"
+        );
     }
 }

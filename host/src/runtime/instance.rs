@@ -15,6 +15,7 @@ use super::bindings::{Destination, Failure, JobContext, Outcome, Request, Transf
 use super::host_api::{HostState, InstanceLimits, Labels};
 use super::limiter::Limiter;
 use super::loader::LoadedPlugin;
+use super::manifest::ManifestProblem;
 use super::outbound::Outbound;
 use super::redact::Scrubber;
 
@@ -60,9 +61,9 @@ impl PluginInstance {
         spec: &InstanceSpec,
     ) -> Result<PluginInstance, CallError> {
         let manifest = &spec.plugin.manifest;
-        let config_error = |message| CallError {
+        let config_error = |e: ManifestProblem| CallError {
             code: "plugin_config",
-            message,
+            message: e.to_string(),
         };
         let max_memory = manifest.memory_bytes().map_err(config_error)?;
         let max_response = manifest.response_size_bytes().map_err(config_error)?;

@@ -18,7 +18,7 @@
 //! ```
 //! `sluice plugin build` writes it from the crate's `[package.metadata.sluice]` table.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -118,80 +118,134 @@ fn is_default_retry(r: &RetryOverrides) -> bool {
     *r == RetryOverrides::default()
 }
 
+/// A manifest file that cannot be used: the file, and what is wrong with it.
+///
+/// The text carries the underlying error's text, so `source()` does not return it too (a
+/// reporter that prints the chain would say it twice).
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct ManifestError {
+    pub path: PathBuf,
+    pub problem: ManifestProblem,
+}
+
+/// What is wrong with a manifest; the text names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestProblem {
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    #[error("name: must not be empty")]
+    EmptyName,
+    #[error("batch_size: must be between 1 and 10000")]
+    BatchSize,
+    #[error("max_in_flight: must be between 1 and 256")]
+    MaxInFlight,
+    #[error("limits.memory: {0}")]
+    MemorySize(SizeError),
+    #[error("limits.memory: must be between 1MiB and 4GiB")]
+    MemoryRange,
+    #[error("limits.deadline: must be greater than zero")]
+    ZeroDeadline,
+    #[error("limits.response_size: {0}")]
+    ResponseSize(SizeError),
+    #[error("limits.response_size: must be between 1KiB and 256MiB")]
+    ResponseSizeRange,
+    #[error("limits.http_timeout: must be greater than zero and at most 5m")]
+    HttpTimeout,
+    #[error("secrets: `{0}` is not a config field path like `api_key` or `headers.Authorization`")]
+    SecretPath(String),
+}
+
+/// A size that [`parse_size`] cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("`{0}` is not a size like `64MiB`")]
+    NotASize(String),
+    #[error("unknown unit `{unit}` in `{text}`")]
+    UnknownUnit { unit: String, text: String },
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
 impl Manifest {
     /// Parses and validates manifest text; errors name the file and the field.
-    pub fn parse(text: &str, path: &Path) -> Result<Manifest, String> {
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        let in_file = |problem| ManifestError {
+            path: path.to_path_buf(),
+            problem,
+        };
         let manifest: Manifest =
-            toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
-        manifest
-            .validate()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            toml::from_str(text).map_err(|e| in_file(ManifestProblem::Toml(e)))?;
+        manifest.validate().map_err(in_file)?;
         Ok(manifest)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ManifestProblem> {
         if self.name.is_empty() {
-            return Err("name: must not be empty".into());
+            return Err(ManifestProblem::EmptyName);
         }
         if !(1..=10_000).contains(&self.batch_size) {
-            return Err("batch_size: must be between 1 and 10000".into());
+            return Err(ManifestProblem::BatchSize);
         }
         if !(1..=256).contains(&self.max_in_flight) {
-            return Err("max_in_flight: must be between 1 and 256".into());
+            return Err(ManifestProblem::MaxInFlight);
         }
         let memory = self.memory_bytes()?;
         if !((1 << 20)..=MAX_MEMORY).contains(&memory) {
-            return Err("limits.memory: must be between 1MiB and 4GiB".into());
+            return Err(ManifestProblem::MemoryRange);
         }
         if self.limits.deadline.is_zero() {
-            return Err("limits.deadline: must be greater than zero".into());
+            return Err(ManifestProblem::ZeroDeadline);
         }
         let response = self.response_size_bytes()?;
         if !((1 << 10)..=MAX_RESPONSE_SIZE).contains(&response) {
-            return Err("limits.response_size: must be between 1KiB and 256MiB".into());
+            return Err(ManifestProblem::ResponseSizeRange);
         }
         if self.limits.http_timeout.is_zero() || self.limits.http_timeout > MAX_HTTP_TIMEOUT {
-            return Err("limits.http_timeout: must be greater than zero and at most 5m".into());
+            return Err(ManifestProblem::HttpTimeout);
         }
         for path in &self.secrets {
             if path.is_empty() || path.split('.').any(str::is_empty) {
-                return Err(format!(
-                    "secrets: `{path}` is not a config field path like `api_key` or `headers.Authorization`"
-                ));
+                return Err(ManifestProblem::SecretPath(path.clone()));
             }
         }
         Ok(())
     }
 
     /// The memory cap in bytes.
-    pub fn memory_bytes(&self) -> Result<u64, String> {
-        parse_size(&self.limits.memory).map_err(|e| format!("limits.memory: {e}"))
+    pub fn memory_bytes(&self) -> Result<u64, ManifestProblem> {
+        parse_size(&self.limits.memory).map_err(ManifestProblem::MemorySize)
     }
 
     /// The response body cap in bytes.
-    pub fn response_size_bytes(&self) -> Result<u64, String> {
-        parse_size(&self.limits.response_size).map_err(|e| format!("limits.response_size: {e}"))
+    pub fn response_size_bytes(&self) -> Result<u64, ManifestProblem> {
+        parse_size(&self.limits.response_size).map_err(ManifestProblem::ResponseSize)
     }
 }
 
 /// Parses sizes such as `64MiB`, `512KiB`, `1GiB`, `1048576` (bytes); KB/MB/GB are read as
 /// binary units too, since that is what people mean for memory.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("`{text}` is not a size like `64MiB`"))?;
+        .map_err(|_| SizeError::NotASize(text.to_string()))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown unit `{other}` in `{text}`")),
+        other => {
+            return Err(SizeError::UnknownUnit {
+                unit: other.to_string(),
+                text: text.to_string(),
+            });
+        }
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("`{text}` is too large"))
+        .ok_or_else(|| SizeError::TooLarge(text.to_string()))
 }
 
 #[cfg(test)]
@@ -225,12 +279,17 @@ max_attempts = 5
     fn errors_name_file_and_field() {
         let err =
             Manifest::parse("name = \"x\"\nbatch_size = 0\n", Path::new("p/x.toml")).unwrap_err();
-        assert_eq!(err, "p/x.toml: batch_size: must be between 1 and 10000");
+        assert!(matches!(err.problem, ManifestProblem::BatchSize), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "p/x.toml: batch_size: must be between 1 and 10000"
+        );
         let err = Manifest::parse(
             "name = \"x\"\n[limits]\nmemory = \"lots\"\n",
             Path::new("x.toml"),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("x.toml: limits.memory:"), "{err}");
     }
 
@@ -261,8 +320,9 @@ max_attempts = 5
             ("[limits]\nhttp_timeout = \"1h\"\n", "limits.http_timeout:"),
             ("secrets = [\"headers.\"]\n", "secrets:"),
         ] {
-            let err =
-                Manifest::parse(&format!("name = \"x\"\n{text}"), Path::new("x.toml")).unwrap_err();
+            let err = Manifest::parse(&format!("name = \"x\"\n{text}"), Path::new("x.toml"))
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.starts_with(&format!("x.toml: {field}")),
                 "{text}: {err}"
@@ -275,6 +335,17 @@ max_attempts = 5
         assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("512 KiB").unwrap(), 512 << 10);
         assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
-        assert!(parse_size("12XB").is_err());
+        assert_eq!(
+            parse_size("12XB").unwrap_err().to_string(),
+            "unknown unit `xb` in `12XB`"
+        );
+        assert_eq!(
+            parse_size("lots").unwrap_err().to_string(),
+            "`lots` is not a size like `64MiB`"
+        );
+        assert_eq!(
+            parse_size("99999999999G").unwrap_err().to_string(),
+            "`99999999999G` is too large"
+        );
     }
 }
