@@ -2,7 +2,8 @@
 //!
 //! Builds the shipped `webhook` plugin, writes a config with one source and one destination
 //! pointing at a built-in sink, starts that sink (it prints every delivery and whether its
-//! signature verified) and runs Sluice with an embedded PostgreSQL under `--dir`.
+//! signature verified) and runs Sluice with an embedded PostgreSQL under `--dir`, with the
+//! admin API and operator page on their own listener (a fresh operator token each run).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,12 +18,22 @@ const WRITE_KEY: &str = "wk_demo";
 /// `whsec_` + base64("sluice-demo-secret").
 const SECRET: &str = "whsec_c2x1aWNlLWRlbW8tc2VjcmV0";
 
-pub async fn run(
-    dir: &Path,
-    listen: SocketAddr,
-    sink: SocketAddr,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+/// Where the demo listens.
+pub struct Addresses {
+    /// Ingest.
+    pub listen: SocketAddr,
+    /// The built-in webhook receiver.
+    pub sink: SocketAddr,
+    /// The admin API and operator page.
+    pub admin: SocketAddr,
+}
+
+pub async fn run(dir: &Path, at: Addresses, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Addresses {
+        listen,
+        sink,
+        admin,
+    } = at;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let plugins = dir.join("plugins");
@@ -39,6 +50,11 @@ pub async fn run(
     })
     .await
     .context("building the webhook plugin")?;
+
+    // A new operator token each run, kept in a file only this user can read.
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let token_path = dir.join("admin.token");
+    write_private(&token_path, &token)?;
 
     let config_path = dir.join("sluice.toml");
     std::fs::write(
@@ -64,6 +80,14 @@ workspace = "demo"
 plugin = "webhook"
 config = {{ url = "http://{sink}/hook", secret = "{SECRET}" }}
 retry = {{ min_backoff = "2s", max_backoff = "30s", max_attempts = 5, window = "10m" }}
+
+[admin]
+listen = "{admin}"
+
+[[admin.tokens]]
+name = "demo"
+scope = "operator"
+token_file = "admin.token"
 "#
         ),
     )?;
@@ -79,11 +103,26 @@ retry = {{ min_backoff = "2s", max_backoff = "30s", max_attempts = 5, window = "
     ));
 
     println!(
-        "\nSluice demo\n  config:    {}\n  write key: {WRITE_KEY}\n  sink:      http://{sink}/hook (deliveries are printed below)\n\nSend an event from another terminal:\n  curl -u {WRITE_KEY}: -H 'content-type: application/json' \\\n    -d '{{\"batch\":[{{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"Signed Up\"}}]}}' \\\n    http://{listen}/v1/batch\n\nInspect the store with psql and the URL from the `database url=...` log line, e.g.\n  SELECT * FROM destination_depth;  SELECT * FROM failed_jobs;\nPress Ctrl-C to stop.\n",
+        "\nSluice demo\n  config:        {}\n  write key:     {WRITE_KEY}\n  sink:          http://{sink}/hook (deliveries are printed below)\n  operator page: http://{admin}/ (token: {token})\n\nSend an event from another terminal:\n  curl -u {WRITE_KEY}: -H 'content-type: application/json' \\\n    -d '{{\"batch\":[{{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"Signed Up\"}}]}}' \\\n    http://{listen}/v1/batch\n\nOperate it from the command line:\n  SLUICE_ADMIN_URL=http://{admin} SLUICE_ADMIN_TOKEN={token} sluice destinations list\n\nInspect the store with psql and the URL from the `database url=...` log line, e.g.\n  SELECT * FROM lane_backlog;  SELECT * FROM failed_jobs;\nPress Ctrl-C to stop.\n",
         config_path.display()
     );
     let result = sluice::run(config, None, shutdown.clone()).await;
     shutdown.cancel();
     let _ = sink_task.await;
     result
+}
+
+/// Writes `text` to `path`, readable by this user only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

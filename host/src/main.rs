@@ -54,6 +54,9 @@ enum Command {
         /// Where the demo sink receives webhooks.
         #[arg(long, default_value = "127.0.0.1:9000")]
         sink: SocketAddr,
+        /// Where the admin API and the operator page listen.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        admin: SocketAddr,
     },
     /// Receive webhooks, verify their Standard Webhooks signatures and print them.
     ///
@@ -170,8 +173,18 @@ fn main() -> anyhow::Result<()> {
                 }
                 sluice::run(config, None, shutdown_on_signal()).await
             }
-            Command::Demo { dir, listen, sink } => {
-                demo::run(&dir, listen, sink, shutdown_on_signal()).await
+            Command::Demo {
+                dir,
+                listen,
+                sink,
+                admin,
+            } => {
+                let at = demo::Addresses {
+                    listen,
+                    sink,
+                    admin,
+                };
+                demo::run(&dir, at, shutdown_on_signal()).await
             }
             Command::Sink {
                 listen,

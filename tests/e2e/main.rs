@@ -10,6 +10,7 @@ mod clients;
 mod compile_cache;
 mod crash;
 mod delivery;
+mod demo;
 mod hostile;
 mod hosts;
 mod hot_reload;

@@ -207,5 +207,9 @@ async fn circuit(db: Db) {
     };
     report(5, false, 16).await;
     report(1, true, 2).await;
-    assert_eq!(read().await, (Some(true), Some(2)), "the latest report wins");
+    assert_eq!(
+        read().await,
+        (Some(true), Some(2)),
+        "the latest report wins"
+    );
 }
