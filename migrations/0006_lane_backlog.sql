@@ -13,8 +13,10 @@
 --   oldest_*        the oldest unfinished job: the first open row or the first event past the
 --                   cursor, whichever is older (one index probe each).
 --
--- The first event past the cursor may already be delivered and not yet committed (a lane
--- commits its cursor in batches), so `oldest_*` can lag by one commit, never more.
+-- Only a job the lane's owner has read (at or below `claimed_to`) can have a row, so only
+-- those are probed for one. The first event past the cursor may already be delivered and not
+-- yet committed (a lane commits its cursor in batches), so `oldest_*` can lag by one commit,
+-- never more.
 
 -- A lane's unfinished rows in id order: its first entry is the lane's oldest open job.
 CREATE INDEX job_state_open_lane ON job_state (workspace_id, destination_id, event_id)
@@ -46,10 +48,11 @@ CROSS JOIN LATERAL (
             SELECT e.id FROM events e
             WHERE e.workspace_id = r.workspace_id AND e.source_id = r.source_id
               AND e.id > l.cursor AND e.id <= h.last_id
-              AND NOT EXISTS (SELECT 1 FROM job_state s
-                              WHERE s.workspace_id = e.workspace_id
-                                AND s.destination_id = l.destination_id
-                                AND s.event_id = e.id)
+              AND (e.id > l.claimed_to
+                   OR NOT EXISTS (SELECT 1 FROM job_state s
+                                  WHERE s.workspace_id = e.workspace_id
+                                    AND s.destination_id = l.destination_id
+                                    AND s.event_id = e.id))
             ORDER BY e.id LIMIT 10001
         ) e
         WHERE r.workspace_id = l.workspace_id AND r.destination_id = l.destination_id
@@ -72,10 +75,11 @@ LEFT JOIN LATERAL (
              SELECT e.id, e.received_at FROM events e
              WHERE e.workspace_id = r.workspace_id AND e.source_id = r.source_id
                AND e.id > l.cursor AND e.id <= h.last_id
-               AND NOT EXISTS (SELECT 1 FROM job_state s
-                               WHERE s.workspace_id = e.workspace_id
-                                 AND s.destination_id = l.destination_id
-                                 AND s.event_id = e.id)
+               AND (e.id > l.claimed_to
+                    OR NOT EXISTS (SELECT 1 FROM job_state s
+                                   WHERE s.workspace_id = e.workspace_id
+                                     AND s.destination_id = l.destination_id
+                                     AND s.event_id = e.id))
              ORDER BY e.id LIMIT 1
          ) e
          WHERE r.workspace_id = l.workspace_id AND r.destination_id = l.destination_id)
