@@ -64,7 +64,7 @@ LEFT JOIN LATERAL (
         (SELECT e.id, e.received_at
          FROM job_state s
          JOIN events e ON e.workspace_id = s.workspace_id AND e.source_id = s.source_id
-                      AND e.id = s.event_id
+                      AND e.id = s.event_id AND e.dataset = s.dataset
          WHERE s.workspace_id = l.workspace_id AND s.destination_id = l.destination_id
            AND s.state IN ('pending', 'failed')
          ORDER BY s.event_id LIMIT 1)

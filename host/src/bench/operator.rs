@@ -3,9 +3,9 @@
 //! small backlog in the same run. "Fast at any backlog size" means the ratio stays near 1.
 //!
 //! The backlog is held by a destination whose plugin is not loaded (nothing drains it). Its
-//! first tenth is marked delivered with one job in a thousand failed, as a destination that
-//! rejects some users would leave it, and the store is vacuumed as autovacuum would have done
-//! by the time an operator looks. The views the API used before (`destination_depth`, `job_overview`) are timed on the
+//! first tenth is marked delivered with 200 jobs failed in it, as a destination that rejects
+//! some users would leave it, and the store is vacuumed as autovacuum would have done by the
+//! time an operator looks. The views the API used before (`destination_depth`, `job_overview`) are timed on the
 //! same data for comparison.
 
 use std::time::{Duration, Instant};
@@ -140,8 +140,9 @@ impl Bench {
 }
 
 /// Moves the lane a tenth of the way through the log, as if it had delivered that much with
-/// one job in a thousand failing (rows, keys blocked), and returns an event id from the middle
-/// of the log.
+/// 200 jobs failed early on (one in five of the first thousand: rows, keys blocked), the same
+/// at every backlog so that only the backlog differs; returns an event id from the middle of
+/// the log.
 async fn fail_some(database_url: &str) -> anyhow::Result<i64> {
     let pool = sqlx::PgPool::connect(database_url).await?;
     sqlx::raw_sql(
@@ -150,7 +151,7 @@ async fn fail_some(database_url: &str) -> anyhow::Result<i64> {
                                 first_attempt_at, last_attempt_at, next_attempt_at)
          SELECT e.dataset, e.workspace_id, 'dest', e.id, e.source_id, e.user_key, 'failed', 1,
                 'http_503', 'service unavailable', now(), now(), now() + interval '1 hour'
-         FROM events e, ingest_head h WHERE e.id % 1000 = 0 AND e.id <= h.last_id / 10;
+         FROM events e WHERE e.id % 5 = 0 AND e.id <= 1000;
          INSERT INTO blocked_keys (workspace_id, destination_id, order_key, next_attempt_at)
          SELECT workspace_id, destination_id, order_key, min(next_attempt_at)
          FROM job_state GROUP BY 1, 2, 3 ON CONFLICT DO NOTHING;

@@ -6,7 +6,8 @@
 //! each already in (event id, destination) order, merged under one `LIMIT`:
 //!
 //! - **rows**: jobs with a `job_state` row (every failed, parked, aborted or retried job),
-//!   read through its primary key or its own filters;
+//!   read through its primary key or its own filters; a row and its event are in the same
+//!   dataset (compaction moves them together), which lets PostgreSQL probe one partition;
 //! - **log**: jobs without a row, read per (lane, source) from the `events_read` index as an
 //!   id range (delivered at or below the cursor, executing up to `claimed_to`, pending up to
 //!   the ingest head), each range cut off at the page size.
@@ -73,7 +74,7 @@ fn rows_branch(
          JOIN routes r ON r.workspace_id = s.workspace_id
                       AND r.destination_id = s.destination_id AND r.source_id = s.source_id
          JOIN events e ON e.workspace_id = s.workspace_id AND e.source_id = s.source_id
-                      AND e.id = s.event_id
+                      AND e.id = s.event_id AND e.dataset = s.dataset
          WHERE l.retired_at IS NULL AND e.id > l.start_id",
     );
     lane_filters(q, filter, "s");

@@ -35,9 +35,24 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<JobSummary>, StoreError> {
         let mut query = job_list::query(filter, cursor, states, limit);
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::from_sqlx("listing jobs"))?;
+        // A page reads a few index entries per branch; across several dataset partitions the
+        // planner may still choose parallel workers, whose start costs ten times the query
+        // (measured: 11 ms against 0.5 ms at a 1M backlog).
+        sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0")
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx("listing jobs"))?;
         let rows = query
             .build()
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx("listing jobs"))?;
+        tx.commit()
             .await
             .map_err(StoreError::from_sqlx("listing jobs"))?;
         Ok(rows.iter().map(summary).collect())
@@ -66,7 +81,8 @@ impl Store {
              FROM lanes l
              JOIN routes r ON r.workspace_id = l.workspace_id AND r.destination_id = l.destination_id
              CROSS JOIN LATERAL (
-                 SELECT e.id, e.source_id, e.user_key, e.message_id, e.received_at, e.event
+                 SELECT e.id, e.dataset, e.source_id, e.user_key, e.message_id, e.received_at,
+                        e.event
                  FROM events e
                  WHERE e.workspace_id = r.workspace_id AND e.source_id = r.source_id
                    AND e.id = $3
@@ -74,6 +90,7 @@ impl Store {
              ) e
              LEFT JOIN job_state s ON s.workspace_id = l.workspace_id
                  AND s.destination_id = l.destination_id AND s.event_id = e.id
+                 AND s.dataset = e.dataset
              WHERE l.workspace_id = $1 AND l.destination_id = $2 AND l.retired_at IS NULL
                AND e.id > l.start_id",
         )
