@@ -94,11 +94,7 @@ fn rows_branch(
             .push(") > 0");
     }
     if let Some(c) = cursor {
-        q.push(" AND (s.event_id, s.destination_id) > (")
-            .push_bind(c.event_id)
-            .push(", ")
-            .push_bind(&c.destination)
-            .push("::text)");
+        after(q, c, "s.event_id", "s.destination_id");
     }
     q.push(" ORDER BY s.event_id, s.destination_id LIMIT ")
         .push_bind(limit)
@@ -165,13 +161,8 @@ fn log_branch(
     if let Some(c) = cursor {
         // The range bound (for the index), then the exact position, before the range's own
         // LIMIT: jobs at or before the cursor must not take its places.
-        q.push(" AND e.id >= ")
-            .push_bind(c.event_id)
-            .push(" AND (e.id, l.destination_id) > (")
-            .push_bind(c.event_id)
-            .push(", ")
-            .push_bind(&c.destination)
-            .push("::text)");
+        q.push(" AND e.id >= ").push_bind(c.event_id);
+        after(q, c, "e.id", "l.destination_id");
     }
     q.push(
         " AND NOT EXISTS (SELECT 1 FROM job_state s
@@ -191,6 +182,15 @@ fn log_branch(
     q.push(") j");
     q.push(" ORDER BY event_id, destination_id LIMIT ")
         .push_bind(limit);
+}
+
+/// `AND (event, destination) > cursor`, on the given columns.
+fn after(q: &mut QueryBuilder<Postgres>, cursor: &JobCursor, event: &str, destination: &str) {
+    q.push(format!(" AND ({event}, {destination}) > ("))
+        .push_bind(cursor.event_id)
+        .push(", ")
+        .push_bind(cursor.destination.clone())
+        .push("::text)");
 }
 
 /// Workspace and destination, on the table aliased `alias`.
