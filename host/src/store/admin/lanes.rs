@@ -19,7 +19,7 @@ impl Store {
                     d.parked + d.queued - d.executing AS pending, d.executing, d.failed,
                     d.queued_capped, d.oldest_age_seconds AS oldest_age,
                     st.delivered, st.failed5, st.aborted, st.throttled,
-                    cur.concurrency_limit, coalesce(cur.breaker_open, false) AS breaker_open
+                    s.concurrency_limit, coalesce(s.breaker_open, false) AS breaker_open
              FROM lane_status s
              JOIN lane_backlog d
                  ON d.workspace_id = s.workspace_id AND d.destination_id = s.destination_id
@@ -32,11 +32,6 @@ impl Store {
                  WHERE x.workspace_id = s.workspace_id AND x.destination_id = s.destination_id
                    AND x.minute > date_trunc('minute', now()) - make_interval(mins => $1)
              ) st
-             LEFT JOIN LATERAL (
-                 SELECT x.concurrency_limit, x.breaker_open FROM lane_stats x
-                 WHERE x.workspace_id = s.workspace_id AND x.destination_id = s.destination_id
-                 ORDER BY x.minute DESC LIMIT 1
-             ) cur ON true
              WHERE s.retired_at IS NULL
              ORDER BY s.workspace_id, s.destination_id",
         )
