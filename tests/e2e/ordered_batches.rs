@@ -11,21 +11,11 @@ use sqlx::PgPool;
 use crate::harness::*;
 
 fn config(url: &str) -> String {
-    format!(
-        r#"
-[[source]]
-id = "web"
-workspace = "acme"
-write_key = "{WRITE_KEY}"
-destinations = ["batch"]
-
-[[destination]]
-id = "batch"
-workspace = "acme"
-plugin = "http-batch"
-config = {{ url = "{url}", item_errors = "errors" }}
-retry = {{ min_backoff = "1s", max_backoff = "2s" }}
-"#
+    let config = format!(r#"{{ url = "{url}", item_errors = "errors" }}"#);
+    let retry = r#"{ min_backoff = "1s", max_backoff = "2s" }"#;
+    source_config(
+        &["batch"],
+        &destination_table("batch", "http-batch", &config, retry),
     )
 }
 

@@ -13,33 +13,8 @@ use crate::harness::*;
 const FAST_RETRY: &str =
     r#"{ min_backoff = "1s", max_backoff = "5s", max_attempts = 3, window = "1h" }"#;
 
-/// One source feeding `destinations`, followed by their `[[destination]]` tables.
-fn config(destinations: &[&str], tables: &str) -> String {
-    let ids: Vec<String> = destinations.iter().map(|d| format!("{d:?}")).collect();
-    format!(
-        r#"
-[[source]]
-id = "web"
-workspace = "acme"
-write_key = "{WRITE_KEY}"
-destinations = [{}]
-{tables}
-"#,
-        ids.join(", ")
-    )
-}
-
 fn destination(id: &str, plugin: &str, config: &str) -> String {
-    format!(
-        r#"
-[[destination]]
-id = "{id}"
-workspace = "acme"
-plugin = "{plugin}"
-config = {config}
-retry = {FAST_RETRY}
-"#
-    )
+    destination_table(id, plugin, config, FAST_RETRY)
 }
 
 /// `users` users with `per_user` track events each (harness `track`), interleaved.
@@ -109,7 +84,7 @@ async fn http_batch_posts_arrays_in_order_and_aborts_the_items_the_receiver_reje
         "http-batch",
         &format!(r#"{{ url = "{url}", item_errors = "errors", max_items = 4 }}"#),
     );
-    let sluice = Sluice::start(&config(&["batch"], &table));
+    let sluice = Sluice::start(&source_config(&["batch"], &table));
     let mut events = tracks(3, 6);
     for e in &mut events {
         if e["messageId"] == "user-1-3" {
@@ -187,7 +162,7 @@ async fn amplitude_gets_its_event_format_and_invalid_events_are_dropped_from_the
             api.base
         ),
     );
-    let sluice = Sluice::start(&config(&["amp"], &table));
+    let sluice = Sluice::start(&source_config(&["amp"], &table));
     let mut events = tracks(3, 5);
     for e in &mut events {
         if e["messageId"] == "user-2-1" {
@@ -267,7 +242,7 @@ async fn posthog_gets_capture_events_in_order_and_a_wrong_key_aborts_with_a_clea
         ),
     ]
     .concat();
-    let sluice = Sluice::start(&config(&["ph", "ph-bad"], &tables));
+    let sluice = Sluice::start(&source_config(&["ph", "ph-bad"], &tables));
     let identify = json!({
         "type": "identify", "userId": "user-0", "anonymousId": "anon-0",
         "messageId": "user-0-identify", "traits": {"plan": "pro"},

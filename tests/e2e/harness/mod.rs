@@ -24,25 +24,42 @@ pub use sink::{Received, Sink};
 pub const WRITE_KEY: &str = "wk_test";
 pub const SECRET: &str = "whsec_dGVzdC1zZWNyZXQ=";
 
-/// One source (`WRITE_KEY`) feeding one webhook destination `hook` at `sink_url`, plus `extra`.
-pub fn webhook_config(sink_url: &str, retry: &str, extra: &str) -> String {
+/// The source `web` of workspace `acme` (`WRITE_KEY`) feeding `destinations`, followed by
+/// their `[[destination]]` tables.
+pub fn source_config(destinations: &[&str], tables: &str) -> String {
+    let ids: Vec<String> = destinations.iter().map(|d| format!("{d:?}")).collect();
     format!(
         r#"
 [[source]]
 id = "web"
 workspace = "acme"
 write_key = "{WRITE_KEY}"
-destinations = ["hook"]
+destinations = [{}]
+{tables}
+"#,
+        ids.join(", ")
+    )
+}
 
+/// A `[[destination]]` table of workspace `acme`; `config` and `retry` are inline TOML tables.
+pub fn destination_table(id: &str, plugin: &str, config: &str, retry: &str) -> String {
+    format!(
+        r#"
 [[destination]]
-id = "hook"
+id = "{id}"
 workspace = "acme"
-plugin = "webhook"
-config = {{ url = "{sink_url}", secret = "{SECRET}" }}
+plugin = "{plugin}"
+config = {config}
 retry = {retry}
-{extra}
 "#
     )
+}
+
+/// One source (`WRITE_KEY`) feeding one webhook destination `hook` at `sink_url`, plus `extra`.
+pub fn webhook_config(sink_url: &str, retry: &str, extra: &str) -> String {
+    let config = format!(r#"{{ url = "{sink_url}", secret = "{SECRET}" }}"#);
+    let table = destination_table("hook", "webhook", &config, retry);
+    source_config(&["hook"], &format!("{table}{extra}\n"))
 }
 
 /// A track event of `user` carrying its per-user sequence number.
