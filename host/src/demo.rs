@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use sluice::config::Config;
-use sluice::plugin_build::{self, BuildOptions};
+use crate::plugin_build::{self, BuildOptions};
+use sluice_config::Config;
 
 const WRITE_KEY: &str = "wk_demo";
 /// `whsec_` + base64("sluice-demo-secret").
@@ -96,7 +96,7 @@ token_file = "admin.token"
     let sink_listener = tokio::net::TcpListener::bind(sink)
         .await
         .with_context(|| format!("binding the demo sink on {sink}"))?;
-    let sink_task = tokio::spawn(sluice::sink::serve(
+    let sink_task = tokio::spawn(crate::sink::serve(
         sink_listener,
         SECRET.into(),
         shutdown.clone(),
@@ -106,7 +106,7 @@ token_file = "admin.token"
         "\nSluice demo\n  config:        {}\n  write key:     {WRITE_KEY}\n  sink:          http://{sink}/hook (deliveries are printed below)\n  operator page: http://{admin}/ (token: {token})\n\nSend an event from another terminal:\n  curl -u {WRITE_KEY}: -H 'content-type: application/json' \\\n    -d '{{\"batch\":[{{\"type\":\"track\",\"userId\":\"u1\",\"event\":\"Signed Up\"}}]}}' \\\n    http://{listen}/v1/batch\n\nOperate it from the command line:\n  SLUICE_ADMIN_URL=http://{admin} SLUICE_ADMIN_TOKEN={token} sluice destinations list\n\nInspect the store with psql and the URL from the `database url=...` log line, e.g.\n  SELECT * FROM lane_backlog;  SELECT * FROM failed_jobs;\nPress Ctrl-C to stop.\n",
         config_path.display()
     );
-    let result = sluice::run(config, None, shutdown.clone()).await;
+    let result = crate::server::run(config, None, shutdown.clone()).await;
     shutdown.cancel();
     let _ = sink_task.await;
     result

@@ -3,6 +3,11 @@
 mod admin_cli;
 mod bench;
 mod demo;
+mod plugin_build;
+mod plugin_call;
+mod plugin_new;
+mod server;
+mod sink;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,13 +16,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use sluice::config::Config;
+use sluice_config::Config;
 
 // Delivery allocates small buffers on many threads at a high rate (events, requests, plugin
 // payloads); glibc's allocator spent a fifth of the host's time on it, mimalloc a fraction.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use sluice::plugin_build::{self, BuildOptions};
+use plugin_build::BuildOptions;
 
 #[derive(Parser)]
 #[command(
@@ -171,7 +176,7 @@ fn main() -> anyhow::Result<()> {
                 if let Some(listen) = listen {
                     config.server.listen = listen;
                 }
-                sluice::run(config, None, shutdown_on_signal()).await
+                crate::server::run(config, None, shutdown_on_signal()).await
             }
             Command::Demo {
                 dir,
@@ -206,25 +211,28 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("binding {listen}"))?;
                 // The bound address, so that `--listen 127.0.0.1:0` tells where it went.
                 println!("sink listening on http://{}", listener.local_addr()?);
-                sluice::sink::serve(listener, secret, shutdown_on_signal()).await
+                crate::sink::serve(listener, secret, shutdown_on_signal()).await
             }
             Command::Plugin(PluginCommand::New {
                 name,
                 dir,
                 sdk_path,
             }) => {
-                let created = sluice::plugin_new::create(&sluice::plugin_new::NewOptions {
+                let created = crate::plugin_new::create(&crate::plugin_new::NewOptions {
                     name: name.clone(),
                     dir,
                     sdk_path,
                 })?;
                 let dir = created.dir.display();
-                println!("created plugin `{name}` in {dir}");
+                println!("created plugin `{name}` in {dir}:");
+                for file in &created.files {
+                    println!("  {}", file.display());
+                }
                 match &created.sdk_path {
                     Some(sdk) => println!("sluice-sdk: {} (see [patch.crates-io])", sdk.display()),
                     None => println!(
                         "sluice-sdk: {} from crates.io",
-                        sluice::plugin_new::SDK_VERSION
+                        crate::plugin_new::SDK_VERSION
                     ),
                 }
                 println!("next: cd {dir} && cargo test && sluice plugin build . --out plugins");
@@ -259,8 +267,7 @@ fn main() -> anyhow::Result<()> {
                 send,
                 repeat,
             }) => {
-                let report =
-                    sluice::plugin_call::call(&wasm, &config, &event, repeat, send).await?;
+                let report = crate::plugin_call::call(&wasm, &config, &event, repeat, send).await?;
                 for (i, p) in report.payloads.iter().enumerate() {
                     println!("payload[{i}]: {p}");
                 }

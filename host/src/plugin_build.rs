@@ -17,8 +17,8 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::runtime::allowlist::Allowlist;
-use crate::runtime::{Manifest, PluginRuntime};
+use sluice_runtime::allowlist::Allowlist;
+use sluice_runtime::{Manifest, PluginRuntime};
 
 pub const TARGET: &str = "wasm32-wasip2";
 
@@ -223,7 +223,8 @@ fn manifest_from_metadata(package: &Value) -> anyhow::Result<Manifest> {
     table
         .entry("version")
         .or_insert_with(|| package["version"].clone());
-    let manifest: Manifest = serde_json::from_value(Value::Object(table))
+    // The error names the field (`limits.memory: …`), not only what was wrong with it.
+    let manifest: Manifest = serde_path_to_error::deserialize(Value::Object(table))
         .context("invalid [package.metadata.sluice]")?;
     // Same validation as loading: parse what we are about to write.
     let text = toml::to_string(&manifest)?;

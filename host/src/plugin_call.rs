@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::runtime::allowlist::Allowlist;
-use crate::runtime::bindings::{JobContext, Request};
-use crate::runtime::{InstanceSpec, NetworkPolicy, PluginInstance, PluginRuntime};
+use sluice_runtime::allowlist::Allowlist;
+use sluice_runtime::bindings::{JobContext, Request};
+use sluice_runtime::{InstanceSpec, NetworkPolicy, PluginInstance, PluginRuntime};
 
 /// What `plugin call` measured.
 #[derive(Debug)]
@@ -56,7 +56,7 @@ pub async fn call(
         config_json: config.to_string(),
         allowlist: Arc::new(allowlist),
         http: runtime.outbound(&policy)?,
-        limiter: Arc::new(crate::runtime::limiter::Limiter::new(8, 256)),
+        limiter: Arc::new(sluice_runtime::limiter::Limiter::new(8, 256)),
     };
     let mut instance = PluginInstance::new(&runtime, &spec)
         .await
@@ -73,14 +73,14 @@ pub async fn call(
 
     // The plugin sees the event as a stored job would be: validated and normalised by ingest
     // (messageId, receivedAt).
-    let received_at = crate::ingest::event::now_rfc3339();
+    let received_at = sluice_engine::ingest::event::now_rfc3339();
     let value: &serde_json::value::RawValue =
         serde_json::from_str(event).context("--event is not valid JSON")?;
-    let meta = crate::ingest::event::RequestMeta {
+    let meta = sluice_engine::ingest::event::RequestMeta {
         received_at: &received_at,
         sent_at: None,
     };
-    let normalized = crate::ingest::event::normalize(value, None, &meta)
+    let normalized = sluice_engine::ingest::event::normalize(value, None, &meta)
         .map_err(|why| anyhow::anyhow!("--event is not a valid event: {why}"))?;
     let event = normalized.json.as_str();
 

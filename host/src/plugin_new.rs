@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 
 /// The `sluice-sdk` version requirement new plugins start with (checked against
 /// `sdk/Cargo.toml` by a unit test).
-pub const SDK_VERSION: &str = "0.1";
+pub const SDK_VERSION: &str = "0.2";
 
 /// The SDK checkout this binary was built from, if it is still there.
 const OWN_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");

@@ -30,7 +30,9 @@ pub trait Destination: Sized + 'static {
     /// the instance.
     ///
     /// An `Err` stops the destination from starting and is shown to the operator: name the
-    /// field with [`ConfigError::field`], or write `Err("url: must be http(s)".into())`.
+    /// field with [`ConfigError::field`], or write `Err("url: must be http(s)".into())` (a
+    /// leading `field.path: ` becomes the error's path). The checks in
+    /// [`validate`](crate::validate) cover URLs and headers.
     fn configure(config: Self::Config) -> Result<Self, ConfigError>;
 
     /// Turn one event into zero or more payloads.

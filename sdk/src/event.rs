@@ -9,7 +9,8 @@
 //! Timestamps stay text in their fields; [`Event::parsed_timestamp`] and its siblings read them
 //! as RFC 3339 (`2024-01-01T00:00:00.000Z`, `2024-01-01T01:00:00+01:00`) when a destination
 //! needs a time. An absent, `null` or empty timestamp is `None`, anything else that is not
-//! RFC 3339 is a [`TimestampError`] naming the field.
+//! RFC 3339 is a [`TimestampError`] naming the field. [`Event::occurred_at`] takes the first
+//! readable of `timestamp`, `originalTimestamp` and `receivedAt`, passing over unreadable ones.
 
 use std::fmt;
 
@@ -198,19 +199,42 @@ impl Event {
         parse_time("receivedAt", self.received_at.as_deref())
     }
 
-    /// When the event happened, as well as it is known: `timestamp`, else `originalTimestamp`,
-    /// else `receivedAt`; the first one present must parse.
+    /// When the event happened, as well as it is known: the first of `timestamp`,
+    /// `originalTimestamp` and `receivedAt`, in that order, that is present and parses.
+    ///
+    /// A field that is present but not RFC 3339 is passed over for the next one, so one bad
+    /// client timestamp does not cost the event its time. Only when none parses is the first
+    /// unreadable field's [`TimestampError`] returned (`Ok(None)`: all three are absent or
+    /// empty). `sentAt` is never used: it is when the client sent its batch, not when the event
+    /// happened. To be strict about one field, use [`Event::parsed_timestamp`] and its
+    /// siblings.
+    ///
+    /// ```
+    /// # use sluice_sdk::Event;
+    /// let event = Event::from_json(
+    ///     r#"{"type":"track","messageId":"m","timestamp":"yesterday",
+    ///         "receivedAt":"2024-05-01T10:30:00Z"}"#,
+    /// ).unwrap();
+    /// assert!(event.parsed_timestamp().is_err());
+    /// let at = event.occurred_at().unwrap().unwrap();
+    /// assert_eq!(at.unix_timestamp(), 1_714_559_400);
+    /// ```
     pub fn occurred_at(&self) -> Result<Option<OffsetDateTime>, TimestampError> {
+        let mut first_error = None;
         for parsed in [
             Event::parsed_timestamp,
             Event::parsed_original_timestamp,
             Event::parsed_received_at,
         ] {
-            if let Some(time) = parsed(self)? {
-                return Ok(Some(time));
+            match parsed(self) {
+                Ok(Some(time)) => return Ok(Some(time)),
+                Ok(None) => {}
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
             }
         }
-        Ok(None)
+        first_error.map_or(Ok(None), Err)
     }
 }
 
@@ -441,16 +465,50 @@ mod tests {
                 "{err}"
             );
         }
+        event.sent_at = None;
         event.timestamp = Some("soon".into());
-        event.received_at = Some("2024-01-01T00:00:00Z".into());
-        let err = event
-            .occurred_at()
-            .expect_err("the first present one must parse");
-        assert_eq!(err.field, "timestamp");
+        event.original_timestamp = Some("later".into());
+        let err = event.occurred_at().expect_err("none of them parses");
+        assert_eq!(
+            err.field, "timestamp",
+            "the first unreadable one is reported"
+        );
         let transform_error = TransformError::from(err);
         assert!(
             matches!(&transform_error, TransformError::Abort(f) if f.code == "invalid_timestamp"),
             "{transform_error}"
+        );
+    }
+
+    #[test]
+    fn occurred_at_falls_through_an_unreadable_timestamp() {
+        let mut event = Event::from_value(json!({
+            "type": "track", "messageId": "m",
+            "timestamp": "soon",
+            "originalTimestamp": "2024-01-01T00:00:00Z",
+            "sentAt": "2024-01-01T00:00:05Z",
+            "receivedAt": "2024-01-01T00:00:10Z"
+        }))
+        .expect("event");
+        let midnight = 1_704_067_200;
+        let at = |event: &Event| event.occurred_at().expect("ok").map(|t| t.unix_timestamp());
+        assert_eq!(at(&event), Some(midnight), "originalTimestamp");
+        event.original_timestamp = Some("2024-01-01".into());
+        assert_eq!(at(&event), Some(midnight + 10), "receivedAt, never sentAt");
+        event.original_timestamp = None;
+        assert_eq!(at(&event), Some(midnight + 10));
+        event.timestamp = Some("2024-01-01T00:00:01Z".into());
+        assert_eq!(
+            at(&event),
+            Some(midnight + 1),
+            "a readable timestamp comes first"
+        );
+        event.timestamp = None;
+        event.received_at = None;
+        assert_eq!(
+            event.occurred_at(),
+            Ok(None),
+            "sentAt alone is no occurrence time"
         );
     }
 

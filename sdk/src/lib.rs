@@ -78,6 +78,9 @@
 //! Build the component with `sluice plugin build` (or `cargo build --target wasm32-wasip2
 //! --release`; crate type `cdylib`); unit-test it natively with `cargo test` and
 //! [`testing::MockHttp`]. `sluice plugin new NAME` starts a new plugin crate.
+//!
+//! What changed between versions, and how to port a plugin (0.2.0 made the config typed), is
+//! in the crate's `CHANGELOG.md`.
 #![deny(missing_docs)]
 
 pub mod batch;

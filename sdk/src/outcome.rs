@@ -6,7 +6,8 @@
 //! HTTP date (RFC 9110 IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`; a date in the past means
 //! retry now; 5 s if absent or unreadable); 408 and 5xx are retried; every other status
 //! aborts. Failure codes are `http_<status>` and messages are
-//! `HTTP <status>: <first KiB of the response body>`. Transport errors are retried
+//! `HTTP <status>: <first KiB of the response body>` (lossy UTF-8), or `HTTP <status> (empty
+//! body)` when the body is empty or only whitespace. Transport errors are retried
 //! (`host_denied`, `http_timeout`, `http_connect`, `http_response_too_large`, `http_error`)
 //! except a malformed request,
 //! which can never succeed and aborts (`invalid_request`), and an address
@@ -174,11 +175,16 @@ impl Outcome {
     ///
     /// - When `failed` lists no item in range, the whole call is judged by its status: every
     ///   item gets [`Outcome::from_response`] (2xx delivered, 5xx retried, 429 throttled, …).
-    /// - Otherwise the listed items get their outcome (the first listing of an index wins)
-    ///   and every other item is [`Outcome::Delivered`], whatever the status: an API that
-    ///   names the bad items (often with a 400 or 207) accepted the rest. If the API rejects
-    ///   the whole call because of some items, do not use this: it would mark the rest
-    ///   delivered.
+    /// - Otherwise the listed items get their outcome and every other item is
+    ///   [`Outcome::Delivered`], whatever the status: an API that names the bad items (often
+    ///   with a 400 or 207) accepted the rest. If the API rejects the whole call because of
+    ///   some items, do not use this: it would mark the rest delivered.
+    /// - An index listed more than once (a vendor reporting two problems with one item) gets
+    ///   the most final of its outcomes, whatever the order of the listing: abort, then too
+    ///   large, then retry, then throttled (the longest wait), then delivered. The first
+    ///   listed of that kind gives the code; the messages of all its failures are kept, in
+    ///   listing order, joined with `"; "` (repeats dropped), so the operator sees every
+    ///   reason.
     ///
     /// Indices at or past `n` do not match any request and are ignored, with a warning in the
     /// log.
@@ -196,20 +202,28 @@ impl Outcome {
     ///     Outcome::abort("invalid_record", "bad time"),
     ///     Outcome::Delivered,
     /// ]);
+    ///
+    /// // Item 0 listed twice: the abort wins over the retry, and both reasons are kept.
+    /// let failed = [
+    ///     (0, Outcome::retry("busy", "try later")),
+    ///     (0, Outcome::abort("invalid_record", "bad time")),
+    /// ];
+    /// let outcomes = Outcome::per_item(1, &response, failed);
+    /// assert_eq!(outcomes, [Outcome::abort("invalid_record", "bad time; try later")]);
     /// ```
     pub fn per_item<I>(n: usize, response: &HttpResponse, failed: I) -> Vec<Outcome>
     where
         I: IntoIterator<Item = (usize, Outcome)>,
     {
-        let mut listed: Vec<Option<Outcome>> = vec![None; n];
+        // Every outcome listed for each index, in listing order.
+        let mut listed: Vec<Vec<Outcome>> = vec![Vec::new(); n];
         let mut any = false;
         for (index, outcome) in failed {
             match listed.get_mut(index) {
-                Some(slot @ None) => {
-                    *slot = Some(outcome);
+                Some(slot) => {
+                    slot.push(outcome);
                     any = true;
                 }
-                Some(Some(_)) => {}
                 None => crate::log::warn(&format!(
                     "the response names item {index} of a call with {n} items; ignored"
                 )),
@@ -218,11 +232,57 @@ impl Outcome {
         if !any {
             return vec![Outcome::from_response(response); n];
         }
-        listed
-            .into_iter()
-            .map(|outcome| outcome.unwrap_or(Outcome::Delivered))
-            .collect()
+        listed.into_iter().map(most_final).collect()
     }
+
+    /// How final an outcome is, for [`Outcome::per_item`]: higher wins. A vendor that calls an
+    /// item permanently bad is believed over one that says "try again", since a retry would
+    /// only meet the same rejection; the longest throttle is the one that satisfies both.
+    fn finality(&self) -> (u8, Duration) {
+        match self {
+            Outcome::Delivered => (0, Duration::ZERO),
+            Outcome::Throttled(wait) => (1, *wait),
+            Outcome::Retry(_) => (2, Duration::ZERO),
+            Outcome::TooLarge(_) => (3, Duration::ZERO),
+            Outcome::Abort(_) => (4, Duration::ZERO),
+        }
+    }
+
+    fn failure_mut(&mut self) -> Option<&mut Failure> {
+        match self {
+            Outcome::Retry(f) | Outcome::Abort(f) | Outcome::TooLarge(f) => Some(f),
+            Outcome::Delivered | Outcome::Throttled(_) => None,
+        }
+    }
+}
+
+/// One index's outcome from everything listed for it (see [`Outcome::per_item`]); delivered
+/// when nothing is.
+fn most_final(mut outcomes: Vec<Outcome>) -> Outcome {
+    if outcomes.len() <= 1 {
+        return outcomes.pop().unwrap_or(Outcome::Delivered);
+    }
+    // `max_by_key` keeps the last of equals; the first listed should give the code.
+    let Some(winner) = outcomes
+        .iter()
+        .rev()
+        .max_by_key(|outcome| outcome.finality())
+    else {
+        return Outcome::Delivered;
+    };
+    let mut winner = winner.clone();
+    if let Some(failure) = winner.failure_mut() {
+        let mut messages: Vec<&str> = vec![failure.message.as_str()];
+        for outcome in &outcomes {
+            if let Outcome::Retry(f) | Outcome::Abort(f) | Outcome::TooLarge(f) = outcome
+                && !messages.contains(&f.message.as_str())
+            {
+                messages.push(&f.message);
+            }
+        }
+        failure.message = messages.join("; ");
+    }
+    winner
 }
 
 /// `Retry-After` as delay-seconds or as an HTTP date, measured from `now`; a date in the past
@@ -388,6 +448,62 @@ mod tests {
     }
 
     #[test]
+    fn per_item_keeps_the_most_final_outcome_of_an_index_listed_twice() {
+        let response = HttpResponse::new(400);
+        let abort = |message: &str| Outcome::abort("invalid_record", message);
+        let retry = |message: &str| Outcome::retry("busy", message);
+        // The listing order does not change the outcome, only the order of the reasons.
+        assert_eq!(
+            Outcome::per_item(1, &response, [(0, retry("later")), (0, abort("bad time"))]),
+            [abort("bad time; later")]
+        );
+        assert_eq!(
+            Outcome::per_item(1, &response, [(0, abort("bad time")), (0, retry("later"))]),
+            [abort("bad time; later")]
+        );
+        // Among equals the first listed gives the code; a repeated message is kept once.
+        let outcomes = Outcome::per_item(
+            2,
+            &response,
+            [
+                (1, Outcome::abort("missing_field", "`event` is missing")),
+                (1, Outcome::abort("invalid_field", "`time` is invalid")),
+                (1, Outcome::abort("missing_field", "`event` is missing")),
+            ],
+        );
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Delivered,
+                Outcome::abort("missing_field", "`event` is missing; `time` is invalid"),
+            ]
+        );
+        // Too large beats a retry, a retry beats a throttle, the longest throttle wins, and
+        // any failure beats a listing that says delivered.
+        let too_large = Outcome::TooLarge(Failure::new("too_big", "over 1 MB"));
+        assert_eq!(
+            Outcome::per_item(1, &response, [(0, retry("later")), (0, too_large.clone())]),
+            [Outcome::TooLarge(Failure::new(
+                "too_big",
+                "over 1 MB; later"
+            ))]
+        );
+        let wait = |secs| Outcome::Throttled(Duration::from_secs(secs));
+        assert_eq!(
+            Outcome::per_item(1, &response, [(0, wait(3)), (0, wait(9)), (0, wait(1))]),
+            [wait(9)]
+        );
+        assert_eq!(
+            Outcome::per_item(1, &response, [(0, wait(3)), (0, retry("later"))]),
+            [retry("later")]
+        );
+        assert_eq!(
+            Outcome::per_item(1, &response, [(0, Outcome::Delivered), (0, wait(3))]),
+            [wait(3)]
+        );
+    }
+
+    #[test]
     fn per_item_without_listed_items_follows_the_status() {
         let none: [(usize, Outcome); 0] = [];
         assert_eq!(
@@ -434,6 +550,13 @@ mod tests {
             panic!("400 must abort");
         };
         assert_eq!(failure.message, "HTTP 400 (empty body)");
+        // Whitespace is no body either (the docs promise the same text).
+        let Outcome::Abort(failure) =
+            Outcome::from_response(&HttpResponse::new(401).with_body(" \r\n"))
+        else {
+            panic!("401 must abort");
+        };
+        assert_eq!(failure, Failure::new("http_401", "HTTP 401 (empty body)"));
         let Outcome::TooLarge(failure) = Outcome::from_response(&HttpResponse::new(413)) else {
             panic!("413 is too large");
         };

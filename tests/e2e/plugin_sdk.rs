@@ -139,7 +139,7 @@ fn a_new_plugin_outside_the_repository_tests_builds_and_loads_with_the_packaged_
     );
     let cargo_toml = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
     assert!(
-        cargo_toml.contains("sluice-sdk = \"0.1\""),
+        cargo_toml.contains("sluice-sdk = \"0.2\""),
         "depends on the SDK by version:\n{cargo_toml}"
     );
     let stderr = run_failing(

@@ -7,10 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::plugin_build::{self, BuildOptions};
 use anyhow::{Context, bail};
 use serde_json::Value;
-use sluice::embedded_pg::EmbeddedPostgres;
-use sluice::plugin_build::{self, BuildOptions};
+use sluice_store::embedded_pg::EmbeddedPostgres;
 
 /// The server every scenario uses.
 pub struct BenchPg {

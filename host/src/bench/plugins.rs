@@ -15,9 +15,9 @@ use anyhow::{Context, bail};
 use super::env::{ConfigBuilder, Host, wait_drained};
 use super::load::{self, Shape};
 use super::{Bench, Row};
-use sluice::runtime::allowlist::Allowlist;
-use sluice::runtime::bindings::JobContext;
-use sluice::runtime::{InstanceSpec, NetworkPolicy, PluginInstance, PluginRuntime};
+use sluice_runtime::allowlist::Allowlist;
+use sluice_runtime::bindings::JobContext;
+use sluice_runtime::{InstanceSpec, NetworkPolicy, PluginInstance, PluginRuntime};
 
 /// Event size for the boundary figure (the unit).
 const EVENT_BYTES: usize = 1024;
@@ -212,8 +212,8 @@ impl Bench {
 
 /// A Segment track event of `size` bytes (give or take a few), as ingest stores it.
 fn normalized_event(size: usize) -> anyhow::Result<String> {
-    let received_at = sluice::ingest::event::now_rfc3339();
-    let meta = sluice::ingest::event::RequestMeta {
+    let received_at = sluice_engine::ingest::event::now_rfc3339();
+    let meta = sluice_engine::ingest::event::RequestMeta {
         received_at: &received_at,
         sent_at: None,
     };
@@ -223,7 +223,7 @@ fn normalized_event(size: usize) -> anyhow::Result<String> {
             "x".repeat(pad)
         );
         let value: &serde_json::value::RawValue = serde_json::from_str(&raw)?;
-        let event = sluice::ingest::event::normalize(value, None, &meta)
+        let event = sluice_engine::ingest::event::normalize(value, None, &meta)
             .map_err(|why| anyhow::anyhow!("bench event: {why}"))?;
         Ok(event.json)
     };
@@ -272,7 +272,7 @@ fn native_transform_ns(event_file: &Path, repeat: u32) -> anyhow::Result<f64> {
 
 fn instance_spec(
     runtime: &PluginRuntime,
-    plugin: Arc<sluice::runtime::LoadedPlugin>,
+    plugin: Arc<sluice_runtime::LoadedPlugin>,
 ) -> anyhow::Result<InstanceSpec> {
     let config = serde_json::json!({});
     let allowlist = Allowlist::resolve(&plugin.manifest.allowed_hosts, &config)?;
@@ -282,7 +282,7 @@ fn instance_spec(
         config_json: config.to_string(),
         allowlist: Arc::new(allowlist),
         http: runtime.outbound(&NetworkPolicy::new(Vec::new()))?,
-        limiter: Arc::new(sluice::runtime::limiter::Limiter::new(8, 256)),
+        limiter: Arc::new(sluice_runtime::limiter::Limiter::new(8, 256)),
     })
 }
 

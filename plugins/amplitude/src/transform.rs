@@ -8,8 +8,9 @@
 //!   (`Loaded a Screen`); identify → `$identify` with `user_properties: {"$set": traits}`.
 //!   Other types (group, alias, …) have no HTTP V2 equivalent and are skipped (no payload:
 //!   counted as delivered).
-//! - `time` = when the event happened (`timestamp`, else `originalTimestamp`, else
-//!   `receivedAt`) in Unix milliseconds; an unreadable timestamp aborts (`invalid_timestamp`).
+//! - `time` = when the event happened (the first readable of `timestamp`, `originalTimestamp`
+//!   and `receivedAt`: `Event::occurred_at`) in Unix milliseconds; the event is aborted
+//!   (`invalid_timestamp`) only when one is present and none is readable.
 //! - `event_properties` = `properties` (track, page, screen); `insert_id` = `messageId`, which
 //!   Amplitude deduplicates on for 7 days, so a retried request creates no duplicates;
 //!   `ip` = `context.ip`, `library` = `sluice`.

@@ -10,9 +10,10 @@
 //!   `$create_alias` with `alias` = `previousId` (required, else `missing_previous_id`). Other
 //!   types (group, …) are skipped (no payload: counted as delivered).
 //! - `properties` = the Segment `properties` (track, page, screen) plus `$lib: "sluice"` and
-//!   `$ip` from `context.ip`; `timestamp` = when the event happened (`timestamp`, else
-//!   `originalTimestamp`, else `receivedAt`) in RFC 3339; `uuid` = `messageId` when it is a
-//!   UUID, which PostHog deduplicates on.
+//!   `$ip` from `context.ip`; `timestamp` = when the event happened (the first readable of
+//!   `timestamp`, `originalTimestamp` and `receivedAt`: `Event::occurred_at`) in RFC 3339, the
+//!   event aborted (`invalid_timestamp`) only when one is present and none is readable;
+//!   `uuid` = `messageId` when it is a UUID, which PostHog deduplicates on.
 
 use serde_json::{Map, Value, json};
 use sluice_sdk::time::format_description::well_known::Rfc3339;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use sluice::embedded_pg::{EmbeddedPostgres, PgBinaries};
+use sluice_store::embedded_pg::{EmbeddedPostgres, PgBinaries};
 
 pub struct SharedPg {
     dir: tempfile::TempDir,

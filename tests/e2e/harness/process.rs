@@ -252,7 +252,7 @@ impl Sluice {
     }
 
     fn pg_ctl(&self, args: &[&str]) {
-        let Some(bins) = sluice::embedded_pg::PgBinaries::find() else {
+        let Some(bins) = sluice_store::embedded_pg::PgBinaries::find() else {
             return;
         };
         let mut cmd = Command::new(bins.pg_ctl());

@@ -1,0 +1,19 @@
+//! The bottom of Sluice's crate graph: small types that several layers share, and nothing that
+//! does IO. Every other host crate may depend on this one; it depends on none of them.
+//!
+//! - [`clock`]: where time comes from (the system clock, or a manual one in tests).
+//! - [`size`]: [`ByteSize`], sizes as people write them (`64MiB`).
+//! - [`retry`]: [`RetryOverrides`], retry settings as config and manifests write them.
+//! - [`ordering`]: [`OrderingScope`], what a destination keeps in order.
+//! - [`datasets`]: [`DatasetPolicy`], when the store rotates and drops datasets.
+
+pub mod clock;
+pub mod datasets;
+pub mod ordering;
+pub mod retry;
+pub mod size;
+
+pub use datasets::DatasetPolicy;
+pub use ordering::OrderingScope;
+pub use retry::RetryOverrides;
+pub use size::ByteSize;

@@ -1,0 +1,166 @@
+//! A lane runner's store operations: each is spawned as a task, so that reading the log,
+//! writing outcomes, fetching due keys and renewing the lease overlap with plugin calls; their
+//! results come back to the loop in `mod.rs`.
+
+use tokio::time::Instant;
+
+use super::active::Active;
+use super::{End, LaneRunner, PROGRESS_INTERVAL, STORE_RETRY_MAX};
+use sluice_store::{
+    BlockedFetch, CommitResult, FetchLimits, LaneCommit, LogRead, ReadLimits, StoreError,
+};
+
+impl LaneRunner {
+    /// Whether to write now: staged rows and claims at once, bare progress at most every
+    /// [`PROGRESS_INTERVAL`].
+    pub(super) fn commit_due(&self, st: &Active) -> bool {
+        st.lane.wants_commit()
+            && (st.lane.has_staged_writes()
+                || st.lane.claim_behind()
+                || st.last_commit.elapsed() >= PROGRESS_INTERVAL)
+    }
+
+    pub(super) fn start_commit(&self, st: &mut Active) {
+        let now = self.clock.now();
+        let Some(commit) = st.lane.take_commit(&st.lease, now, self.settings.lease_ttl) else {
+            return;
+        };
+        let store = self.store.clone();
+        st.committing = Some(tokio::spawn(async move {
+            let started = Instant::now();
+            let result = store.lane_commit(&commit).await;
+            (commit, started, result)
+        }));
+    }
+
+    pub(super) fn commit_done(
+        &self,
+        st: &mut Active,
+        commit: LaneCommit,
+        started: Instant,
+        result: Result<CommitResult, StoreError>,
+    ) -> Result<(), End> {
+        match result {
+            Ok(result) => {
+                st.lane.commit_written(&commit, result);
+                st.renewed_at = st.renewed_at.max(started);
+                st.last_commit = Instant::now();
+                st.store_ok();
+                // Blocks and parks change when keys fall due.
+                let mut due = commit.block_keys.iter().map(|(_, t)| *t).min();
+                if !commit.ensure_keys.is_empty() || !commit.check_keys.is_empty() {
+                    due = Some(due.map_or(commit.now, |d| d.min(commit.now)));
+                }
+                if let Some(d) = due {
+                    st.next_due = Some(st.next_due.map_or(d, |n| n.min(d)));
+                }
+                Ok(())
+            }
+            Err(StoreError::LeaseLost(_)) => {
+                tracing::warn!(lane = %self.lane, "lease lost to another host; dropping what this host held (the new owner delivers it again)");
+                st.abandon();
+                Err(End::Lost)
+            }
+            Err(e) => {
+                st.lane.commit_failed(commit);
+                self.store_error(st, &e, "commit");
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn renew_done(
+        &self,
+        st: &mut Active,
+        started: Instant,
+        result: Result<bool, StoreError>,
+    ) -> Result<(), End> {
+        match result {
+            Ok(true) => {
+                st.renewed_at = st.renewed_at.max(started);
+                st.store_ok();
+                Ok(())
+            }
+            Ok(false) => {
+                tracing::warn!(lane = %self.lane, "lease lost to another host");
+                st.abandon();
+                Err(End::Lost)
+            }
+            Err(e) => {
+                self.store_error(st, &e, "lease renewal");
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn start_read(&self, st: &mut Active, held_jobs: usize, held_bytes: usize) {
+        let s = &self.settings;
+        let limits = ReadLimits {
+            max_events: s.shape.max_held_jobs - held_jobs,
+            max_bytes: s.max_held_bytes - held_bytes,
+        };
+        let (store, lane, sources) = (self.store.clone(), self.lane.clone(), self.sources.clone());
+        let (after, skip) = (st.lane.read_to(), st.lane.skip_rows_to());
+        st.woken_while_reading = false;
+        st.reading = Some(tokio::spawn(async move {
+            store.log_read(&lane, &sources, after, skip, limits).await
+        }));
+    }
+
+    pub(super) fn read_done(&self, st: &mut Active, read: Result<LogRead, StoreError>) {
+        match read {
+            Ok(read) => {
+                st.store_ok();
+                st.log_more = !read.exhausted || st.woken_while_reading;
+                st.lane
+                    .accept_log(read.events, read.read_to, self.clock.now());
+            }
+            Err(e) => self.store_error(st, &e, "log read"),
+        }
+    }
+
+    pub(super) fn start_fetch(&self, st: &mut Active, probing: bool) {
+        let s = &self.settings;
+        let (_, held_bytes) = st.lane.held();
+        let limits = if probing {
+            FetchLimits {
+                max_keys: 1,
+                max_jobs_per_key: 1,
+                max_bytes: 1,
+            }
+        } else {
+            FetchLimits {
+                max_keys: s.shape.batch_size.max(1) * 2,
+                max_jobs_per_key: s.limits.max_jobs_per_key,
+                max_bytes: s.max_held_bytes - held_bytes,
+            }
+        };
+        let exclude = st.lane.fetch_exclusions();
+        let (store, lane, now) = (self.store.clone(), self.lane.clone(), self.clock.now());
+        st.fetching = Some(tokio::spawn(async move {
+            store.blocked_fetch(&lane, now, &exclude, limits).await
+        }));
+    }
+
+    pub(super) fn fetch_done(&self, st: &mut Active, fetch: Result<BlockedFetch, StoreError>) {
+        match fetch {
+            Ok(fetch) => {
+                st.store_ok();
+                // A commit while the fetch ran may have made keys due that it could not see.
+                st.next_due = match (fetch.next_due, st.next_due) {
+                    (Some(a), Some(b)) if b > self.clock.now() => Some(a.min(b)),
+                    (a, _) => a,
+                };
+                st.lane.accept_rows(fetch.jobs);
+                st.lane.accept_empty_keys(fetch.empty_keys);
+            }
+            Err(e) => self.store_error(st, &e, "fetch of blocked keys"),
+        }
+    }
+
+    pub(super) fn store_error(&self, st: &mut Active, e: &StoreError, what: &str) {
+        tracing::warn!(lane = %self.lane, error = %e, retry_in = ?st.store_backoff, "{what} failed; retrying");
+        st.store_retry_at = Some(Instant::now() + st.store_backoff);
+        st.store_backoff = (st.store_backoff * 2).min(STORE_RETRY_MAX);
+    }
+}

@@ -1,0 +1,153 @@
+//! Group commit: every request on this host goes through one writer task, which appends
+//! whatever requests are waiting in one transaction (`store::append`) and answers each.
+//!
+//! There is no artificial delay: while one transaction commits, the next requests queue up and
+//! form the next group, so under load groups grow by themselves and one fsync serves many
+//! requests; at low load a request is written at once. A group is bounded by events and bytes.
+//! After a commit the writer wakes the local lanes of the sources written, and maintenance.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::wake::Wakers;
+use sluice_store::lanes::wake_payload;
+use sluice_store::{AppendOutcome, AppendRequest, Dedup, Store, StoreError};
+
+/// Largest group: events and bytes.
+const MAX_GROUP_EVENTS: usize = 20_000;
+const MAX_GROUP_BYTES: usize = 32 << 20;
+/// Requests waiting for the writer before senders wait too.
+const QUEUE: usize = 1024;
+
+/// Why a write failed, as the handler needs it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct WriteError {
+    /// The store is unreachable: the client should retry (503).
+    pub unavailable: bool,
+    pub message: String,
+}
+
+impl From<&StoreError> for WriteError {
+    fn from(e: &StoreError) -> WriteError {
+        WriteError {
+            unavailable: e.is_unavailable(),
+            message: e.to_string(),
+        }
+    }
+}
+
+struct Pending {
+    request: AppendRequest,
+    /// Destinations fed by the request's source (woken after the commit).
+    destinations: Arc<[String]>,
+    reply: oneshot::Sender<Result<AppendOutcome, WriteError>>,
+}
+
+/// Handle to the writer task; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Writer {
+    /// Starts the writer task.
+    pub fn start(
+        store: Store,
+        dedup: Dedup,
+        wakers: Wakers,
+        maintenance: Arc<Notify>,
+        me: Uuid,
+    ) -> Writer {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(rx, store, dedup, wakers, maintenance, me));
+        Writer { tx }
+    }
+
+    /// Appends one request; answers after its commit.
+    pub async fn append(
+        &self,
+        request: AppendRequest,
+        destinations: Arc<[String]>,
+    ) -> Result<AppendOutcome, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || WriteError {
+            unavailable: true,
+            message: "the ingest writer is stopping".into(),
+        };
+        self.tx
+            .send(Pending {
+                request,
+                destinations,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Pending>,
+    store: Store,
+    dedup: Dedup,
+    wakers: Wakers,
+    maintenance: Arc<Notify>,
+    me: Uuid,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut events = first.request.events.len();
+        let mut bytes: usize = first.request.events.iter().map(|e| e.json.len()).sum();
+        let mut group = vec![first];
+        while events < MAX_GROUP_EVENTS && bytes < MAX_GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    events += p.request.events.len();
+                    bytes += p.request.events.iter().map(|e| e.json.len()).sum::<usize>();
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let requests: Vec<&AppendRequest> = group.iter().map(|p| &p.request).collect();
+        let workspaces: HashSet<&str> = requests.iter().map(|r| &*r.workspace_id).collect();
+        let workspaces: Vec<&str> = workspaces.into_iter().collect();
+        let payload = wake_payload(me, &workspaces);
+        let result = store
+            .event_append(&requests, Some(dedup), Some(&payload))
+            .await;
+        drop(requests);
+        match result {
+            Ok(outcomes) => {
+                let mut woken: HashSet<&str> = HashSet::new();
+                for (p, o) in group.iter().zip(&outcomes) {
+                    if o.accepted > 0 {
+                        for d in p.destinations.iter() {
+                            if woken.insert(d) {
+                                wakers.wake(d);
+                            }
+                        }
+                    }
+                }
+                maintenance.notify_one();
+                for (p, o) in group.into_iter().zip(outcomes) {
+                    let _ = p.reply.send(Ok(o));
+                }
+            }
+            Err(e) => {
+                let err = WriteError::from(&e);
+                if err.unavailable {
+                    tracing::warn!(error = %e, requests = group.len(), "store unavailable; answering 503");
+                } else {
+                    tracing::error!(error = %e, requests = group.len(), "ingest write failed");
+                }
+                for p in group {
+                    let _ = p.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The host side of the plugin imports (`http`, `log`) and the per-instance store state.
+//!
+//! Outbound HTTP is executed here, with the host's pooled client, so that the allowlist, the
+//! timeouts and the response size cap cannot be bypassed by the guest. WASI is linked only
+//! because Rust's std imports it; the context grants no files, env, args or sockets, and stderr
+//! goes to a small in-memory pipe whose tail is attached to trap reports (panic messages).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+use super::allowlist::Allowlist;
+use super::bindings::sluice::destination::{http, log, types};
+use super::bindings::{HttpError, HttpRequest, HttpResponse, Level};
+use super::limiter::{Limiter, Signal};
+use super::limits::{CallClock, LogBudget, MemoryLimiter};
+use super::outbound::{Outbound, OutboundError};
+use super::redact::{Scrubber, redact_url, redact_urls};
+
+/// Where a too-large response's `other` error message starts; the SDK maps it to the failure
+/// code `http_response_too_large` (the WIT's `http-error` cannot grow a case in a minor
+/// version).
+pub const RESPONSE_TOO_LARGE: &str = "response_too_large";
+/// How many requests of one `send-batch` call wait for the destination's limiter at once
+/// (the limiter decides how many are actually in flight).
+const MAX_CONCURRENT_REQUESTS: usize = 256;
+/// How much of the guest's stderr is kept for trap reports.
+const STDERR_CAPACITY: usize = 8 * 1024;
+
+/// Names attached to every log line and span of an instance.
+#[derive(Debug, Clone)]
+pub struct Labels {
+    pub plugin: String,
+    pub destination: String,
+}
+
+/// The sandbox limits of one instance, from its plugin's manifest.
+#[derive(Debug, Clone, Copy)]
+pub struct InstanceLimits {
+    pub max_memory: usize,
+    /// Guest time per call.
+    pub deadline: Duration,
+    /// Longest outbound request; a request's own `timeout-ms` is clamped to it.
+    pub http_timeout: Duration,
+    /// Largest response body handed to the guest.
+    pub max_response: usize,
+}
+
+/// Store data of one plugin instance.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    stderr: MemoryOutputPipe,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) clock: CallClock,
+    pub(crate) logs: LogBudget,
+    /// Masks the destination's secrets in what the plugin logs or reports.
+    pub(crate) scrubber: Arc<Scrubber>,
+    gate: Gate,
+    /// Job being transformed, for log lines (`None` during `send`, which spans a batch).
+    pub(crate) current_job: Option<i64>,
+}
+
+impl HostState {
+    pub fn new(
+        client: Outbound,
+        allowlist: Arc<Allowlist>,
+        limiter: Arc<Limiter>,
+        labels: Arc<Labels>,
+        limits: InstanceLimits,
+        scrubber: Arc<Scrubber>,
+    ) -> HostState {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            stderr,
+            limiter: MemoryLimiter {
+                max_bytes: limits.max_memory,
+                exceeded: false,
+                peak: 0,
+            },
+            clock: CallClock::new(limits.deadline),
+            logs: LogBudget::default(),
+            scrubber,
+            gate: Gate {
+                client,
+                allowlist,
+                limiter,
+                labels,
+                timeout: limits.http_timeout,
+                max_response: limits.max_response,
+            },
+            current_job: None,
+        }
+    }
+
+    /// The destination's adaptive limit on requests in flight, as it stands now.
+    pub fn concurrency_limit(&self) -> usize {
+        self.gate.limiter.limit()
+    }
+
+    /// Logs one line saying how many guest log lines the call just made went over its budget.
+    pub fn report_dropped_logs(&mut self) {
+        let dropped = self.logs.take_dropped();
+        if dropped > 0 {
+            let l = &self.gate.labels;
+            tracing::warn!(plugin = %l.plugin, destination = %l.destination, job = ?self.current_job, dropped, "{dropped} log lines dropped (a call may log {} lines, {} KiB)", super::limits::MAX_LOG_LINES, super::limits::MAX_LOG_BYTES >> 10);
+        }
+    }
+
+    /// The last few KB the guest wrote to stderr (e.g. a panic message), lossy UTF-8.
+    pub fn stderr_tail(&self) -> String {
+        let bytes = self.stderr.contents();
+        String::from_utf8_lossy(&bytes).trim().to_string()
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    async fn enabled(&mut self, level: Level) -> bool {
+        // The same callsite target (this module) as `log` below, so the answer matches.
+        match level {
+            Level::Trace => tracing::enabled!(tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(tracing::Level::WARN),
+            Level::Error => tracing::enabled!(tracing::Level::ERROR),
+        }
+    }
+
+    async fn log(&mut self, level: Level, message: String) {
+        if !self.logs.admit(message.len()) {
+            return;
+        }
+        let message = self.scrubber.scrub(&message);
+        let l = &self.gate.labels;
+        let job = self.current_job;
+        match level {
+            Level::Trace => {
+                tracing::trace!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(plugin = %l.plugin, destination = %l.destination, job = ?job, "{message}")
+            }
+        }
+    }
+}
+
+impl http::Host for HostState {
+    async fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let started = Instant::now();
+        let result = self.gate.execute(request).await;
+        self.clock.add_host_time(started.elapsed());
+        result
+    }
+
+    async fn send_batch(
+        &mut self,
+        requests: Vec<HttpRequest>,
+    ) -> Vec<Result<HttpResponse, HttpError>> {
+        let started = Instant::now();
+        let gate = &self.gate;
+        let results: Vec<_> = futures_util::stream::iter(requests)
+            .map(|r| gate.execute(r))
+            .buffered(MAX_CONCURRENT_REQUESTS)
+            .collect()
+            .await;
+        self.clock.add_host_time(started.elapsed());
+        results
+    }
+}
+
+/// What outbound requests of one instance go through: the shared client, the destination's
+/// allowlist, its concurrency limit and the plugin's outbound limits.
+struct Gate {
+    client: Outbound,
+    allowlist: Arc<Allowlist>,
+    limiter: Arc<Limiter>,
+    labels: Arc<Labels>,
+    timeout: Duration,
+    max_response: usize,
+}
+
+impl Gate {
+    async fn execute(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        // WHATWG parsing first: it writes hosts the way browsers (and resolvers) read them,
+        // so `2130706433`, `0x7f.1` and `127.1` all become `127.0.0.1` before the allowlist and
+        // the network policy look at them.
+        // URLs are only ever printed redacted: webhook URLs carry tokens.
+        let shown_url = redact_url(&request.url);
+        let bad_url = |e: &dyn std::fmt::Display| {
+            HttpError::InvalidRequest(format!("bad url `{shown_url}`: {e}"))
+        };
+        let normalized = url::Url::parse(&request.url).map_err(|e| bad_url(&e))?;
+        let uri: ::http::Uri = normalized.as_str().parse().map_err(|e| bad_url(&e))?;
+        let scheme = uri.scheme_str().unwrap_or_default();
+        if !matches!(scheme, "http" | "https") {
+            return Err(HttpError::InvalidRequest(format!(
+                "unsupported scheme `{scheme}` in `{shown_url}`"
+            )));
+        }
+        if !self.allowlist.allows_uri(&uri) {
+            let host = uri.host().unwrap_or_default();
+            let message = format!(
+                "host `{host}` is not in the plugin's allowed_hosts (allowed: {})",
+                self.allowlist.describe()
+            );
+            tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %shown_url, "outbound request denied");
+            return Err(HttpError::Denied(message));
+        }
+        let method = ::http::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| HttpError::InvalidRequest(format!("bad method `{}`", request.method)))?;
+        // The manifest's http_timeout is both the default and the ceiling.
+        let timeout = request
+            .timeout_ms
+            .map(|ms| Duration::from_millis(ms.into()))
+            .unwrap_or(self.timeout)
+            .min(self.timeout);
+        let mut builder = ::http::Request::builder().method(method).uri(uri);
+        let mut has_agent = false;
+        for (name, value) in &request.headers {
+            let name = ::http::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| HttpError::InvalidRequest(format!("bad header name `{name}`")))?;
+            let value = ::http::header::HeaderValue::from_str(value)
+                .map_err(|_| HttpError::InvalidRequest(format!("bad value for header `{name}`")))?;
+            has_agent |= name == ::http::header::USER_AGENT;
+            builder = builder.header(name, value);
+        }
+        if !has_agent {
+            builder = builder.header(::http::header::USER_AGENT, USER_AGENT);
+        }
+        let outgoing = builder
+            .body(Full::new(Bytes::from(request.body)))
+            .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
+
+        // Waiting for room under the destination's limit is not part of the timeout.
+        let place = self.limiter.enter().await;
+        let started = Instant::now();
+        let result = self.client.send(outgoing, timeout, self.max_response).await;
+        let signal = match &result {
+            Ok(r) if r.status == 429 || r.status >= 500 => Signal::Overload,
+            Ok(_) | Err(OutboundError::TooLarge(_)) => Signal::Fine,
+            Err(OutboundError::DeniedAddress(_)) => Signal::Ignore,
+            Err(_) => Signal::Overload,
+        };
+        place.finish(signal);
+        crate::metrics::http_request(&self.labels.destination, started.elapsed());
+        let response = result.map_err(|e| match e {
+            OutboundError::DeniedAddress(denied) => {
+                tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %shown_url, %denied, "outbound request refused by the network policy");
+                HttpError::DeniedAddress(denied.to_string())
+            }
+            OutboundError::Timeout(_) => HttpError::Timeout,
+            OutboundError::TooLarge(max) => HttpError::Other(format!(
+                "{RESPONSE_TOO_LARGE}: the response body is larger than the plugin's limits.response_size of {max} bytes"
+            )),
+            // Transport errors may quote the URL (with its query string).
+            OutboundError::Connect(m) => HttpError::Connect(redact_urls(&m).into_owned()),
+            other => HttpError::Other(redact_urls(&other.to_string()).into_owned()),
+        })?;
+        let headers = response
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        Ok(HttpResponse {
+            status: response.status,
+            headers,
+            body: response.body.to_vec(),
+        })
+    }
+}
+
+/// Sent when a plugin sets no user agent of its own.
+const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,244 @@
+//! One configured plugin instance serving one destination.
+//!
+//! Instances are reused for many calls (instantiation costs ~10-20 µs, a call well under one).
+//! After a trap the instance's state is unknown: it is marked poisoned and the owner drops it.
+//! A guest failure that the plugin returns (`retry`, `abort`) is not a trap and leaves the
+//! instance healthy.
+
+use std::sync::Arc;
+
+use wasmtime::{Store, UpdateDeadline};
+
+use super::PluginRuntime;
+use super::allowlist::Allowlist;
+use super::bindings::{Destination, Failure, JobContext, Outcome, Request, TransformError};
+use super::host_api::{HostState, InstanceLimits, Labels};
+use super::limiter::Limiter;
+use super::loader::LoadedPlugin;
+use super::outbound::Outbound;
+use super::redact::Scrubber;
+
+/// A call that did not return normally: the plugin trapped, ran out of time or memory, or
+/// broke the protocol. The job is retried with this code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    /// `plugin_trap`, `plugin_timeout`, `plugin_memory`, `plugin_config` or `plugin_protocol`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// What an instance is created for.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub plugin: Arc<LoadedPlugin>,
+    pub destination_id: String,
+    /// The destination's config as JSON text, handed to `configure`.
+    pub config_json: String,
+    pub allowlist: Arc<Allowlist>,
+    /// The HTTP client for the destination's network policy (`PluginRuntime::outbound`).
+    pub http: Outbound,
+    /// The destination's concurrency limit, shared by its instances.
+    pub limiter: Arc<Limiter>,
+}
+
+pub struct PluginInstance {
+    store: Store<HostState>,
+    bindings: Destination,
+    poisoned: bool,
+}
+
+impl PluginInstance {
+    /// The destination's adaptive limit on requests in flight (shared by its instances).
+    pub fn concurrency_limit(&self) -> usize {
+        self.store.data().concurrency_limit()
+    }
+
+    /// Instantiates the plugin and runs `configure`.
+    pub async fn new(
+        runtime: &PluginRuntime,
+        spec: &InstanceSpec,
+    ) -> Result<PluginInstance, CallError> {
+        let manifest = &spec.plugin.manifest;
+        let limits = InstanceLimits {
+            max_memory: manifest.limits.memory.as_usize(),
+            deadline: manifest.limits.deadline,
+            http_timeout: manifest.limits.http_timeout,
+            max_response: manifest.limits.response_size.as_usize(),
+        };
+        let scrubber = Arc::new(Scrubber::from_json(&spec.config_json, &manifest.secrets));
+        let state = HostState::new(
+            spec.http.clone(),
+            spec.allowlist.clone(),
+            spec.limiter.clone(),
+            Arc::new(Labels {
+                plugin: spec.plugin.name.clone(),
+                destination: spec.destination_id.clone(),
+            }),
+            limits,
+            scrubber,
+        );
+        let mut store = Store::new(&runtime.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(|mut ctx| {
+            if ctx.data_mut().clock.expired() {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        // Instantiation runs guest start code, so it gets the same deadline as a call.
+        store.data_mut().clock.begin();
+        store.set_epoch_deadline(1);
+        let bindings = match spec.plugin.pre.instantiate_async(&mut store).await {
+            Ok(b) => b,
+            Err(e) => return Err(classify(store.data(), &e)),
+        };
+        let mut instance = PluginInstance {
+            store,
+            bindings,
+            poisoned: false,
+        };
+        instance.begin();
+        let result = instance
+            .bindings
+            .sluice_destination_plugin()
+            .call_configure(&mut instance.store, &spec.config_json)
+            .await;
+        match instance.finish(result)? {
+            Ok(()) => Ok(instance),
+            Err(message) => Err(CallError {
+                code: "plugin_config",
+                message: format!(
+                    "the plugin rejected the destination config: {}",
+                    instance.scrubber().scrub(&message)
+                ),
+            }),
+        }
+    }
+
+    /// The most linear memory this instance has had, in bytes.
+    pub fn peak_memory(&self) -> usize {
+        self.store.data().limiter.peak
+    }
+
+    /// Whether the instance trapped and must be dropped.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// `transform` of one event.
+    pub async fn transform(
+        &mut self,
+        context: &JobContext,
+        event: &str,
+    ) -> Result<Result<Vec<Vec<u8>>, TransformError>, CallError> {
+        self.begin();
+        self.store.data_mut().current_job = Some(context.job_id);
+        let result = self
+            .bindings
+            .sluice_destination_plugin()
+            .call_transform(&mut self.store, context, event)
+            .await;
+        let mut result = self.finish(result)?;
+        if let Err(TransformError::Retry(f) | TransformError::Abort(f)) = &mut result {
+            scrub_failure(self.scrubber(), f);
+        }
+        Ok(result)
+    }
+
+    /// `send` of a batch; exactly one outcome per request or a `plugin_protocol` error.
+    pub async fn send(&mut self, requests: &[Request]) -> Result<Vec<Outcome>, CallError> {
+        self.begin();
+        let result = self
+            .bindings
+            .sluice_destination_plugin()
+            .call_send(&mut self.store, requests)
+            .await;
+        let mut outcomes = self.finish(result)?;
+        let scrubber = self.scrubber().clone();
+        for outcome in &mut outcomes {
+            if let Outcome::Retry(f) | Outcome::Abort(f) | Outcome::TooLarge(f) = outcome {
+                scrub_failure(&scrubber, f);
+            }
+        }
+        if outcomes.len() != requests.len() {
+            self.poisoned = true;
+            return Err(CallError {
+                code: "plugin_protocol",
+                message: format!(
+                    "send returned {} outcomes for {} requests",
+                    outcomes.len(),
+                    requests.len()
+                ),
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// Masks this destination's secrets (and URL credentials) in text the plugin produced.
+    pub fn scrubber(&self) -> &Arc<Scrubber> {
+        &self.store.data().scrubber
+    }
+
+    fn begin(&mut self) {
+        let data = self.store.data_mut();
+        data.clock.begin();
+        data.logs.begin();
+        data.current_job = None;
+        // The deadline is relative to the current epoch: set it before every call.
+        self.store.set_epoch_deadline(1);
+    }
+
+    fn finish<R>(&mut self, result: wasmtime::Result<R>) -> Result<R, CallError> {
+        self.store.data_mut().report_dropped_logs();
+        result.map_err(|e| {
+            self.poisoned = true;
+            classify(self.store.data(), &e)
+        })
+    }
+}
+
+fn scrub_failure(scrubber: &Scrubber, failure: &mut Failure) {
+    scrubber.scrub_in_place(&mut failure.code);
+    scrubber.scrub_in_place(&mut failure.message);
+}
+
+/// Names a failed call by what the sandbox observed, not by the error text.
+fn classify(state: &HostState, error: &wasmtime::Error) -> CallError {
+    if state.clock.timed_out {
+        return CallError {
+            code: "plugin_timeout",
+            message: format!(
+                "the plugin ran longer than its deadline of {:?} and was stopped",
+                state.clock.deadline
+            ),
+        };
+    }
+    if state.limiter.exceeded {
+        return CallError {
+            code: "plugin_memory",
+            message: format!(
+                "the plugin exceeded its memory limit of {} bytes and was stopped",
+                state.limiter.max_bytes
+            ),
+        };
+    }
+    let mut message = format!("{error:#}");
+    let stderr = state.stderr_tail();
+    if !stderr.is_empty() {
+        message.push_str("; plugin stderr: ");
+        message.push_str(&stderr);
+    }
+    CallError {
+        code: "plugin_trap",
+        // Panic messages and stderr are the plugin's text: they may quote its config.
+        message: state.scrubber.scrub(&message),
+    }
+}

@@ -1,0 +1,182 @@
+//! The PostgreSQL job store: every database operation Sluice performs is a method here, each one
+//! transaction, taking and returning domain types (no sqlx type leaves this module).
+//!
+//! The schema (`migrations/`) is documented there and is a public interface. The pieces:
+//! - [`append`]: ingest's write (the ingest lock, ids, COPY into the log, dedup);
+//! - [`lanes`]: lanes, routes, leases and hosts;
+//! - [`read`]: a lane reading its sources' events from the log;
+//! - [`commit`]: a lane owner recording outcomes and its cursor, fenced on its lease;
+//! - [`blocked`]: fetching the unfinished jobs of blocked keys that are due;
+//! - [`datasets`]: rotation, dropping and compaction of datasets, dedup buckets;
+//! - [`lane_stats`], [`admin`]: what the admin API reads and does.
+//!
+//! The ordering invariant is stated in `sluice_engine::lane` and kept by the lane owner; the store
+//! guarantees the two facts it rests on: the ids a reader sees form a prefix (ingest lock), and
+//! one lane has one writer at a time (the lease fence).
+
+pub mod admin;
+pub mod append;
+pub mod blocked;
+pub mod commit;
+pub mod datasets;
+pub mod embedded_pg;
+pub mod lane_stats;
+pub mod lanes;
+pub mod plugins;
+pub mod read;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod types;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+pub use append::{AppendOutcome, AppendRequest, Dedup, NewEvent};
+pub use blocked::{BlockedFetch, FetchLimits, RowJob};
+pub use commit::{CommitResult, LaneCommit, NewJobRow, RowUpdate};
+pub use lanes::{AcquiredLane, HostInfo, LaneSpec, OrphanLane, Wake, WakeListener};
+pub use plugins::LoadedVersion;
+pub use read::{LogEvent, LogRead, ReadLimits};
+pub use types::{JobState, LaneId, Lease, OrderingScope};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../../migrations");
+
+/// Errors at the store boundary. `Unavailable` means "try again later" (HTTP 503).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error while {action}: {source}")]
+    Query {
+        action: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating the job store failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Another host took the lane over (our lease expired): our outcomes are not recorded and
+    /// the new owner delivers those jobs again.
+    #[error("the lease on lane {0} was lost to another host")]
+    LeaseLost(LaneId),
+}
+
+impl StoreError {
+    fn from_sqlx(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |source| {
+            if is_connection_error(&source) {
+                StoreError::Unavailable(source)
+            } else {
+                StoreError::Query { action, source }
+            }
+        }
+    }
+
+    /// Whether a client should retry the request later (connection trouble, not a bad query).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Connection trouble, as opposed to a query the server rejected.
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08 (connection exception), 57P01-03 (shutdown, crash, starting up).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 16,
+        }
+    }
+}
+
+/// Handle to the job store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    /// Durable commits: ingest, leases, maintenance.
+    pool: PgPool,
+    /// Lane reads and commits, with `synchronous_commit = off`: a commit returns before its WAL
+    /// is flushed. What a PostgreSQL crash can lose of it is lane progress from the last
+    /// fraction of a second, so jobs are delivered again (at-least-once holds) — never an
+    /// accepted event (ingest commits on `pool`) and never a lease (acquisition and renewal
+    /// also commit on `pool`, so a lease is never younger in the store than its owner thinks).
+    lane_pool: PgPool,
+    url: String,
+}
+
+impl Store {
+    /// Connects and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, &StoreOptions::default()).await
+    }
+
+    pub async fn connect_with(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(StoreError::from_sqlx("parsing the database URL"))?;
+        let options = options.application_name("sluice");
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections)
+            // Short: ingest answers 503 rather than hanging when the database is gone.
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await
+            .map_err(StoreError::from_sqlx("connecting"))?;
+        MIGRATOR.run(&pool).await?;
+        let lane_pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.options([("synchronous_commit", "off")]))
+            .await
+            .map_err(StoreError::from_sqlx("connecting"))?;
+        Ok(Store {
+            pool,
+            lane_pool,
+            url: url.to_string(),
+        })
+    }
+
+    /// The URL this store was opened with (for LISTEN connections).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Closes every connection (shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.lane_pool.close().await;
+    }
+
+    /// Cheap liveness check for `/health`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx("pinging"))?;
+        Ok(())
+    }
+}
+
+/// `Duration` as Postgres interval seconds.
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}

@@ -1,0 +1,150 @@
+//! `store::append`: ids, dedup, the ingest lock.
+
+use std::time::Duration;
+
+use libtest_mimic::Trial;
+use sluice_store::append::INGEST_LOCK;
+
+use crate::fixtures::*;
+use crate::harness::{Db, trial};
+
+pub fn tests() -> Vec<Trial> {
+    vec![
+        trial(
+            "append_gives_each_request_consecutive_ids_in_order_and_moves_the_head",
+            consecutive_ids,
+        ),
+        trial(
+            "append_drops_a_message_id_seen_within_the_window_per_source",
+            dedup,
+        ),
+        trial(
+            "append_waits_for_the_ingest_lock_so_ids_follow_commit_order",
+            lock_orders_commits,
+        ),
+    ]
+}
+
+async fn consecutive_ids(db: Db) {
+    let a = request(
+        "web",
+        t0(),
+        vec![event("u1", "a1", 5), event("u2", "a2", 5)],
+    );
+    let b = request(
+        "app",
+        t0(),
+        vec![
+            event("u1", "b1", 5),
+            event("u3", "b2", 5),
+            event("u1", "b3", 5),
+        ],
+    );
+    let out = db
+        .store
+        .event_append(&[&a, &b], Some(DEDUP), None)
+        .await
+        .unwrap();
+    assert_eq!(out[0].first_id, Some(1));
+    assert_eq!(out[0].accepted, 2);
+    assert_eq!(out[1].first_id, Some(3));
+    assert_eq!(out[1].accepted, 3);
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT id, source_id, message_id FROM events ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let got: Vec<(i64, &str, &str)> = rows
+        .iter()
+        .map(|(i, s, m)| (*i, s.as_str(), m.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "web", "a1"),
+            (2, "web", "a2"),
+            (3, "app", "b1"),
+            (4, "app", "b2"),
+            (5, "app", "b3")
+        ]
+    );
+    let head: i64 = sqlx::query_scalar("SELECT last_id FROM ingest_head")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(head, 5);
+    // The event is stored exactly as given.
+    let text: String = sqlx::query_scalar("SELECT event FROM events WHERE id = 3")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(text, event("u1", "b1", 5).json);
+}
+
+async fn dedup(db: Db) {
+    let first = append_users(&db.store, "web", &[("u", "m1"), ("u", "m2"), ("u", "m1")]).await;
+    assert_eq!(
+        (first.accepted, first.duplicates),
+        (2, 1),
+        "a repeat inside one request"
+    );
+    let again = append_users(&db.store, "web", &[("u", "m2"), ("u", "m3")]).await;
+    assert_eq!(
+        (again.accepted, again.duplicates),
+        (1, 1),
+        "a resend within the window"
+    );
+    let other_source = append_users(&db.store, "app", &[("u", "m1")]).await;
+    assert_eq!(other_source.accepted, 1, "dedup is per source");
+    // Past the window, the same messageId is new again.
+    let later = t0() + time::Duration::hours(2);
+    let after = append(&db.store, "web", later, vec![event("u", "m1", 5)]).await;
+    assert_eq!(after.accepted, 1);
+    // Expiry drops whole partitions.
+    let dropped = db.store.dedup_expire(DEDUP, later).await.unwrap();
+    assert!(dropped >= 1);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM dedup_keys")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "only the key written after the window is left");
+}
+
+async fn lock_orders_commits(db: Db) {
+    // Another writer holds the ingest lock in an open transaction.
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(INGEST_LOCK)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let store = db.store.clone();
+    let append = tokio::spawn(async move { append_users(&store, "web", &[("u", "m1")]).await });
+    // The append waits for the lock (seen from the server), and has taken no id yet.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the append never waited for the lock"
+        );
+        tokio::task::yield_now().await;
+    }
+    let taken: Option<i64> =
+        sqlx::query_scalar("SELECT last_value FROM event_id_seq WHERE is_called")
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(taken, None, "no id handed out while the lock is held");
+    holder.commit().await.unwrap();
+    let out = append.await.unwrap();
+    assert_eq!(out.first_id, Some(1));
+}

@@ -1,0 +1,48 @@
+//! Store tests: the job store's contracts, each checked at the layer that owns it, against a
+//! real PostgreSQL (one embedded server for the run, one database per test). The model-based
+//! test of the lane engine and the store together is the engine's (`host/crates/engine/tests/model`).
+
+mod admin;
+mod append;
+mod attempts;
+mod backlog;
+mod datasets;
+mod job_list;
+mod lanes;
+mod operator;
+mod plugins;
+mod rows;
+mod schema;
+mod sql_docs;
+
+use std::process::ExitCode;
+
+use sluice_store::testing::{fixtures, harness};
+
+fn main() -> ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start a tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pg = rt.block_on(harness::TestPg::start());
+    let mut trials = Vec::new();
+    trials.extend(admin::tests());
+    trials.extend(job_list::tests());
+    trials.extend(append::tests());
+    trials.extend(attempts::tests());
+    trials.extend(backlog::tests());
+    trials.extend(lanes::tests());
+    trials.extend(rows::tests());
+    trials.extend(datasets::tests());
+    trials.extend(schema::tests());
+    trials.extend(plugins::tests());
+    trials.extend(operator::tests());
+    trials.extend(sql_docs::tests());
+    let conclusion = libtest_mimic::run(&args, trials);
+    rt.block_on(pg.stop());
+    conclusion.exit_code()
+}

@@ -1,0 +1,254 @@
+//! `sluice serve`: the one place that wires the crates together (see docs/architecture.md).
+//!
+//! ```text
+//! ingest (axum) ──one tx──▶ store (Postgres) ──read──▶ delivery ──▶ plugin (wasm) ──▶ destination
+//!                              ▲
+//! admin API (axum, own listener) ── reads views, calls operator functions
+//! ```
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use sluice_admin as admin;
+use sluice_config::Config;
+use sluice_core::clock;
+use sluice_engine::delivery::stats as lane_stats;
+use sluice_engine::delivery::{Delivery, DeliverySettings, hot_reload};
+use sluice_engine::maintenance::{self, Maintenance};
+use sluice_engine::routes::lane_specs;
+use sluice_engine::wake::listen_for_peers;
+use sluice_engine::{ingest, metrics};
+use sluice_runtime::PluginRuntime;
+use sluice_store::embedded_pg::EmbeddedPostgres;
+use sluice_store::{Dedup, HostInfo, Store, StoreOptions};
+
+/// Runs Sluice until `shutdown` fires. `listener` lets callers bind first (port 0 in tests);
+/// otherwise `config.server.listen` is bound.
+pub async fn run(
+    config: Config,
+    listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (url, embedded) = match &config.server.database_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let pg = EmbeddedPostgres::start(&config.server.data_dir)
+                .await
+                .context("starting the embedded PostgreSQL")?;
+            (pg.url().to_string(), Some(pg))
+        }
+    };
+    tracing::info!(url = %redact(&url), "database");
+
+    let result = serve(&config, &url, listener, shutdown).await;
+    if let Some(pg) = embedded
+        && let Err(e) = pg.stop().await
+    {
+        tracing::error!(error = %e, "stopping the embedded PostgreSQL failed");
+    }
+    result
+}
+
+async fn serve(
+    config: &Config,
+    url: &str,
+    listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let server = &config.server;
+    let store = Store::connect_with(
+        url,
+        &StoreOptions {
+            max_connections: server.db_connections,
+        },
+    )
+    .await
+    .context("opening the job store")?;
+    let clock = clock::system();
+    let host = HostInfo {
+        incarnation: uuid::Uuid::new_v4(),
+        host_name: maintenance::local_host_name(),
+        pid: std::process::id(),
+    };
+    store
+        .host_register(&host)
+        .await
+        .context("registering this host")?;
+    store
+        .lanes_sync(&lane_specs(config))
+        .await
+        .context("writing lanes and routes")?;
+    tracing::info!(incarnation = %host.incarnation, "host registered");
+
+    let cache_dir = server
+        .plugin_cache_dir
+        .clone()
+        .unwrap_or_else(|| server.data_dir.join("plugin-cache"));
+    let runtime = PluginRuntime::new(Some(cache_dir))?;
+    let router = Delivery::start(
+        config,
+        store.clone(),
+        runtime,
+        &DeliverySettings {
+            me: host.incarnation,
+            lease_ttl: server.lease_ttl,
+            linger: server.lane_linger,
+            lane_max_bytes: usize::try_from(server.lane_memory).unwrap_or(usize::MAX),
+        },
+        clock.clone(),
+        shutdown.child_token(),
+    );
+    // Every destination is configured before ingest opens: a config its plugin refuses is
+    // reported now (log and `lane_status.plugin_error`), not at its first delivery.
+    let plugins = router.plugins();
+    plugins.sync_dir(&server.plugins_dir).await;
+    let watching = tokio::spawn(hot_reload::watch(
+        server.plugins_dir.clone(),
+        plugins,
+        shutdown.clone(),
+    ));
+    let dedup = Dedup {
+        window: server.dedup_window,
+    };
+    let maintenance_wake = Arc::new(Notify::new());
+    let writer = ingest::Writer::start(
+        store.clone(),
+        dedup,
+        router.wakers(),
+        maintenance_wake.clone(),
+        host.incarnation,
+    );
+    let ingest = ingest::IngestState::new(config, store.clone(), writer);
+    let metrics_handle = metrics::install();
+    let metrics_store = store.clone();
+    let app = ingest::router(Arc::new(ingest))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let (handle, store) = (metrics_handle.clone(), metrics_store.clone());
+                async move {
+                    match handle {
+                        Some(h) => metrics::render(&h, &store).await,
+                        None => String::from("# metrics recorder unavailable\n"),
+                    }
+                }
+            }),
+        )
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(server.listen)
+            .await
+            .with_context(|| format!("binding {}", server.listen))?,
+    };
+    // The admin API binds before ingest announces itself, so that its address is logged
+    // by the time anyone reads "sluice listening".
+    let admin = match &config.admin {
+        Some(admin_config) => {
+            let state = Arc::new(admin::AdminState {
+                store: store.clone(),
+                config: Arc::new(config.clone()),
+            });
+            let app = admin::router(state, admin_config)?;
+            let admin_listener = TcpListener::bind(admin_config.listen)
+                .await
+                .with_context(|| format!("binding the admin API on {}", admin_config.listen))?;
+            let admin_addr = admin_listener.local_addr()?;
+            tracing::info!(%admin_addr, "admin API listening on http://{admin_addr}");
+            Some(tokio::spawn(admin::serve(
+                admin_listener,
+                app,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    let stats = lane_stats::Flusher {
+        store: store.clone(),
+        host_id: host.incarnation,
+        workspaces: Arc::new(
+            config
+                .destinations
+                .iter()
+                .map(|d| (d.id.clone(), d.workspace.clone()))
+                .collect(),
+        ),
+    };
+    // Stopped after the lanes, so that it writes their last counts.
+    let stats_stop = CancellationToken::new();
+    let stats_flushing = tokio::spawn(stats.clone().run(server.stats_interval, stats_stop.clone()));
+
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "sluice listening on http://{addr}");
+
+    let maintenance = tokio::spawn(
+        Maintenance {
+            store: store.clone(),
+            wakers: router.wakers(),
+            share: router.share(),
+            host_stale_after: (server.maintenance_interval * 3).max(server.lease_ttl),
+            clock: clock.clone(),
+            datasets: server.datasets.policy(),
+            dedup,
+            interval: server.maintenance_interval,
+            host: host.clone(),
+            wake: maintenance_wake.clone(),
+            shutdown: shutdown.clone(),
+            stats,
+            stats_expired_at: Default::default(),
+        }
+        .run(),
+    );
+    let listening = tokio::spawn(listen_for_peers(
+        store.clone(),
+        router.wakers(),
+        maintenance_wake,
+        host.incarnation,
+        shutdown.clone(),
+    ));
+    let limits = ingest::server::ServerLimits {
+        max_connections: server
+            .max_connections
+            .unwrap_or_else(ingest::server::default_max_connections),
+        header_timeout: server.header_timeout,
+    };
+    tracing::info!(max_connections = limits.max_connections, "ingest limits");
+    let served = ingest::server::serve(listener, app, limits, shutdown.clone())
+        .await
+        .context("serving HTTP");
+    // HTTP stopped (shutdown or error): stop the lanes too, then let them finish.
+    shutdown.cancel();
+    router.join().await;
+    stats_stop.cancel();
+    let _ = stats_flushing.await;
+    if let Some(admin) = admin
+        && let Ok(Err(e)) = admin.await
+    {
+        tracing::warn!(error = %e, "the admin API stopped with an error");
+    }
+    let _ = maintenance.await;
+    let _ = listening.await;
+    let _ = watching.await;
+    if let Err(e) = store.host_stop(host.incarnation).await {
+        tracing::warn!(error = %e, "could not mark this host stopped");
+    }
+    store.close().await;
+    served
+}
+
+/// Hides a password in a database URL for logging.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
