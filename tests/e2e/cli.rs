@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::harness::*;
 
 fn sluice_cmd() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    let mut cmd = Command::new(crate::harness::sluice_bin());
     cmd.env_remove("DATABASE_URL");
     cmd
 }

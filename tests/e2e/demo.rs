@@ -25,7 +25,7 @@ async fn the_demo_delivers_a_signed_event_and_serves_the_operator_page() {
             .expect("chmod");
     }
     let (listen, sink, admin) = (free_addr(), free_addr(), free_addr());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let mut child = Command::new(crate::harness::sluice_bin())
         .args(["demo", "--dir"])
         .arg(dir.path().join("demo"))
         .args(["--listen", &listen.to_string()])

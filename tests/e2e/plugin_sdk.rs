@@ -27,7 +27,7 @@ fn cargo() -> Command {
 }
 
 fn sluice() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    let mut cmd = Command::new(crate::harness::sluice_bin());
     cmd.env_remove("DATABASE_URL");
     cmd
 }

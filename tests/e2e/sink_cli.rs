@@ -28,7 +28,7 @@ impl Drop for SinkProcess {
 
 /// Starts `sluice sink --listen 127.0.0.1:0 ARGS` and reads where it listens.
 fn start(args: &[&str], env: &[(&str, &str)]) -> SinkProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    let mut cmd = Command::new(crate::harness::sluice_bin());
     cmd.args(["sink", "--listen", "127.0.0.1:0"])
         .args(args)
         .env_remove("SLUICE_SINK_SECRET")
@@ -117,7 +117,7 @@ async fn sink_reads_the_secret_from_the_environment() {
 
 #[test]
 fn sink_without_a_secret_says_how_to_give_one() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = Command::new(crate::harness::sluice_bin())
         .args(["sink", "--listen", "127.0.0.1:0"])
         .env_remove("SLUICE_SINK_SECRET")
         .output()
@@ -126,7 +126,7 @@ fn sink_without_a_secret_says_how_to_give_one() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--secret-file"), "{stderr}");
 
-    let help = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let help = Command::new(crate::harness::sluice_bin())
         .args(["sink", "--help"])
         .output()
         .expect("run sluice sink --help");

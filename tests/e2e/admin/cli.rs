@@ -8,7 +8,7 @@ use super::workflow::start_failing;
 use super::*;
 
 fn sluice_cli(url: &str, token: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    let mut cmd = Command::new(crate::harness::sluice_bin());
     cmd.args(args)
         .env("SLUICE_ADMIN_URL", url)
         .env_remove("SLUICE_ADMIN_TOKEN");

@@ -21,6 +21,15 @@ pub use probe::{Probe, ProbeOptions};
 pub use process::Sluice;
 pub use sink::{Received, Sink};
 
+/// The `sluice` binary under test: the one cargo built for this test run, or `SLUICE_E2E_BIN`
+/// when set (a copy of it, say, so that a rebuild during a long run does not swap the binary
+/// under the tests' feet).
+pub fn sluice_bin() -> std::path::PathBuf {
+    std::env::var_os("SLUICE_E2E_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_sluice").into())
+}
+
 pub const WRITE_KEY: &str = "wk_test";
 pub const SECRET: &str = "whsec_dGVzdC1zZWNyZXQ=";
 

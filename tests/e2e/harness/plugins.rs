@@ -39,7 +39,7 @@ pub fn plugins_dir() -> PathBuf {
         .get_or_init(|| {
             let out = e2e_dir().join("plugins");
             for krate in CRATES {
-                let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
+                let status = Command::new(crate::harness::sluice_bin())
                     .args(["plugin", "build"])
                     .arg(repo_root().join(krate))
                     .arg("--out")
@@ -95,7 +95,7 @@ pub fn wit_0_1_0_dir() -> PathBuf {
         .get_or_init(|| {
             plugins_dir();
             let out = e2e_dir().join("plugins-wit-0.1.0");
-            let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            let status = Command::new(crate::harness::sluice_bin())
                 .args(["plugin", "build"])
                 .arg(repo_root().join("tests/plugins/wit-0.1.0"))
                 .arg("--out")

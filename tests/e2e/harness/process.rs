@@ -112,7 +112,7 @@ impl Sluice {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        let mut cmd = Command::new(crate::harness::sluice_bin());
         cmd.args(["--log-format", "json", "serve", "--config"])
             .arg(&self.config_path)
             // SLUICE_TEST_LOG=debug (or any filter) to see more of a failing test's host.

@@ -3,7 +3,7 @@
 //! File events (inotify and friends, through `notify`) are debounced: a plugin is usually
 //! written as two files (`NAME.wasm`, `NAME.toml`), sometimes in several writes, so the
 //! directory is looked at once it has been quiet for a moment. Only files whose size or mtime
-//! changed are loaded again (`router::PluginSet::sync_dir`). Copy files in with a rename (as
+//! changed are loaded again (`delivery::PluginSet::sync_dir`). Copy files in with a rename (as
 //! `sluice plugin build` does) so that a half-written file is never seen; one that is seen is
 //! rejected and loaded again when the write completes.
 //!
