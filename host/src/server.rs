@@ -122,7 +122,7 @@ async fn serve(
         maintenance_wake.clone(),
         host.incarnation,
     );
-    let ingest = ingest::IngestState::new(config, store.clone(), writer);
+    let ingest = ingest::IngestState::new(config, store.clone(), writer, clock.clone());
     let metrics_handle = metrics::install();
     let metrics_store = store.clone();
     let app = ingest::router(Arc::new(ingest))

@@ -64,6 +64,16 @@ async fn private_addresses_are_refused_in_every_spelling_unless_allowed() {
             format!("http://[::ffff:127.0.0.1]:{port}/hook"),
         ),
         (
+            "6to4",
+            "webhook",
+            format!("http://[2002:7f00:1::]:{port}/hook"),
+        ),
+        (
+            "teredo",
+            "webhook",
+            format!("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]:{port}/hook"),
+        ),
+        (
             "decimal",
             "webhook",
             format!("http://2130706433:{port}/hook"),

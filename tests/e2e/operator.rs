@@ -19,9 +19,14 @@ async fn retry_now_and_pause_by_sql_take_effect_at_once() {
             200
         }
     });
-    // A backoff of an hour: only an operator brings the job back today.
+    // A backoff of an hour: only an operator brings the job back today. A lane that runs dry
+    // keeps its lease for ten minutes: within this test only a pause makes the owner give the
+    // lane up (with the default linger of 5 s, running dry would release it as well).
     let retry = r#"{ min_backoff = "1h", max_backoff = "2h", max_attempts = 5, window = "3h" }"#;
-    let sluice = Sluice::start(&webhook_config(&sink.url, retry, ""));
+    let sluice = Sluice::start_with_server(
+        &webhook_config(&sink.url, retry, ""),
+        "lane_linger = \"10m\"",
+    );
     let pool = db(&sluice).await;
     post_all(&sluice, &events(5, 50), 50).await;
     wait_until(Duration::from_secs(30), "user-1-0 to fail", || async {
@@ -51,22 +56,26 @@ async fn retry_now_and_pause_by_sql_take_effect_at_once() {
     .await;
     assert_in_order_exactly_once(&sink.received(), 5, 10);
 
-    // Paused: the owner gives the lane up; new events wait.
+    // The lane has run dry, and is still held (the linger).
+    let owner = || async {
+        sqlx::query_scalar::<_, Option<uuid::Uuid>>(
+            "SELECT owner FROM lanes WHERE destination_id = 'hook'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert!(owner().await.is_some(), "a dry lane lingers on its lease");
+
+    // Paused: the owner gives the lane up at once; new events wait.
     let _: bool = sqlx::query_scalar("SELECT sluice_pause('acme', 'hook', 'test')")
         .fetch_one(&pool)
         .await
         .unwrap();
     wait_until(
         Duration::from_secs(30),
-        "the lane to be given up",
-        || async {
-            let owner: Option<uuid::Uuid> =
-                sqlx::query_scalar("SELECT owner FROM lanes WHERE destination_id = 'hook'")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-            owner.is_none().then_some(())
-        },
+        "the paused lane to be given up",
+        || async { owner().await.is_none().then_some(()) },
     )
     .await;
     let later: Vec<_> = (0..5).map(|u| track(&format!("user-{u}"), 10)).collect();

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 
 const GOOD: &str = r#"
@@ -43,6 +45,60 @@ fn unknown_destination_names_file_line_and_field() {
     assert_eq!(
         err,
         "sluice.toml:9: source[0].destinations: unknown destination `hok`"
+    );
+}
+
+#[test]
+fn ids_are_validated_with_file_line_and_field() {
+    let rule = "is not a valid id: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'";
+    let err = |from: &str, to: &str| {
+        let text = GOOD.replacen(from, to, 1);
+        Config::parse(&text, "sluice.toml").unwrap_err().to_string()
+    };
+    assert_eq!(
+        err(r#"id = "web""#, r#"id = "web site""#),
+        format!("sluice.toml:6: source[0].id: `web site` {rule}")
+    );
+    assert_eq!(
+        err(r#"workspace = "acme""#, r#"workspace = "ac/me""#),
+        format!("sluice.toml:7: source[0].workspace: `ac/me` {rule}")
+    );
+    assert_eq!(
+        err(r#"destinations = ["hook"]"#, r#"destinations = ["hook?"]"#),
+        format!("sluice.toml:9: source[0].destinations: `hook?` {rule}")
+    );
+    assert_eq!(
+        err(r#"id = "hook""#, r#"id = """#),
+        format!("sluice.toml:12: destination[0].id: `` {rule}")
+    );
+    let long = "w".repeat(65);
+    assert_eq!(
+        err(
+            "workspace = \"acme\"\nplugin",
+            &format!("workspace = \"{long}\"\nplugin")
+        ),
+        format!("sluice.toml:13: destination[0].workspace: `{long}` {rule}")
+    );
+}
+
+#[test]
+fn duplicate_ids_and_foreign_workspaces_are_rejected() {
+    let text = format!(
+        "{GOOD}\n[[destination]]\nid = \"hook\"\nworkspace = \"acme\"\nplugin = \"webhook\"\n"
+    );
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "sluice.toml:19: destination[1].id: duplicate destination id `hook`"
+    );
+    let text = GOOD.replace(
+        "workspace = \"acme\"\nplugin",
+        "workspace = \"other\"\nplugin",
+    );
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "sluice.toml:9: source[0].destinations: destination `hook` belongs to workspace `other`, not `acme`"
     );
 }
 

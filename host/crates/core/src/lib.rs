@@ -2,6 +2,7 @@
 //! does IO. Every other host crate may depend on this one; it depends on none of them.
 //!
 //! - [`clock`]: where time comes from (the system clock, or a manual one in tests).
+//! - [`ids`]: [`WorkspaceId`], [`SourceId`], [`DestinationId`], validated when made.
 //! - [`size`]: [`ByteSize`], sizes as people write them (`64MiB`).
 //! - [`retry`]: [`RetryOverrides`], retry settings as config and manifests write them.
 //! - [`ordering`]: [`OrderingScope`], what a destination keeps in order.
@@ -9,11 +10,13 @@
 
 pub mod clock;
 pub mod datasets;
+pub mod ids;
 pub mod ordering;
 pub mod retry;
 pub mod size;
 
 pub use datasets::DatasetPolicy;
+pub use ids::{DestinationId, InvalidId, SourceId, WorkspaceId};
 pub use ordering::OrderingScope;
 pub use retry::RetryOverrides;
 pub use size::ByteSize;

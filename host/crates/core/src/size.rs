@@ -77,7 +77,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-            if b != 0 && b % (1 << shift) == 0 {
+            if b != 0 && b.is_multiple_of(1 << shift) {
                 return write!(f, "{}{unit}", b >> shift);
             }
         }

@@ -22,14 +22,59 @@ use super::redact::Scrubber;
 /// broke the protocol. The job is retried with this code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallError {
-    /// `plugin_trap`, `plugin_timeout`, `plugin_memory`, `plugin_config` or `plugin_protocol`.
-    pub code: &'static str,
+    pub code: CallErrorCode,
     pub message: String,
 }
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// Why a call did not return normally. Its [`as_str`](CallErrorCode::as_str) is the job's
+/// `error_code` in the store and in logs: the strings are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallErrorCode {
+    /// `plugin_trap`: the guest trapped (a panic, an unreachable, a failed host import).
+    Trap,
+    /// `plugin_timeout`: the guest ran past the manifest's `limits.deadline`.
+    Timeout,
+    /// `plugin_memory`: the guest grew past the manifest's `limits.memory`.
+    Memory,
+    /// `plugin_config`: `configure` rejected the destination's config.
+    Config,
+    /// `plugin_protocol`: the guest broke the contract (e.g. not one outcome per request).
+    Protocol,
+    /// `plugin_unavailable`: no plugin version is installed for the destination.
+    Unavailable,
+}
+
+impl CallErrorCode {
+    pub const ALL: [CallErrorCode; 6] = [
+        CallErrorCode::Trap,
+        CallErrorCode::Timeout,
+        CallErrorCode::Memory,
+        CallErrorCode::Config,
+        CallErrorCode::Protocol,
+        CallErrorCode::Unavailable,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CallErrorCode::Trap => "plugin_trap",
+            CallErrorCode::Timeout => "plugin_timeout",
+            CallErrorCode::Memory => "plugin_memory",
+            CallErrorCode::Config => "plugin_config",
+            CallErrorCode::Protocol => "plugin_protocol",
+            CallErrorCode::Unavailable => "plugin_unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for CallErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -114,7 +159,7 @@ impl PluginInstance {
         match instance.finish(result)? {
             Ok(()) => Ok(instance),
             Err(message) => Err(CallError {
-                code: "plugin_config",
+                code: CallErrorCode::Config,
                 message: format!(
                     "the plugin rejected the destination config: {}",
                     instance.scrubber().scrub(&message)
@@ -171,7 +216,7 @@ impl PluginInstance {
         if outcomes.len() != requests.len() {
             self.poisoned = true;
             return Err(CallError {
-                code: "plugin_protocol",
+                code: CallErrorCode::Protocol,
                 message: format!(
                     "send returned {} outcomes for {} requests",
                     outcomes.len(),
@@ -214,7 +259,7 @@ fn scrub_failure(scrubber: &Scrubber, failure: &mut Failure) {
 fn classify(state: &HostState, error: &wasmtime::Error) -> CallError {
     if state.clock.timed_out {
         return CallError {
-            code: "plugin_timeout",
+            code: CallErrorCode::Timeout,
             message: format!(
                 "the plugin ran longer than its deadline of {:?} and was stopped",
                 state.clock.deadline
@@ -223,7 +268,7 @@ fn classify(state: &HostState, error: &wasmtime::Error) -> CallError {
     }
     if state.limiter.exceeded {
         return CallError {
-            code: "plugin_memory",
+            code: CallErrorCode::Memory,
             message: format!(
                 "the plugin exceeded its memory limit of {} bytes and was stopped",
                 state.limiter.max_bytes
@@ -237,8 +282,35 @@ fn classify(state: &HostState, error: &wasmtime::Error) -> CallError {
         message.push_str(&stderr);
     }
     CallError {
-        code: "plugin_trap",
+        code: CallErrorCode::Trap,
         // Panic messages and stderr are the plugin's text: they may quote its config.
         message: state.scrubber.scrub(&message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes are stored as jobs' `error_code` and documented: they must not drift.
+    #[test]
+    fn call_error_codes_keep_their_stored_names() {
+        let names: Vec<&str> = CallErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "plugin_trap",
+                "plugin_timeout",
+                "plugin_memory",
+                "plugin_config",
+                "plugin_protocol",
+                "plugin_unavailable",
+            ]
+        );
+        let e = CallError {
+            code: CallErrorCode::Timeout,
+            message: "stopped".into(),
+        };
+        assert_eq!(e.to_string(), "plugin_timeout: stopped");
     }
 }

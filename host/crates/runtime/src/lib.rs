@@ -31,7 +31,7 @@ use anyhow::Context;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine};
 
-pub use instance::{CallError, InstanceSpec, PluginInstance};
+pub use instance::{CallError, CallErrorCode, InstanceSpec, PluginInstance};
 pub use loader::{LoadError, LoadedPlugin, PluginLoadError};
 pub use manifest::Manifest;
 pub use net_policy::NetworkPolicy;

@@ -138,7 +138,9 @@ pub enum ManifestProblem {
     #[error("{}{source}", path_prefix(.path))]
     Toml {
         path: String,
-        source: toml::de::Error,
+        /// Boxed: the TOML error is large, and every `Result` that carries a problem pays for
+        /// its size.
+        source: Box<toml::de::Error>,
     },
     #[error("name: must not be empty")]
     EmptyName,
@@ -167,7 +169,10 @@ fn path_prefix(path: &str) -> String {
 
 /// Deserializes manifest text, keeping the path of the field that failed.
 fn parse_toml(text: &str) -> Result<Manifest, ManifestProblem> {
-    let toml_error = |path: String, source| ManifestProblem::Toml { path, source };
+    let toml_error = |path: String, source| ManifestProblem::Toml {
+        path,
+        source: Box::new(source),
+    };
     let de = toml::Deserializer::parse(text).map_err(|e| toml_error(String::new(), e))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -5,7 +5,8 @@
 //! the name or the allowlist pattern (`*`, `localhost`, a public name whose DNS answers
 //! 127.0.0.1): loopback, RFC 1918 private, link-local (cloud metadata at 169.254.169.254),
 //! CGNAT, multicast, broadcast, unspecified, the other IANA special-purpose ranges, and their
-//! IPv6 equivalents (IPv4-mapped and NAT64 addresses are judged by the IPv4 address inside).
+//! IPv6 equivalents (IPv4-mapped, NAT64, 6to4 and Teredo addresses are judged by the IPv4
+//! address inside).
 //!
 //! The check runs on the resolved addresses, at connect time (`outbound::PolicyResolver`), like
 //! Svix's `NonLocalDnsResolver`: the name is resolved once and the connection goes to an address
@@ -93,24 +94,30 @@ impl NetworkPolicy {
     }
 }
 
-/// IPv4-mapped (`::ffff:a.b.c.d`) and NAT64 (`64:ff9b::a.b.c.d`) addresses reach the IPv4
-/// address inside; judge that one.
+/// IPv6 addresses that carry an IPv4 address and reach it: judge that one.
+/// - IPv4-mapped `::ffff:a.b.c.d`;
+/// - NAT64 `64:ff9b::a.b.c.d` (RFC 6052);
+/// - 6to4 `2002:aabb:ccdd::/48` (RFC 3056): a relay forwards to `aa.bb.cc.dd`;
+/// - Teredo `2001:0::/32` (RFC 4380): the client's address is the last 32 bits, inverted.
 fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return IpAddr::V4(v4);
-            }
-            let s = v6.segments();
-            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let [a, b] = s[6].to_be_bytes();
-                let [c, d] = s[7].to_be_bytes();
-                return IpAddr::V4(Ipv4Addr::new(a, b, c, d));
-            }
-            IpAddr::V6(v6)
-        }
-        v4 => v4,
+    let IpAddr::V6(v6) = addr else {
+        return addr;
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
     }
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return IpAddr::V4(v4(s[6], s[7]));
+    }
+    if s[0] == 0x2002 {
+        return IpAddr::V4(v4(s[1], s[2]));
+    }
+    if s[..2] == [0x2001, 0] {
+        return IpAddr::V4(v4(!s[6], !s[7]));
+    }
+    addr
 }
 
 fn special_range(addr: IpAddr) -> Option<SpecialRange> {
@@ -197,6 +204,11 @@ mod tests {
             ("::ffff:127.0.0.1", Loopback),
             ("::ffff:169.254.169.254", LinkLocal),
             ("64:ff9b::a9fe:a9fe", LinkLocal),
+            ("2002:7f00:1::", Loopback),
+            ("2002:a9fe:a9fe::1", LinkLocal),
+            ("2002:c0a8:101:5::1", Private),
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", Loopback),
+            ("2001::5601:5601", LinkLocal),
             ("fe80::1", LinkLocal),
             ("fc00::1", UniqueLocal),
             ("fd12:3456::1", UniqueLocal),
@@ -218,6 +230,8 @@ mod tests {
             "172.32.0.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "2002:808:808::1",
+            "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
         ] {
             assert_eq!(refused(&p, addr), None, "{addr}");
         }
@@ -235,6 +249,7 @@ mod tests {
             None,
             "mapped: judged as IPv4"
         );
+        assert_eq!(refused(&p, "2002:7f00:1::"), None, "6to4: judged as IPv4");
         assert_eq!(refused(&p, "fd00::1"), None);
         assert_eq!(refused(&p, "::1"), Some(SpecialRange::Loopback));
         assert_eq!(

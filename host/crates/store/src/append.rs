@@ -1,35 +1,36 @@
 //! Ingest's write: a group of HTTP requests appended to the event log in one transaction.
 //!
 //! Contract:
-//! - The transaction holds the *ingest lock* (a transaction-scoped advisory lock) from before
-//!   it takes ids until it commits. Ids are therefore handed out in commit order, across every
-//!   host, and the ids a reader can see always form a prefix: a lane that has read up to id N
-//!   never later finds an id below N appear. `ingest_head.last_id` is set in the same
-//!   transaction, so a reader learns how far that prefix goes in the snapshot it reads in.
+//! - The transaction holds the ingest lock (`ingest_lock`) from before it takes ids until it
+//!   commits. Ids are therefore handed out in commit order, across every host, and the ids a
+//!   reader can see always form a prefix: a lane that has read up to id N never later finds an
+//!   id below N appear. `ingest_head.last_id` is set in the same transaction, so a reader
+//!   learns how far that prefix goes in the snapshot it reads in.
 //! - Each request's accepted events get consecutive ids, in request order; requests of one
 //!   group follow each other. Each event is written once, whatever number of destinations
 //!   its source feeds (lanes read the log; nothing is fanned out at write time).
 //! - Dedup: a (source, messageId) seen within the window is dropped, as is a repeat inside the
-//!   group. The pair is kept as a 128-bit hash in `dedup_keys`, partitioned by ranges of
-//!   minutes, one window long, that are dropped whole once older than the window (see
-//!   `datasets`).
+//!   group (see `dedup`).
 //! - Rows go in with binary COPY (no escaping, no per-row statements).
+//!
+//! The steps, in one transaction:
+//! 1. take the ingest lock;
+//! 2. find the new events: drop repeats inside the group, then those seen within the window
+//!    (recording the others);
+//! 3. if any event is left: reserve its ids (moving `ingest_head`) and find the open dataset;
+//! 4. COPY the events into the log;
+//! 5. NOTIFY the other hosts, if asked;
+//! 6. commit.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-use sqlx::Row;
+use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Store, StoreError};
-
-/// The advisory lock every ingest transaction (and every dataset rotation) holds.
-pub const INGEST_LOCK: i64 = 0x736c_7569_6365_0001;
-/// The channel other hosts LISTEN on for new events.
-pub const EVENTS_CHANNEL: &str = "sluice_events";
+use super::dedup::{self, Dedup, dedup_hash, minute_of};
+use super::{Store, StoreError, ingest_lock, notify};
 
 /// One validated event, ready to store.
 #[derive(Debug, Clone)]
@@ -61,46 +62,9 @@ pub struct AppendOutcome {
     pub first_id: Option<i64>,
 }
 
-/// Dedup settings for a write.
-#[derive(Debug, Clone, Copy)]
-pub struct Dedup {
-    /// A messageId seen this long ago or less is a duplicate. Zero turns dedup off.
-    pub window: Duration,
-}
-
-impl Dedup {
-    /// Minutes per dedup partition: one window, so that a lookup touches at most the current
-    /// partition and the one before (a partition is dropped once all of it is older than the
-    /// window, so keys live between one and two windows).
-    pub fn partition_minutes(&self) -> i32 {
-        self.window_minutes().max(1)
-    }
-
-    pub fn window_minutes(&self) -> i32 {
-        (self.window.as_secs().div_ceil(60)).min(i32::MAX as u64) as i32
-    }
-}
-
-/// Minutes since the Unix epoch: the dedup partition key.
-pub fn minute_of(t: OffsetDateTime) -> i32 {
-    (t.unix_timestamp().div_euclid(60)).clamp(0, i32::MAX as i64) as i32
-}
-
-/// The 128-bit dedup hash of (source, messageId).
-pub fn dedup_hash(source_id: &str, message_id: &str) -> Uuid {
-    let mut h = Sha256::new();
-    h.update(source_id.as_bytes());
-    h.update([0u8]);
-    h.update(message_id.as_bytes());
-    let digest = h.finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    Uuid::from_bytes(bytes)
-}
-
 impl Store {
     /// Appends a group of requests in one transaction; one outcome per request, in order.
-    /// `notify` is the payload of a NOTIFY on [`EVENTS_CHANNEL`] sent at commit, if any.
+    /// `notify` is the payload of a NOTIFY on [`notify::EVENTS_CHANNEL`] sent at commit, if any.
     pub async fn event_append(
         &self,
         requests: &[&AppendRequest],
@@ -112,145 +76,145 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::from_sqlx("starting the ingest transaction"))?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(INGEST_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from_sqlx("taking the ingest lock"))?;
-
-        // Which events are new: not seen in the window, and not repeated within the group.
-        let dedup = dedup.filter(|d| !d.window.is_zero());
-        let now_minute = minute_of(
-            requests
-                .first()
-                .map_or_else(OffsetDateTime::now_utc, |r| r.received_at),
-        );
-        let hashes: Vec<Vec<Uuid>> = requests
-            .iter()
-            .map(|r| {
-                r.events
-                    .iter()
-                    .map(|e| dedup_hash(&r.source_id, &e.message_id))
-                    .collect()
-            })
-            .collect();
-        // Repeats inside the group: the first one wins.
-        let mut in_group: HashSet<Uuid> = HashSet::new();
-        let mut keep: Vec<Vec<bool>> = hashes
-            .iter()
-            .map(|h| h.iter().map(|hash| in_group.insert(*hash)).collect())
-            .collect();
-        // Seen within the window: one probe per hash into the window's partitions, then the
-        // new hashes go into the current one. The ingest lock makes probe-then-insert safe.
-        // Each probe is forced to be an index lookup (a LIMIT 1 per hash): a planner with stale
-        // statistics would otherwise scan whole partitions for a big group. The indexes are
-        // hash indexes: the keys are random, and a random insert into a btree costs several
-        // times more.
-        if let Some(d) = dedup {
-            super::datasets::dedup_partitions(&mut tx, now_minute, d).await?;
-            let candidates: Vec<Uuid> = hashes
-                .iter()
-                .flatten()
-                .zip(keep.iter().flatten())
-                .filter(|(_, k)| **k)
-                .map(|(h, _)| *h)
-                .collect();
-            let seen: HashSet<Uuid> = sqlx::query_scalar(
-                "SELECT h FROM unnest($1::uuid[]) AS h,
-                     LATERAL (SELECT 1 FROM dedup_keys d
-                              WHERE d.hash = h AND d.bucket >= $2 LIMIT 1) x",
-            )
-            .bind(&candidates)
-            .bind(now_minute.saturating_sub(d.window_minutes()))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StoreError::from_sqlx("looking up dedup keys"))?
-            .into_iter()
-            .collect();
-            let fresh: Vec<Uuid> = candidates
-                .into_iter()
-                .filter(|h| !seen.contains(h))
-                .collect();
-            sqlx::query("INSERT INTO dedup_keys (bucket, hash) SELECT $1, unnest($2::uuid[])")
-                .bind(now_minute)
-                .bind(&fresh)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::from_sqlx("recording dedup keys"))?;
-            for (h, k) in hashes.iter().flatten().zip(keep.iter_mut().flatten()) {
-                *k = *k && !seen.contains(h);
-            }
-        }
+        ingest_lock::take(&mut tx, "taking the ingest lock").await?;
+        let keep = events_new(&mut tx, requests, dedup).await?;
         let total: usize = keep.iter().flatten().filter(|k| **k).count();
-
-        let mut outcomes = Vec::with_capacity(requests.len());
+        let mut first_id = None;
         if total > 0 {
-            let row = sqlx::query(
-                "WITH r AS (SELECT setval('event_id_seq', nextval('event_id_seq') + $1 - 1) AS last)
-                 UPDATE ingest_head SET last_id = r.last FROM r
-                 RETURNING r.last,
-                     (SELECT dataset FROM datasets WHERE closed_at IS NULL
-                      ORDER BY dataset DESC LIMIT 1) AS dataset",
-            )
-            .bind(total as i64)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::from_sqlx("reserving event ids"))?;
-            let last: i64 = row.get("last");
-            let dataset: Option<i32> = row.get("dataset");
-            let dataset = dataset.ok_or_else(|| StoreError::Query {
-                action: "finding the open dataset",
-                source: sqlx::Error::RowNotFound,
-            })?;
-            let mut next_id = last - total as i64 + 1;
-
-            let mut copy = CopyEncoder::new();
-            for (request, keep) in requests.iter().zip(&keep) {
-                let accepted = keep.iter().filter(|k| **k).count();
-                outcomes.push(AppendOutcome {
-                    accepted,
-                    duplicates: request.events.len() - accepted,
-                    first_id: (accepted > 0).then_some(next_id),
-                });
-                for (event, _) in request.events.iter().zip(keep).filter(|(_, k)| **k) {
-                    copy.row(dataset, next_id, request, event);
-                    next_id += 1;
-                }
-            }
-            let mut sink = tx
-                .copy_in_raw(
-                    "COPY events (dataset, id, workspace_id, source_id, user_key, message_id,
-                                  received_at, size, event) FROM STDIN (FORMAT binary)",
-                )
-                .await
-                .map_err(StoreError::from_sqlx("starting the COPY of events"))?;
-            sink.send(copy.finish())
-                .await
-                .map_err(StoreError::from_sqlx("sending events"))?;
-            sink.finish()
-                .await
-                .map_err(StoreError::from_sqlx("finishing the COPY of events"))?;
-
+            let (first, dataset) = ids_reserve(&mut tx, total).await?;
+            events_copy(&mut tx, requests, &keep, dataset, first).await?;
             if let Some(payload) = notify {
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(EVENTS_CHANNEL)
-                    .bind(payload)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::from_sqlx("notifying other hosts"))?;
+                notify::notify(&mut *tx, payload, "notifying other hosts").await?;
             }
-        } else {
-            outcomes.extend(requests.iter().map(|r| AppendOutcome {
-                accepted: 0,
-                duplicates: r.events.len(),
-                first_id: None,
-            }));
+            first_id = Some(first);
         }
         tx.commit()
             .await
             .map_err(StoreError::from_sqlx("committing the ingest transaction"))?;
-        Ok(outcomes)
+        Ok(outcomes(requests, &keep, first_id))
     }
+}
+
+/// Step 2: which events are new, per request and event: not repeated earlier in the group
+/// (the first one wins), and not seen within the dedup window, if there is one.
+async fn events_new(
+    conn: &mut PgConnection,
+    requests: &[&AppendRequest],
+    dedup: Option<Dedup>,
+) -> Result<Vec<Vec<bool>>, StoreError> {
+    let hashes: Vec<Vec<Uuid>> = requests
+        .iter()
+        .map(|r| {
+            r.events
+                .iter()
+                .map(|e| dedup_hash(&r.source_id, &e.message_id))
+                .collect()
+        })
+        .collect();
+    let mut in_group: HashSet<Uuid> = HashSet::new();
+    let mut keep: Vec<Vec<bool>> = hashes
+        .iter()
+        .map(|h| h.iter().map(|hash| in_group.insert(*hash)).collect())
+        .collect();
+    let Some(d) = dedup.filter(|d| !d.window.is_zero()) else {
+        return Ok(keep);
+    };
+    let now_minute = minute_of(
+        requests
+            .first()
+            .map_or_else(OffsetDateTime::now_utc, |r| r.received_at),
+    );
+    let candidates: Vec<Uuid> = hashes
+        .iter()
+        .flatten()
+        .zip(keep.iter().flatten())
+        .filter(|(_, k)| **k)
+        .map(|(h, _)| *h)
+        .collect();
+    let seen = dedup::dedup_keys_check(conn, now_minute, d, candidates).await?;
+    for (h, k) in hashes.iter().flatten().zip(keep.iter_mut().flatten()) {
+        *k = *k && !seen.contains(h);
+    }
+    Ok(keep)
+}
+
+/// Step 3: reserves `total` ids, the next ones in commit order (the caller holds the ingest
+/// lock), and moves `ingest_head` to the last. Returns the first id and the open dataset.
+async fn ids_reserve(conn: &mut PgConnection, total: usize) -> Result<(i64, i32), StoreError> {
+    let row = sqlx::query(
+        "WITH r AS (SELECT setval('event_id_seq', nextval('event_id_seq') + $1 - 1) AS last)
+         UPDATE ingest_head SET last_id = r.last FROM r
+         RETURNING r.last,
+             (SELECT dataset FROM datasets WHERE closed_at IS NULL
+              ORDER BY dataset DESC LIMIT 1) AS dataset",
+    )
+    .bind(total as i64)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx("reserving event ids"))?;
+    let last: i64 = row.get("last");
+    let dataset: Option<i32> = row.get("dataset");
+    let dataset = dataset.ok_or_else(|| StoreError::Query {
+        action: "finding the open dataset",
+        source: sqlx::Error::RowNotFound,
+    })?;
+    Ok((last - total as i64 + 1, dataset))
+}
+
+/// Step 4: COPYs the kept events into `dataset`, with consecutive ids from `first_id`.
+async fn events_copy(
+    conn: &mut PgConnection,
+    requests: &[&AppendRequest],
+    keep: &[Vec<bool>],
+    dataset: i32,
+    first_id: i64,
+) -> Result<(), StoreError> {
+    let mut copy = CopyEncoder::new();
+    let mut next_id = first_id;
+    for (request, keep) in requests.iter().zip(keep) {
+        for (event, _) in request.events.iter().zip(keep).filter(|(_, k)| **k) {
+            copy.row(dataset, next_id, request, event);
+            next_id += 1;
+        }
+    }
+    let mut sink = conn
+        .copy_in_raw(
+            "COPY events (dataset, id, workspace_id, source_id, user_key, message_id,
+                          received_at, size, event) FROM STDIN (FORMAT binary)",
+        )
+        .await
+        .map_err(StoreError::from_sqlx("starting the COPY of events"))?;
+    sink.send(copy.finish())
+        .await
+        .map_err(StoreError::from_sqlx("sending events"))?;
+    sink.finish()
+        .await
+        .map_err(StoreError::from_sqlx("finishing the COPY of events"))?;
+    Ok(())
+}
+
+/// What happened to each request: the kept events of the group got consecutive ids from
+/// `first_id` (`None`: none was kept), in request order.
+fn outcomes(
+    requests: &[&AppendRequest],
+    keep: &[Vec<bool>],
+    first_id: Option<i64>,
+) -> Vec<AppendOutcome> {
+    let mut next_id = first_id;
+    requests
+        .iter()
+        .zip(keep)
+        .map(|(request, keep)| {
+            let accepted = keep.iter().filter(|k| **k).count();
+            let first_id = next_id.filter(|_| accepted > 0);
+            next_id = next_id.map(|id| id + accepted as i64);
+            AppendOutcome {
+                accepted,
+                duplicates: request.events.len() - accepted,
+                first_id,
+            }
+        })
+        .collect()
 }
 
 /// Microseconds between the Unix epoch and Postgres' (2000-01-01).
@@ -294,30 +258,5 @@ impl CopyEncoder {
     fn finish(mut self) -> Vec<u8> {
         self.buf.extend_from_slice(&(-1i16).to_be_bytes());
         self.buf
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dedup_hash_separates_source_and_message() {
-        assert_ne!(dedup_hash("a", "bc"), dedup_hash("ab", "c"));
-        assert_eq!(dedup_hash("web", "m1"), dedup_hash("web", "m1"));
-    }
-
-    #[test]
-    fn a_partition_spans_one_window() {
-        let d = Dedup {
-            window: Duration::from_secs(3600),
-        };
-        assert_eq!(d.partition_minutes(), 60);
-        assert_eq!(d.window_minutes(), 60);
-        let tiny = Dedup {
-            window: Duration::from_secs(30),
-        };
-        assert_eq!(tiny.partition_minutes(), 1);
-        assert_eq!(tiny.window_minutes(), 1);
     }
 }

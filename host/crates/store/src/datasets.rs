@@ -8,22 +8,20 @@
 //!   with no unfinished job (and no aborted job younger than the retention) it is dropped
 //!   whole; with only a few, those jobs and their events are first moved into the open
 //!   dataset (same ids, so order is kept), with their attempt history, then it is dropped.
-//! - **Dedup partitions** (minute ranges of `dedup_keys`) are created as ingest needs them and
-//!   dropped once older than the dedup window.
+//!
+//! (Dedup partitions, the other thing maintenance drops whole, are `dedup`'s.)
 //!
 //! Every step is one transaction, so a crash leaves each dataset either as it was or fully
 //! rotated, moved or dropped; the next maintenance pass carries on. DDL that needs an exclusive
 //! lock on a parent table waits at most [`DDL_LOCK_TIMEOUT`] and is retried on the next pass,
-//! so that maintenance never stalls ingest or delivery for long.
+//! so that maintenance never stalls ingest or delivery for long (see `ddl`).
 
-use sqlx::{AssertSqlSafe, PgConnection, Row};
+use sqlx::{AssertSqlSafe, Row};
 use time::OffsetDateTime;
 
-use super::append::{Dedup, INGEST_LOCK};
-use super::{Store, StoreError};
-
-/// How long maintenance DDL waits for a lock before giving up until the next pass.
-pub const DDL_LOCK_TIMEOUT: &str = "500ms";
+pub use super::ddl::DDL_LOCK_TIMEOUT;
+use super::ddl::{self, exec};
+use super::{Store, StoreError, ingest_lock};
 
 pub use sluice_core::DatasetPolicy;
 
@@ -59,19 +57,6 @@ fn stop_here(stop: Option<StopAfter>, step: StopAfter) -> Result<(), StoreError>
             source: sqlx::Error::Protocol(format!("stopped after {step:?}")),
         });
     }
-    Ok(())
-}
-
-/// Runs dynamic SQL (partition names are built from integers only).
-async fn exec(
-    conn: &mut PgConnection,
-    sql: String,
-    action: &'static str,
-) -> Result<(), StoreError> {
-    sqlx::query(AssertSqlSafe(sql))
-        .execute(conn)
-        .await
-        .map_err(StoreError::from_sqlx(action))?;
     Ok(())
 }
 
@@ -113,19 +98,8 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::from_sqlx("starting a rotation"))?;
-        exec(
-            &mut tx,
-            format!("SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"),
-            "setting a lock timeout",
-        )
-        .await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(INGEST_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from_sqlx(
-                "taking the ingest lock for a rotation",
-            ))?;
+        ddl::lock_timeout(&mut tx).await?;
+        ingest_lock::take(&mut tx, "taking the ingest lock for a rotation").await?;
         // Under the lock: nothing is being written, and nobody else rotates.
         let still_open: Option<i32> = sqlx::query_scalar(
             "SELECT dataset FROM datasets WHERE closed_at IS NULL ORDER BY dataset DESC LIMIT 1",
@@ -228,7 +202,7 @@ impl Store {
             {
                 Ok(change) => changes.extend(change),
                 // A busy table (lock timeout): try again on the next pass.
-                Err(StoreError::Query { source, .. }) if is_lock_timeout(&source) => break,
+                Err(e) if ddl::is_lock_timeout(&e) => break,
                 Err(e) => return Err(e),
             }
         }
@@ -247,12 +221,7 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::from_sqlx("starting a dataset retirement"))?;
-        exec(
-            &mut tx,
-            format!("SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"),
-            "setting a lock timeout",
-        )
-        .await?;
+        ddl::lock_timeout(&mut tx).await?;
         // Another host's maintenance may be at the same dataset: the first one wins.
         let exists: Option<i32> =
             sqlx::query_scalar("SELECT dataset FROM datasets WHERE dataset = $1 FOR UPDATE")
@@ -356,125 +325,4 @@ impl Store {
             .map_err(StoreError::from_sqlx("committing a dataset retirement"))?;
         Ok(Some(change))
     }
-
-    /// Drops dedup partitions whose newest minute is older than the window. Returns how many.
-    pub async fn dedup_expire(
-        &self,
-        dedup: Dedup,
-        now: OffsetDateTime,
-    ) -> Result<usize, StoreError> {
-        let oldest_kept = super::append::minute_of(now).saturating_sub(dedup.window_minutes());
-        let expired: Vec<i32> =
-            sqlx::query_scalar("SELECT lo FROM dedup_buckets WHERE hi <= $1 ORDER BY lo")
-                .bind(oldest_kept)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(StoreError::from_sqlx("listing dedup partitions"))?;
-        let mut dropped = 0;
-        for lo in expired {
-            let mut tx = self
-                .pool
-                .begin()
-                .await
-                .map_err(StoreError::from_sqlx("starting a dedup expiry"))?;
-            exec(
-                &mut tx,
-                format!("SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"),
-                "setting a lock timeout",
-            )
-            .await?;
-            let done = async {
-                exec(
-                    &mut tx,
-                    format!("DROP TABLE IF EXISTS dedup_keys_m{lo}"),
-                    "dropping a dedup partition",
-                )
-                .await?;
-                sqlx::query("DELETE FROM dedup_buckets WHERE lo = $1")
-                    .bind(lo)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::from_sqlx("forgetting a dedup partition"))?;
-                Ok::<_, StoreError>(())
-            }
-            .await;
-            match done {
-                Ok(()) => {}
-                Err(StoreError::Query { source, .. }) if is_lock_timeout(&source) => break,
-                Err(e) => return Err(e),
-            }
-            tx.commit()
-                .await
-                .map_err(StoreError::from_sqlx("committing a dedup expiry"))?;
-            dropped += 1;
-        }
-        Ok(dropped)
-    }
-}
-
-/// Makes sure a dedup partition covers `minute`. The caller holds the ingest lock, so no other
-/// transaction creates partitions at the same time.
-pub(super) async fn dedup_partitions(
-    conn: &mut PgConnection,
-    minute: i32,
-    dedup: Dedup,
-) -> Result<(), StoreError> {
-    let covered: Option<i32> =
-        sqlx::query_scalar("SELECT lo FROM dedup_buckets WHERE lo <= $1 AND hi > $1")
-            .bind(minute)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(StoreError::from_sqlx("finding the dedup partition"))?;
-    if covered.is_none() {
-        dedup_create_partition(conn, minute, dedup).await?;
-    }
-    Ok(())
-}
-
-async fn dedup_create_partition(
-    conn: &mut PgConnection,
-    minute: i32,
-    dedup: Dedup,
-) -> Result<(), StoreError> {
-    // Partitions never overlap: this one starts at `minute` (nothing covers it) and ends
-    // before the next partition above it, if any.
-    let next_lo: Option<i32> =
-        sqlx::query_scalar("SELECT min(lo) FROM dedup_buckets WHERE lo > $1")
-            .bind(minute)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(StoreError::from_sqlx("finding the next dedup partition"))?;
-    let lo = minute;
-    let hi = lo
-        .saturating_add(dedup.partition_minutes())
-        .min(next_lo.unwrap_or(i32::MAX));
-    exec(
-        conn,
-        format!("CREATE TABLE dedup_keys_m{lo} (LIKE dedup_keys)"),
-        "creating a dedup partition",
-    )
-    .await?;
-    exec(
-        conn,
-        format!("CREATE INDEX ON dedup_keys_m{lo} USING hash (hash)"),
-        "indexing a dedup partition",
-    )
-    .await?;
-    exec(
-        conn,
-        format!("ALTER TABLE dedup_keys ATTACH PARTITION dedup_keys_m{lo} FOR VALUES FROM ({lo}) TO ({hi})"),
-        "attaching a dedup partition",
-    )
-    .await?;
-    sqlx::query("INSERT INTO dedup_buckets (lo, hi) VALUES ($1, $2)")
-        .bind(lo)
-        .bind(hi)
-        .execute(&mut *conn)
-        .await
-        .map_err(StoreError::from_sqlx("recording a dedup partition"))?;
-    Ok(())
-}
-
-fn is_lock_timeout(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
 }

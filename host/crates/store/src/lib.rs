@@ -2,12 +2,14 @@
 //! transaction, taking and returning domain types (no sqlx type leaves this module).
 //!
 //! The schema (`migrations/`) is documented there and is a public interface. The pieces:
-//! - [`append`]: ingest's write (the ingest lock, ids, COPY into the log, dedup);
-//! - [`lanes`]: lanes, routes, leases and hosts;
+//! - [`append`]: ingest's write (ids, COPY into the log), under the [`ingest_lock`], with
+//!   [`dedup`] keys;
+//! - [`lanes`]: lanes and routes as the config says; [`leases`]: who owns a lane;
+//!   [`hosts`]: the host registry; [`notify`]: wake-ups between hosts (LISTEN/NOTIFY);
 //! - [`read`]: a lane reading its sources' events from the log;
 //! - [`commit`]: a lane owner recording outcomes and its cursor, fenced on its lease;
 //! - [`blocked`]: fetching the unfinished jobs of blocked keys that are due;
-//! - [`datasets`]: rotation, dropping and compaction of datasets, dedup buckets;
+//! - [`datasets`]: rotation, dropping and compaction of datasets (DDL helpers in `ddl`);
 //! - [`lane_stats`], [`admin`]: what the admin API reads and does.
 //!
 //! The ordering invariant is stated in `sluice_engine::lane` and kept by the lane owner; the store
@@ -19,9 +21,15 @@ pub mod append;
 pub mod blocked;
 pub mod commit;
 pub mod datasets;
+mod ddl;
+pub mod dedup;
 pub mod embedded_pg;
+pub mod hosts;
+pub mod ingest_lock;
 pub mod lane_stats;
 pub mod lanes;
+pub mod leases;
+pub mod notify;
 pub mod plugins;
 pub mod read;
 #[cfg(feature = "testing")]
@@ -33,13 +41,17 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-pub use append::{AppendOutcome, AppendRequest, Dedup, NewEvent};
+pub use append::{AppendOutcome, AppendRequest, NewEvent};
 pub use blocked::{BlockedFetch, FetchLimits, RowJob};
 pub use commit::{CommitResult, LaneCommit, NewJobRow, RowUpdate};
-pub use lanes::{AcquiredLane, HostInfo, LaneSpec, OrphanLane, Wake, WakeListener};
+pub use dedup::Dedup;
+pub use hosts::HostInfo;
+pub use lanes::LaneSpec;
+pub use leases::{AcquiredLane, OrphanLane};
+pub use notify::{Wake, WakeListener};
 pub use plugins::LoadedVersion;
 pub use read::{LogEvent, LogRead, ReadLimits};
-pub use types::{JobState, LaneId, Lease, OrderingScope};
+pub use types::{AttemptOutcome, JobState, LaneId, Lease, OrderingScope};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../../migrations");
 

@@ -30,6 +30,25 @@ impl JobState {
     }
 }
 
+/// How one attempt of a job ended (SQL enum `attempt_outcome`, the `outcome` of
+/// `job_attempts`). The admin API shows it as the same lowercase word.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[sqlx(type_name = "attempt_outcome", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The destination accepted it (recorded only for jobs that had failed before: a first-try
+    /// delivery writes no attempt).
+    Delivered,
+    /// A retryable failure; the job is retried at its `next_attempt_at`.
+    Retry,
+    /// The destination asked to slow down; no attempt was spent.
+    Throttled,
+    /// A permanent failure, or retries exhausted (`error_code` says which, e.g. `too_large`).
+    Abort,
+}
+
 /// A lane: the jobs of one destination of one workspace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LaneId {
@@ -54,6 +73,23 @@ pub struct Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempt_outcomes_keep_their_api_words() {
+        let words: Vec<String> = [
+            AttemptOutcome::Delivered,
+            AttemptOutcome::Retry,
+            AttemptOutcome::Throttled,
+            AttemptOutcome::Abort,
+        ]
+        .iter()
+        .map(|o| serde_json::to_string(o).expect("serialize"))
+        .collect();
+        assert_eq!(
+            words,
+            ["\"delivered\"", "\"retry\"", "\"throttled\"", "\"abort\""]
+        );
+    }
 
     #[test]
     fn keys_by_scope() {

@@ -9,7 +9,8 @@
 //! - Half-open: after the pause, a claim takes a single job as a probe. Success closes the
 //!   breaker; failure reopens it with a longer pause.
 //!
-//! Throttles and released jobs say nothing about the destination's health and are ignored.
+//! Throttles, released jobs and jobs the plugin skipped (filtered out, nothing sent) say
+//! nothing about the destination's health and are ignored.
 
 use std::time::Duration;
 
@@ -47,7 +48,11 @@ impl Breaker {
             match d {
                 Decision::Delivered | Decision::Aborted { .. } => alive = true,
                 Decision::Retry { .. } => failed += 1,
-                Decision::Throttled { .. } | Decision::Released | Decision::Parked => {}
+                // A skipped job never reached the destination.
+                Decision::Skipped
+                | Decision::Throttled { .. }
+                | Decision::Released
+                | Decision::Parked => {}
             }
         }
         if alive {
@@ -108,6 +113,20 @@ mod tests {
         assert_eq!(observe(&mut b, updates(0, 1)), Some(MAX));
         assert_eq!(observe(&mut b, updates(1, 0)), None);
         assert!(!b.probing(), "a delivered probe closes the breaker");
+    }
+
+    #[test]
+    fn skipped_jobs_are_no_sign_of_life() {
+        let mut b = Breaker::default();
+        let mut d = updates(0, 10);
+        d.push(Decision::Skipped);
+        assert_eq!(
+            observe(&mut b, d),
+            Some(MIN),
+            "nothing reached the destination"
+        );
+        assert_eq!(observe(&mut b, vec![Decision::Skipped]), None);
+        assert!(b.probing(), "a skipped probe proves nothing");
     }
 
     #[test]

@@ -16,13 +16,14 @@ use sluice_runtime::bindings::{JobContext, Outcome, Request, TransformError};
 /// Transforms between two yields to the scheduler.
 const YIELD_EVERY: usize = 32;
 
-/// What a call came to: one outcome per job, in order.
-#[derive(Debug)]
-pub struct CallReport {
-    pub outcomes: Vec<JobOutcome>,
-    /// No instance could be created (e.g. `configure` failed): the jobs were not attempted.
-    pub unavailable: Option<CallError>,
-}
+/// The code of a job that sent payloads and got no outcome back for them. `send` returns one
+/// outcome per request or fails the call, so this is a host bug guarded against: the job is
+/// retried, never taken as delivered.
+const MISSING_OUTCOME: &str = "plugin_missing_outcome";
+
+/// What a call came to: one outcome per job, in order; or the error when no instance could be
+/// created (e.g. `configure` failed), and then no job was attempted.
+pub type CallReport = Result<Vec<JobOutcome>, CallError>;
 
 /// Runs one call.
 pub async fn deliver_call(pool: &InstancePool, workspace_id: &str, jobs: &[Job]) -> CallReport {
@@ -35,23 +36,12 @@ pub async fn deliver_call(pool: &InstancePool, workspace_id: &str, jobs: &[Job])
     );
     async {
         let started = std::time::Instant::now();
-        let mut instance = match pool.take().await {
-            Ok(i) => i,
-            Err(e) => {
-                return CallReport {
-                    outcomes: Vec::new(),
-                    unavailable: Some(e),
-                };
-            }
-        };
+        let mut instance = pool.take().await?;
         let outcomes = run(pool, workspace_id, &mut instance, jobs).await;
         crate::metrics::plugin_call(pool.destination_id(), started.elapsed());
         crate::metrics::concurrency_limit(pool.destination_id(), instance.concurrency_limit());
         pool.give_back(instance);
-        CallReport {
-            outcomes,
-            unavailable: None,
-        }
+        Ok(outcomes)
     }
     .instrument(span)
     .await
@@ -63,16 +53,14 @@ async fn run(
     instance: &mut Pooled,
     jobs: &[Job],
 ) -> Vec<JobOutcome> {
-    let mut outcomes: Vec<Option<JobOutcome>> = vec![None; jobs.len()];
-    let mut requests = Vec::new();
-    let mut owners = Vec::new();
+    let mut tally = Tally::new(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
         if instance.is_poisoned() {
             // The previous transform trapped: carry on with a fresh instance.
             match pool.take().await {
                 Ok(fresh) => *instance = fresh,
                 Err(e) => {
-                    outcomes[i] = Some(from_call_error(e));
+                    tally.failed(i, e);
                     continue;
                 }
             }
@@ -83,56 +71,104 @@ async fn run(
             tokio::task::yield_now().await;
         }
         let context = job_context(workspace_id, pool.destination_id(), job);
-        match instance.transform(&context, &job.event).await {
-            Ok(Ok(payloads)) if payloads.is_empty() => outcomes[i] = Some(JobOutcome::Delivered),
+        let result = instance.transform(&context, &job.event).await;
+        tally.transformed(i, context, result);
+    }
+
+    if tally.requests.is_empty() {
+        return tally.finish();
+    }
+    if instance.is_poisoned() {
+        // The last transform trapped: send with a fresh instance.
+        match pool.take().await {
+            Ok(fresh) => *instance = fresh,
+            Err(e) => {
+                tally.sent(Err(e));
+                return tally.finish();
+            }
+        }
+    }
+    let result = instance.send(&tally.requests).await;
+    tally.sent(result);
+    tally.finish()
+}
+
+/// The outcomes of one call's jobs as they become known, and the requests for its `send`.
+struct Tally {
+    outcomes: Vec<Option<JobOutcome>>,
+    requests: Vec<Request>,
+    /// The job (index in the call) each request came from.
+    owners: Vec<usize>,
+}
+
+impl Tally {
+    fn new(jobs: usize) -> Tally {
+        Tally {
+            outcomes: vec![None; jobs],
+            requests: Vec::new(),
+            owners: Vec::new(),
+        }
+    }
+
+    /// Job `i` was not attempted: no instance could take it.
+    fn failed(&mut self, i: usize, e: CallError) {
+        self.outcomes[i] = Some(from_call_error(e));
+    }
+
+    /// What `transform` of job `i` came to: its payloads join the call's requests; no payloads
+    /// means the plugin filtered the job out, which is its outcome.
+    fn transformed(
+        &mut self,
+        i: usize,
+        context: JobContext,
+        result: Result<Result<Vec<Vec<u8>>, TransformError>, CallError>,
+    ) {
+        let outcome = match result {
+            Ok(Ok(payloads)) if payloads.is_empty() => {
+                tracing::debug!(
+                    job = context.job_id,
+                    "transform produced no payloads; skipped"
+                );
+                JobOutcome::Skipped
+            }
             Ok(Ok(mut payloads)) => {
                 // The context goes with the last payload; earlier ones get copies.
                 let last = payloads.pop();
                 for body in payloads {
-                    requests.push(Request {
+                    self.requests.push(Request {
                         context: context.clone(),
                         body,
                     });
-                    owners.push(i);
+                    self.owners.push(i);
                 }
                 if let Some(body) = last {
-                    requests.push(Request { context, body });
-                    owners.push(i);
+                    self.requests.push(Request { context, body });
+                    self.owners.push(i);
                 }
+                return;
             }
-            Ok(Err(TransformError::Retry(f))) => {
-                outcomes[i] = Some(JobOutcome::Retry {
-                    code: f.code,
-                    message: f.message,
-                })
-            }
-            Ok(Err(TransformError::Abort(f))) => {
-                outcomes[i] = Some(JobOutcome::Abort {
-                    code: f.code,
-                    message: f.message,
-                })
-            }
-            Err(e) => outcomes[i] = Some(from_call_error(e)),
-        }
+            Ok(Err(TransformError::Retry(f))) => JobOutcome::Retry {
+                code: f.code,
+                message: f.message,
+            },
+            Ok(Err(TransformError::Abort(f))) => JobOutcome::Abort {
+                code: f.code,
+                message: f.message,
+            },
+            Err(e) => from_call_error(e),
+        };
+        self.outcomes[i] = Some(outcome);
     }
 
-    if !requests.is_empty() {
-        if instance.is_poisoned() {
-            match pool.take().await {
-                Ok(fresh) => *instance = fresh,
-                Err(e) => {
-                    for owner in owners {
-                        outcomes[owner] = Some(from_call_error(e.clone()));
-                    }
-                    return finish(outcomes);
-                }
-            }
-        }
-        match instance.send(&requests).await {
+    /// What `send` of every request came to. A job with several payloads is as good as its
+    /// worst one.
+    fn sent(&mut self, result: Result<Vec<Outcome>, CallError>) {
+        let owners = std::mem::take(&mut self.owners);
+        match result {
             Ok(results) => {
                 for (owner, result) in owners.into_iter().zip(results) {
                     let o = from_outcome(result);
-                    outcomes[owner] = Some(match outcomes[owner].take() {
+                    self.outcomes[owner] = Some(match self.outcomes[owner].take() {
                         None => o,
                         Some(prev) => worst(prev, o),
                     });
@@ -140,19 +176,26 @@ async fn run(
             }
             Err(e) => {
                 for owner in owners {
-                    outcomes[owner] = Some(from_call_error(e.clone()));
+                    self.outcomes[owner] = Some(from_call_error(e.clone()));
                 }
             }
         }
     }
-    finish(outcomes)
-}
 
-fn finish(outcomes: Vec<Option<JobOutcome>>) -> Vec<JobOutcome> {
-    outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or(JobOutcome::Delivered))
-        .collect()
+    /// One outcome per job. Every job has one by now, unless its payloads got none back: it
+    /// must not pass for delivered.
+    fn finish(self) -> Vec<JobOutcome> {
+        self.outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| JobOutcome::Retry {
+                    code: MISSING_OUTCOME.to_string(),
+                    message: "the plugin's send returned no outcome for this job's payloads"
+                        .to_string(),
+                })
+            })
+            .collect()
+    }
 }
 
 fn job_context(workspace_id: &str, destination_id: &str, job: &Job) -> JobContext {
@@ -188,7 +231,7 @@ fn from_outcome(o: Outcome) -> JobOutcome {
 
 fn from_call_error(e: CallError) -> JobOutcome {
     JobOutcome::Retry {
-        code: e.code.to_string(),
+        code: e.code.as_str().to_string(),
         message: e.message,
     }
 }
@@ -198,7 +241,7 @@ fn from_call_error(e: CallError) -> JobOutcome {
 fn worst(a: JobOutcome, b: JobOutcome) -> JobOutcome {
     fn rank(o: &JobOutcome) -> u8 {
         match o {
-            JobOutcome::Delivered => 0,
+            JobOutcome::Delivered | JobOutcome::Skipped => 0,
             JobOutcome::Throttled(_) => 1,
             JobOutcome::Retry { .. } => 2,
             JobOutcome::TooLarge { .. } => 3,
@@ -211,6 +254,125 @@ fn worst(a: JobOutcome, b: JobOutcome) -> JobOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_runtime::CallErrorCode;
+    use sluice_runtime::bindings::Failure;
+
+    fn context(job: i64) -> JobContext {
+        JobContext {
+            job_id: job,
+            idempotency_key: format!("m{job}:d"),
+            message_id: format!("m{job}"),
+            workspace_id: "w".into(),
+            source_id: "s".into(),
+            destination_id: "d".into(),
+            attempt: 0,
+        }
+    }
+
+    fn payloads(n: usize) -> Result<Result<Vec<Vec<u8>>, TransformError>, CallError> {
+        Ok(Ok(vec![b"{}".to_vec(); n]))
+    }
+
+    fn failure(code: &str) -> Failure {
+        Failure {
+            code: code.into(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_job_without_payloads_is_skipped_not_delivered() {
+        let mut t = Tally::new(2);
+        t.transformed(0, context(1), payloads(0));
+        t.transformed(1, context(2), payloads(1));
+        assert_eq!(t.owners, vec![1], "only the second job is sent");
+        t.sent(Ok(vec![Outcome::Delivered]));
+        assert_eq!(t.finish(), vec![JobOutcome::Skipped, JobOutcome::Delivered]);
+    }
+
+    #[test]
+    fn a_job_whose_payloads_got_no_outcome_is_retried() {
+        let mut t = Tally::new(2);
+        t.transformed(0, context(1), payloads(2));
+        t.transformed(1, context(2), payloads(1));
+        // One outcome for three requests (`send` itself refuses this; the tally must not
+        // turn the gap into a delivery either).
+        t.sent(Ok(vec![Outcome::Delivered]));
+        let missing = JobOutcome::Retry {
+            code: MISSING_OUTCOME.into(),
+            message: "the plugin's send returned no outcome for this job's payloads".into(),
+        };
+        assert_eq!(t.finish(), vec![JobOutcome::Delivered, missing.clone()]);
+
+        // Nothing sent at all.
+        let mut t = Tally::new(1);
+        t.transformed(0, context(1), payloads(1));
+        assert_eq!(t.finish(), vec![missing]);
+    }
+
+    #[test]
+    fn each_job_gets_the_worst_outcome_of_its_payloads_or_its_own_failure() {
+        let mut t = Tally::new(4);
+        t.transformed(0, context(1), payloads(2));
+        t.transformed(
+            1,
+            context(2),
+            Ok(Err(TransformError::Abort(failure("bad_event")))),
+        );
+        t.transformed(
+            2,
+            context(3),
+            Err(CallError {
+                code: CallErrorCode::Trap,
+                message: "boom".into(),
+            }),
+        );
+        t.transformed(3, context(4), payloads(1));
+        t.sent(Ok(vec![
+            Outcome::Delivered,
+            Outcome::Retry(failure("http_503")),
+            Outcome::Delivered,
+        ]));
+        let codes: Vec<Option<String>> = t
+            .finish()
+            .into_iter()
+            .map(|o| match o {
+                JobOutcome::Retry { code, .. } | JobOutcome::Abort { code, .. } => Some(code),
+                JobOutcome::Delivered => None,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                Some("http_503".to_string()),
+                Some("bad_event".to_string()),
+                Some("plugin_trap".to_string()),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_send_fails_every_job_that_sent_and_no_other() {
+        let mut t = Tally::new(2);
+        t.transformed(0, context(1), payloads(0));
+        t.transformed(1, context(2), payloads(3));
+        t.sent(Err(CallError {
+            code: CallErrorCode::Timeout,
+            message: "slow".into(),
+        }));
+        assert_eq!(
+            t.finish(),
+            vec![
+                JobOutcome::Skipped,
+                JobOutcome::Retry {
+                    code: "plugin_timeout".into(),
+                    message: "slow".into(),
+                }
+            ]
+        );
+    }
 
     #[test]
     fn worst_outcome_wins() {

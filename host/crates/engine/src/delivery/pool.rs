@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 
 use super::retry::RetryPolicy;
-use sluice_runtime::{CallError, InstanceSpec, PluginInstance, PluginRuntime};
+use sluice_runtime::{CallError, CallErrorCode, InstanceSpec, PluginInstance, PluginRuntime};
 
 /// What a lane takes from its plugin's manifest (and the destination's config): fixed for one
 /// active period of the lane, read again at the next.
@@ -192,7 +192,7 @@ impl InstancePool {
 
 fn unavailable(message: &str) -> CallError {
     CallError {
-        code: "plugin_unavailable",
+        code: CallErrorCode::Unavailable,
         message: message.to_string(),
     }
 }

@@ -73,6 +73,8 @@ impl RetryPolicy {
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutcome {
     Delivered,
+    /// `transform` returned no payloads: the plugin filtered the job out and nothing was sent.
+    Skipped,
     Retry {
         code: String,
         message: String,
@@ -102,6 +104,7 @@ pub fn decide(
 ) -> Decision {
     match outcome {
         JobOutcome::Delivered => Decision::Delivered,
+        JobOutcome::Skipped => Decision::Skipped,
         // A job that reaches this too large was alone in its call: no smaller call can carry it.
         JobOutcome::Abort { code, message } | JobOutcome::TooLarge { code, message } => {
             Decision::Aborted {
@@ -246,6 +249,15 @@ mod tests {
                 at: now + Duration::from_secs(7)
             }
         );
+    }
+
+    #[test]
+    fn a_skipped_job_is_finished_as_skipped_not_delivered() {
+        let p = RetryPolicy::default();
+        let now = OffsetDateTime::now_utc();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let d = decide(&p, 0, now, now, JobOutcome::Skipped, &mut rng);
+        assert_eq!(d, Decision::Skipped);
     }
 
     #[test]

@@ -23,6 +23,8 @@ use sluice_store::{LaneId, Store};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobMetric {
     Delivered,
+    /// Filtered out by the plugin (`transform` returned no payloads).
+    Skipped,
     Retried,
     Aborted,
     Throttled,
@@ -32,6 +34,7 @@ impl JobMetric {
     pub(crate) fn label(self) -> &'static str {
         match self {
             JobMetric::Delivered => "delivered",
+            JobMetric::Skipped => "skipped",
             JobMetric::Retried => "failed",
             JobMetric::Aborted => "aborted",
             JobMetric::Throttled => "throttled",
@@ -69,7 +72,8 @@ pub(crate) fn count(destination: &str, what: JobMetric, n: u64) {
     with_entry(destination, |e| {
         let c = &mut e.counters;
         let slot = match what {
-            JobMetric::Delivered => &mut c.delivered,
+            // `lane_stats` has no column for skipped jobs: they finish as delivered there.
+            JobMetric::Delivered | JobMetric::Skipped => &mut c.delivered,
             JobMetric::Retried => &mut c.failed,
             JobMetric::Aborted => &mut c.aborted,
             JobMetric::Throttled => &mut c.throttled,

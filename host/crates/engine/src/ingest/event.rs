@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use sluice_core::clock::{Clock, SystemClock};
 use sluice_store::NewEvent;
 
 pub const EVENT_TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
@@ -35,9 +36,11 @@ pub struct RequestMeta<'a> {
     pub sent_at: Option<&'a RawValue>,
 }
 
-/// The server's receive time as ingest stamps it (`receivedAt`), RFC 3339.
+/// The system clock's time as ingest would stamp it (`receivedAt`), RFC 3339: for tools that
+/// normalise an event outside the server (`sluice plugin call`, the bench). The server's
+/// handlers take the time from their injected clock instead.
 pub fn now_rfc3339() -> String {
-    rfc3339(time::OffsetDateTime::now_utc())
+    rfc3339(SystemClock.now())
 }
 
 pub fn rfc3339(t: time::OffsetDateTime) -> String {

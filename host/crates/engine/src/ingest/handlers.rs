@@ -1,5 +1,10 @@
 //! The ingest handlers: authenticate (from the header, before reading the body, when the key
 //! is there) → read → validate all → write (group commit) → 200.
+//!
+//! The time a request was received (`receivedAt` of its events, and so the minute its
+//! messageIds are kept under for dedup) is taken from the state's [`Clock`], once per request:
+//! every event of a request carries the same time. Validation and stamping are plain
+//! functions of the body and that time ([`batch_events`], [`single_event`]).
 
 use std::sync::Arc;
 
@@ -10,12 +15,14 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 
 use super::auth::basic_auth_key;
 use super::body::read_body;
 use super::error::ApiError;
 use super::event::{RequestMeta, contains_nul_escape, normalize, rfc3339};
 use super::{IngestState, Source};
+use sluice_core::clock::Clock;
 use sluice_store::{AppendRequest, NewEvent};
 
 /// The body of `POST /v1/batch`, members unparsed.
@@ -50,31 +57,10 @@ pub async fn batch(
         Some(s) => s,
         None => source_from_body(&state, doc.write_key.as_deref())?,
     };
-    let Some(batch) = doc.batch else {
-        return Err(ApiError::bad_request(
-            "invalid_batch",
-            "missing `batch` array",
-        ));
-    };
-    let items: Vec<&RawValue> = serde_json::from_str(batch.get())
-        .map_err(|_| ApiError::bad_request("invalid_batch", "`batch` must be an array"))?;
-    if items.is_empty() {
-        return Err(ApiError::bad_request("empty_batch", "`batch` is empty"));
-    }
-    let received_at = time::OffsetDateTime::now_utc();
-    let received_text = rfc3339(received_at);
-    let meta = RequestMeta {
-        received_at: &received_text,
-        sent_at: doc.sent_at,
-    };
-    let events = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| {
-            normalize(e, None, &meta).map_err(|why| invalid_event(format!("batch[{i}]: {why}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    store(&state, &source, received_at, events).await
+    let received = Received::now(state.clock.as_ref());
+    let events = batch_events(&doc, &received)?;
+    let request = append_request(&source, &received, events);
+    store(&state, &source, request).await
 }
 
 /// `POST /v1/{track,identify,page,screen,group,alias}`: one event, its type from the path.
@@ -97,17 +83,74 @@ pub async fn single(
         Some(s) => s,
         None => source_from_body(&state, doc.write_key.as_deref())?,
     };
-    let raw: &RawValue = serde_json::from_slice(&bytes).map_err(|e| {
+    let received = Received::now(state.clock.as_ref());
+    let event = single_event(&bytes, &kind, &received)?;
+    let request = append_request(&source, &received, vec![event]);
+    store(&state, &source, request).await
+}
+
+/// When a request was received: the clock's time, and the same as `receivedAt` writes it.
+struct Received {
+    at: OffsetDateTime,
+    text: String,
+}
+
+impl Received {
+    fn now(clock: &dyn Clock) -> Received {
+        let at = clock.now();
+        Received {
+            at,
+            text: rfc3339(at),
+        }
+    }
+}
+
+/// The events of a batch body, each validated and stamped; one invalid event rejects all.
+fn batch_events(doc: &BatchBody, received: &Received) -> Result<Vec<NewEvent>, ApiError> {
+    let Some(batch) = doc.batch else {
+        return Err(ApiError::bad_request(
+            "invalid_batch",
+            "missing `batch` array",
+        ));
+    };
+    let items: Vec<&RawValue> = serde_json::from_str(batch.get())
+        .map_err(|_| ApiError::bad_request("invalid_batch", "`batch` must be an array"))?;
+    if items.is_empty() {
+        return Err(ApiError::bad_request("empty_batch", "`batch` is empty"));
+    }
+    let meta = RequestMeta {
+        received_at: &received.text,
+        sent_at: doc.sent_at,
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            normalize(e, None, &meta).map_err(|why| invalid_event(format!("batch[{i}]: {why}")))
+        })
+        .collect()
+}
+
+/// The event of a single-event body, its type `kind` from the path, validated and stamped.
+fn single_event(bytes: &[u8], kind: &str, received: &Received) -> Result<NewEvent, ApiError> {
+    let raw: &RawValue = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
-    let received_at = time::OffsetDateTime::now_utc();
-    let received_text = rfc3339(received_at);
     let meta = RequestMeta {
-        received_at: &received_text,
+        received_at: &received.text,
         sent_at: None,
     };
-    let event = normalize(raw, Some(&kind), &meta).map_err(|why| invalid_event(why.to_string()))?;
-    store(&state, &source, received_at, vec![event]).await
+    normalize(raw, Some(kind), &meta).map_err(|why| invalid_event(why.to_string()))
+}
+
+/// What the writer appends for one request of `source`.
+fn append_request(source: &Source, received: &Received, events: Vec<NewEvent>) -> AppendRequest {
+    AppendRequest {
+        workspace_id: source.workspace.clone(),
+        source_id: source.id.clone(),
+        received_at: received.at,
+        events,
+    }
 }
 
 /// `GET /health`: 200 when the store answers, 503 otherwise.
@@ -183,16 +226,9 @@ fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
 async fn store(
     state: &IngestState,
     source: &Source,
-    received_at: time::OffsetDateTime,
-    events: Vec<NewEvent>,
+    request: AppendRequest,
 ) -> Result<Json<Value>, ApiError> {
-    let total = events.len();
-    let request = AppendRequest {
-        workspace_id: source.workspace.clone(),
-        source_id: source.id.clone(),
-        received_at,
-        events,
-    };
+    let total = request.events.len();
     let outcome = state
         .writer
         .append(request, source.destinations.clone())
@@ -209,4 +245,140 @@ async fn store(
 
 fn invalid_event(why: String) -> ApiError {
     ApiError::bad_request("invalid_event", why)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use sluice_core::clock::{Clock, ManualClock};
+    use sluice_store::dedup::minute_of;
+    use time::format_description::well_known::Rfc3339;
+
+    use super::*;
+
+    fn at(rfc3339: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(rfc3339, &Rfc3339).unwrap()
+    }
+
+    fn source() -> Source {
+        Source {
+            id: "web".into(),
+            workspace: "acme".into(),
+            destinations: Arc::from(vec!["hook".to_string()]),
+        }
+    }
+
+    fn received_at_of(e: &NewEvent) -> String {
+        let v: Value = serde_json::from_str(&e.json).unwrap();
+        v["receivedAt"].as_str().unwrap().to_string()
+    }
+
+    const BATCH: &str = r#"{"batch":[
+        {"type":"track","event":"A","userId":"u1","messageId":"m1"},
+        {"type":"identify","userId":"u2","messageId":"m2","receivedAt":"1999-01-01T00:00:00Z"}
+    ],"sentAt":"2026-03-01T11:00:00Z"}"#;
+
+    #[test]
+    fn a_batch_is_stamped_with_the_clock_time_once_for_all_its_events() {
+        let clock = ManualClock::new(at("2026-03-01T12:00:00.25Z"));
+        let doc: BatchBody = parse(BATCH.as_bytes()).unwrap();
+        let received = Received::now(&clock);
+        let events = batch_events(&doc, &received).unwrap();
+        let stamps: Vec<String> = events.iter().map(received_at_of).collect();
+        assert_eq!(
+            stamps,
+            ["2026-03-01T12:00:00.25Z", "2026-03-01T12:00:00.25Z"],
+            "the client's own receivedAt is replaced too"
+        );
+        let request = append_request(&source(), &received, events);
+        assert_eq!(request.received_at, at("2026-03-01T12:00:00.25Z"));
+        assert_eq!(
+            (&*request.source_id, &*request.workspace_id),
+            ("web", "acme")
+        );
+    }
+
+    #[test]
+    fn the_next_request_takes_the_time_the_clock_moved_to() {
+        let clock = ManualClock::new(at("2026-03-01T12:00:00Z"));
+        let doc: BatchBody = parse(BATCH.as_bytes()).unwrap();
+        let first = Received::now(&clock);
+        clock.advance(Duration::from_millis(1500));
+        let second = Received::now(&clock);
+        assert_eq!(second.at - first.at, time::Duration::milliseconds(1500));
+        let events = batch_events(&doc, &second).unwrap();
+        assert_eq!(received_at_of(&events[0]), "2026-03-01T12:00:01.5Z");
+        // Setting the clock back is obeyed too: ingest keeps no time of its own.
+        clock.set(at("2025-12-31T23:59:59Z"));
+        let e = single_event(
+            br#"{"userId":"u","name":"Home"}"#,
+            "page",
+            &Received::now(&clock),
+        )
+        .unwrap();
+        assert_eq!(received_at_of(&e), "2025-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn the_dedup_minute_of_a_request_follows_the_clock() {
+        // The store files a request's messageIds under the minute of its `received_at`.
+        let clock = ManualClock::new(at("2026-03-01T12:00:59.9Z"));
+        let doc: BatchBody = parse(BATCH.as_bytes()).unwrap();
+        let stamp = |clock: &ManualClock| {
+            let received = Received::now(clock);
+            let events = batch_events(&doc, &received).unwrap();
+            minute_of(append_request(&source(), &received, events).received_at)
+        };
+        let before = stamp(&clock);
+        assert_eq!(
+            i64::from(before),
+            at("2026-03-01T12:00:00Z").unix_timestamp() / 60
+        );
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(
+            stamp(&clock),
+            before + 1,
+            "the next minute, to the millisecond"
+        );
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(stamp(&clock), before + 61);
+    }
+
+    #[test]
+    fn a_single_event_takes_its_type_from_the_path_and_its_time_from_the_clock() {
+        let clock = ManualClock::new(at("2026-03-01T12:00:00Z"));
+        let e = single_event(
+            br#"{"type":"track","userId":"u","event":"E","writeKey":"k"}"#,
+            "identify",
+            &Received::now(&clock),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_str(&e.json).unwrap();
+        assert_eq!(v["type"], "identify");
+        assert_eq!(v["receivedAt"], "2026-03-01T12:00:00Z");
+        assert!(v.get("writeKey").is_none());
+        assert_eq!(
+            clock.now(),
+            at("2026-03-01T12:00:00Z"),
+            "reading does not move it"
+        );
+    }
+
+    #[test]
+    fn an_invalid_event_rejects_the_batch_and_names_its_position() {
+        let clock = ManualClock::new(at("2026-03-01T12:00:00Z"));
+        let doc: BatchBody =
+            parse(br#"{"batch":[{"type":"page","userId":"u"},{"type":"page"}]}"#).unwrap();
+        let err = batch_events(&doc, &Received::now(&clock)).unwrap_err();
+        assert_eq!(err.code, "invalid_event");
+        assert_eq!(
+            err.message,
+            "batch[1]: neither `userId` nor `anonymousId` is set"
+        );
+        let doc: BatchBody = parse(br#"{"batch":[]}"#).unwrap();
+        let err = batch_events(&doc, &Received::now(&clock)).unwrap_err();
+        assert_eq!(err.code, "empty_batch");
+    }
 }

@@ -6,6 +6,11 @@
 //! (invalid JSON, `\u0000`, empty batch, invalid event), 401 (write key), 413 (body over
 //! 4000 KB, before or after gzip), 503 (store unavailable; clients retry). Nothing is
 //! half-written: a request is stored whole or not at all.
+//!
+//! Time: a request's `receivedAt` (and with it the dedup minute the store files its
+//! messageIds under) comes from the [`SharedClock`] in [`IngestState`], never from the
+//! system clock directly, so tests drive it with a `ManualClock`. Body and connection
+//! timeouts are durations on tokio's monotonic clock (`body`, `server`).
 
 mod auth;
 mod body;
@@ -22,6 +27,7 @@ use axum::Router;
 use axum::routing::{get, post};
 
 use sluice_config::Config;
+use sluice_core::clock::SharedClock;
 use sluice_store::Store;
 
 pub use body::{BodyBudget, MAX_BODY_BYTES};
@@ -44,10 +50,12 @@ pub struct IngestState {
     pub writer: Writer,
     /// Memory for request bodies in flight.
     pub budget: BodyBudget,
+    /// Where `receivedAt` comes from (and so the dedup minute of a request).
+    pub clock: SharedClock,
 }
 
 impl IngestState {
-    pub fn new(config: &Config, store: Store, writer: Writer) -> IngestState {
+    pub fn new(config: &Config, store: Store, writer: Writer, clock: SharedClock) -> IngestState {
         let sources = config
             .sources
             .iter()
@@ -69,6 +77,7 @@ impl IngestState {
             budget: BodyBudget::new(
                 usize::try_from(config.server.ingest_memory).unwrap_or(usize::MAX),
             ),
+            clock,
         }
     }
 }

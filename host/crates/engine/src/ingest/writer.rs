@@ -13,7 +13,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::wake::Wakers;
-use sluice_store::lanes::wake_payload;
+use sluice_store::notify::wake_payload;
 use sluice_store::{AppendOutcome, AppendRequest, Dedup, Store, StoreError};
 
 /// Largest group: events and bytes.

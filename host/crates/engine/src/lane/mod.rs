@@ -79,8 +79,11 @@ pub type Key = Arc<str>;
 /// What becomes of a job after an attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Finished: accepted (or filtered out by the plugin).
+    /// Finished: accepted.
     Delivered,
+    /// Finished: filtered out by the plugin, nothing sent. The store has no state for it: it
+    /// is written as delivered.
+    Skipped,
     /// Failed; try again at `at`. Counts as an attempt.
     Retry {
         code: String,
@@ -383,7 +386,7 @@ impl Lane {
                 None => decision,
             };
             let follow = match decision {
-                Decision::Delivered | Decision::Aborted { .. } => None,
+                Decision::Delivered | Decision::Skipped | Decision::Aborted { .. } => None,
                 Decision::Released => Some(Decision::Released),
                 Decision::Retry { .. } | Decision::Throttled { .. } | Decision::Parked => {
                     Some(Decision::Parked)
@@ -432,7 +435,7 @@ impl Lane {
                     self.keys.remove(&key);
                 }
             }
-            Decision::Delivered => {
+            Decision::Delivered | Decision::Skipped => {
                 self.release_bytes(&job);
                 if job.has_row {
                     // The successful attempt counts; the last failure's code and text stay

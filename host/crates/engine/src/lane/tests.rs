@@ -343,6 +343,43 @@ fn an_aborted_log_job_gets_a_row_and_its_key_goes_on() {
     assert!(c.block_keys.is_empty() && c.ensure_keys.is_empty());
 }
 
+#[test]
+fn a_skipped_job_finishes_like_a_delivered_one_and_frees_its_key() {
+    let mut l = lane();
+    read(&mut l, vec![ev(1, "a"), ev(2, "a")], 2);
+    let j = l.take_call(10, usize::MAX, 1).pop().unwrap();
+    l.complete(j, Decision::Skipped, now());
+    let j = l.take_call(10, usize::MAX, 1).pop().unwrap();
+    assert_eq!(j.event_id, 2, "the key goes on");
+    l.complete(j, Decision::Skipped, now());
+    let c = commit(&mut l);
+    assert!(c.new_rows.is_empty(), "nothing to record but the cursor");
+    assert_eq!(c.cursor, 2);
+    assert!(l.is_drained());
+
+    // A skipped job with a row (from a blocked key) is written as delivered.
+    let mut l = lane_at(10, &["a"], LaneLimits::default());
+    l.accept_rows(vec![RowJob {
+        dataset: 1,
+        event_id: 3,
+        source_id: "s".into(),
+        order_key: "a".into(),
+        state: JobState::Failed,
+        attempt: 1,
+        first_attempt_at: Some(now()),
+        user_key: "a".into(),
+        message_id: "m3".into(),
+        received_at: now(),
+        event: "{}".into(),
+    }]);
+    let j = l.take_call(10, usize::MAX, 1).pop().unwrap();
+    l.complete(j, Decision::Skipped, now());
+    let c = commit(&mut l);
+    let states: Vec<JobState> = c.row_updates.iter().map(|u| u.state).collect();
+    assert_eq!(states, vec![JobState::Delivered]);
+    assert_eq!(c.check_keys, vec!["a".to_string()]);
+}
+
 // Ordered batches: a call may carry a run of one key's jobs.
 
 #[test]

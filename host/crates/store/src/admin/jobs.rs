@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::{Attempt, JobCursor, JobDetail, JobFilter, JobSummary, job_list};
-use crate::{JobState, LaneId, Store, StoreError};
+use crate::{AttemptOutcome, JobState, LaneId, Store, StoreError};
 
 fn summary(r: &PgRow) -> JobSummary {
     JobSummary {
@@ -130,7 +130,7 @@ impl Store {
             attempts.push(Attempt {
                 attempt: 1,
                 at: None,
-                outcome: "delivered".into(),
+                outcome: AttemptOutcome::Delivered,
                 error_code: None,
                 error_text: None,
                 implied: true,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::JobState;
+use super::{AttemptOutcome, JobState};
 
 pub use operator::OperatorAction;
 
@@ -109,8 +109,7 @@ pub struct Attempt {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub at: Option<OffsetDateTime>,
-    /// delivered, retry, throttled or abort.
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub error_code: Option<String>,
     pub error_text: Option<String>,
     /// True for the one successful attempt of a job delivered at the first try, which the

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use libtest_mimic::Trial;
-use sluice_store::append::INGEST_LOCK;
+use sluice_store::ingest_lock::INGEST_LOCK;
 
 use crate::fixtures::*;
 use crate::harness::{Db, trial};
@@ -144,7 +144,41 @@ async fn lock_orders_commits(db: Db) {
             .await
             .unwrap();
     assert_eq!(taken, None, "no id handed out while the lock is held");
+    // The holder takes ids as an ingest transaction does, while the append waits, and commits
+    // first: the append's ids must come after the holder's.
+    let holder_last: i64 = sqlx::query_scalar(
+        "WITH r AS (SELECT setval('event_id_seq', nextval('event_id_seq') + 2) AS last)
+         UPDATE ingest_head SET last_id = r.last FROM r RETURNING r.last",
+    )
+    .fetch_one(&mut *holder)
+    .await
+    .unwrap();
     holder.commit().await.unwrap();
-    let out = append.await.unwrap();
-    assert_eq!(out.first_id, Some(1));
+    let first = append.await.unwrap();
+    assert_eq!(
+        first.first_id,
+        Some(holder_last + 1),
+        "the append's id follows those of the writer that committed before it"
+    );
+    // A later append takes the very next id, and the head follows the last commit.
+    let second = append_users(&db.store, "web", &[("u", "m2"), ("u", "m3")]).await;
+    assert_eq!(second.first_id, Some(holder_last + 2));
+    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, message_id FROM events ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    let got: Vec<(i64, &str)> = rows.iter().map(|(i, m)| (*i, m.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (holder_last + 1, "m1"),
+            (holder_last + 2, "m2"),
+            (holder_last + 3, "m3")
+        ]
+    );
+    let head: i64 = sqlx::query_scalar("SELECT last_id FROM ingest_head")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(head, holder_last + 3);
 }

@@ -2,7 +2,7 @@
 //! attempt of a job that left the fast path, never for a first-try delivery.
 
 use libtest_mimic::Trial;
-use sluice_store::{JobState, LaneCommit, Lease, NewJobRow, RowUpdate};
+use sluice_store::{AttemptOutcome, JobState, LaneCommit, Lease, NewJobRow, RowUpdate};
 use time::OffsetDateTime;
 
 use crate::fixtures::*;
@@ -76,7 +76,7 @@ fn update(
     }
 }
 
-type Attempt = (i64, i32, String, Option<String>, Option<String>);
+type Attempt = (i64, i32, AttemptOutcome, Option<String>, Option<String>);
 
 async fn attempts(db: &Db) -> Vec<Attempt> {
     sqlx::query_as(
@@ -143,11 +143,17 @@ async fn recorded(db: Db) {
     assert_eq!(
         got,
         vec![
-            (1, 1, "retry".into(), s("http_503"), s("down")),
-            (1, 2, "retry".into(), s("http_500"), Some(kept)),
-            (1, 3, "delivered".into(), None, None),
-            (3, 0, "throttled".into(), s("throttled"), s("slow down")),
-            (3, 1, "abort".into(), s("http_400"), s("bad")),
+            (1, 1, AttemptOutcome::Retry, s("http_503"), s("down")),
+            (1, 2, AttemptOutcome::Retry, s("http_500"), Some(kept)),
+            (1, 3, AttemptOutcome::Delivered, None, None),
+            (
+                3,
+                0,
+                AttemptOutcome::Throttled,
+                s("throttled"),
+                s("slow down")
+            ),
+            (3, 1, AttemptOutcome::Abort, s("http_400"), s("bad")),
         ],
         "no row for the first-try delivery (2) or the parked job (4)"
     );
@@ -165,4 +171,26 @@ async fn recorded(db: Db) {
             .await
             .unwrap();
     assert_eq!((attempt, code.as_deref()), (3, Some("http_500")));
+    // The admin API reads the outcomes back through the same type.
+    for (event_id, want) in [
+        (
+            1,
+            [
+                AttemptOutcome::Retry,
+                AttemptOutcome::Retry,
+                AttemptOutcome::Delivered,
+            ]
+            .as_slice(),
+        ),
+        (3, &[AttemptOutcome::Throttled, AttemptOutcome::Abort]),
+    ] {
+        let job = db.store.admin_job(&lane("hook"), event_id).await.unwrap();
+        let outcomes: Vec<AttemptOutcome> = job
+            .expect("the job")
+            .attempts
+            .iter()
+            .map(|a| a.outcome)
+            .collect();
+        assert_eq!(outcomes, want, "job {event_id}");
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use libtest_mimic::Trial;
 use sluice_store::datasets::{DatasetChange, DatasetPolicy, StopAfter};
 use sluice_store::{
-    FetchLimits, JobState, LaneCommit, Lease, NewJobRow, OrderingScope, ReadLimits,
+    AttemptOutcome, FetchLimits, JobState, LaneCommit, Lease, NewJobRow, OrderingScope, ReadLimits,
 };
 
 use crate::fixtures::*;
@@ -153,14 +153,14 @@ async fn drop_and_compact(db: Db) {
     assert!(!table_exists(&db, "events_ds_1").await && !table_exists(&db, "job_state_ds_2").await);
     assert!(!table_exists(&db, "job_attempts_ds_1").await);
     // Their attempt history moved with them.
-    let attempts: Vec<(i64, i32, String)> =
+    let attempts: Vec<(i64, i32, AttemptOutcome)> =
         sqlx::query_as("SELECT event_id, dataset, outcome FROM job_attempts ORDER BY event_id")
             .fetch_all(&db.pool)
             .await
             .unwrap();
     assert_eq!(
         attempts,
-        vec![(2, 3, "retry".to_string()), (3, 3, "abort".to_string())]
+        vec![(2, 3, AttemptOutcome::Retry), (3, 3, AttemptOutcome::Abort)]
     );
     // The moved jobs keep their ids, and the failed one comes back with its event.
     let fetch = db

@@ -1,14 +1,21 @@
 //! The state of one active period of a lane runner: from acquiring the lease to giving it up.
 
-use std::time::Duration;
-
+use rand::SeedableRng;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Breaker, Calls, LogBudget, RateLimit, STORE_RETRY_MIN};
-use crate::lane::{Decision, Lane};
-use sluice_store::{BlockedFetch, CommitResult, LaneCommit, Lease, LogRead, StoreError};
+use super::LaneSettings;
+use super::batch_cap::BatchCap;
+use super::wake::StoreBackoff;
+use crate::delivery::breaker::Breaker;
+use crate::delivery::calls::Calls;
+use crate::delivery::log_budget::LogBudget;
+use crate::delivery::rate::RateLimit;
+use crate::lane::Lane;
+use sluice_store::{
+    AcquiredLane, BlockedFetch, CommitResult, LaneCommit, Lease, LogRead, StoreError,
+};
 
 /// Awaits a spawned store operation; pends forever when there is none.
 pub(super) async fn join<T>(slot: &mut Option<JoinHandle<T>>) -> Option<T> {
@@ -43,8 +50,8 @@ pub(super) struct Active {
     /// When the lease was last renewed (a commit or a renewal that started then succeeded).
     pub(super) renewed_at: Instant,
     pub(super) last_commit: Instant,
-    pub(super) store_retry_at: Option<Instant>,
-    pub(super) store_backoff: Duration,
+    /// Whether the store answers, and when to try it again.
+    pub(super) store_backoff: StoreBackoff,
     pub(super) breaker: Breaker,
     pub(super) dry_since: Option<Instant>,
     pub(super) rng: rand::rngs::StdRng,
@@ -54,56 +61,35 @@ pub(super) struct Active {
     pub(super) log_budget: LogBudget,
 }
 
-/// Jobs per call after a destination said "too large" (413): halved at each such answer,
-/// doubled back after a run of clean calls.
-#[derive(Debug, Default)]
-pub(super) struct BatchCap {
-    cap: Option<usize>,
-    clean_calls: u32,
-}
-
-/// Clean calls at the cap before it doubles.
-const CLEAN_CALLS_TO_GROW: u32 = 8;
-
-impl BatchCap {
-    /// The call size to use, given the plugin's batch size.
-    pub(super) fn limit(&self, batch_size: usize) -> usize {
-        self.cap.map_or(batch_size, |c| c.min(batch_size)).max(1)
-    }
-
-    pub(super) fn observe(
-        &mut self,
-        call_len: usize,
-        too_large: bool,
-        decisions: &[Decision],
-        lane: &sluice_store::LaneId,
-    ) {
-        if too_large {
-            let cap = (call_len / 2).max(1);
-            tracing::info!(lane = %lane, jobs_per_call = cap, "destination answered too large; halving the calls");
-            self.cap = Some(cap);
-            self.clean_calls = 0;
-            return;
-        }
-        let Some(cap) = self.cap else { return };
-        if call_len >= cap && decisions.iter().all(|d| matches!(d, Decision::Delivered)) {
-            self.clean_calls += 1;
-            if self.clean_calls >= CLEAN_CALLS_TO_GROW {
-                self.cap = Some(cap * 2);
-                self.clean_calls = 0;
-            }
-        }
-    }
-}
-
 impl Active {
+    /// The state right after acquiring the lease (`now` is the clock's time).
+    pub(super) fn new(acquired: &AcquiredLane, s: &LaneSettings, now: OffsetDateTime) -> Active {
+        Active {
+            lane: Lane::resume(acquired, s.limits),
+            lease: acquired.lease.clone(),
+            calls: Calls::default(),
+            reading: None,
+            committing: None,
+            fetching: None,
+            renewing: None,
+            log_more: true,
+            woken_while_reading: false,
+            next_due: (!acquired.blocked_keys.is_empty()).then_some(now),
+            paused_until: None,
+            renewed_at: Instant::now(),
+            last_commit: Instant::now(),
+            store_backoff: StoreBackoff::default(),
+            breaker: Breaker::default(),
+            dry_since: None,
+            rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
+            rate: s.rate_limit.map(|r| RateLimit::new(r, Instant::now())),
+            batch_cap: Default::default(),
+            log_budget: LogBudget::new(Instant::now()),
+        }
+    }
+
     pub(super) fn pause(&mut self, until: Instant) {
         self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
-    }
-
-    pub(super) fn store_ok(&mut self) {
-        self.store_retry_at = None;
-        self.store_backoff = STORE_RETRY_MIN;
     }
 
     /// No store operation under way.
@@ -126,41 +112,5 @@ impl Active {
         {
             h.abort();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sluice_store::LaneId;
-
-    #[test]
-    fn too_large_halves_the_calls_and_clean_calls_grow_them_back() {
-        let lane = LaneId {
-            workspace_id: "w".into(),
-            destination_id: "d".into(),
-        };
-        let mut cap = BatchCap::default();
-        assert_eq!(cap.limit(100), 100);
-        cap.observe(100, true, &[], &lane);
-        assert_eq!(cap.limit(100), 50);
-        cap.observe(50, true, &[], &lane);
-        assert_eq!(cap.limit(100), 25);
-        let clean = vec![Decision::Delivered; 25];
-        for _ in 0..CLEAN_CALLS_TO_GROW - 1 {
-            cap.observe(25, false, &clean, &lane);
-        }
-        assert_eq!(cap.limit(100), 25, "not yet");
-        cap.observe(25, false, &clean, &lane);
-        assert_eq!(cap.limit(100), 50);
-        // A call with a failure does not count as clean.
-        let mut mixed = vec![Decision::Delivered; 49];
-        mixed.push(Decision::Released);
-        for _ in 0..CLEAN_CALLS_TO_GROW {
-            cap.observe(50, false, &mixed, &lane);
-        }
-        assert_eq!(cap.limit(100), 50);
-        cap.observe(1, true, &[], &lane);
-        assert_eq!(cap.limit(100), 1, "never below one");
     }
 }

@@ -1,16 +1,61 @@
-//! A lane runner's store operations: each is spawned as a task, so that reading the log,
-//! writing outcomes, fetching due keys and renewing the lease overlap with plugin calls; their
-//! results come back to the loop in `mod.rs`.
+//! A lane runner's store operations, the only place the runner calls the store. While the
+//! lane is active they are spawned as tasks, so that reading the log, writing outcomes,
+//! fetching due keys and renewing the lease overlap with plugin calls; their results come back
+//! to the loop in `step.rs` as events, handled by the `*_done` methods here. A failure starts
+//! the store's backoff (`wake.rs`), a success ends it.
 
 use tokio::time::Instant;
 
 use super::active::Active;
-use super::{End, LaneRunner, PROGRESS_INTERVAL, STORE_RETRY_MAX};
+use super::{End, LaneRunner, PROGRESS_INTERVAL};
 use sluice_store::{
-    BlockedFetch, CommitResult, FetchLimits, LaneCommit, LogRead, ReadLimits, StoreError,
+    AcquiredLane, BlockedFetch, CommitResult, FetchLimits, LaneCommit, LogRead, ReadLimits,
+    StoreError,
 };
 
 impl LaneRunner {
+    /// Tries to take the lane's lease; `None` if another live host holds it.
+    pub(super) async fn acquire(&self) -> Result<Option<AcquiredLane>, StoreError> {
+        self.store
+            .lane_acquire(
+                &self.lane,
+                self.me,
+                self.clock.now(),
+                self.settings.lease_ttl,
+            )
+            .await
+    }
+
+    /// Gives the lease back, with when the lane's next blocked key falls due.
+    pub(super) async fn give_back(&self, st: &Active) -> Result<(), StoreError> {
+        self.store
+            .lane_release(&st.lease, st.next_due)
+            .await
+            .map(|_| ())
+    }
+
+    /// Tells the other hosts that this host left lanes of the workspace to them.
+    pub(super) async fn announce_handover(&self) {
+        if let Err(e) = self
+            .store
+            .lane_announce(self.me, &self.lane.workspace_id)
+            .await
+        {
+            tracing::warn!(lane = %self.lane, error = %e, "could not tell the other hosts; maintenance will");
+        }
+    }
+
+    /// Whether an operator paused the lane (a store error counts as not paused).
+    pub(super) async fn paused_by_operator(&self) -> bool {
+        match self.store.lane_paused(&self.lane).await {
+            Ok(paused) => paused,
+            Err(e) => {
+                tracing::warn!(lane = %self.lane, error = %e, "cannot read whether the lane is paused");
+                false
+            }
+        }
+    }
+
     /// Whether to write now: staged rows and claims at once, bare progress at most every
     /// [`PROGRESS_INTERVAL`].
     pub(super) fn commit_due(&self, st: &Active) -> bool {
@@ -18,6 +63,28 @@ impl LaneRunner {
             && (st.lane.has_staged_writes()
                 || st.lane.claim_behind()
                 || st.last_commit.elapsed() >= PROGRESS_INTERVAL)
+    }
+
+    /// Whether to renew the lease now: a third of its time went by and no commit (which
+    /// renews it too) is under way or wanted.
+    pub(super) fn renew_due(&self, st: &Active) -> bool {
+        st.committing.is_none()
+            && st.renewing.is_none()
+            && !st.lane.wants_commit()
+            && st.renewed_at.elapsed() > self.settings.lease_ttl / 3
+    }
+
+    pub(super) fn start_renew(&self, st: &mut Active) {
+        let (store, lease, now, ttl) = (
+            self.store.clone(),
+            st.lease.clone(),
+            self.clock.now(),
+            self.settings.lease_ttl,
+        );
+        st.renewing = Some(tokio::spawn(async move {
+            let started = Instant::now();
+            (started, store.lane_renew(&lease, now, ttl).await)
+        }));
     }
 
     pub(super) fn start_commit(&self, st: &mut Active) {
@@ -45,7 +112,7 @@ impl LaneRunner {
                 st.lane.commit_written(&commit, result);
                 st.renewed_at = st.renewed_at.max(started);
                 st.last_commit = Instant::now();
-                st.store_ok();
+                st.store_backoff.succeeded();
                 // Blocks and parks change when keys fall due.
                 let mut due = commit.block_keys.iter().map(|(_, t)| *t).min();
                 if !commit.ensure_keys.is_empty() || !commit.check_keys.is_empty() {
@@ -78,7 +145,7 @@ impl LaneRunner {
         match result {
             Ok(true) => {
                 st.renewed_at = st.renewed_at.max(started);
-                st.store_ok();
+                st.store_backoff.succeeded();
                 Ok(())
             }
             Ok(false) => {
@@ -110,7 +177,7 @@ impl LaneRunner {
     pub(super) fn read_done(&self, st: &mut Active, read: Result<LogRead, StoreError>) {
         match read {
             Ok(read) => {
-                st.store_ok();
+                st.store_backoff.succeeded();
                 st.log_more = !read.exhausted || st.woken_while_reading;
                 st.lane
                     .accept_log(read.events, read.read_to, self.clock.now());
@@ -145,7 +212,7 @@ impl LaneRunner {
     pub(super) fn fetch_done(&self, st: &mut Active, fetch: Result<BlockedFetch, StoreError>) {
         match fetch {
             Ok(fetch) => {
-                st.store_ok();
+                st.store_backoff.succeeded();
                 // A commit while the fetch ran may have made keys due that it could not see.
                 st.next_due = match (fetch.next_due, st.next_due) {
                     (Some(a), Some(b)) if b > self.clock.now() => Some(a.min(b)),
@@ -159,8 +226,7 @@ impl LaneRunner {
     }
 
     pub(super) fn store_error(&self, st: &mut Active, e: &StoreError, what: &str) {
-        tracing::warn!(lane = %self.lane, error = %e, retry_in = ?st.store_backoff, "{what} failed; retrying");
-        st.store_retry_at = Some(Instant::now() + st.store_backoff);
-        st.store_backoff = (st.store_backoff * 2).min(STORE_RETRY_MAX);
+        let retry_in = st.store_backoff.failed(Instant::now());
+        tracing::warn!(lane = %self.lane, error = %e, retry_in = ?retry_in, "{what} failed; retrying");
     }
 }

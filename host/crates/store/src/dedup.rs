@@ -1,0 +1,233 @@
+//! Dedup keys: a (source, messageId) seen within the dedup window is a duplicate.
+//!
+//! The pair is kept as a 128-bit hash ([`dedup_hash`]) in `dedup_keys`, partitioned by ranges
+//! of minutes ([`minute_of`]), one window long. Ingest creates the partition it writes to, under
+//! the ingest lock (so no two transactions create partitions at once, and probe-then-insert is
+//! safe); maintenance drops a partition whole once all of it is older than the window
+//! ([`Store::dedup_expire`]). Keys therefore live between one and two windows, and none is ever
+//! deleted row by row.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::ddl::{self, exec};
+use super::{Store, StoreError};
+
+/// Dedup settings for a write.
+#[derive(Debug, Clone, Copy)]
+pub struct Dedup {
+    /// A messageId seen this long ago or less is a duplicate. Zero turns dedup off.
+    pub window: Duration,
+}
+
+impl Dedup {
+    /// Minutes per dedup partition: one window, so that a lookup touches at most the current
+    /// partition and the one before (a partition is dropped once all of it is older than the
+    /// window, so keys live between one and two windows).
+    pub fn partition_minutes(&self) -> i32 {
+        self.window_minutes().max(1)
+    }
+
+    pub fn window_minutes(&self) -> i32 {
+        (self.window.as_secs().div_ceil(60)).min(i32::MAX as u64) as i32
+    }
+}
+
+/// Minutes since the Unix epoch: the dedup partition key.
+pub fn minute_of(t: OffsetDateTime) -> i32 {
+    (t.unix_timestamp().div_euclid(60)).clamp(0, i32::MAX as i64) as i32
+}
+
+/// The 128-bit dedup hash of (source, messageId).
+pub fn dedup_hash(source_id: &str, message_id: &str) -> Uuid {
+    let mut h = Sha256::new();
+    h.update(source_id.as_bytes());
+    h.update([0u8]);
+    h.update(message_id.as_bytes());
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::from_bytes(bytes)
+}
+
+/// Of `candidates`, the hashes seen within the window; the others are recorded in the
+/// partition of `minute`. The caller holds the ingest lock, which makes probe-then-insert safe.
+///
+/// Each probe is forced to be an index lookup (a LIMIT 1 per hash): a planner with stale
+/// statistics would otherwise scan whole partitions for a big group. The indexes are hash
+/// indexes: the keys are random, and a random insert into a btree costs several times more.
+pub(crate) async fn dedup_keys_check(
+    conn: &mut PgConnection,
+    minute: i32,
+    dedup: Dedup,
+    candidates: Vec<Uuid>,
+) -> Result<HashSet<Uuid>, StoreError> {
+    dedup_partition_ensure(conn, minute, dedup).await?;
+    let seen: HashSet<Uuid> = sqlx::query_scalar(
+        "SELECT h FROM unnest($1::uuid[]) AS h,
+             LATERAL (SELECT 1 FROM dedup_keys d
+                      WHERE d.hash = h AND d.bucket >= $2 LIMIT 1) x",
+    )
+    .bind(&candidates)
+    .bind(minute.saturating_sub(dedup.window_minutes()))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx("looking up dedup keys"))?
+    .into_iter()
+    .collect();
+    let fresh: Vec<Uuid> = candidates
+        .into_iter()
+        .filter(|h| !seen.contains(h))
+        .collect();
+    sqlx::query("INSERT INTO dedup_keys (bucket, hash) SELECT $1, unnest($2::uuid[])")
+        .bind(minute)
+        .bind(&fresh)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx("recording dedup keys"))?;
+    Ok(seen)
+}
+
+/// Makes sure a dedup partition covers `minute`. The caller holds the ingest lock, so no other
+/// transaction creates partitions at the same time.
+async fn dedup_partition_ensure(
+    conn: &mut PgConnection,
+    minute: i32,
+    dedup: Dedup,
+) -> Result<(), StoreError> {
+    let covered: Option<i32> =
+        sqlx::query_scalar("SELECT lo FROM dedup_buckets WHERE lo <= $1 AND hi > $1")
+            .bind(minute)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(StoreError::from_sqlx("finding the dedup partition"))?;
+    if covered.is_none() {
+        dedup_partition_create(conn, minute, dedup).await?;
+    }
+    Ok(())
+}
+
+async fn dedup_partition_create(
+    conn: &mut PgConnection,
+    minute: i32,
+    dedup: Dedup,
+) -> Result<(), StoreError> {
+    // Partitions never overlap: this one starts at `minute` (nothing covers it) and ends
+    // before the next partition above it, if any.
+    let next_lo: Option<i32> =
+        sqlx::query_scalar("SELECT min(lo) FROM dedup_buckets WHERE lo > $1")
+            .bind(minute)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::from_sqlx("finding the next dedup partition"))?;
+    let lo = minute;
+    let hi = lo
+        .saturating_add(dedup.partition_minutes())
+        .min(next_lo.unwrap_or(i32::MAX));
+    exec(
+        conn,
+        format!("CREATE TABLE dedup_keys_m{lo} (LIKE dedup_keys)"),
+        "creating a dedup partition",
+    )
+    .await?;
+    exec(
+        conn,
+        format!("CREATE INDEX ON dedup_keys_m{lo} USING hash (hash)"),
+        "indexing a dedup partition",
+    )
+    .await?;
+    exec(
+        conn,
+        format!("ALTER TABLE dedup_keys ATTACH PARTITION dedup_keys_m{lo} FOR VALUES FROM ({lo}) TO ({hi})"),
+        "attaching a dedup partition",
+    )
+    .await?;
+    sqlx::query("INSERT INTO dedup_buckets (lo, hi) VALUES ($1, $2)")
+        .bind(lo)
+        .bind(hi)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx("recording a dedup partition"))?;
+    Ok(())
+}
+
+impl Store {
+    /// Drops dedup partitions whose newest minute is older than the window. Returns how many.
+    pub async fn dedup_expire(
+        &self,
+        dedup: Dedup,
+        now: OffsetDateTime,
+    ) -> Result<usize, StoreError> {
+        let oldest_kept = minute_of(now).saturating_sub(dedup.window_minutes());
+        let expired: Vec<i32> =
+            sqlx::query_scalar("SELECT lo FROM dedup_buckets WHERE hi <= $1 ORDER BY lo")
+                .bind(oldest_kept)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx("listing dedup partitions"))?;
+        let mut dropped = 0;
+        for lo in expired {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(StoreError::from_sqlx("starting a dedup expiry"))?;
+            ddl::lock_timeout(&mut tx).await?;
+            let done = async {
+                exec(
+                    &mut tx,
+                    format!("DROP TABLE IF EXISTS dedup_keys_m{lo}"),
+                    "dropping a dedup partition",
+                )
+                .await?;
+                sqlx::query("DELETE FROM dedup_buckets WHERE lo = $1")
+                    .bind(lo)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx("forgetting a dedup partition"))?;
+                Ok::<_, StoreError>(())
+            }
+            .await;
+            match done {
+                Ok(()) => {}
+                Err(e) if ddl::is_lock_timeout(&e) => break,
+                Err(e) => return Err(e),
+            }
+            tx.commit()
+                .await
+                .map_err(StoreError::from_sqlx("committing a dedup expiry"))?;
+            dropped += 1;
+        }
+        Ok(dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_hash_separates_source_and_message() {
+        assert_ne!(dedup_hash("a", "bc"), dedup_hash("ab", "c"));
+        assert_eq!(dedup_hash("web", "m1"), dedup_hash("web", "m1"));
+    }
+
+    #[test]
+    fn a_partition_spans_one_window() {
+        let d = Dedup {
+            window: Duration::from_secs(3600),
+        };
+        assert_eq!(d.partition_minutes(), 60);
+        assert_eq!(d.window_minutes(), 60);
+        let tiny = Dedup {
+            window: Duration::from_secs(30),
+        };
+        assert_eq!(tiny.partition_minutes(), 1);
+        assert_eq!(tiny.window_minutes(), 1);
+    }
+}
