@@ -176,7 +176,7 @@ async fn serve(
             config
                 .destinations
                 .iter()
-                .map(|d| (d.id.clone(), d.workspace.clone()))
+                .map(|d| (d.id.to_string(), d.workspace.to_string()))
                 .collect(),
         ),
     };

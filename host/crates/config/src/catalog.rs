@@ -3,9 +3,8 @@
 //! Each table is validated in named steps, in the order the fields are written; the first
 //! problem is reported with the file, line and field. Ids (source, workspace, destination, and
 //! each destination a source names) are made through the validated types of `sluice_core::ids`,
-//! so an id that passes here keeps to their rule everywhere. The public structs still hand
-//! them on as `String` (converted here, at the config boundary) until the layers above take
-//! the id types. Destinations are read first: a source may only name destinations of its own
+//! so an id that passes here keeps to their rule everywhere, and the layers above receive the
+//! types, not text. Destinations are read first: a source may only name destinations of its own
 //! workspace.
 
 use std::collections::HashSet;
@@ -23,23 +22,19 @@ use super::{ConfigError, Locator};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// A valid [`SourceId`].
-    pub id: String,
-    /// A valid [`WorkspaceId`].
-    pub workspace: String,
+    pub id: SourceId,
+    pub workspace: WorkspaceId,
     pub write_key: String,
-    /// Valid [`DestinationId`]s of destinations of the same workspace.
+    /// Destinations of the same workspace.
     #[serde(default)]
-    pub destinations: Vec<String>,
+    pub destinations: Vec<DestinationId>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
-    /// A valid [`DestinationId`].
-    pub id: String,
-    /// A valid [`WorkspaceId`].
-    pub workspace: String,
+    pub id: DestinationId,
+    pub workspace: WorkspaceId,
     pub plugin: String,
     /// Handed to the plugin's `configure` as JSON.
     #[serde(default = "empty_object")]
@@ -164,8 +159,8 @@ fn destination(
     let retry = retry_overrides(d.retry, table)?;
     let rate_limit = rate_limit(d.rate_limit, table)?;
     Ok(DestinationConfig {
-        id: id.into_string(),
-        workspace: workspace.into_string(),
+        id,
+        workspace,
         plugin,
         config,
         retry,
@@ -270,10 +265,10 @@ pub(super) fn sources(
         }
         let routes = source_destinations(&s.destinations, &workspace, destinations, &table)?;
         out.push(SourceConfig {
-            id: id.into_string(),
-            workspace: workspace.into_string(),
+            id,
+            workspace,
             write_key: s.write_key.into_inner(),
-            destinations: routes.into_iter().map(DestinationId::into_string).collect(),
+            destinations: routes,
         });
     }
     Ok(out)

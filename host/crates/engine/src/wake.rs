@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
+
+use sluice_core::{DestinationId, WorkspaceId};
 use tokio_util::sync::CancellationToken;
 
 use sluice_store::Store;
@@ -14,11 +16,11 @@ use sluice_store::Store;
 #[derive(Clone, Default)]
 pub struct Wakers {
     /// By destination id.
-    pub(crate) by_destination: Arc<HashMap<String, Arc<Notify>>>,
+    pub(crate) by_destination: Arc<HashMap<DestinationId, Arc<Notify>>>,
     /// Destination ids by workspace.
-    pub(crate) by_workspace: Arc<HashMap<String, Vec<String>>>,
+    pub(crate) by_workspace: Arc<HashMap<WorkspaceId, Vec<DestinationId>>>,
     /// By destination id: an operator changed the lane (due keys, pause).
-    pub(crate) operator: Arc<HashMap<String, Arc<Notify>>>,
+    pub(crate) operator: Arc<HashMap<DestinationId, Arc<Notify>>>,
 }
 
 impl Wakers {

@@ -33,6 +33,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::wake::Wakers;
+use sluice_core::{DestinationId, WorkspaceId};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -48,7 +49,7 @@ use sluice_config::Config;
 use sluice_core::clock::SharedClock;
 use sluice_runtime::PluginRuntime;
 use sluice_runtime::limiter::Limiter;
-use sluice_store::{LaneId, Store};
+use sluice_store::Store;
 
 /// Requests a destination may have in flight at first; the limit adapts from there.
 const INITIAL_CONCURRENCY: usize = 4;
@@ -90,13 +91,13 @@ impl Delivery {
         let mut tasks = JoinSet::new();
         let share = Arc::new(HostShare::default());
         let mut by_destination = HashMap::new();
-        let mut by_workspace: HashMap<String, Vec<String>> = HashMap::new();
+        let mut by_workspace: HashMap<WorkspaceId, Vec<DestinationId>> = HashMap::new();
         let mut slots = HashMap::new();
         let mut operator_wakes = HashMap::new();
         for dest in &config.destinations {
             let operator = Arc::new(Notify::new());
             operator_wakes.insert(dest.id.clone(), operator.clone());
-            let pool = Arc::new(InstancePool::new(runtime.clone(), dest.id.clone()));
+            let pool = Arc::new(InstancePool::new(runtime.clone(), dest.id.to_string()));
             slots.insert(
                 dest.id.clone(),
                 Slot {
@@ -127,19 +128,9 @@ impl Delivery {
                     policy: RetryPolicy::resolve(&dest.retry, &Default::default()),
                 },
             };
-            let sources = Arc::new(
-                config
-                    .sources
-                    .iter()
-                    .filter(|s| s.destinations.contains(&dest.id))
-                    .map(|s| s.id.clone())
-                    .collect(),
-            );
+            let sources = Arc::new(crate::routes::sources_of(config, dest));
             let runner = LaneRunner {
-                lane: LaneId {
-                    workspace_id: dest.workspace.clone(),
-                    destination_id: dest.id.clone(),
-                },
+                lane: crate::routes::lane_of(dest),
                 sources,
                 store: store.clone(),
                 pool,

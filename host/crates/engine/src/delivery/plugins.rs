@@ -20,6 +20,7 @@ use super::MIN_CALL_BYTES;
 use super::pool::{InstancePool, LaneShape};
 use super::retry::RetryPolicy;
 use sluice_config::{Config, DestinationConfig};
+use sluice_core::DestinationId;
 use sluice_runtime::allowlist::{Allowlist, AllowlistError};
 use sluice_runtime::limiter::Limiter;
 use sluice_runtime::{
@@ -59,7 +60,7 @@ pub struct PluginSet {
     store: Store,
     me: Uuid,
     server_networks: Vec<ipnet::IpNet>,
-    slots: HashMap<String, Slot>,
+    slots: HashMap<DestinationId, Slot>,
     state: Mutex<Loaded>,
 }
 
@@ -76,7 +77,7 @@ impl PluginSet {
         store: Store,
         me: Uuid,
         config: &Config,
-        slots: HashMap<String, Slot>,
+        slots: HashMap<DestinationId, Slot>,
     ) -> PluginSet {
         PluginSet {
             runtime,
@@ -238,7 +239,7 @@ impl PluginSet {
         let memory = manifest.memory_bytes();
         let spec = Arc::new(InstanceSpec {
             plugin: plugin.clone(),
-            destination_id: dest.id.clone(),
+            destination_id: dest.id.to_string(),
             config_json: dest.config.to_string(),
             allowlist: Arc::new(allowlist),
             http,
@@ -274,8 +275,8 @@ impl PluginSet {
         error: Option<&str>,
     ) {
         let lane = LaneId {
-            workspace_id: dest.workspace.clone(),
-            destination_id: dest.id.clone(),
+            workspace_id: dest.workspace.to_string(),
+            destination_id: dest.id.to_string(),
         };
         if let Err(e) = self
             .store

@@ -65,7 +65,7 @@ impl IngestState {
                     Arc::new(Source {
                         id: s.id.as_str().into(),
                         workspace: s.workspace.as_str().into(),
-                        destinations: s.destinations.clone().into(),
+                        destinations: s.destinations.iter().map(|d| d.to_string()).collect(),
                     }),
                 )
             })
