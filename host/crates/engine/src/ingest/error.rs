@@ -60,7 +60,7 @@ impl ApiError {
 
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> ApiError {
-        if e.unavailable {
+        if e.is_unavailable() {
             ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "store_unavailable",

@@ -22,20 +22,31 @@ const MAX_GROUP_BYTES: usize = 32 << 20;
 /// Requests waiting for the writer before senders wait too.
 const QUEUE: usize = 1024;
 
-/// Why a write failed, as the handler needs it.
+/// Why a write failed, as the handler needs it (one error answers every request of a group,
+/// so it carries text rather than the store's error).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct WriteError {
-    /// The store is unreachable: the client should retry (503).
-    pub unavailable: bool,
-    pub message: String,
+pub enum WriteError {
+    /// The store is unreachable, or the writer is stopping: the client should retry (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store refused the write: nothing was stored (500).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl WriteError {
+    /// Whether the client should retry later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, WriteError::Unavailable(_))
+    }
 }
 
 impl From<&StoreError> for WriteError {
     fn from(e: &StoreError) -> WriteError {
-        WriteError {
-            unavailable: e.is_unavailable(),
-            message: e.to_string(),
+        if e.is_unavailable() {
+            WriteError::Unavailable(e.to_string())
+        } else {
+            WriteError::Failed(e.to_string())
         }
     }
 }
@@ -74,10 +85,7 @@ impl Writer {
         destinations: Arc<[String]>,
     ) -> Result<AppendOutcome, WriteError> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || WriteError {
-            unavailable: true,
-            message: "the ingest writer is stopping".into(),
-        };
+        let stopped = || WriteError::Unavailable("the ingest writer is stopping".into());
         self.tx
             .send(Pending {
                 request,
@@ -139,7 +147,7 @@ async fn run(
             }
             Err(e) => {
                 let err = WriteError::from(&e);
-                if err.unavailable {
+                if err.is_unavailable() {
                     tracing::warn!(error = %e, requests = group.len(), "store unavailable; answering 503");
                 } else {
                     tracing::error!(error = %e, requests = group.len(), "ingest write failed");

@@ -8,3 +8,20 @@ pub mod fixtures;
 pub mod harness;
 
 pub use harness::{Db, TestPg, trial};
+
+/// A test binary's `main`: starts the embedded PostgreSQL, runs `trials` with libtest-mimic's
+/// command line (filters, `--list`, …), stops the server, and exits with the result.
+pub fn main(trials: Vec<libtest_mimic::Trial>) -> std::process::ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start a tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let pg = rt.block_on(TestPg::start());
+    let conclusion = libtest_mimic::run(&args, trials);
+    rt.block_on(pg.stop());
+    conclusion.exit_code()
+}

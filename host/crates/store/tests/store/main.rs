@@ -20,15 +20,6 @@ use std::process::ExitCode;
 use sluice_store::testing::{fixtures, harness};
 
 fn main() -> ExitCode {
-    let args = libtest_mimic::Arguments::from_args();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start a tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let pg = rt.block_on(harness::TestPg::start());
     let mut trials = Vec::new();
     trials.extend(admin::tests());
     trials.extend(job_list::tests());
@@ -42,7 +33,5 @@ fn main() -> ExitCode {
     trials.extend(plugins::tests());
     trials.extend(operator::tests());
     trials.extend(sql_docs::tests());
-    let conclusion = libtest_mimic::run(&args, trials);
-    rt.block_on(pg.stop());
-    conclusion.exit_code()
+    sluice_store::testing::main(trials)
 }

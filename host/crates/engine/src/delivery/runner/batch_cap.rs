@@ -35,7 +35,11 @@ impl BatchCap {
             return;
         }
         let Some(cap) = self.cap else { return };
-        if call_len >= cap && decisions.iter().all(|d| matches!(d, Decision::Delivered)) {
+        if call_len >= cap
+            && decisions
+                .iter()
+                .all(|d| matches!(d, Decision::Delivered | Decision::Skipped))
+        {
             self.clean_calls += 1;
             if self.clean_calls >= CLEAN_CALLS_TO_GROW {
                 self.cap = Some(cap * 2);
@@ -61,7 +65,9 @@ mod tests {
         assert_eq!(cap.limit(100), 50);
         cap.observe(50, true, &[], &lane);
         assert_eq!(cap.limit(100), 25);
-        let clean = vec![Decision::Delivered; 25];
+        // Skipped jobs (no payload) finish like delivered ones: the call is clean.
+        let mut clean = vec![Decision::Delivered; 24];
+        clean.push(Decision::Skipped);
         for _ in 0..CLEAN_CALLS_TO_GROW - 1 {
             cap.observe(25, false, &clean, &lane);
         }

@@ -59,7 +59,7 @@ impl LaneRunner {
         // every job was delivered logs nothing: the hot path skips this.
         let all_delivered = results
             .iter()
-            .all(|(_, d)| matches!(d, Decision::Delivered));
+            .all(|(_, d)| matches!(d, Decision::Delivered | Decision::Skipped));
         let who: Vec<(i64, Key)> = if all_delivered {
             Vec::new()
         } else {
