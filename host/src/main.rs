@@ -2,6 +2,7 @@
 
 mod admin_cli;
 mod bench;
+mod catalog_check;
 mod demo;
 mod plugin_build;
 mod plugin_call;

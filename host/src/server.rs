@@ -10,18 +10,18 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use sluice_admin as admin;
 use sluice_config::Config;
+use sluice_core::catalog::Catalog;
 use sluice_core::clock;
 use sluice_engine::delivery::stats as lane_stats;
 use sluice_engine::delivery::{Delivery, DeliverySettings, hot_reload};
 use sluice_engine::maintenance::{self, Maintenance};
-use sluice_engine::routes::lane_specs;
-use sluice_engine::wake::listen_for_peers;
-use sluice_engine::{ingest, metrics};
+use sluice_engine::wake::{PeerWakes, listen_for_peers};
+use sluice_engine::{catalog, ingest, metrics};
 use sluice_runtime::PluginRuntime;
 use sluice_store::embedded_pg::EmbeddedPostgres;
 use sluice_store::{Dedup, HostInfo, Store, StoreOptions};
@@ -78,19 +78,17 @@ async fn serve(
         .host_register(&host)
         .await
         .context("registering this host")?;
-    store
-        .lanes_sync(&lane_specs(config))
-        .await
-        .context("writing lanes and routes")?;
     tracing::info!(incarnation = %host.incarnation, "host registered");
+    let catalog = seed_and_load(config, &store).await?;
+    let (publish, catalog_watch) = watch::channel(Arc::new(catalog));
 
     let cache_dir = server
         .plugin_cache_dir
         .clone()
         .unwrap_or_else(|| server.data_dir.join("plugin-cache"));
     let runtime = PluginRuntime::new(Some(cache_dir))?;
-    let router = Delivery::start(
-        config,
+    let router = Arc::new(Delivery::new(
+        server.allowed_private_networks.clone(),
         store.clone(),
         runtime,
         &DeliverySettings {
@@ -101,7 +99,8 @@ async fn serve(
         },
         clock.clone(),
         shutdown.child_token(),
-    );
+    ));
+    router.apply(&catalog_watch.borrow().clone()).await;
     // Every destination is configured before ingest opens: a config its plugin refuses is
     // reported now (log and `lane_status.plugin_error`), not at its first delivery.
     let plugins = router.plugins();
@@ -111,6 +110,14 @@ async fn serve(
         plugins,
         shutdown.clone(),
     ));
+    let catalog_changed = Arc::new(Notify::new());
+    let following = tokio::spawn(catalog::follow(
+        store.clone(),
+        publish,
+        catalog_changed.clone(),
+        shutdown.clone(),
+    ));
+    let lanes_following = tokio::spawn(router.clone().follow(catalog_watch.clone()));
     let dedup = Dedup {
         window: server.dedup_window,
     };
@@ -122,10 +129,17 @@ async fn serve(
         maintenance_wake.clone(),
         host.incarnation,
     );
-    let ingest = ingest::IngestState::new(config, store.clone(), writer, clock.clone());
+    let ingest = Arc::new(ingest::IngestState::new(
+        server,
+        &catalog_watch.borrow().clone(),
+        store.clone(),
+        writer,
+        clock.clone(),
+    ));
+    let ingest_following = tokio::spawn(ingest.clone().follow(catalog_watch.clone()));
     let metrics_handle = metrics::install();
     let metrics_store = store.clone();
-    let app = ingest::router(Arc::new(ingest))
+    let app = ingest::router(ingest)
         .route(
             "/metrics",
             axum::routing::get(move || {
@@ -154,6 +168,7 @@ async fn serve(
             let state = Arc::new(admin::AdminState {
                 store: store.clone(),
                 config: Arc::new(config.clone()),
+                check: Arc::new(crate::catalog_check::EngineCheck(router.plugins())),
             });
             let app = admin::router(state, admin_config)?;
             let admin_listener = TcpListener::bind(admin_config.listen)
@@ -172,13 +187,7 @@ async fn serve(
     let stats = lane_stats::Flusher {
         store: store.clone(),
         host_id: host.incarnation,
-        workspaces: Arc::new(
-            config
-                .destinations
-                .iter()
-                .map(|d| (d.id.to_string(), d.workspace.to_string()))
-                .collect(),
-        ),
+        catalog: catalog_watch.clone(),
     };
     // Stopped after the lanes, so that it writes their last counts.
     let stats_stop = CancellationToken::new();
@@ -207,8 +216,11 @@ async fn serve(
     );
     let listening = tokio::spawn(listen_for_peers(
         store.clone(),
-        router.wakers(),
-        maintenance_wake,
+        PeerWakes {
+            wakers: router.wakers(),
+            maintenance: maintenance_wake,
+            catalog: catalog_changed,
+        },
         host.incarnation,
         shutdown.clone(),
     ));
@@ -235,11 +247,39 @@ async fn serve(
     let _ = maintenance.await;
     let _ = listening.await;
     let _ = watching.await;
+    let _ = following.await;
+    let _ = lanes_following.await;
+    ingest_following.abort();
     if let Err(e) = store.host_stop(host.incarnation).await {
         tracing::warn!(error = %e, "could not mark this host stopped");
     }
     store.close().await;
     served
+}
+
+/// Seeds the catalog from the file's `[[source]]`/`[[destination]]` tables (only workspaces the
+/// store does not have yet), then reads it.
+async fn seed_and_load(config: &Config, store: &Store) -> anyhow::Result<Catalog> {
+    let plugins_dir = &config.server.plugins_dir;
+    let secrets = |plugin: &str| admin::redact::declared_secrets(plugins_dir, plugin).ok();
+    let seed = store
+        .catalog_seed(&config.sources, &config.destinations, &secrets)
+        .await
+        .context("seeding the catalog from the config file")?;
+    if !seed.seeded.is_empty() {
+        tracing::info!(workspaces = ?seed.seeded, "catalog seeded from the config file");
+    }
+    if !seed.kept.is_empty() {
+        tracing::info!(workspaces = ?seed.kept, "the store's catalog holds these workspaces; the config file's tables for them are not used");
+    }
+    let catalog = store.catalog_load().await.context("reading the catalog")?;
+    tracing::info!(
+        version = catalog.version,
+        destinations = catalog.destinations.len(),
+        sources = catalog.sources.len(),
+        "catalog"
+    );
+    Ok(catalog)
 }
 
 /// Hides a password in a database URL for logging.

@@ -5,6 +5,7 @@
 mod harness;
 
 mod admin;
+mod catalog;
 mod cli;
 mod clients;
 mod compile_cache;

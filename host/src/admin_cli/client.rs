@@ -65,6 +65,16 @@ impl Client {
         self.send(req).await
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        let req = self.http.put(format!("{}{path}", self.base)).json(body);
+        self.send(req).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, CliError> {
+        let req = self.http.delete(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, CliError> {
         let Some(token) = &self.token else {
             return Err(CliError::Auth(
@@ -90,10 +100,11 @@ impl Client {
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| body.to_string());
+        // A refused catalog item names its field; the message starts with it already.
         let message = format!("{status}: {message}");
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CliError::Auth(message),
-            StatusCode::BAD_REQUEST => CliError::Usage(message),
+            StatusCode::BAD_REQUEST | StatusCode::CONFLICT => CliError::Usage(message),
             _ => CliError::Failed(message),
         })
     }

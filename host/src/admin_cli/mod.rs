@@ -1,8 +1,10 @@
-//! `sluice jobs|destinations|plugins|stats`: the admin API from a terminal or a script.
+//! `sluice jobs|destinations|sources|apply|plugins|stats`: the admin API from a terminal or a
+//! script.
 //!
 //! The URL and token come from `--url`/`--token` or `SLUICE_ADMIN_URL`/`SLUICE_ADMIN_TOKEN`.
 //! Output is a table, or the API's JSON with `--json`. Exit codes: see [`EXIT_CODES`].
 
+mod catalog;
 mod client;
 mod render;
 
@@ -51,13 +53,35 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: JobsCommand,
     },
-    /// Lanes: depth, rates, breaker, lease; blocked keys; pause and resume (admin API).
+    /// Destinations: create, show, update, delete; lanes: depth, rates, breaker, lease;
+    /// blocked keys; pause and resume (admin API).
     #[command(after_help = EXIT_CODES)]
     Destinations {
         #[command(flatten)]
         conn: Conn,
         #[command(subcommand)]
         command: DestinationsCommand,
+    },
+    /// Sources: list, create, show, update, delete, rotate their write keys (admin API).
+    #[command(after_help = EXIT_CODES)]
+    Sources {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: catalog::SourcesCommand,
+    },
+    /// Make the catalog of the workspaces a file names match its `[[source]]` and
+    /// `[[destination]]` tables: create what is missing, update what changed, delete what the
+    /// file does not name (admin API).
+    #[command(after_help = EXIT_CODES)]
+    Apply {
+        #[command(flatten)]
+        conn: Conn,
+        /// A TOML file with `[[source]]` and `[[destination]]` tables (as in sluice.toml).
+        file: std::path::PathBuf,
+        /// Print the changes and make none.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Plugins each host runs, and each destination's plugin errors (admin API).
     #[command(after_help = EXIT_CODES)]
@@ -168,6 +192,19 @@ pub enum JobsCommand {
 pub enum DestinationsCommand {
     /// Every lane: depth, oldest age, rate, failure rate, limit, breaker, lease, plugin.
     List,
+    /// A new destination; its plugin must accept the config.
+    Create(catalog::CreateDestination),
+    /// A destination's plugin, config (secrets as ***), settings and sources.
+    Show { workspace: String, id: String },
+    /// Change a destination's plugin, config or settings; calls in flight finish on the old.
+    Update {
+        workspace: String,
+        id: String,
+        #[command(flatten)]
+        flags: catalog::DestinationFlags,
+    },
+    /// Delete a destination: its lane stops and its unfinished jobs are aborted.
+    Delete { workspace: String, id: String },
     /// A lane's blocked keys, each with the job that blocks it.
     Blocked {
         workspace: String,
@@ -201,11 +238,11 @@ pub async fn run(command: AdminCommand) -> i32 {
     }
 }
 
-fn seg(text: &str) -> String {
+pub(crate) fn seg(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-fn pretty(v: &Value) -> String {
+pub(crate) fn pretty(v: &Value) -> String {
     format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default())
 }
 
@@ -218,6 +255,18 @@ async fn execute(command: AdminCommand) -> Result<String, CliError> {
         AdminCommand::Destinations { conn, command } => {
             let c = Client::new(&conn.url, conn.token.clone())?;
             destinations(&c, conn.json, command).await
+        }
+        AdminCommand::Sources { conn, command } => {
+            let c = Client::new(&conn.url, conn.token.clone())?;
+            catalog::sources(&c, conn.json, command).await
+        }
+        AdminCommand::Apply {
+            conn,
+            file,
+            dry_run,
+        } => {
+            let c = Client::new(&conn.url, conn.token.clone())?;
+            catalog::apply(&c, conn.json, file, dry_run).await
         }
         AdminCommand::Plugins { conn } => {
             let c = Client::new(&conn.url, conn.token.clone())?;
@@ -432,6 +481,18 @@ async fn destinations(
     };
     let empty = Vec::new();
     match command {
+        DestinationsCommand::Create(args) => catalog::create_destination(c, json, args).await,
+        DestinationsCommand::Show { workspace, id } => {
+            catalog::show_destination(c, json, workspace, id).await
+        }
+        DestinationsCommand::Update {
+            workspace,
+            id,
+            flags,
+        } => catalog::update_destination(c, json, workspace, id, flags).await,
+        DestinationsCommand::Delete { workspace, id } => {
+            catalog::delete_destination(c, json, workspace, id).await
+        }
         DestinationsCommand::List => {
             let v = c.get("/api/v1/destinations", &[]).await?;
             if json {

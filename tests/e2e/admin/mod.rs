@@ -83,6 +83,16 @@ impl Api {
         send(self.auth(req)).await
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let req = client().put(format!("{}{path}", self.base)).json(body);
+        send(self.auth(req)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let req = client().delete(format!("{}{path}", self.base));
+        send(self.auth(req)).await
+    }
+
     /// GET that must succeed.
     pub async fn ok(&self, path: &str, query: &[(&str, &str)]) -> Value {
         let (status, body) = self.get_q(path, query).await;

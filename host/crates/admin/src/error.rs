@@ -14,6 +14,9 @@ use sluice_store::StoreError;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     pub error: String,
+    /// The field at fault, for a refused catalog item (`config.url`, `sources`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// A catalog item refused: the field and why.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The item exists already, or clashes with the catalog's state.
+    #[error("{0}")]
+    Conflict(String),
     #[error("the job store is unavailable; try again")]
     Unavailable,
     #[error("internal error")]
@@ -45,6 +54,8 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -58,6 +69,10 @@ impl IntoResponse for ApiError {
             status,
             Json(ErrorBody {
                 error: self.to_string(),
+                field: match &self {
+                    ApiError::Invalid { field, .. } => Some(field.clone()),
+                    _ => None,
+                },
             }),
         )
             .into_response();

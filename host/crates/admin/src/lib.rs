@@ -9,12 +9,14 @@
 //! GET  /api/v1/destinations/{ws}/{dest}/{stats,blocked}
 //! POST /api/v1/destinations/{ws}/{dest}/{pause,resume}
 //! GET  /api/v1/plugins, /api/v1/config, /api/v1/audit
+//! GET|POST|PUT|DELETE /api/v1/catalog/…   sources, destinations, links, keys (`catalog`)
 //! ```
 //! Every request passes [`auth::authorize`] first (origin, token, scope). Mutations call the
 //! operator SQL functions with the token's name as actor, and the audit row records the
 //! filter (`store::admin`).
 
 pub mod auth;
+pub mod catalog;
 pub mod error;
 mod info;
 mod input;
@@ -44,6 +46,8 @@ const MAX_BODY: usize = 1 << 20;
 pub struct AdminState {
     pub store: Store,
     pub config: Arc<Config>,
+    /// Asks the plugins whether a destination would run (before any catalog write).
+    pub check: Arc<dyn catalog::CatalogCheck>,
 }
 
 /// The admin API's routes behind authorization, timeout and body limit.
@@ -86,6 +90,30 @@ pub fn router(
             "/api/v1/destinations/{workspace}/{destination}/resume",
             post(lanes::resume),
         )
+        .route("/api/v1/catalog", get(catalog::show))
+        .route("/api/v1/catalog/audit", get(catalog::audit))
+        .route("/api/v1/catalog/apply", post(catalog::apply))
+        .route(
+            "/api/v1/catalog/destinations",
+            post(catalog::create_destination),
+        )
+        .route(
+            "/api/v1/catalog/destinations/{workspace}/{destination}",
+            get(catalog::show_destination)
+                .put(catalog::update_destination)
+                .delete(catalog::delete_destination),
+        )
+        .route("/api/v1/catalog/sources", post(catalog::create_source))
+        .route(
+            "/api/v1/catalog/sources/{workspace}/{source}",
+            get(catalog::show_source)
+                .put(catalog::update_source)
+                .delete(catalog::delete_source),
+        )
+        .route(
+            "/api/v1/catalog/sources/{workspace}/{source}/keys",
+            post(catalog::add_key),
+        )
         .route("/api/v1/plugins", get(info::plugins))
         .route("/api/v1/config", get(info::config))
         .route("/api/v1/audit", get(info::audit))
@@ -96,6 +124,7 @@ pub fn router(
                 StatusCode::METHOD_NOT_ALLOWED,
                 Json(error::ErrorBody {
                     error: "method not allowed".into(),
+                    field: None,
                 }),
             )
         })

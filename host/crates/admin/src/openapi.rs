@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{info, jobs, lanes};
+use super::{catalog, info, jobs, lanes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -11,12 +11,19 @@ use super::{info, jobs, lanes};
         title = "Sluice admin API",
         description = "Jobs, destinations, plugins, config and audit of a Sluice deployment. \
                        Every call needs `Authorization: Bearer <token>`; read tokens may GET, \
-                       operator tokens may also POST. Errors are `{\"error\": \"...\"}`."
+                       operator tokens may also POST, PUT and DELETE. Errors are \
+                       `{\"error\": \"...\"}`, with `field` when a catalog item is refused."
     ),
     paths(
         jobs::list, jobs::show, jobs::retry, jobs::abort, jobs::replay,
         lanes::list, lanes::stats, lanes::blocked, lanes::pause, lanes::resume,
         info::plugins, info::config, info::audit, info::whoami,
+        catalog::show, catalog::audit, catalog::apply::apply,
+        catalog::destinations::create_destination, catalog::destinations::show_destination,
+        catalog::destinations::update_destination, catalog::destinations::delete_destination,
+        catalog::sources::create_source, catalog::sources::show_source,
+        catalog::sources::update_source, catalog::sources::delete_source,
+        catalog::sources::add_key,
     ),
     modifiers(&Bearer),
     security(("bearer" = [])),

@@ -159,6 +159,11 @@ pub fn redact_url(text: &str) -> String {
     let Ok(mut url) = url::Url::parse(text) else {
         return text.to_string();
     };
+    // Nothing to hide: the text as written (a parsed URL may print differently, e.g. with a
+    // trailing `/`, and a client that sends a config back must not change it by accident).
+    if url.password().is_none() && !url.query_pairs().any(|(k, _)| is_secret_key(&k)) {
+        return text.to_string();
+    }
     if url.password().is_some() {
         let _ = url.set_password(Some(REDACTED));
     }

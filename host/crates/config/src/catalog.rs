@@ -19,52 +19,8 @@ use sluice_core::{DestinationId, InvalidId, OrderingScope, RetryOverrides, Sourc
 
 use super::{ConfigError, Locator};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    pub id: SourceId,
-    pub workspace: WorkspaceId,
-    pub write_key: String,
-    /// Destinations of the same workspace.
-    #[serde(default)]
-    pub destinations: Vec<DestinationId>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DestinationConfig {
-    pub id: DestinationId,
-    pub workspace: WorkspaceId,
-    pub plugin: String,
-    /// Handed to the plugin's `configure` as JSON.
-    #[serde(default = "empty_object")]
-    pub config: serde_json::Value,
-    /// Overrides of the plugin manifest's retry policy, field by field.
-    #[serde(default)]
-    pub retry: RetryOverrides,
-    /// What is kept in order: `user` (default), `source_user` or `none`.
-    #[serde(default)]
-    pub ordering: OrderingScope,
-    /// The most requests in flight to this destination at once; the actual limit adapts
-    /// below it to how the destination answers.
-    #[serde(default = "default_max_concurrency")]
-    pub max_concurrency: usize,
-    /// At most this many events per second to this destination (a vendor's quota), on top of
-    /// the adaptive concurrency limit. None: no rate limit.
-    #[serde(default)]
-    pub rate_limit: Option<f64>,
-    /// Private networks this destination's plugin may connect to, besides the server's.
-    #[serde(default)]
-    pub allowed_private_networks: Vec<IpNet>,
-}
-
-fn default_max_concurrency() -> usize {
-    256
-}
-
-fn empty_object() -> serde_json::Value {
-    serde_json::Value::Object(Default::default())
-}
+use sluice_core::catalog::default_max_concurrency;
+pub use sluice_core::catalog::{DestinationConfig, SourceConfig};
 
 /// A `[[source]]` as written, with spans for messages.
 #[derive(Deserialize)]
@@ -184,7 +140,7 @@ fn plugin_config(
     table: &Table,
 ) -> Result<serde_json::Value, ConfigError> {
     let Some(c) = config else {
-        return Ok(empty_object());
+        return Ok(serde_json::Value::Object(Default::default()));
     };
     let span = c.span();
     let value = serde_json::to_value(c.into_inner())

@@ -1,6 +1,7 @@
 //! The bottom of Sluice's crate graph: small types that several layers share, and nothing that
 //! does IO. Every other host crate may depend on this one; it depends on none of them.
 //!
+//! - [`catalog`]: sources, destinations and links, as files, the store and the engine see them.
 //! - [`clock`]: where time comes from (the system clock, or a manual one in tests).
 //! - [`ids`]: [`WorkspaceId`], [`SourceId`], [`DestinationId`], validated when made.
 //! - [`size`]: [`ByteSize`], sizes as people write them (`64MiB`).
@@ -8,6 +9,7 @@
 //! - [`ordering`]: [`OrderingScope`], what a destination keeps in order.
 //! - [`datasets`]: [`DatasetPolicy`], when the store rotates and drops datasets.
 
+pub mod catalog;
 pub mod clock;
 pub mod datasets;
 pub mod ids;

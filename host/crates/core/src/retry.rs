@@ -16,3 +16,10 @@ pub struct RetryOverrides {
     #[serde(default, with = "humantime_serde")]
     pub window: Option<Duration>,
 }
+
+impl RetryOverrides {
+    /// Nothing overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == RetryOverrides::default()
+    }
+}

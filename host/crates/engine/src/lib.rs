@@ -9,10 +9,12 @@
 //! - [`lane`]: the sans-IO state of one lane: which jobs may go, and what an outcome decides.
 //! - [`delivery`]: the lane loops that drive [`lane`] against the store and the plugins.
 //! - [`wake`]: the wake-up handles that ingest, other hosts and operators use.
-//! - [`routes`]: the lanes a configuration describes.
+//! - [`catalog`]: follows the catalog in the store, so that every change runs on this host.
+//! - [`routes`]: the lane of a destination.
 //! - [`maintenance`]: dataset rotation, orphaned lanes, host liveness, stats expiry.
 //! - [`metrics`]: the Prometheus page.
 
+pub mod catalog;
 pub mod delivery;
 pub mod ingest;
 pub mod lane;

@@ -20,22 +20,7 @@ pub const MASK: &str = "***";
 /// message would make it unreadable, and a value that short protects nothing anyway.
 const MIN_SCRUBBED_LEN: usize = 4;
 
-/// A copy of `config` with the value at each secret path (dotted, e.g. `headers.Authorization`)
-/// replaced by `"***"`. Paths that are absent are ignored; a path naming an object or array
-/// masks all of it.
-pub fn redact_config(config: &Value, secrets: &[String]) -> Value {
-    let mut copy = config.clone();
-    for path in secrets {
-        let mut node = Some(&mut copy);
-        for part in path.split('.') {
-            node = node.and_then(|n| n.get_mut(part));
-        }
-        if let Some(value) = node {
-            *value = Value::String(MASK.into());
-        }
-    }
-    copy
-}
+pub use sluice_core::catalog::redact_config;
 
 /// The text values of `config` at the secret paths (every string leaf below a path that names
 /// an object or array; numbers too, as written).

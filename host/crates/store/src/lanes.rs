@@ -1,4 +1,4 @@
-//! Lane rows: routes and lanes made to match the config, and whether a lane is paused.
+//! Lane rows: whether a lane is paused, and (for tests) routes and lanes made to match a list.
 //!
 //! Who owns a lane is `leases`; what a lane has done is its cursor, moved by `commit`.
 
@@ -14,9 +14,14 @@ pub struct LaneSpec {
 }
 
 impl Store {
-    /// Makes routes and lanes match the config. New lanes start at the current head: events
-    /// accepted before a destination existed are not its jobs. Lanes that left the config are
-    /// retired (their jobs no longer hold datasets back); a lane that comes back is revived.
+    /// Makes routes and lanes match `specs` exactly. New lanes start at the current head:
+    /// events accepted before a destination existed are not its jobs. Lanes not named are
+    /// retired; a lane that comes back is revived.
+    ///
+    /// For tests only (the `testing` feature): a running host never does this, since it would
+    /// undo what other hosts and the catalog created. Hosts run the catalog
+    /// (`catalog::write`), which changes one item at a time.
+    #[cfg(feature = "testing")]
     pub async fn lanes_sync(&self, specs: &[LaneSpec]) -> Result<(), StoreError> {
         let mut tx = self
             .pool

@@ -160,7 +160,9 @@ impl Store {
                      AND EXISTS (SELECT 1 FROM events e
                                  WHERE e.workspace_id = r.workspace_id
                                    AND e.source_id = r.source_id
-                                   AND e.id > l.cursor AND e.id <= h.last_id))",
+                                   AND e.id > l.cursor AND e.id <= h.last_id
+                                   AND e.id > r.from_id
+                                   AND (r.until_id IS NULL OR e.id <= r.until_id)))",
         )
         .execute(&self.pool)
         .await

@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod append;
 pub mod blocked;
+pub mod catalog;
 pub mod commit;
 pub mod datasets;
 mod ddl;
@@ -43,6 +44,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use append::{AppendOutcome, AppendRequest, NewEvent};
 pub use blocked::{BlockedFetch, FetchLimits, RowJob};
+pub use catalog::{
+    Audit, CatalogError, CatalogStep, DestinationStart, KeyRotation, SeedReport, SourceWrite,
+};
 pub use commit::{CommitResult, LaneCommit, NewJobRow, RowUpdate};
 pub use dedup::Dedup;
 pub use hosts::HostInfo;

@@ -4,7 +4,8 @@
 //! - `<incarnation> <workspace> <workspace>...`: that host's ingest wrote events for these
 //!   workspaces, or one of their lanes wants an owner ([`wake_payload`]);
 //! - `join <incarnation>`: a host started (`hosts`), so shares of lanes change;
-//! - `op <workspace> <destination>`: an operator function changed a lane (migration 0004).
+//! - `op <workspace> <destination>`: an operator function changed a lane (migration 0004);
+//! - `catalog <version>`: a catalog write committed (`catalog::write`).
 //!
 //! A NOTIFY is only a hint to look now: what it announces is in the tables, and a host that
 //! missed one (a lost connection) looks at every workspace.
@@ -16,16 +17,25 @@ use super::{Store, StoreError};
 /// The channel other hosts LISTEN on for new events.
 pub const EVENTS_CHANNEL: &str = "sluice_events";
 
-/// A wake-up from another host: its ingest wrote events, or it just started.
+/// A wake-up: what a NOTIFY on [`EVENTS_CHANNEL`] announced.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Wake {
-    pub from: Option<Uuid>,
-    pub workspaces: Vec<String>,
-    /// A host joined: shares of lanes change.
-    pub joined: bool,
-    /// An operator changed a lane (`sluice_retry_now`, `sluice_pause`, ...): workspace and
-    /// destination.
-    pub operator: Option<(String, String)>,
+pub enum Wake {
+    /// A host's ingest wrote events for these workspaces, or lanes of them want an owner.
+    Events {
+        from: Option<Uuid>,
+        workspaces: Vec<String>,
+    },
+    /// A host started: shares of lanes change.
+    Joined { from: Option<Uuid> },
+    /// An operator changed a lane (`sluice_retry_now`, `sluice_pause`, ...).
+    Operator {
+        workspace: String,
+        destination: String,
+    },
+    /// The catalog changed; it is now at `version`.
+    Catalog { version: i64 },
+    /// The LISTEN connection was re-established: notifications may have been missed.
+    Reconnected,
 }
 
 /// Sends `payload` on [`EVENTS_CHANNEL`]; inside a transaction, it is delivered at commit.
@@ -73,17 +83,12 @@ pub struct WakeListener {
 }
 
 impl WakeListener {
-    /// The next wake-up. After a lost connection it reconnects by itself and returns a wake
-    /// for every workspace (`workspaces` empty), since notifications may have been missed.
+    /// The next wake-up. After a lost connection it reconnects by itself and returns
+    /// [`Wake::Reconnected`], since notifications may have been missed.
     pub async fn next(&mut self) -> Result<Wake, StoreError> {
         match self.listener.try_recv().await {
             Ok(Some(n)) => Ok(parse_wake(n.payload())),
-            Ok(None) => Ok(Wake {
-                from: None,
-                workspaces: Vec::new(),
-                joined: false,
-                operator: None,
-            }),
+            Ok(None) => Ok(Wake::Reconnected),
             Err(e) => Err(StoreError::from_sqlx("waiting for notifications")(e)),
         }
     }
@@ -101,35 +106,31 @@ pub fn wake_payload(from: Uuid, workspaces: &[&str]) -> String {
 
 fn parse_wake(payload: &str) -> Wake {
     if let Some(host) = payload.strip_prefix("join ") {
-        return Wake {
+        return Wake::Joined {
             from: Uuid::parse_str(host.trim()).ok(),
-            workspaces: Vec::new(),
-            joined: true,
-            operator: None,
         };
     }
     // Written by the operator functions (migrations/0004): `op <workspace> <destination>`.
     if let Some(lane) = payload.strip_prefix("op ") {
         let mut parts = lane.splitn(2, ' ');
-        let workspace = parts.next().unwrap_or_default().to_string();
-        let destination = parts.next().unwrap_or_default().to_string();
-        return Wake {
-            from: None,
-            workspaces: Vec::new(),
-            joined: false,
-            operator: Some((workspace, destination)),
+        return Wake::Operator {
+            workspace: parts.next().unwrap_or_default().to_string(),
+            destination: parts.next().unwrap_or_default().to_string(),
         };
+    }
+    if let Some(version) = payload.strip_prefix("catalog ")
+        && let Ok(version) = version.trim().parse()
+    {
+        return Wake::Catalog { version };
     }
     let mut parts = payload.split(' ');
     let from = parts.next().and_then(|p| Uuid::parse_str(p).ok());
-    Wake {
+    Wake::Events {
         from,
         workspaces: parts
             .filter(|p| !p.is_empty())
             .map(str::to_string)
             .collect(),
-        joined: false,
-        operator: None,
     }
 }
 
@@ -140,14 +141,28 @@ mod tests {
     #[test]
     fn wake_payload_round_trips() {
         let me = Uuid::new_v4();
-        let w = parse_wake(&wake_payload(me, &["acme", "beta"]));
-        assert_eq!(w.from, Some(me));
-        assert_eq!(w.workspaces, vec!["acme", "beta"]);
-        assert!(!w.joined);
-        assert_eq!(parse_wake("garbage").from, None);
-        let op = parse_wake("op acme hook");
-        assert_eq!(op.operator, Some(("acme".into(), "hook".into())));
-        let j = parse_wake(&format!("join {me}"));
-        assert!(j.joined && j.from == Some(me));
+        assert_eq!(
+            parse_wake(&wake_payload(me, &["acme", "beta"])),
+            Wake::Events {
+                from: Some(me),
+                workspaces: vec!["acme".into(), "beta".into()],
+            }
+        );
+        assert!(matches!(
+            parse_wake("garbage"),
+            Wake::Events { from: None, .. }
+        ));
+        assert_eq!(
+            parse_wake("op acme hook"),
+            Wake::Operator {
+                workspace: "acme".into(),
+                destination: "hook".into()
+            }
+        );
+        assert_eq!(
+            parse_wake(&format!("join {me}")),
+            Wake::Joined { from: Some(me) }
+        );
+        assert_eq!(parse_wake("catalog 42"), Wake::Catalog { version: 42 });
     }
 }

@@ -11,6 +11,8 @@
 use sqlx::{AssertSqlSafe, Row};
 use time::OffsetDateTime;
 
+use sluice_core::catalog::Link;
+
 use super::{LaneId, Store, StoreError};
 
 /// One event of the log.
@@ -47,14 +49,16 @@ pub struct ReadLimits {
 /// merged by id (a Merge Append: no sort, whatever the backlog), then a running byte count.
 ///
 /// Parameters: $1 workspace, $2 destination, $3 after, $4 skip_rows_to, $5 max events,
-/// $6 max bytes, $7.. the sources.
+/// $6 max bytes, then per source its id and the ids its link covers, `(from, until]`.
 fn read_sql(sources: usize) -> String {
     let branch = |param: usize| {
+        let (from, until) = (param + 1, param + 2);
         format!(
             "(SELECT v.dataset, v.id, v.source_id, v.user_key, v.message_id, v.received_at,
                      v.size, v.event
               FROM events v
               WHERE v.workspace_id = $1 AND v.source_id = ${param} AND v.id > $3
+                AND v.id > ${from} AND v.id <= ${until}
                 AND (v.id > $4 OR NOT EXISTS (
                     SELECT 1 FROM job_state js
                     WHERE js.workspace_id = $1 AND js.destination_id = $2
@@ -62,7 +66,7 @@ fn read_sql(sources: usize) -> String {
               ORDER BY v.id LIMIT $5)"
         )
     };
-    let branches: Vec<String> = (0..sources.max(1)).map(|i| branch(7 + i)).collect();
+    let branches: Vec<String> = (0..sources.max(1)).map(|i| branch(7 + 3 * i)).collect();
     let merged = if branches.len() == 1 {
         branches.join("")
     } else {
@@ -81,15 +85,20 @@ fn read_sql(sources: usize) -> String {
 }
 
 impl Store {
-    /// Reads the events of `sources` with ids above `after`, in id order.
+    /// Reads the events that `links` feed the lane, with ids above `after`, in id order.
     pub async fn log_read(
         &self,
         lane: &LaneId,
-        sources: &[String],
+        links: &[Link],
         after: i64,
         skip_rows_to: i64,
         limits: ReadLimits,
     ) -> Result<LogRead, StoreError> {
+        // A link that ended at or before `after` has nothing left to give.
+        let sources: Vec<&Link> = links
+            .iter()
+            .filter(|l| l.until_id.is_none_or(|u| u > after))
+            .collect();
         let sql = read_sql(sources.len());
         let mut query = sqlx::query(AssertSqlSafe(sql))
             .bind(&lane.workspace_id)
@@ -98,11 +107,14 @@ impl Store {
             .bind(skip_rows_to)
             .bind(limits.max_events.max(1) as i64)
             .bind(limits.max_bytes.max(1) as i64);
-        for s in sources {
-            query = query.bind(s);
+        for l in &sources {
+            query = query
+                .bind(l.source.as_str())
+                .bind(l.from_id)
+                .bind(l.until_id.unwrap_or(i64::MAX));
         }
         if sources.is_empty() {
-            query = query.bind("");
+            query = query.bind("").bind(0i64).bind(0i64);
         }
         let rows = query
             .fetch_all(&self.lane_pool)

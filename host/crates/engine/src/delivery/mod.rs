@@ -12,6 +12,12 @@
 //! A destination whose plugin is missing, broken or refuses its config has a lane that waits
 //! without a lease: its jobs stay `pending` in the store (ingest keeps accepting them) until a
 //! good version is dropped into the plugins directory.
+//!
+//! The lanes follow the catalog ([`Delivery::apply`], docs/catalog.md): a new destination gets
+//! a lane loop; a changed config is installed like a new plugin version (calls in flight finish
+//! on the old one); a changed rate limit restarts the loop once the old one has stopped; new
+//! links reach the loop's next read; a deleted destination's loop stops (the store has retired
+//! and fenced its lane already).
 
 mod breaker;
 mod call;
@@ -30,22 +36,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
-use crate::wake::Wakers;
-use sluice_core::{DestinationId, WorkspaceId};
-use tokio::task::JoinSet;
+use arc_swap::ArcSwap;
+use tokio::sync::{Mutex, Notify};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::catalog::CatalogWatch;
 use crate::lane::LaneLimits;
-pub use plugins::PluginSet;
+use crate::wake::{WakerMaps, Wakers};
 use plugins::Slot;
+pub use plugins::{ConfigRefused, PluginSet};
 use pool::{InstancePool, LaneShape};
 use retry::RetryPolicy;
 use runner::{LaneRunner, LaneSettings};
 use share::HostShare;
-use sluice_config::Config;
+use sluice_config::DestinationConfig;
+use sluice_core::DestinationId;
+use sluice_core::catalog::{Catalog, Link};
 use sluice_core::clock::SharedClock;
 use sluice_runtime::PluginRuntime;
 use sluice_runtime::limiter::Limiter;
@@ -67,93 +75,227 @@ pub struct DeliverySettings {
     pub lane_max_bytes: usize,
 }
 
-/// The running lane loops.
+/// The running lane loops, one per destination of the catalog.
 pub struct Delivery {
-    tasks: JoinSet<()>,
+    lanes: Mutex<Lanes>,
     wakers: Wakers,
     share: Arc<HostShare>,
     plugins: Arc<PluginSet>,
+    store: Store,
+    settings: DeliverySettings,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+}
+
+#[derive(Default)]
+struct Lanes {
+    running: HashMap<DestinationId, RunningLane>,
+    /// Loops told to stop (destination deleted), awaited at [`Delivery::join`].
+    stopping: Vec<JoinHandle<()>>,
+}
+
+/// What a lane's loop shares with the rest of the host; kept when the loop restarts.
+struct Handles {
+    links: Arc<ArcSwap<Vec<Link>>>,
+    wake: Arc<Notify>,
+    operator: Arc<Notify>,
+}
+
+impl Handles {
+    fn new(links: Vec<Link>) -> Handles {
+        Handles {
+            links: Arc::new(ArcSwap::from_pointee(links)),
+            wake: Arc::new(Notify::new()),
+            operator: Arc::new(Notify::new()),
+        }
+    }
+}
+
+/// One destination's loop and what it was started with.
+struct RunningLane {
+    dest: DestinationConfig,
+    links: Arc<ArcSwap<Vec<Link>>>,
+    wake: Arc<Notify>,
+    operator: Arc<Notify>,
+    pool: Arc<InstancePool>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
 }
 
 impl Delivery {
-    /// Starts a loop for every destination. A lane runs once its destination's plugin is
-    /// installed ([`PluginSet::sync_dir`], at start and on every change of the plugins
-    /// directory); until then its jobs stay pending.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        config: &Config,
+    /// Ready to run lanes; [`Delivery::apply`] starts them. A lane runs once its
+    /// destination's plugin is installed ([`PluginSet::sync_dir`], at start and on every change
+    /// of the plugins directory); until then its jobs stay pending.
+    pub fn new(
+        server_networks: Vec<ipnet::IpNet>,
         store: Store,
         runtime: PluginRuntime,
         settings: &DeliverySettings,
         clock: SharedClock,
         shutdown: CancellationToken,
     ) -> Delivery {
-        let mut tasks = JoinSet::new();
-        let share = Arc::new(HostShare::default());
-        let mut by_destination = HashMap::new();
-        let mut by_workspace: HashMap<WorkspaceId, Vec<DestinationId>> = HashMap::new();
-        let mut slots = HashMap::new();
-        let mut operator_wakes = HashMap::new();
-        for dest in &config.destinations {
-            let operator = Arc::new(Notify::new());
-            operator_wakes.insert(dest.id.clone(), operator.clone());
-            let pool = Arc::new(InstancePool::new(runtime.clone(), dest.id.to_string()));
-            slots.insert(
-                dest.id.clone(),
-                Slot {
-                    dest: dest.clone(),
-                    pool: pool.clone(),
-                    limiter: Arc::new(Limiter::new(INITIAL_CONCURRENCY, dest.max_concurrency)),
-                },
-            );
-            let wake = Arc::new(Notify::new());
-            by_destination.insert(dest.id.clone(), wake.clone());
-            by_workspace
-                .entry(dest.workspace.clone())
-                .or_default()
-                .push(dest.id.clone());
-            let lane_settings = LaneSettings {
-                lease_ttl: settings.lease_ttl,
-                linger: settings.linger,
-                max_held_bytes: settings.lane_max_bytes,
-                limits: LaneLimits::default(),
-                rate_limit: dest.rate_limit,
-                // Replaced by the plugin's own when it is installed.
-                shape: LaneShape {
-                    batch_size: 1,
-                    max_in_flight: 1,
-                    ordered_batches: false,
-                    call_max_bytes: MIN_CALL_BYTES,
-                    max_held_jobs: 1000,
-                    policy: RetryPolicy::resolve(&dest.retry, &Default::default()),
-                },
-            };
-            let sources = Arc::new(crate::routes::sources_of(config, dest));
-            let runner = LaneRunner {
-                lane: crate::routes::lane_of(dest),
-                sources,
-                store: store.clone(),
-                pool,
-                settings: lane_settings,
-                wake,
-                operator,
-                shutdown: shutdown.clone(),
-                me: settings.me,
-                clock: clock.clone(),
-                share: share.clone(),
-            };
-            tasks.spawn(runner.run());
-        }
-        let plugins = Arc::new(PluginSet::new(runtime, store, settings.me, config, slots));
+        let plugins = Arc::new(PluginSet::new(
+            runtime,
+            store.clone(),
+            settings.me,
+            server_networks,
+        ));
         Delivery {
-            tasks,
-            wakers: Wakers {
-                by_destination: Arc::new(by_destination),
-                by_workspace: Arc::new(by_workspace),
-                operator: Arc::new(operator_wakes),
-            },
-            share,
+            lanes: Mutex::new(Lanes::default()),
+            wakers: Wakers::default(),
+            share: Arc::new(HostShare::default()),
             plugins,
+            store,
+            settings: settings.clone(),
+            clock,
+            shutdown,
+        }
+    }
+
+    /// Makes the running lanes match `catalog`: starts, reconfigures and stops them.
+    pub async fn apply(&self, catalog: &Catalog) {
+        let mut lanes = self.lanes.lock().await;
+        let gone: Vec<DestinationId> = lanes
+            .running
+            .keys()
+            .filter(|id| catalog.destination(id).is_none())
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(lane) = lanes.running.remove(&id) {
+                tracing::info!(destination = %id, "destination deleted; its lane stops");
+                lane.stop.cancel();
+                self.plugins.remove(&id);
+                lanes.stopping.push(lane.task);
+            }
+        }
+        for dest in &catalog.destinations {
+            let links = catalog.links_of(&dest.id);
+            let restart = match lanes.running.get_mut(&dest.id) {
+                None => {
+                    let lane = self.start_lane(dest, Handles::new(links), None);
+                    self.plugins
+                        .set(Slot {
+                            dest: dest.clone(),
+                            pool: lane.pool.clone(),
+                            limiter: Arc::new(Limiter::new(
+                                INITIAL_CONCURRENCY,
+                                dest.max_concurrency,
+                            )),
+                        })
+                        .await;
+                    lanes.running.insert(dest.id.clone(), lane);
+                    continue;
+                }
+                Some(lane) => {
+                    lane.links.store(Arc::new(links));
+                    if lane.dest == *dest {
+                        continue;
+                    }
+                    tracing::info!(destination = %dest.id, "destination changed");
+                    self.plugins.update(dest).await;
+                    let restart = lane.dest.rate_limit != dest.rate_limit;
+                    lane.dest = dest.clone();
+                    restart
+                }
+            };
+            if restart && let Some(old) = lanes.running.remove(&dest.id) {
+                // The new loop starts once the old one has let go of the lease.
+                old.stop.cancel();
+                let handles = Handles {
+                    links: old.links,
+                    wake: old.wake,
+                    operator: old.operator,
+                };
+                let lane = self.start_lane(dest, handles, Some(old.task));
+                lanes.running.insert(dest.id.clone(), lane);
+            }
+        }
+        lanes.stopping.retain(|t| !t.is_finished());
+        self.wakers.replace(waker_maps(&lanes.running));
+        // New lanes look at once; the others at their own pace.
+        self.wakers.wake_all();
+    }
+
+    /// Runs [`Delivery::apply`] for every catalog `watch` publishes, until shutdown.
+    pub async fn follow(self: Arc<Self>, mut catalog: CatalogWatch) {
+        loop {
+            tokio::select! {
+                changed = catalog.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = self.shutdown.cancelled() => return,
+            }
+            let current = catalog.borrow_and_update().clone();
+            self.apply(&current).await;
+        }
+    }
+
+    /// Spawns a destination's loop; with `after`, the loop starts once that task ended.
+    fn start_lane(
+        &self,
+        dest: &DestinationConfig,
+        handles: Handles,
+        after: Option<JoinHandle<()>>,
+    ) -> RunningLane {
+        let Handles {
+            links,
+            wake,
+            operator,
+        } = handles;
+        let pool = match self.plugins.pool_of(&dest.id) {
+            Some(pool) => pool,
+            None => Arc::new(InstancePool::new(
+                self.plugins.runtime().clone(),
+                dest.id.to_string(),
+            )),
+        };
+        let stop = self.shutdown.child_token();
+        let settings = LaneSettings {
+            lease_ttl: self.settings.lease_ttl,
+            linger: self.settings.linger,
+            max_held_bytes: self.settings.lane_max_bytes,
+            limits: LaneLimits::default(),
+            rate_limit: dest.rate_limit,
+            // Replaced by the plugin's own when it is installed.
+            shape: LaneShape {
+                batch_size: 1,
+                max_in_flight: 1,
+                ordered_batches: false,
+                call_max_bytes: MIN_CALL_BYTES,
+                max_held_jobs: 1000,
+                policy: RetryPolicy::resolve(&dest.retry, &Default::default()),
+            },
+        };
+        let runner = LaneRunner {
+            lane: crate::routes::lane_of(dest),
+            links: links.clone(),
+            store: self.store.clone(),
+            pool: pool.clone(),
+            settings,
+            wake: wake.clone(),
+            operator: operator.clone(),
+            shutdown: stop.clone(),
+            me: self.settings.me,
+            clock: self.clock.clone(),
+            share: self.share.clone(),
+        };
+        let task = tokio::spawn(async move {
+            if let Some(previous) = after {
+                let _ = previous.await;
+            }
+            runner.run().await;
+        });
+        RunningLane {
+            dest: dest.clone(),
+            links,
+            wake,
+            operator,
+            pool,
+            stop,
+            task,
         }
     }
 
@@ -172,7 +314,34 @@ impl Delivery {
     }
 
     /// Waits for every loop to stop (after the shutdown token fired).
-    pub async fn join(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+    pub async fn join(&self) {
+        let (running, stopping) = {
+            let mut lanes = self.lanes.lock().await;
+            (
+                std::mem::take(&mut lanes.running),
+                std::mem::take(&mut lanes.stopping),
+            )
+        };
+        let tasks: Vec<JoinHandle<()>> = running
+            .into_values()
+            .map(|l| l.task)
+            .chain(stopping)
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
     }
+}
+
+fn waker_maps(running: &HashMap<DestinationId, RunningLane>) -> WakerMaps {
+    let mut maps = WakerMaps::default();
+    for (id, lane) in running {
+        maps.by_destination.insert(id.clone(), lane.wake.clone());
+        maps.operator.insert(id.clone(), lane.operator.clone());
+        maps.by_workspace
+            .entry(lane.dest.workspace.clone())
+            .or_insert_with(Vec::<DestinationId>::new)
+            .push(id.clone());
+    }
+    maps
 }

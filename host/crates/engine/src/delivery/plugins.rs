@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use tokio::sync::Mutex;
@@ -19,17 +19,18 @@ use uuid::Uuid;
 use super::MIN_CALL_BYTES;
 use super::pool::{InstancePool, LaneShape};
 use super::retry::RetryPolicy;
-use sluice_config::{Config, DestinationConfig};
+use sluice_config::DestinationConfig;
 use sluice_core::DestinationId;
 use sluice_runtime::allowlist::{Allowlist, AllowlistError};
 use sluice_runtime::limiter::Limiter;
 use sluice_runtime::{
-    CallError, InstanceSpec, LoadedPlugin, NetworkPolicy, PluginInstance, PluginLoadError,
-    PluginRuntime,
+    CallError, CallErrorCode, InstanceSpec, LoadedPlugin, NetworkPolicy, PluginInstance,
+    PluginLoadError, PluginRuntime,
 };
 use sluice_store::{LaneId, LoadedVersion, Store};
 
-/// One destination's side of the plugin set.
+/// One destination's side of the plugin set. Replaced whole when the destination changes; the
+/// pool stays.
 pub(super) struct Slot {
     pub dest: DestinationConfig,
     pub pool: Arc<InstancePool>,
@@ -50,6 +51,41 @@ enum PrepareError {
     Configure(CallError),
 }
 
+/// Why a destination's config cannot run, and the field at fault (`config.url`, `plugin`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigRefused {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigRefused {
+    /// A plugin's `configure` error: `path: message` names a field of the config (the SDK's
+    /// `ConfigError`); other text concerns the config as a whole.
+    fn from_plugin(text: &str) -> ConfigRefused {
+        // The runtime says who refused; the plugin's own words follow.
+        let text = text
+            .strip_prefix("the plugin rejected the destination config: ")
+            .unwrap_or(text);
+        let field_path = text.split_once(": ").filter(|(path, _)| {
+            !path.is_empty()
+                && path
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.[]".contains(&b))
+        });
+        match field_path {
+            Some((path, message)) => ConfigRefused {
+                field: format!("config.{path}"),
+                message: message.to_string(),
+            },
+            None => ConfigRefused {
+                field: "config".into(),
+                message: text.to_string(),
+            },
+        }
+    }
+}
+
 /// What a plugin file looked like when it was last loaded (size and mtime of the wasm and of
 /// its manifest): a change means "load it again".
 type FileStamp = [(u64, Option<SystemTime>); 2];
@@ -60,7 +96,8 @@ pub struct PluginSet {
     store: Store,
     me: Uuid,
     server_networks: Vec<ipnet::IpNet>,
-    slots: HashMap<DestinationId, Slot>,
+    /// By destination; the catalog follower adds, replaces and removes them.
+    slots: RwLock<HashMap<DestinationId, Arc<Slot>>>,
     state: Mutex<Loaded>,
 }
 
@@ -69,6 +106,8 @@ struct Loaded {
     /// By plugin name.
     plugins: HashMap<String, Arc<LoadedPlugin>>,
     stamps: HashMap<PathBuf, FileStamp>,
+    /// The plugins directory was read at least once: a plugin not in `plugins` is missing.
+    synced: bool,
 }
 
 impl PluginSet {
@@ -76,16 +115,134 @@ impl PluginSet {
         runtime: PluginRuntime,
         store: Store,
         me: Uuid,
-        config: &Config,
-        slots: HashMap<DestinationId, Slot>,
+        server_networks: Vec<ipnet::IpNet>,
     ) -> PluginSet {
         PluginSet {
             runtime,
             store,
             me,
-            server_networks: config.server.allowed_private_networks.clone(),
-            slots,
+            server_networks,
+            slots: RwLock::new(HashMap::new()),
             state: Mutex::new(Loaded::default()),
+        }
+    }
+
+    pub(super) fn runtime(&self) -> &PluginRuntime {
+        &self.runtime
+    }
+
+    /// The pool a destination's calls go through, if it has a slot.
+    pub(super) fn pool_of(&self, id: &DestinationId) -> Option<Arc<InstancePool>> {
+        self.read_slots().get(id).map(|s| s.pool.clone())
+    }
+
+    fn read_slots(&self) -> std::sync::RwLockReadGuard<'_, HashMap<DestinationId, Arc<Slot>>> {
+        // A panic while holding the lock cannot leave the map half-written (each write is one
+        // insert or remove), so a poisoned lock is still good to read.
+        self.slots.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_slots(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<DestinationId, Arc<Slot>>> {
+        self.slots.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The slots of destinations using `plugin` (or all of them).
+    fn slots_of(&self, plugin: Option<&str>) -> Vec<Arc<Slot>> {
+        self.read_slots()
+            .values()
+            .filter(|s| plugin.is_none_or(|p| s.dest.plugin == p))
+            .cloned()
+            .collect()
+    }
+
+    /// Adds a destination and installs its plugin, if loaded.
+    pub(super) async fn set(&self, slot: Slot) {
+        let slot = Arc::new(slot);
+        self.write_slots()
+            .insert(slot.dest.id.clone(), slot.clone());
+        self.install_slot(&slot).await;
+    }
+
+    /// A destination changed: the next call runs its new config (calls in flight finish on
+    /// the instances they hold). A new `max_concurrency` starts a new limiter.
+    pub(super) async fn update(&self, dest: &DestinationConfig) {
+        let Some(old) = self.read_slots().get(&dest.id).cloned() else {
+            return;
+        };
+        let limiter = if old.dest.max_concurrency == dest.max_concurrency {
+            old.limiter.clone()
+        } else {
+            Arc::new(Limiter::new(
+                super::INITIAL_CONCURRENCY,
+                dest.max_concurrency,
+            ))
+        };
+        self.set(Slot {
+            dest: dest.clone(),
+            pool: old.pool.clone(),
+            limiter,
+        })
+        .await;
+    }
+
+    /// A destination was deleted: its pool serves no more calls.
+    pub(super) fn remove(&self, id: &DestinationId) {
+        if let Some(slot) = self.write_slots().remove(id) {
+            slot.pool.remove();
+        }
+    }
+
+    /// Whether `dest` would run: its plugin is loaded here, its `allowed_hosts` resolve
+    /// against the config, and an instance accepts the config in `configure`. The catalog
+    /// accepts a change only when this passes (the admin API asks before it writes).
+    pub async fn check(&self, dest: &DestinationConfig) -> Result<(), ConfigRefused> {
+        let plugin = self.state.lock().await.plugins.get(&dest.plugin).cloned();
+        let Some(plugin) = plugin else {
+            return Err(ConfigRefused {
+                field: "plugin".into(),
+                message: format!("no plugin `{}` in the plugins directory", dest.plugin),
+            });
+        };
+        let slot = Slot {
+            dest: dest.clone(),
+            pool: Arc::new(InstancePool::new(self.runtime.clone(), dest.id.to_string())),
+            limiter: Arc::new(Limiter::new(1, 1)),
+        };
+        match self.prepare(&slot, &plugin).await {
+            Ok(_) => Ok(()),
+            Err(PrepareError::Configure(e)) if e.code == CallErrorCode::Config => {
+                Err(ConfigRefused::from_plugin(&e.message))
+            }
+            Err(e) => Err(ConfigRefused {
+                field: "config".into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// The secret config paths the loaded version of `plugin` declares (`None`: not loaded).
+    pub async fn secret_paths(&self, plugin: &str) -> Option<Vec<String>> {
+        let state = self.state.lock().await;
+        state
+            .plugins
+            .get(plugin)
+            .map(|p| p.manifest.secrets.clone())
+    }
+
+    /// Installs the loaded version of the slot's plugin, or records that there is none.
+    async fn install_slot(&self, slot: &Arc<Slot>) {
+        let (plugin, synced) = {
+            let state = self.state.lock().await;
+            (state.plugins.get(&slot.dest.plugin).cloned(), state.synced)
+        };
+        match plugin {
+            Some(plugin) => self.install_one(slot, &plugin).await,
+            None if synced => {
+                slot.pool.remove();
+                self.record_no_plugin(slot).await;
+            }
+            // The first look at the plugins directory reports it.
+            None => {}
         }
     }
 
@@ -156,7 +313,7 @@ impl PluginSet {
                 .stamps
                 .retain(|p, _| p.file_stem().and_then(|s| s.to_str()) != Some(name.as_str()));
             tracing::warn!(plugin = %name, "plugin removed; its destinations pause and their jobs stay pending");
-            for slot in self.slots.values().filter(|s| s.dest.plugin == name) {
+            for slot in self.slots_of(Some(&name)) {
                 slot.pool.remove();
                 self.record(
                     &slot.dest,
@@ -167,17 +324,11 @@ impl PluginSet {
                 .await;
             }
         }
+        state.synced = true;
         // Destinations whose plugin has never been seen.
-        for slot in self.slots.values() {
+        for slot in self.slots_of(None) {
             if !state.plugins.contains_key(&slot.dest.plugin) && !seen.contains(&slot.dest.plugin) {
-                tracing::error!(destination = %slot.dest.id, plugin = %slot.dest.plugin, dir = %dir.display(), "no such plugin in the plugins directory; the destination's jobs stay pending until it is added");
-                self.record(
-                    &slot.dest,
-                    &slot.dest.plugin,
-                    None,
-                    Some("no such plugin in the plugins directory"),
-                )
-                .await;
+                self.record_no_plugin(&slot).await;
             }
         }
         let loaded: Vec<LoadedVersion> = state
@@ -197,26 +348,39 @@ impl PluginSet {
     /// Installs `plugin` for each destination that uses it, after checking it against that
     /// destination; a destination it fails keeps the version it had.
     async fn install(&self, plugin: &Arc<LoadedPlugin>) {
-        for slot in self.slots.values().filter(|s| s.dest.plugin == plugin.name) {
-            let dest = &slot.dest;
-            match self.prepare(slot, plugin).await {
-                Ok((spec, shape, probe)) => {
-                    slot.pool.install(spec, shape, probe);
-                    tracing::info!(destination = %dest.id, plugin = %plugin.name, sha256 = %&plugin.sha256[..12], "destination configured");
-                    self.record(dest, &plugin.name, Some(&plugin.sha256), None)
-                        .await;
+        for slot in self.slots_of(Some(&plugin.name)) {
+            self.install_one(&slot, plugin).await;
+        }
+    }
+
+    async fn install_one(&self, slot: &Arc<Slot>, plugin: &Arc<LoadedPlugin>) {
+        let dest = &slot.dest;
+        match self.prepare(slot, plugin).await {
+            Ok((spec, shape, probe)) => {
+                // The destination may have changed or gone while `configure` ran: only the
+                // slot still in place installs.
+                let current = self
+                    .read_slots()
+                    .get(&dest.id)
+                    .is_some_and(|s| Arc::ptr_eq(s, slot));
+                if !current {
+                    return;
                 }
-                Err(reason) => {
-                    let reason = reason.to_string();
-                    let keeps = if slot.pool.is_available() {
-                        "the previous version keeps serving it"
-                    } else {
-                        "its jobs stay pending until this is fixed"
-                    };
-                    tracing::error!(destination = %dest.id, plugin = %plugin.name, error = %reason, "plugin rejected for this destination; {keeps}");
-                    self.record(dest, &plugin.name, Some(&plugin.sha256), Some(&reason))
-                        .await;
-                }
+                slot.pool.install(spec, shape, probe);
+                tracing::info!(destination = %dest.id, plugin = %plugin.name, sha256 = %&plugin.sha256[..12], "destination configured");
+                self.record(dest, &plugin.name, Some(&plugin.sha256), None)
+                    .await;
+            }
+            Err(reason) => {
+                let reason = reason.to_string();
+                let keeps = if slot.pool.is_available() {
+                    "the previous version keeps serving it"
+                } else {
+                    "its jobs stay pending until this is fixed"
+                };
+                tracing::error!(destination = %dest.id, plugin = %plugin.name, error = %reason, "plugin rejected for this destination; {keeps}");
+                self.record(dest, &plugin.name, Some(&plugin.sha256), Some(&reason))
+                    .await;
             }
         }
     }
@@ -261,8 +425,16 @@ impl PluginSet {
         Ok((spec, shape, probe))
     }
 
+    /// The destination's plugin is not in the plugins directory.
+    async fn record_no_plugin(&self, slot: &Slot) {
+        let reason = "no such plugin in the plugins directory";
+        tracing::error!(destination = %slot.dest.id, plugin = %slot.dest.plugin, "{reason}; the destination's jobs stay pending until it is added");
+        self.record(&slot.dest, &slot.dest.plugin, None, Some(reason))
+            .await;
+    }
+
     async fn record_missing(&self, plugin: &str, reason: &str) {
-        for slot in self.slots.values().filter(|s| s.dest.plugin == plugin) {
+        for slot in self.slots_of(Some(plugin)) {
             self.record(&slot.dest, plugin, None, Some(reason)).await;
         }
     }

@@ -10,7 +10,7 @@
 //! shutdown. Maintenance removes rows older than [`RETENTION`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -134,8 +134,8 @@ fn restore(moved: Vec<(String, LaneCounters)>) {
 pub struct Flusher {
     pub store: Store,
     pub host_id: uuid::Uuid,
-    /// Workspace of each destination of the config.
-    pub workspaces: Arc<HashMap<String, String>>,
+    /// The catalog: the workspace of each destination.
+    pub catalog: crate::catalog::CatalogWatch,
 }
 
 impl Flusher {
@@ -161,13 +161,14 @@ impl Flusher {
         if moved.is_empty() {
             return;
         }
+        let catalog = self.catalog.borrow().clone();
         let rows: Vec<(LaneId, LaneCounters)> = moved
             .iter()
             .filter_map(|(dest, c)| {
-                let ws = self.workspaces.get(dest)?;
+                let ws = &catalog.destination(dest)?.workspace;
                 Some((
                     LaneId {
-                        workspace_id: ws.clone(),
+                        workspace_id: ws.to_string(),
                         destination_id: dest.clone(),
                     },
                     c.clone(),

@@ -176,9 +176,7 @@ fn source_from_header(
     match basic_auth_key(headers)? {
         None => Ok(None),
         Some(key) => state
-            .sources
-            .get(&key)
-            .cloned()
+            .source(&key)
             .map(Some)
             .ok_or_else(|| ApiError::unauthorized("unknown write key")),
     }
@@ -191,9 +189,7 @@ fn source_from_body(state: &IngestState, key: Option<&str>) -> Result<Arc<Source
         )
     })?;
     state
-        .sources
-        .get(key)
-        .cloned()
+        .source(key)
         .ok_or_else(|| ApiError::unauthorized("unknown write key"))
 }
 

@@ -26,7 +26,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 
-use sluice_config::Config;
+use arc_swap::ArcSwap;
+use sluice_config::ServerConfig;
+use sluice_core::catalog::{Catalog, KeyHash, key_sha256};
+use time::OffsetDateTime;
+
+use crate::catalog::CatalogWatch;
 use sluice_core::clock::SharedClock;
 use sluice_store::Store;
 
@@ -39,45 +44,84 @@ pub use writer::Writer;
 pub struct Source {
     pub id: Arc<str>,
     pub workspace: Arc<str>,
+    /// Where its new events go (its live links): the lanes ingest wakes.
     pub destinations: Arc<[String]>,
+}
+
+/// The enabled sources by the SHA-256 of each of their write keys, as of one catalog version.
+#[derive(Debug, Default)]
+pub struct SourceKeys {
+    by_key: HashMap<KeyHash, (Arc<Source>, Option<OffsetDateTime>)>,
+}
+
+impl SourceKeys {
+    pub fn of(catalog: &Catalog) -> SourceKeys {
+        let mut by_key = HashMap::new();
+        for s in catalog.sources.iter().filter(|s| s.enabled) {
+            let source = Arc::new(Source {
+                id: s.id.as_str().into(),
+                workspace: s.workspace.as_str().into(),
+                destinations: catalog
+                    .destinations_of(&s.id)
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect(),
+            });
+            for k in &s.keys {
+                by_key.insert(k.sha256, (source.clone(), k.expires_at));
+            }
+        }
+        SourceKeys { by_key }
+    }
+
+    /// The source `key` belongs to, if the key is known and not expired at `now`.
+    pub fn find(&self, key: &str, now: OffsetDateTime) -> Option<Arc<Source>> {
+        let (source, expires_at) = self.by_key.get(&key_sha256(key))?;
+        expires_at.is_none_or(|t| now < t).then(|| source.clone())
+    }
 }
 
 /// Shared state of the handlers.
 pub struct IngestState {
     pub store: Store,
-    /// Sources by write key.
-    pub sources: HashMap<String, Arc<Source>>,
+    /// Sources by write key; replaced whenever the catalog changes ([`IngestState::follow`]).
+    pub sources: ArcSwap<SourceKeys>,
     pub writer: Writer,
     /// Memory for request bodies in flight.
     pub budget: BodyBudget,
-    /// Where `receivedAt` comes from (and so the dedup minute of a request).
+    /// Where `receivedAt` comes from (and so the dedup minute of a request), and the time
+    /// write keys expire against.
     pub clock: SharedClock,
 }
 
 impl IngestState {
-    pub fn new(config: &Config, store: Store, writer: Writer, clock: SharedClock) -> IngestState {
-        let sources = config
-            .sources
-            .iter()
-            .map(|s| {
-                (
-                    s.write_key.clone(),
-                    Arc::new(Source {
-                        id: s.id.as_str().into(),
-                        workspace: s.workspace.as_str().into(),
-                        destinations: s.destinations.iter().map(|d| d.to_string()).collect(),
-                    }),
-                )
-            })
-            .collect();
+    pub fn new(
+        server: &ServerConfig,
+        catalog: &Catalog,
+        store: Store,
+        writer: Writer,
+        clock: SharedClock,
+    ) -> IngestState {
         IngestState {
             store,
-            sources,
+            sources: ArcSwap::from_pointee(SourceKeys::of(catalog)),
             writer,
-            budget: BodyBudget::new(
-                usize::try_from(config.server.ingest_memory).unwrap_or(usize::MAX),
-            ),
+            budget: BodyBudget::new(usize::try_from(server.ingest_memory).unwrap_or(usize::MAX)),
             clock,
+        }
+    }
+
+    /// The source of a write key, now.
+    pub fn source(&self, key: &str) -> Option<Arc<Source>> {
+        self.sources.load().find(key, self.clock.now())
+    }
+
+    /// Takes every catalog `watch` publishes: new, disabled and deleted sources and rotated
+    /// keys count from the next request.
+    pub async fn follow(self: Arc<Self>, mut catalog: CatalogWatch) {
+        while catalog.changed().await.is_ok() {
+            let current = catalog.borrow_and_update().clone();
+            self.sources.store(Arc::new(SourceKeys::of(&current)));
         }
     }
 }

@@ -282,7 +282,7 @@ impl World {
             .store
             .log_read(
                 &self.lane,
-                &["web".into(), "app".into()],
+                &sluice_store::testing::fixtures::links(&["web", "app"]),
                 a.lane.read_to(),
                 a.lane.skip_rows_to(),
                 limits,

@@ -143,6 +143,7 @@ fn log_branch(
              SELECT e.id, e.source_id, e.user_key, e.message_id, e.received_at
              FROM events e
              WHERE e.workspace_id = r.workspace_id AND e.source_id = r.source_id
+               AND e.id > r.from_id AND (r.until_id IS NULL OR e.id <= r.until_id)
                AND e.id > ",
     );
     q.push(lo).push(" AND e.id <= ").push(hi);

@@ -86,6 +86,7 @@ impl Store {
                  FROM events e
                  WHERE e.workspace_id = r.workspace_id AND e.source_id = r.source_id
                    AND e.id = $3
+                   AND e.id > r.from_id AND (r.until_id IS NULL OR e.id <= r.until_id)
                  OFFSET 0
              ) e
              LEFT JOIN job_state s ON s.workspace_id = l.workspace_id

@@ -4,6 +4,7 @@
 //! Every filter is a bound parameter: no SQL is built from a request. Text filters are exact
 //! matches (`error` is a substring test with `strpos`), so `%`, `_` and `\` mean themselves.
 
+mod catalog_audit;
 mod job_list;
 mod jobs;
 mod lanes;
@@ -15,6 +16,7 @@ use utoipa::ToSchema;
 
 use super::{AttemptOutcome, JobState};
 
+pub use catalog_audit::CatalogChange;
 pub use operator::OperatorAction;
 
 /// Which jobs to list (every field optional; all given ones must match).

@@ -36,6 +36,19 @@ pub fn spec(dest: &str, sources: &[&str], ordering: OrderingScope) -> LaneSpec {
     }
 }
 
+/// Live links from `sources` (every event of theirs), for log reads.
+pub fn links(sources: &[&str]) -> Vec<sluice_core::catalog::Link> {
+    sources
+        .iter()
+        .map(|s| sluice_core::catalog::Link {
+            source: sluice_core::SourceId::try_from(*s).expect("a valid source id"),
+            destination: sluice_core::DestinationId::try_from("hook").expect("a valid id"),
+            from_id: 0,
+            until_id: None,
+        })
+        .collect()
+}
+
 /// An event of `user` with message id `msg` and a payload of about `pad` bytes.
 pub fn event(user: &str, msg: &str, pad: usize) -> NewEvent {
     NewEvent {

@@ -196,7 +196,7 @@ async fn drop_and_compact(db: Db) {
         .store
         .log_read(
             &lease.lane,
-            &["web".into()],
+            &links(&["web"]),
             4,
             4,
             ReadLimits {

@@ -263,7 +263,7 @@ async fn read_bounds(db: Db) {
         .await
         .unwrap();
     let l: LaneId = lane("hook");
-    let sources = vec!["web".to_string(), "app".to_string()];
+    let sources = links(&["web", "app"]);
     append(
         &db.store,
         "web",
@@ -396,7 +396,7 @@ async fn read_skips_parked(db: Db) {
     .execute(&db.pool)
     .await
     .unwrap();
-    let sources = vec!["web".to_string()];
+    let sources = links(&["web"]);
     let limits = ReadLimits {
         max_events: 10,
         max_bytes: 1 << 20,

@@ -6,6 +6,7 @@ mod admin;
 mod append;
 mod attempts;
 mod backlog;
+mod catalog;
 mod datasets;
 mod job_list;
 mod lanes;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
     trials.extend(append::tests());
     trials.extend(attempts::tests());
     trials.extend(backlog::tests());
+    trials.extend(catalog::tests());
     trials.extend(lanes::tests());
     trials.extend(rows::tests());
     trials.extend(datasets::tests());

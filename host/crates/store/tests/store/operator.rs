@@ -212,7 +212,13 @@ async fn pause(db: Db) {
         .unwrap();
     assert!(paused);
     let wake = listener.next().await.unwrap();
-    assert_eq!(wake.operator, Some(("acme".into(), "hook".into())));
+    assert_eq!(
+        wake,
+        sluice_store::Wake::Operator {
+            workspace: "acme".into(),
+            destination: "hook".into()
+        }
+    );
     assert!(db.store.lane_paused(&lane("hook")).await.unwrap());
 
     // The owner gives the lane up; no host can take it while it is paused.

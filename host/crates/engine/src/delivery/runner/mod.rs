@@ -85,7 +85,8 @@ pub struct LaneSettings {
 /// Everything one lane's loop needs.
 pub struct LaneRunner {
     pub lane: LaneId,
-    pub sources: Arc<Vec<String>>,
+    /// The links feeding the lane; the catalog follower replaces them.
+    pub links: Arc<arc_swap::ArcSwap<Vec<sluice_core::catalog::Link>>>,
     pub store: Store,
     pub pool: Arc<InstancePool>,
     pub settings: LaneSettings,

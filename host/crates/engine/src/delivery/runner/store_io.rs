@@ -166,11 +166,15 @@ impl LaneRunner {
             max_events: s.shape.max_held_jobs - held_jobs,
             max_bytes: s.max_held_bytes - held_bytes,
         };
-        let (store, lane, sources) = (self.store.clone(), self.lane.clone(), self.sources.clone());
+        let (store, lane, links) = (
+            self.store.clone(),
+            self.lane.clone(),
+            self.links.load_full(),
+        );
         let (after, skip) = (st.lane.read_to(), st.lane.skip_rows_to());
         st.woken_while_reading = false;
         st.reading = Some(tokio::spawn(async move {
-            store.log_read(&lane, &sources, after, skip, limits).await
+            store.log_read(&lane, &links, after, skip, limits).await
         }));
     }
 

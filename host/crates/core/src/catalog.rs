@@ -1,0 +1,255 @@
+//! The catalog's items as every layer sees them: sources, destinations and the links between
+//! them (docs/catalog.md).
+//!
+//! `sluice.toml` writes them (`sluice-config` parses and validates the file), the store keeps
+//! them (`sluice-store::catalog`), the admin API and `sluice apply` change them, and the engine
+//! runs what the store holds. One set of types for all of them, so that a field added here
+//! reaches every path.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{DestinationId, OrderingScope, RetryOverrides, SourceId, WorkspaceId};
+
+/// A `[[source]]` as a file writes it: one write key, in plain text (the store keeps only its
+/// hash; see [`key_sha256`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub id: SourceId,
+    pub workspace: WorkspaceId,
+    pub write_key: String,
+    /// Destinations of the same workspace.
+    #[serde(default)]
+    pub destinations: Vec<DestinationId>,
+}
+
+/// A destination: its plugin, the plugin's config, and how the host delivers to it. The
+/// store keeps `retry`, `max_concurrency`, `rate_limit` and `allowed_private_networks` as one
+/// JSON document (`destinations.settings`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    pub id: DestinationId,
+    pub workspace: WorkspaceId,
+    pub plugin: String,
+    /// Handed to the plugin's `configure` as JSON.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// Overrides of the plugin manifest's retry policy, field by field.
+    #[serde(default, skip_serializing_if = "RetryOverrides::is_empty")]
+    pub retry: RetryOverrides,
+    /// What is kept in order: `user` (default), `source_user` or `none`.
+    #[serde(default)]
+    pub ordering: OrderingScope,
+    /// The most requests in flight to this destination at once; the actual limit adapts
+    /// below it to how the destination answers.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// At most this many events per second to this destination (a vendor's quota), on top of
+    /// the adaptive concurrency limit. None: no rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<f64>,
+    /// Private networks this destination's plugin may connect to, besides the server's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_private_networks: Vec<IpNet>,
+}
+
+pub fn default_max_concurrency() -> usize {
+    256
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// Why a catalog item cannot be stored as it is; each names the field at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidItem {
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidItem {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> InvalidItem {
+        InvalidItem {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl DestinationConfig {
+    /// The checks every path applies (file, API, apply): the plugin name, the config's shape,
+    /// the retry overrides, the rate limit and the concurrency. Ids were checked when they
+    /// were made.
+    pub fn validate(&self) -> Result<(), InvalidItem> {
+        if self.plugin.is_empty() {
+            return Err(InvalidItem::new("plugin", "must not be empty"));
+        }
+        if !self.config.is_object() {
+            return Err(InvalidItem::new(
+                "config",
+                "must be a table (a JSON object)",
+            ));
+        }
+        let r = &self.retry;
+        if let (Some(min), Some(max)) = (r.min_backoff, r.max_backoff)
+            && min > max
+        {
+            return Err(InvalidItem::new(
+                "retry",
+                "min_backoff must not exceed max_backoff",
+            ));
+        }
+        if r.min_backoff == Some(Duration::ZERO) {
+            return Err(InvalidItem::new(
+                "retry.min_backoff",
+                "must be greater than zero",
+            ));
+        }
+        if let Some(rate) = self.rate_limit
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(InvalidItem::new(
+                "rate_limit",
+                "must be a number of events per second greater than zero",
+            ));
+        }
+        if self.max_concurrency == 0 {
+            return Err(InvalidItem::new("max_concurrency", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// A copy of `config` with the value at each secret path (dotted, e.g. `headers.Authorization`)
+/// replaced by `"***"`. Paths that are absent are ignored; a path naming an object or array
+/// masks all of it.
+pub fn redact_config(config: &serde_json::Value, secrets: &[String]) -> serde_json::Value {
+    let mut copy = config.clone();
+    for path in secrets {
+        let mut node = Some(&mut copy);
+        for part in path.split('.') {
+            node = node.and_then(|n| n.get_mut(part));
+        }
+        if let Some(value) = node {
+            *value = serde_json::Value::String("***".into());
+        }
+    }
+    copy
+}
+
+/// A write key as the store keeps it: its SHA-256, never the key.
+pub type KeyHash = [u8; 32];
+
+/// The SHA-256 of a write key: what the store keeps and what ingest looks keys up by.
+pub fn key_sha256(key: &str) -> KeyHash {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
+/// What people see of a key: its first four characters and its length.
+pub fn key_hint(key: &str) -> String {
+    let head: String = key.chars().take(4).collect();
+    format!("{head}… ({} chars)", key.chars().count())
+}
+
+/// A source as the store holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub id: SourceId,
+    pub workspace: WorkspaceId,
+    pub enabled: bool,
+    pub keys: Vec<SourceKey>,
+}
+
+/// One of a source's write keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceKey {
+    pub sha256: KeyHash,
+    pub hint: String,
+    pub created_at: OffsetDateTime,
+    /// A rotated-out key works until then.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl SourceKey {
+    pub fn valid_at(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+/// A link: the destination gets the source's events with ids in `(from_id, until_id]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Link {
+    pub source: SourceId,
+    pub destination: DestinationId,
+    pub from_id: i64,
+    /// None: still linked.
+    pub until_id: Option<i64>,
+}
+
+impl Link {
+    pub fn is_live(&self) -> bool {
+        self.until_id.is_none()
+    }
+}
+
+/// Everything a host runs, as of one catalog version.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Catalog {
+    pub version: i64,
+    pub workspaces: Vec<WorkspaceId>,
+    pub sources: Vec<Source>,
+    pub destinations: Vec<DestinationConfig>,
+    pub links: Vec<Link>,
+}
+
+impl Catalog {
+    /// The destinations a source's new events go to (its live links).
+    pub fn destinations_of(&self, source: &str) -> Vec<DestinationId> {
+        self.links
+            .iter()
+            .filter(|l| l.is_live() && l.source == source)
+            .map(|l| l.destination.clone())
+            .collect()
+    }
+
+    /// The links feeding a destination, live or still draining.
+    pub fn links_of(&self, destination: &str) -> Vec<Link> {
+        self.links
+            .iter()
+            .filter(|l| l.destination == destination)
+            .cloned()
+            .collect()
+    }
+
+    pub fn destination(&self, id: &str) -> Option<&DestinationConfig> {
+        self.destinations.iter().find(|d| d.id == id)
+    }
+
+    pub fn source(&self, id: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.id == id)
+    }
+
+    /// Workspaces named by `sources` or `destinations` (a file's tables).
+    pub fn workspaces_of(
+        sources: &[SourceConfig],
+        destinations: &[DestinationConfig],
+    ) -> Vec<WorkspaceId> {
+        let mut seen = HashSet::new();
+        sources
+            .iter()
+            .map(|s| &s.workspace)
+            .chain(destinations.iter().map(|d| &d.workspace))
+            .filter(|w| seen.insert((*w).clone()))
+            .cloned()
+            .collect()
+    }
+}
