@@ -325,7 +325,7 @@ fn plugin_call_masks_the_manifests_secrets_in_what_it_prints() {
     let addr = echoing_receiver();
     let wasm = plugins::plugins_dir().join("webhook.wasm");
     // The webhook plugin declares `secret` and `headers.Authorization`; the URL's password
-    // and query are masked wherever a URL is printed.
+    // and query values are masked wherever they are printed, even in the echoed request line.
     let config = serde_json::json!({
         "url": format!("http://user:pw-secret-123@{addr}/hook?token=qs-secret-456"),
         "secret": "whsec_c3VwZXJzZWNyZXQ=",
@@ -348,7 +348,12 @@ fn plugin_call_masks_the_manifests_secrets_in_what_it_prints() {
     // The receiver echoed the request: the failure is there, with the header masked.
     assert!(printed.contains("http_401"), "{printed}");
     assert!(printed.contains("authorization: ***"), "{printed}");
-    for secret in ["tok-secret-789", "whsec_c3VwZXJzZWNyZXQ=", "pw-secret-123"] {
+    for secret in [
+        "tok-secret-789",
+        "whsec_c3VwZXJzZWNyZXQ=",
+        "pw-secret-123",
+        "qs-secret-456",
+    ] {
         assert!(!printed.contains(secret), "`{secret}` printed:\n{printed}");
     }
 }

@@ -27,6 +27,7 @@ mod outage;
 mod plugin_sdk;
 mod receivers;
 mod sandbox;
+mod scrub;
 mod secrets;
 mod shipped_plugins;
 mod sink_cli;

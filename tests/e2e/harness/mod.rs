@@ -177,6 +177,43 @@ pub async fn wait_all_delivered(pool: &PgPool, destination: &str, n: i64) {
     .await;
 }
 
+/// Asserts that no value of any column of any table in the test database contains one of
+/// `needles` (each column read as text), naming the table and column that does.
+pub async fn assert_not_stored(pool: &PgPool, needles: &[&str]) {
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.table_name::text, c.column_name::text FROM information_schema.columns c
+         JOIN information_schema.tables t USING (table_schema, table_name)
+         WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("list the columns");
+    assert!(
+        columns
+            .iter()
+            .any(|(t, c)| t == "job_state" && c == "error_text"),
+        "the scan sees the job tables: {columns:?}"
+    );
+    let needles: Vec<String> = needles.iter().map(|n| n.to_string()).collect();
+    for (table, column) in &columns {
+        // Names from information_schema, quoted; the needles are bound (and matched with
+        // strpos: LIKE would read the `%` and `_` in them as wildcards).
+        let hit: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT \"{column}\"::text FROM \"{table}\"
+             WHERE EXISTS (SELECT 1 FROM unnest($1::text[]) n WHERE strpos(\"{column}\"::text, n) > 0)
+             LIMIT 1"
+        )))
+        .bind(&needles)
+        .fetch_optional(pool)
+        .await
+        .unwrap_or_else(|e| panic!("scan {table}.{column}: {e}"));
+        assert!(
+            hit.is_none(),
+            "a secret stored in {table}.{column}: {hit:?}"
+        );
+    }
+}
+
 /// Counts jobs by state for a destination.
 pub async fn states(pool: &PgPool, destination: &str) -> BTreeMap<String, i64> {
     sqlx::query_as::<_, (String, i64)>(

@@ -58,6 +58,11 @@ impl Sluice {
         Sluice::start_fresh(&config_text_with(config_body, server), &[])
     }
 
+    /// Starts sluice in a fresh temp dir with more environment (`RUST_LOG`, say).
+    pub fn start_with_env(config_body: &str, env: &[(&str, &str)]) -> Sluice {
+        Sluice::start_fresh(&config_text(config_body), env)
+    }
+
     /// Starts sluice on a shared database (`DATABASE_URL`): one of several hosts.
     pub fn start_on(database_url: &str, config_body: &str, server: &str) -> Sluice {
         Sluice::start_fresh(
@@ -122,21 +127,19 @@ impl Sluice {
             )
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn sluice");
-        let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
-                sink.lock().unwrap().push(v);
-            }
-        });
+        // The log goes to stderr; stdout is kept too (interleaved), so that tests can check
+        // everything the host printed.
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        collect_lines(stdout, log.clone());
+        collect_lines(stderr, log.clone());
         self.child = Some(child);
         self.log = log;
         let listening = self.wait_for_log(Duration::from_secs(120), |l| {
@@ -275,6 +278,16 @@ impl Drop for Sluice {
             self.pg_ctl(&["stop", "-m", "immediate"]);
         }
     }
+}
+
+/// Reads `stream` line by line into `log` (JSON lines parsed, others kept as strings).
+fn collect_lines(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<Vec<Value>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            log.lock().unwrap().push(v);
+        }
+    });
 }
 
 fn set_mode(path: &Path, mode: u32) {

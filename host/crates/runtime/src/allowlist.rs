@@ -78,8 +78,8 @@ impl Allowlist {
             };
             let pattern = parse_pattern(&text).ok_or_else(|| AllowlistError::NotAPattern {
                 entry: entry.clone(),
-                // The value came from the config: a URL there may carry a token.
-                shown: super::redact::redact_urls(&text).into_owned(),
+                // The value came from the config: a URL there may carry credentials.
+                shown: super::redact::Scrubber::new(config, &[]).scrub(&text),
             })?;
             // Described by what it allows (`http://127.0.0.1:9000`), never by the config
             // value it came from (`…/hook?token=…`).

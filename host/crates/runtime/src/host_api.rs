@@ -22,7 +22,7 @@ use super::bindings::{HttpError, HttpRequest, HttpResponse, Level};
 use super::limiter::{Limiter, Signal};
 use super::limits::{CallClock, LogBudget, MemoryLimiter};
 use super::outbound::{Outbound, OutboundError};
-use super::redact::{Scrubber, redact_url, redact_urls};
+use super::redact::{Scrubber, redact_url};
 
 /// Where a too-large response's `other` error message starts; the SDK maps it to the failure
 /// code `http_response_too_large` (the WIT's `http-error` cannot grow a case in a minor
@@ -92,7 +92,6 @@ impl HostState {
             },
             clock: CallClock::new(limits.deadline),
             logs: LogBudget::default(),
-            scrubber,
             gate: Gate {
                 client,
                 allowlist,
@@ -100,7 +99,9 @@ impl HostState {
                 labels,
                 timeout: limits.http_timeout,
                 max_response: limits.max_response,
+                scrubber: scrubber.clone(),
             },
+            scrubber,
             current_job: None,
         }
     }
@@ -209,10 +210,30 @@ struct Gate {
     labels: Arc<Labels>,
     timeout: Duration,
     max_response: usize,
+    /// The instance's scrubber: errors go back to the plugin, which may log or store them.
+    scrubber: Arc<Scrubber>,
 }
 
 impl Gate {
+    /// One request; an error's text has the destination's secrets masked, since transport
+    /// errors quote the URL and the plugin passes them on to logs and the store.
     async fn execute(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.send(request).await.map_err(|e| self.scrub(e))
+    }
+
+    fn scrub(&self, error: HttpError) -> HttpError {
+        let s = |m: String| self.scrubber.scrub(&m);
+        match error {
+            HttpError::Denied(m) => HttpError::Denied(s(m)),
+            HttpError::DeniedAddress(m) => HttpError::DeniedAddress(s(m)),
+            HttpError::Timeout => HttpError::Timeout,
+            HttpError::Connect(m) => HttpError::Connect(s(m)),
+            HttpError::InvalidRequest(m) => HttpError::InvalidRequest(s(m)),
+            HttpError::Other(m) => HttpError::Other(s(m)),
+        }
+    }
+
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         // WHATWG parsing first: it writes hosts the way browsers (and resolvers) read them,
         // so `2130706433`, `0x7f.1` and `127.1` all become `127.0.0.1` before the allowlist and
         // the network policy look at them.
@@ -221,7 +242,8 @@ impl Gate {
         let bad_url = |e: &dyn std::fmt::Display| {
             HttpError::InvalidRequest(format!("bad url `{shown_url}`: {e}"))
         };
-        let normalized = url::Url::parse(&request.url).map_err(|e| bad_url(&e))?;
+        let mut normalized = url::Url::parse(&request.url).map_err(|e| bad_url(&e))?;
+        strip_userinfo(&mut normalized);
         let uri: ::http::Uri = normalized.as_str().parse().map_err(|e| bad_url(&e))?;
         let scheme = uri.scheme_str().unwrap_or_default();
         if !matches!(scheme, "http" | "https") {
@@ -284,9 +306,9 @@ impl Gate {
             OutboundError::TooLarge(max) => HttpError::Other(format!(
                 "{RESPONSE_TOO_LARGE}: the response body is larger than the plugin's limits.response_size of {max} bytes"
             )),
-            // Transport errors may quote the URL (with its query string).
-            OutboundError::Connect(m) => HttpError::Connect(redact_urls(&m).into_owned()),
-            other => HttpError::Other(redact_urls(&other.to_string()).into_owned()),
+            // Transport errors may quote the URL: `execute` scrubs them.
+            OutboundError::Connect(m) => HttpError::Connect(m),
+            other => HttpError::Other(other.to_string()),
         })?;
         let headers = response
             .headers
@@ -306,5 +328,39 @@ impl Gate {
     }
 }
 
+/// Removes `user:password@` from `url` before hyper sees it. It was never sent on HTTP/1.1
+/// (hyper writes the origin form and a `Host` of host and port; no `Authorization` is made from
+/// it, see `sluice_sdk::validate::http_url`), but hyper keys its connection pool by the
+/// authority, user info included, and prints that key in its debug log; HTTP/2 would even put
+/// it in `:authority`, which RFC 9113 forbids.
+fn strip_userinfo(url: &mut url::Url) {
+    if url.username().is_empty() && url.password().is_none() {
+        return;
+    }
+    // Both fail only for URLs that cannot carry user info at all (no host), so there is
+    // nothing left to strip when they do.
+    let _ = url.set_password(None);
+    let _ = url.set_username("");
+}
+
 /// Sent when a plugin sets no user agent of its own.
 const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_info_is_stripped_before_the_request_reaches_hyper() {
+        let mut url = url::Url::parse("http://user:PASSW0RD@127.0.0.1:9/hook?token=T#f")
+            .expect("a valid url");
+        strip_userinfo(&mut url);
+        assert_eq!(url.as_str(), "http://127.0.0.1:9/hook?token=T#f");
+        let uri: ::http::Uri = url.as_str().parse().expect("a valid uri");
+        assert_eq!(uri.authority().map(|a| a.as_str()), Some("127.0.0.1:9"));
+
+        let mut user_only = url::Url::parse("https://user@h.example/").expect("a valid url");
+        strip_userinfo(&mut user_only);
+        assert_eq!(user_only.as_str(), "https://h.example/");
+    }
+}
