@@ -43,7 +43,11 @@ CREATE TABLE destinations (
     workspace_id text           NOT NULL REFERENCES workspaces (id),
     id           text           NOT NULL UNIQUE,
     plugin       text           NOT NULL,
-    -- What the plugin's `configure` receives.
+    -- What the plugin's `configure` receives, sealed (XChaCha20-Poly1305 under the hosts'
+    -- secrets key, bound to the workspace and id; `store::sealer`). Credentials never sit
+    -- here in plain text.
+    config_sealed bytea         NOT NULL,
+    -- The same config for people and SQL: declared secrets and URL credentials as `***`.
     config       jsonb          NOT NULL DEFAULT '{}',
     ordering     ordering_scope NOT NULL DEFAULT 'user',
     -- retry, max_concurrency, rate_limit, allowed_private_networks: as `[[destination]]`

@@ -7,6 +7,7 @@ mod demo;
 mod plugin_build;
 mod plugin_call;
 mod plugin_new;
+mod secrets_key;
 mod server;
 mod sink;
 

@@ -67,7 +67,8 @@ async fn serve(
         },
     )
     .await
-    .context("opening the job store")?;
+    .context("opening the job store")?
+    .with_sealer(crate::secrets_key::sealer(server)?);
     let clock = clock::system();
     let host = HostInfo {
         incarnation: uuid::Uuid::new_v4(),
@@ -273,6 +274,16 @@ async fn seed_and_load(config: &Config, store: &Store) -> anyhow::Result<Catalog
         tracing::info!(workspaces = ?seed.kept, "the store's catalog holds these workspaces; the config file's tables for them are not used");
     }
     let catalog = store.catalog_load().await.context("reading the catalog")?;
+    let resealed = store
+        .catalog_reseal()
+        .await
+        .context("sealing configs again under the current secrets key")?;
+    if resealed > 0 {
+        tracing::info!(
+            destinations = resealed,
+            "configs sealed under a previous secrets key were sealed again under the current one"
+        );
+    }
     tracing::info!(
         version = catalog.version,
         destinations = catalog.destinations.len(),

@@ -687,3 +687,45 @@ async fn apply_dry_run_prints_the_diff_apply_is_idempotent_and_a_refusal_changes
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_with_the_wrong_secrets_key_fails_at_start_naming_what_it_cannot_open() {
+    let pg = SharedPg::start().await;
+    let sink = Sink::ok(SECRET);
+    let config = webhook_config(&sink.url, RETRY, "");
+    let key_a = "q9JmIUVn7TH0xGDx8GkG8yMZ1Q9XmZRz7yZrJ3b0X3c=";
+    let mut first = Sluice::start_fresh_on(&pg.url, &config, &[("SLUICE_SECRETS_KEY", key_a)]);
+    first.stop();
+    // Another host of the same database with another key.
+    let key_b = "Zm9vYmFyYmF6cXV4MDEyMzQ1Njc4OWFiY2RlZmdoaWo=";
+    let out = std::process::Command::new(sluice_bin())
+        .args(["serve", "--config"])
+        .arg(&first.config_path)
+        .env("DATABASE_URL", &pg.url)
+        .env("SLUICE_SECRETS_KEY", key_b)
+        .output()
+        .expect("sluice runs");
+    assert!(
+        !out.status.success(),
+        "a host that cannot open the catalog must not start"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("destination acme/hook") && stderr.contains("secrets_old_key_files"),
+        "{stderr}"
+    );
+    // A key that is not a key is named too.
+    let out = std::process::Command::new(sluice_bin())
+        .args(["serve", "--config"])
+        .arg(&first.config_path)
+        .env("DATABASE_URL", &pg.url)
+        .env("SLUICE_SECRETS_KEY", "not-a-key")
+        .output()
+        .expect("sluice runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("SLUICE_SECRETS_KEY is not 32 bytes in base64"),
+        "{stderr}"
+    );
+}

@@ -110,6 +110,12 @@ pub struct Host {
     pub ready: Instant,
 }
 
+/// One secrets key for every host this run starts.
+fn bench_secrets_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(sluice_store::sealer::Sealer::new_key_text)
+}
+
 impl Host {
     /// Starts `sluice serve` with `config` (written to `dir/sluice.toml`) on `database_url`.
     pub fn start(dir: &Path, config: &str, database_url: &str) -> anyhow::Result<Host> {
@@ -120,6 +126,8 @@ impl Host {
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&config_path)
             .env("DATABASE_URL", database_url)
+            // The hosts of one database share its secrets key.
+            .env(crate::secrets_key::KEY_ENV, bench_secrets_key())
             .env("RUST_LOG", "warn,sluice=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

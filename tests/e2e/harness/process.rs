@@ -11,6 +11,9 @@ use serde_json::Value;
 
 use super::plugins::{plugin_cache_dir, plugins_dir};
 
+/// The secrets key of the hosts that share a database (`start_on`): 32 bytes in base64.
+pub const SHARED_SECRETS_KEY: &str = "c2x1aWNlLWUyZS1zaGFyZWQtc2VjcmV0cy1rZXktMzI=";
+
 /// A running `sluice serve` with its own data directory (and so its own embedded Postgres).
 pub struct Sluice {
     pub dir: PathBuf,
@@ -63,11 +66,22 @@ impl Sluice {
         Sluice::start_fresh(&config_text(config_body), env)
     }
 
-    /// Starts sluice on a shared database (`DATABASE_URL`): one of several hosts.
+    /// Starts sluice on a shared database with more environment.
+    pub fn start_fresh_on(database_url: &str, config_body: &str, env: &[(&str, &str)]) -> Sluice {
+        let mut all = vec![("DATABASE_URL", database_url)];
+        all.extend_from_slice(env);
+        Sluice::start_fresh(&config_text(config_body), &all)
+    }
+
+    /// Starts sluice on a shared database (`DATABASE_URL`): one of several hosts, sharing
+    /// [`SHARED_SECRETS_KEY`] as the hosts of one database must.
     pub fn start_on(database_url: &str, config_body: &str, server: &str) -> Sluice {
         Sluice::start_fresh(
             &config_text_with(config_body, server),
-            &[("DATABASE_URL", database_url)],
+            &[
+                ("DATABASE_URL", database_url),
+                ("SLUICE_SECRETS_KEY", SHARED_SECRETS_KEY),
+            ],
         )
     }
 

@@ -124,6 +124,10 @@ impl Config {
         server.plugins_dir = base.join(&server.plugins_dir);
         server.data_dir = base.join(&server.data_dir);
         server.plugin_cache_dir = server.plugin_cache_dir.take().map(|d| base.join(d));
+        server.secrets_key_file = server.secrets_key_file.take().map(|f| base.join(f));
+        for f in &mut server.secrets_old_key_files {
+            *f = base.join(&*f);
+        }
     }
 
     /// Reads the admin tokens kept in files, and warns about secrets written in the config.

@@ -64,6 +64,14 @@ pub struct ServerConfig {
     /// (`lane_stats`); only lanes that moved are written.
     #[serde(default = "default_stats_interval", with = "humantime_serde")]
     pub stats_interval: Duration,
+    /// The key destination configs are sealed with in the store (32 bytes, base64; every host
+    /// of a database needs the same). `SLUICE_SECRETS_KEY` wins over it. Neither: the file
+    /// `secrets.key` in `data_dir`, made on first start (docs/catalog.md).
+    #[serde(default)]
+    pub secrets_key_file: Option<PathBuf>,
+    /// Keys configs may still be sealed with (a rotation in progress): read, never written.
+    #[serde(default)]
+    pub secrets_old_key_files: Vec<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +81,8 @@ impl Default for ServerConfig {
             plugins_dir: default_plugins_dir(),
             data_dir: default_data_dir(),
             plugin_cache_dir: None,
+            secrets_key_file: None,
+            secrets_old_key_files: Vec::new(),
             database_url: None,
             dedup_window: default_dedup_window(),
             lease_ttl: default_lease_ttl(),

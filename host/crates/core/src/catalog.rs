@@ -145,6 +145,54 @@ pub fn redact_config(config: &serde_json::Value, secrets: &[String]) -> serde_js
     copy
 }
 
+/// A config as people may see it (the store's `destinations.config`, the audit): the
+/// declared secret paths masked (`None`: unknown, so everything is), and in every URL its user
+/// info and query values, where webhook URLs carry tokens.
+pub fn masked_config(
+    config: &serde_json::Value,
+    secret_paths: Option<&[String]>,
+) -> serde_json::Value {
+    use serde_json::Value;
+    fn urls(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                Value::Object(map.iter().map(|(k, v)| (k.clone(), urls(v))).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(urls).collect()),
+            Value::String(s) if s.contains("://") => Value::String(mask_url(s)),
+            other => other.clone(),
+        }
+    }
+    match secret_paths {
+        Some(paths) => urls(&redact_config(config, paths)),
+        None => Value::String("***".into()),
+    }
+}
+
+/// A URL with its user info and each query value shown as `***` (the text unchanged when it
+/// carries neither, or is not a URL).
+pub fn mask_url(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        return text.to_string();
+    };
+    if url.username().is_empty() && url.password().is_none() && url.query().is_none() {
+        return text.to_string();
+    }
+    if !url.username().is_empty() {
+        let _ = url.set_username("***");
+    }
+    if url.password().is_some() {
+        let _ = url.set_password(None);
+    }
+    if url.query().is_some() {
+        let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(keys.iter().map(|k| (k.as_str(), "***")));
+    }
+    url.to_string()
+}
+
 /// A write key as the store keeps it: its SHA-256, never the key.
 pub type KeyHash = [u8; 32];
 
@@ -251,5 +299,28 @@ impl Catalog {
             .filter(|w| seen.insert((*w).clone()))
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn masked_configs_hide_declared_paths_and_url_credentials() {
+        let config = json!({
+            "url": "https://user:PASSW0RD@h.example/hook?token=SECRET1&x=1",
+            "plain": "https://h.example/x",
+            "secret": "whsec_abc",
+        });
+        let shown = masked_config(&config, Some(&["secret".to_string()]));
+        let text = shown.to_string();
+        for needle in ["PASSW0RD", "SECRET1", "whsec_abc", "user:"] {
+            assert!(!text.contains(needle), "{needle} in {text}");
+        }
+        assert_eq!(shown["plain"], "https://h.example/x");
+        assert_eq!(masked_config(&config, None), json!("***"));
     }
 }

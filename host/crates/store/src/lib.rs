@@ -33,6 +33,7 @@ pub mod leases;
 pub mod notify;
 pub mod plugins;
 pub mod read;
+pub mod sealer;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod types;
@@ -76,6 +77,17 @@ pub enum StoreError {
     /// the new owner delivers those jobs again.
     #[error("the lease on lane {0} was lost to another host")]
     LeaseLost(LaneId),
+    /// A destination's sealed config cannot be opened (a wrong or missing key).
+    #[error("destination {workspace}/{destination}: {source}")]
+    Sealed {
+        workspace: String,
+        destination: String,
+        #[source]
+        source: sealer::SealError,
+    },
+    /// The catalog holds sealed configs and this store has no key (`Store::with_sealer`).
+    #[error("no secrets key: destination configs are sealed at rest (docs/catalog.md)")]
+    NoSecretsKey,
 }
 
 impl StoreError {
@@ -137,6 +149,8 @@ pub struct Store {
     /// also commit on `pool`, so a lease is never younger in the store than its owner thinks).
     lane_pool: PgPool,
     url: String,
+    /// Seals and opens destination configs (`catalog`).
+    sealer: Option<std::sync::Arc<sealer::Sealer>>,
 }
 
 impl Store {
@@ -168,7 +182,20 @@ impl Store {
             pool,
             lane_pool,
             url: url.to_string(),
+            sealer: None,
         })
+    }
+
+    /// The store, sealing and opening destination configs with `sealer`.
+    pub fn with_sealer(self, sealer: std::sync::Arc<sealer::Sealer>) -> Store {
+        Store {
+            sealer: Some(sealer),
+            ..self
+        }
+    }
+
+    pub(crate) fn sealer(&self) -> Result<&sealer::Sealer, StoreError> {
+        self.sealer.as_deref().ok_or(StoreError::NoSecretsKey)
     }
 
     /// The URL this store was opened with (for LISTEN connections).

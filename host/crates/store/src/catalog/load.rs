@@ -11,6 +11,37 @@ use super::Settings;
 use crate::{Store, StoreError};
 
 impl Store {
+    /// Seals again, under the current key, every destination config sealed under a previous
+    /// one (a key rotation, docs/catalog.md). Returns how many were sealed again. The configs
+    /// do not change, so the catalog version does not either.
+    pub async fn catalog_reseal(&self) -> Result<usize, StoreError> {
+        let sealer = self.sealer()?;
+        let rows: Vec<(String, String, Vec<u8>)> =
+            sqlx::query_as("SELECT workspace_id, id, config_sealed FROM destinations")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx("reading sealed configs"))?;
+        let mut done = 0;
+        for (workspace, id, sealed) in rows.iter().filter(|r| !sealer.is_current(&r.2)) {
+            let config = super::write::open_config(sealer, workspace, id, sealed)?;
+            let aad = super::write::aad(workspace, id);
+            let fresh = sealer.seal(config.to_string().as_bytes(), &aad);
+            sqlx::query(
+                "UPDATE destinations SET config_sealed = $3
+                 WHERE workspace_id = $1 AND id = $2 AND config_sealed = $4",
+            )
+            .bind(workspace)
+            .bind(id)
+            .bind(fresh)
+            .bind(sealed)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx("sealing a config again"))?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
     /// The catalog's version: bumped by every change (a host compares it with the version it
     /// runs, in case a notification was missed).
     pub async fn catalog_version(&self) -> Result<i64, StoreError> {
@@ -81,9 +112,10 @@ impl Store {
             });
         }
 
+        let sealer = self.sealer()?;
         let mut destinations = Vec::new();
         for r in sqlx::query(
-            "SELECT workspace_id, id, plugin, config, ordering, settings FROM destinations
+            "SELECT workspace_id, id, plugin, config_sealed, ordering, settings FROM destinations
              ORDER BY id",
         )
         .fetch_all(&mut *tx)
@@ -93,11 +125,15 @@ impl Store {
             let decode = || StoreError::from_sqlx("decoding a destination");
             let settings: sqlx::types::Json<Settings> = r.try_get(5).map_err(decode())?;
             let settings = settings.0;
+            let workspace: WorkspaceId = r.try_get(0).map_err(decode())?;
+            let id: DestinationId = r.try_get(1).map_err(decode())?;
+            let sealed: Vec<u8> = r.try_get(3).map_err(decode())?;
+            let config = super::write::open_config(sealer, &workspace, &id, &sealed)?;
             destinations.push(DestinationConfig {
-                workspace: r.try_get(0).map_err(decode())?,
-                id: r.try_get(1).map_err(decode())?,
+                workspace,
+                id,
                 plugin: r.try_get(2).map_err(decode())?,
-                config: r.try_get(3).map_err(decode())?,
+                config,
                 ordering: r.try_get::<OrderingScope, _>(4).map_err(decode())?,
                 retry: settings.retry,
                 max_concurrency: settings.max_concurrency,

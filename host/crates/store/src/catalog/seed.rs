@@ -39,6 +39,7 @@ impl Store {
         if workspaces.is_empty() {
             return Ok(report);
         }
+        let sealer = self.sealer()?;
         let mut tx = self.catalog_tx().await?;
         let known: Vec<WorkspaceId> =
             sqlx::query_scalar("SELECT id FROM workspaces WHERE id = ANY ($1)")
@@ -65,7 +66,7 @@ impl Store {
             }
             for d in destinations.iter().filter(|d| d.workspace == w) {
                 d.validate()?;
-                insert_destination(&mut tx, d, DestinationStart::Now).await?;
+                insert_destination(&mut tx, d, DestinationStart::Now, &audit, sealer).await?;
                 changes.push(
                     OwnedChange::new("seed", "destination", &d.workspace, &d.id)
                         .after(audited(d, &audit)),

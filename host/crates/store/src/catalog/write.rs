@@ -14,12 +14,13 @@ use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 
 use sluice_core::catalog::{
-    DestinationConfig, KeyHash, SourceConfig, key_hint, key_sha256, redact_config,
+    DestinationConfig, KeyHash, SourceConfig, key_hint, key_sha256, masked_config,
 };
 use sluice_core::{DestinationId, SourceId, WorkspaceId};
 
 use super::{CatalogError, Settings};
 use crate::notify::notify;
+use crate::sealer::{SealError, Sealer};
 use crate::{Store, StoreError};
 
 type Tx = Transaction<'static, Postgres>;
@@ -173,10 +174,11 @@ impl Store {
         steps: &[CatalogStep],
         audit: &Audit,
     ) -> Result<Option<i64>, CatalogError> {
+        let sealer = self.sealer()?;
         let mut tx = self.catalog_tx().await?;
         let mut changes = Vec::new();
         for step in steps {
-            if let Some(change) = apply_step(&mut tx, step, audit).await? {
+            if let Some(change) = apply_step(&mut tx, step, audit, sealer).await? {
                 changes.push(change);
             }
         }
@@ -371,6 +373,7 @@ async fn apply_step(
     tx: &mut Tx,
     step: &CatalogStep,
     audit: &Audit,
+    sealer: &Sealer,
 ) -> Result<Option<OwnedChange>, CatalogError> {
     Ok(Some(match step {
         CatalogStep::CreateDestination {
@@ -379,7 +382,7 @@ async fn apply_step(
             sources,
         } => {
             dest.validate()?;
-            let start_id = insert_destination(tx, dest, *start).await?;
+            let start_id = insert_destination(tx, dest, *start, audit, sealer).await?;
             for s in sources {
                 link_new(tx, dest, s, start_id).await?;
             }
@@ -388,7 +391,7 @@ async fn apply_step(
         }
         CatalogStep::UpdateDestination(d) => {
             d.validate()?;
-            let before = destination_row(tx, &d.workspace, &d.id).await?;
+            let before = destination_row(tx, &d.workspace, &d.id, sealer).await?;
             if before.ordering != d.ordering {
                 return Err(CatalogError::Invalid(
                     sluice_core::catalog::InvalidItem::new(
@@ -404,13 +407,13 @@ async fn apply_step(
             if before == *d {
                 return Ok(None);
             }
-            update_destination(tx, d).await?;
+            update_destination(tx, d, audit, sealer).await?;
             OwnedChange::new("update", "destination", &d.workspace, &d.id)
                 .before(audited(&before, audit))
                 .after(audited(d, audit))
         }
         CatalogStep::DeleteDestination { workspace, id } => {
-            let before = destination_row(tx, workspace, id).await?;
+            let before = destination_row(tx, workspace, id, sealer).await?;
             delete_destination(tx, workspace, id).await?;
             OwnedChange::new("delete", "destination", workspace, id).before(audited(&before, audit))
         }
@@ -481,17 +484,23 @@ async fn apply_step(
     }))
 }
 
-async fn update_destination(tx: &mut Tx, d: &DestinationConfig) -> Result<(), CatalogError> {
+async fn update_destination(
+    tx: &mut Tx,
+    d: &DestinationConfig,
+    audit: &Audit,
+    sealer: &Sealer,
+) -> Result<(), CatalogError> {
     sqlx::query(
-        "UPDATE destinations SET plugin = $3, config = $4, settings = $5,
+        "UPDATE destinations SET plugin = $3, config = $4, settings = $5, config_sealed = $6,
                 revision = revision + 1, updated_at = now()
          WHERE workspace_id = $1 AND id = $2",
     )
     .bind(&d.workspace)
     .bind(&d.id)
     .bind(&d.plugin)
-    .bind(&d.config)
+    .bind(shown_config(d, audit))
     .bind(sqlx::types::Json(Settings::of(d)))
+    .bind(seal_config(d, sealer))
     .execute(&mut **tx)
     .await
     .map_err(err("updating a destination"))?;
@@ -502,12 +511,42 @@ async fn update_destination(tx: &mut Tx, d: &DestinationConfig) -> Result<(), Ca
 pub(super) fn audited(d: &DestinationConfig, audit: &Audit) -> serde_json::Value {
     let mut v = serde_json::to_value(d).unwrap_or_default();
     if let Some(c) = v.get_mut("config") {
-        *c = match audit.secrets.get(&d.plugin) {
-            Some(paths) => redact_config(c, paths),
-            None => serde_json::Value::String("***".into()),
-        };
+        *c = shown_config(d, audit);
     }
     v
+}
+
+/// The config as `destinations.config` and the audit show it: declared secrets and URL
+/// credentials masked.
+fn shown_config(d: &DestinationConfig, audit: &Audit) -> serde_json::Value {
+    masked_config(&d.config, audit.secrets.get(&d.plugin).map(Vec::as_slice))
+}
+
+/// What binds a sealed config to its destination.
+pub(super) fn aad(workspace: &str, id: &str) -> Vec<u8> {
+    format!("destination {workspace}/{id}").into_bytes()
+}
+
+fn seal_config(d: &DestinationConfig, sealer: &Sealer) -> Vec<u8> {
+    sealer.seal(d.config.to_string().as_bytes(), &aad(&d.workspace, &d.id))
+}
+
+/// A destination's config from its sealed form.
+pub(super) fn open_config(
+    sealer: &Sealer,
+    workspace: &str,
+    id: &str,
+    sealed: &[u8],
+) -> Result<serde_json::Value, StoreError> {
+    let sealed_error = |source| StoreError::Sealed {
+        workspace: workspace.to_string(),
+        destination: id.to_string(),
+        source,
+    };
+    let plain = sealer
+        .open(sealed, &aad(workspace, id))
+        .map_err(sealed_error)?;
+    serde_json::from_slice(&plain).map_err(|_| sealed_error(SealError::Damaged))
 }
 
 pub(super) fn source_json(s: &SourceWrite) -> serde_json::Value {
@@ -541,18 +580,22 @@ pub(super) async fn insert_destination(
     tx: &mut Tx,
     d: &DestinationConfig,
     start: DestinationStart,
+    audit: &Audit,
+    sealer: &Sealer,
 ) -> Result<i64, CatalogError> {
     ensure_workspace(tx, &d.workspace).await?;
     let inserted = sqlx::query(
-        "INSERT INTO destinations (workspace_id, id, plugin, config, ordering, settings)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        "INSERT INTO destinations (workspace_id, id, plugin, config, ordering, settings,
+                                   config_sealed)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
     )
     .bind(&d.workspace)
     .bind(&d.id)
     .bind(&d.plugin)
-    .bind(&d.config)
+    .bind(shown_config(d, audit))
     .bind(d.ordering)
     .bind(sqlx::types::Json(Settings::of(d)))
+    .bind(seal_config(d, sealer))
     .execute(&mut **tx)
     .await
     .map_err(err("writing a destination"))?;
@@ -688,15 +731,16 @@ async fn destination_row(
     tx: &mut Tx,
     workspace: &str,
     id: &str,
+    sealer: &Sealer,
 ) -> Result<DestinationConfig, CatalogError> {
     let row: Option<(
         String,
-        serde_json::Value,
+        Vec<u8>,
         sluice_core::OrderingScope,
         sqlx::types::Json<Settings>,
     )> = sqlx::query_as(
-        "SELECT plugin, config, ordering, settings FROM destinations
-             WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
+        "SELECT plugin, config_sealed, ordering, settings FROM destinations
+         WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
     )
     .bind(workspace)
     .bind(id)
@@ -708,7 +752,8 @@ async fn destination_row(
         workspace: workspace.to_string(),
         id: id.to_string(),
     };
-    let (plugin, config, ordering, settings) = row.ok_or_else(not_found)?;
+    let (plugin, sealed, ordering, settings) = row.ok_or_else(not_found)?;
+    let config = open_config(sealer, workspace, id, &sealed)?;
     let s = settings.0;
     Ok(DestinationConfig {
         id: DestinationId::try_from(id).map_err(|_| not_found())?,

@@ -83,7 +83,10 @@ impl Db {
         .expect("create the test database");
         admin.close().await;
         let url = db_url(server, &name);
-        let store = Store::connect(&url).await.expect("open the store");
+        let store = Store::connect(&url)
+            .await
+            .expect("open the store")
+            .with_sealer(std::sync::Arc::new(crate::sealer::Sealer::generate()));
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
             .connect(&url)
