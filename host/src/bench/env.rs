@@ -182,6 +182,19 @@ impl Host {
             .unwrap_or(0)
     }
 
+    /// The timestamp of the first log line matching `pred`.
+    pub fn log_time(&self, pred: impl Fn(&Value) -> bool) -> Option<time::OffsetDateTime> {
+        self.find(|l| {
+            pred(l)
+                .then(|| l["timestamp"].as_str())
+                .flatten()
+                .and_then(|t| {
+                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+        })
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

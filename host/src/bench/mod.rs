@@ -10,11 +10,13 @@
 //! - **idle CPU** of Sluice and PostgreSQL with 100 destinations and nothing to do;
 //! - **a small receiver** (Python's ThreadingHTTPServer, accept backlog 5) vs `wrk`;
 //! - **the plugin platform**: the component boundary per call vs the same code natively,
-//!   instantiation, loading 20 plugins from the compile cache, a hot swap under load.
+//!   instantiation, loading 20 plugins from the compile cache, a hot swap under load;
+//! - **the catalog**: how fast a change reaches two hosts, and a host with 10,000 destinations.
 //!
 //! It starts what it needs (embedded PostgreSQL unless `DATABASE_URL` is set, `sluice serve`
 //! processes, receivers, load) and stops it all at the end.
 
+mod catalog;
 mod env;
 mod fairness;
 mod load;
@@ -42,7 +44,7 @@ pub struct Options {
     pub only: Vec<String>,
 }
 
-pub const SCENARIOS: [&str; 12] = [
+pub const SCENARIOS: [&str; 13] = [
     "latency",
     "idle",
     "slow-sink",
@@ -55,6 +57,7 @@ pub const SCENARIOS: [&str; 12] = [
     "plugins",
     "hot-swap",
     "operator",
+    "catalog",
 ];
 
 /// One line of the table.
@@ -177,6 +180,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             "plugins" => bench.plugins().await,
             "hot-swap" => bench.hot_swap().await,
             "operator" => bench.operator().await,
+            "catalog" => bench.catalog().await,
             _ => Ok(()),
         };
         if let Err(e) = result {

@@ -200,6 +200,18 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
 }
 
 /// `root` and its child processes (one level: PostgreSQL's backends and workers).
+/// Resident memory of a process, from `/proc/PID/status` (0 when unreadable).
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
 pub fn with_children(root: u32) -> Vec<u32> {
     let mut pids = vec![root];
     if let Ok(entries) = std::fs::read_dir("/proc") {

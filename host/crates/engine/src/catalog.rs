@@ -3,9 +3,12 @@
 //!
 //! The follower reads the catalog at start, then again whenever its version moves. It looks at
 //! the version when a `catalog <version>` NOTIFY arrives (`wake::listen_for_peers` forwards
-//! it) and, in case a notification was lost, once a second whether notified or not: one
-//! single-row read. Each new catalog is published on a `watch` channel; ingest (write keys),
-//! delivery (lanes, plugins, links) and the stats flusher apply it from there.
+//! it, and a re-established LISTEN connection counts as one, since notifications may have been
+//! missed while it was down). That is what keeps a change within a second of every host.
+//! As a backstop it also looks every [`CHECK_INTERVAL`] whether notified or not (one
+//! single-row read: the only statement an idle host makes), and every second while the store
+//! fails. Each new catalog is published on a `watch` channel; ingest (write keys), delivery
+//! (lanes, plugins, links) and the stats flusher apply it from there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,9 @@ use sluice_core::catalog::Catalog;
 use sluice_store::Store;
 
 /// How often the version is read when no notification came.
-pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How soon a failed read is tried again.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The catalog as this host runs it.
 pub type CatalogWatch = watch::Receiver<Arc<Catalog>>;
@@ -33,7 +38,7 @@ pub async fn follow(
     loop {
         tokio::select! {
             _ = notified.notified() => {}
-            _ = tokio::time::sleep(CHECK_INTERVAL) => {}
+            _ = tokio::time::sleep(if failing { RETRY_INTERVAL } else { CHECK_INTERVAL }) => {}
             _ = shutdown.cancelled() => return,
         }
         let running = publish.borrow().version;
