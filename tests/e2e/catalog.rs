@@ -729,3 +729,62 @@ async fn a_host_with_the_wrong_secrets_key_fails_at_start_naming_what_it_cannot_
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_given_by_reference_is_read_on_the_host_and_stored_nowhere() {
+    let sink = Sink::ok(SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("hook-secret");
+    std::fs::write(&key_file, format!("{SECRET}\n")).unwrap();
+    let config = format!(
+        "{}{}",
+        webhook_config(&sink.url, RETRY, ""),
+        admin_section()
+    );
+    let host = Sluice::start_with_env(&config, &[("SLUICE_E2E_HOOK_SECRET", SECRET)]);
+    let api = Api::new(&host, Some(OPS_TOKEN));
+    let create = |id: &str, secret: Value| {
+        json!({"id": id, "workspace": "acme", "plugin": "webhook", "sources": ["web"],
+               "config": {"url": format!("{}/{id}", sink.url), "secret": secret}})
+    };
+    for (id, secret) in [
+        ("by-env", json!({"env": "SLUICE_E2E_HOOK_SECRET"})),
+        ("by-file", json!({"file": key_file.display().to_string()})),
+    ] {
+        let (status, body) = api
+            .post("/api/v1/catalog/destinations", &create(id, secret))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["destination"]["config"]["secret"], "***");
+    }
+    let (status, body) = api
+        .post(
+            "/api/v1/catalog/destinations",
+            &create("unset", json!({"env": "SLUICE_E2E_NOT_SET_ANYWHERE"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "config.secret", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("SLUICE_E2E_NOT_SET_ANYWHERE is not set on this host"),
+        "{body}"
+    );
+
+    post_all(&host, &events(2, 10), 10).await;
+    let signed_by = |dest: &str| {
+        sink.accepted()
+            .iter()
+            .filter(|r| r.webhook_id.ends_with(&format!(":{dest}")) && r.signature_ok)
+            .count()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "both referenced secrets sign",
+        || async { (signed_by("by-env") >= 10 && signed_by("by-file") >= 10).then_some(()) },
+    )
+    .await;
+    assert_not_stored(&db(&host).await, &[SECRET]).await;
+}

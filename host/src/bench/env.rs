@@ -195,6 +195,20 @@ impl Host {
         })
     }
 
+    /// Whether the process is still running; the last log lines when it is not.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        let tail: Vec<String> = self
+            .log
+            .lock()
+            .map(|l| l.iter().rev().take(3).map(Value::to_string).collect())
+            .unwrap_or_default();
+        Some(format!(
+            "exited ({status}); last log lines: {}",
+            tail.join(" | ")
+        ))
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod net_policy;
 pub mod outbound;
 pub mod redact;
+pub mod secret_refs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

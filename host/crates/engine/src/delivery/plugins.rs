@@ -23,6 +23,7 @@ use sluice_config::DestinationConfig;
 use sluice_core::DestinationId;
 use sluice_runtime::allowlist::{Allowlist, AllowlistError};
 use sluice_runtime::limiter::Limiter;
+use sluice_runtime::secret_refs::{self, SecretRefError};
 use sluice_runtime::{
     CallError, CallErrorCode, InstanceSpec, LoadedPlugin, NetworkPolicy, PluginInstance,
     PluginLoadError, PluginRuntime,
@@ -44,6 +45,9 @@ pub(super) struct Slot {
 enum PrepareError {
     #[error("allowed_hosts: {0}")]
     Allowlist(AllowlistError),
+    /// A secret given as `{ env = … }` or `{ file = … }` cannot be read on this host.
+    #[error("{0}")]
+    SecretRef(SecretRefError),
     #[error("outbound HTTP client: {0:#}")]
     Outbound(anyhow::Error),
     /// Instantiating the plugin or its `configure` failed.
@@ -213,6 +217,10 @@ impl PluginSet {
             Err(PrepareError::Configure(e)) if e.code == CallErrorCode::Config => {
                 Err(ConfigRefused::from_plugin(&e.message))
             }
+            Err(PrepareError::SecretRef(e)) => Err(ConfigRefused {
+                field: format!("config.{}", e.field()),
+                message: e.reason(),
+            }),
             Err(e) => Err(ConfigRefused {
                 field: "config".into(),
                 message: e.to_string(),
@@ -393,7 +401,9 @@ impl PluginSet {
     ) -> Result<(Arc<InstanceSpec>, LaneShape, PluginInstance), PrepareError> {
         let dest = &slot.dest;
         let manifest = &plugin.manifest;
-        let allowlist = Allowlist::resolve(&manifest.allowed_hosts, &dest.config)
+        let config = secret_refs::resolve(&dest.config, &manifest.secrets)
+            .map_err(PrepareError::SecretRef)?;
+        let allowlist = Allowlist::resolve(&manifest.allowed_hosts, &config)
             .map_err(PrepareError::Allowlist)?;
         let policy = NetworkPolicy::merged(&self.server_networks, &dest.allowed_private_networks);
         let http = self
@@ -404,7 +414,7 @@ impl PluginSet {
         let spec = Arc::new(InstanceSpec {
             plugin: plugin.clone(),
             destination_id: dest.id.to_string(),
-            config_json: dest.config.to_string(),
+            config_json: config.to_string(),
             allowlist: Arc::new(allowlist),
             http,
             limiter: slot.limiter.clone(),
