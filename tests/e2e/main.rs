@@ -12,6 +12,7 @@ mod compile_cache;
 mod crash;
 mod delivery;
 mod demo;
+mod filtering;
 mod hostile;
 mod hosts;
 mod hot_reload;

@@ -80,6 +80,10 @@ pub struct DestinationFlags {
     /// Events per second at most.
     #[arg(long)]
     rate_limit: Option<f64>,
+    /// Which events go to it, as JSON: `{"deny_types": ["identify"], "deny_events": ["X"]}`
+    /// (also `allow_types`, `allow_events`); `{}` removes the filter.
+    #[arg(long)]
+    filter: Option<String>,
 }
 
 impl DestinationFlags {
@@ -120,6 +124,10 @@ impl DestinationFlags {
         }
         if let Some(r) = self.rate_limit {
             body["rate_limit"] = json!(r);
+        }
+        if let Some(text) = self.filter {
+            body["filter"] = serde_json::from_str(&text)
+                .map_err(|e| CliError::Usage(format!("--filter: not JSON: {e}")))?;
         }
         Ok(())
     }
@@ -325,6 +333,7 @@ pub async fn update_destination(
         "ordering": d["ordering"], "max_concurrency": d["max_concurrency"],
         "rate_limit": d["rate_limit"],
         "allowed_private_networks": d["allowed_private_networks"],
+        "filter": d["filter"],
     });
     flags.apply(&mut body)?;
     let v = c.put(&path, &body).await?;

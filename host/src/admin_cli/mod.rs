@@ -328,6 +328,7 @@ async fn execute(command: AdminCommand) -> Result<String, CliError> {
                         ("FAILED", "failed"),
                         ("ABORTED", "aborted"),
                         ("THROTTLED", "throttled"),
+                        ("FILTERED", "filtered"),
                         ("LIMIT", "concurrency_limit"),
                         ("BREAKER", "breaker_open")
                     ],

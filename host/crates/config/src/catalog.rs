@@ -15,7 +15,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use sluice_core::{DestinationId, InvalidId, OrderingScope, RetryOverrides, SourceId, WorkspaceId};
+use sluice_core::{
+    DestinationId, EventFilter, InvalidId, OrderingScope, RetryOverrides, SourceId, WorkspaceId,
+};
 
 use super::{ConfigError, Locator};
 
@@ -52,6 +54,23 @@ pub(super) struct RawDestination {
     rate_limit: Option<Spanned<f64>>,
     #[serde(default)]
     allowed_private_networks: Vec<IpNet>,
+    #[serde(default)]
+    filter: Option<Spanned<RawFilter>>,
+}
+
+/// A destination's `filter` as written: each entry with its span, so that a bad one is
+/// reported on its own line.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFilter {
+    #[serde(default)]
+    allow_types: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny_types: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_events: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny_events: Vec<Spanned<String>>,
 }
 
 /// Where a table's problems are reported: the file and the table (`destination[2]`).
@@ -114,6 +133,7 @@ fn destination(
     let config = plugin_config(d.config, table)?;
     let retry = retry_overrides(d.retry, table)?;
     let rate_limit = rate_limit(d.rate_limit, table)?;
+    let filter = event_filter(d.filter, table)?;
     Ok(DestinationConfig {
         id,
         workspace,
@@ -124,6 +144,7 @@ fn destination(
         max_concurrency: d.max_concurrency.max(1),
         rate_limit,
         allowed_private_networks: d.allowed_private_networks,
+        filter,
     })
 }
 
@@ -189,6 +210,40 @@ fn rate_limit(rate: Option<Spanned<f64>>, table: &Table) -> Result<Option<f64>, 
             "must be a number of events per second greater than zero".into(),
         )),
     }
+}
+
+/// The filter, checked by the rule every path applies ([`EventFilter::validate`]); a problem
+/// is reported at the entry at fault, or at the filter when it concerns a whole list.
+fn event_filter(
+    raw: Option<Spanned<RawFilter>>,
+    table: &Table,
+) -> Result<EventFilter, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(EventFilter::default());
+    };
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let text = |list: &[Spanned<String>]| list.iter().map(|s| s.get_ref().clone()).collect();
+    let filter = EventFilter {
+        allow_types: text(&raw.allow_types),
+        deny_types: text(&raw.deny_types),
+        allow_events: text(&raw.allow_events),
+        deny_events: text(&raw.deny_events),
+    };
+    filter.validate().map_err(|e| {
+        let list = match e.field {
+            "allow_types" => &raw.allow_types,
+            "deny_types" => &raw.deny_types,
+            "allow_events" => &raw.allow_events,
+            _ => &raw.deny_events,
+        };
+        let at = e
+            .entry
+            .and_then(|i| list.get(i))
+            .map_or(span, |entry| entry.span());
+        table.invalid(at, &format!("filter.{}", e.field), e.message)
+    })?;
+    Ok(filter)
 }
 
 /// Validates every `[[source]]`: ids and write keys unique, destinations known and of the

@@ -218,3 +218,46 @@ fn admin_token_errors_name_file_line_and_field() {
         "{err}"
     );
 }
+
+#[test]
+fn a_destination_filter_parses_inline_or_as_a_table() {
+    let text = format!(
+        "{GOOD}filter = {{ deny_types = [\"identify\"], deny_events = [\"Secret Event\"] }}\n"
+    );
+    let c = Config::parse(&text, "sluice.toml").unwrap();
+    let f = &c.destinations[0].filter;
+    assert_eq!(f.deny_types, vec!["identify"]);
+    assert_eq!(f.deny_events, vec!["Secret Event"]);
+    let text = format!("{GOOD}\n[destination.filter]\nallow_events = [\"Signed Up\"]\n");
+    let c = Config::parse(&text, "sluice.toml").unwrap();
+    assert_eq!(c.destinations[0].filter.allow_events, vec!["Signed Up"]);
+    assert!(
+        Config::parse(GOOD, "sluice.toml").unwrap().destinations[0]
+            .filter
+            .is_empty()
+    );
+}
+
+#[test]
+fn filter_errors_name_file_line_and_field() {
+    // A bad entry is reported on its own line.
+    let text = format!(
+        "{GOOD}\n[destination.filter]\ndeny_types = [\n  \"identify\",\n  \"idnetify\",\n]\n"
+    );
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "sluice.toml:21: destination[0].filter.deny_types: `idnetify` is not an event type"
+        ),
+        "{err}"
+    );
+    let text = format!("{GOOD}filter = {{ allow_events = [\"A\"], deny_events = [\"B\"] }}\n");
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "sluice.toml:17: destination[0].filter.allow_events: set allow_events or deny_events, not both"
+    );
+    let text = format!("{GOOD}filter = {{ deny_type = [\"identify\"] }}\n");
+    let err = Config::parse(&text, "sluice.toml").unwrap_err().to_string();
+    assert!(err.contains("deny_type"), "{err}");
+}

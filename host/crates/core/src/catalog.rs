@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{DestinationId, OrderingScope, RetryOverrides, SourceId, WorkspaceId};
+use crate::{DestinationId, EventFilter, OrderingScope, RetryOverrides, SourceId, WorkspaceId};
 
 /// A `[[source]]` as a file writes it: one write key, in plain text (the store keeps only its
 /// hash; see [`key_sha256`]).
@@ -29,8 +29,8 @@ pub struct SourceConfig {
 }
 
 /// A destination: its plugin, the plugin's config, and how the host delivers to it. The
-/// store keeps `retry`, `max_concurrency`, `rate_limit` and `allowed_private_networks` as one
-/// JSON document (`destinations.settings`).
+/// store keeps `retry`, `max_concurrency`, `rate_limit`, `allowed_private_networks` and
+/// `filter` as one JSON document (`destinations.settings`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
@@ -57,6 +57,10 @@ pub struct DestinationConfig {
     /// Private networks this destination's plugin may connect to, besides the server's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_private_networks: Vec<IpNet>,
+    /// Which events go to this destination; the others never reach its plugin and are counted
+    /// as `filtered`. Default: every event.
+    #[serde(default, skip_serializing_if = "EventFilter::is_empty")]
+    pub filter: EventFilter,
 }
 
 pub fn default_max_concurrency() -> usize {
@@ -86,8 +90,8 @@ impl InvalidItem {
 
 impl DestinationConfig {
     /// The checks every path applies (file, API, apply): the plugin name, the config's shape,
-    /// the retry overrides, the rate limit and the concurrency. Ids were checked when they
-    /// were made.
+    /// the retry overrides, the rate limit, the concurrency and the filter. Ids were checked
+    /// when they were made.
     pub fn validate(&self) -> Result<(), InvalidItem> {
         if self.plugin.is_empty() {
             return Err(InvalidItem::new("plugin", "must not be empty"));
@@ -124,6 +128,9 @@ impl DestinationConfig {
         if self.max_concurrency == 0 {
             return Err(InvalidItem::new("max_concurrency", "must be at least 1"));
         }
+        self.filter
+            .validate()
+            .map_err(|e| InvalidItem::new(format!("filter.{}", e.field), e.message))?;
         Ok(())
     }
 }
@@ -322,5 +329,20 @@ mod tests {
         }
         assert_eq!(shown["plain"], "https://h.example/x");
         assert_eq!(masked_config(&config, None), json!("***"));
+    }
+
+    #[test]
+    fn a_destination_filter_is_validated_under_its_field() {
+        let mut d: DestinationConfig = serde_json::from_value(json!({
+            "id": "hook", "workspace": "acme", "plugin": "webhook",
+            "filter": {"deny_types": ["identify"], "deny_events": ["Secret Event"]},
+        }))
+        .unwrap();
+        assert!(d.validate().is_ok());
+        assert_eq!(d.filter.deny_events, vec!["Secret Event"]);
+        d.filter.deny_types.push("idnetify".into());
+        let e = d.validate().unwrap_err();
+        assert_eq!(e.field, "filter.deny_types");
+        assert!(e.message.contains("`idnetify` is not an event type"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`catalog`]: sources, destinations and links, as files, the store and the engine see them.
 //! - [`clock`]: where time comes from (the system clock, or a manual one in tests).
+//! - [`filter`]: [`EventFilter`], which events a destination receives.
 //! - [`ids`]: [`WorkspaceId`], [`SourceId`], [`DestinationId`], validated when made.
 //! - [`size`]: [`ByteSize`], sizes as people write them (`64MiB`).
 //! - [`retry`]: [`RetryOverrides`], retry settings as config and manifests write them.
@@ -12,12 +13,14 @@
 pub mod catalog;
 pub mod clock;
 pub mod datasets;
+pub mod filter;
 pub mod ids;
 pub mod ordering;
 pub mod retry;
 pub mod size;
 
 pub use datasets::DatasetPolicy;
+pub use filter::EventFilter;
 pub use ids::{DestinationId, InvalidId, SourceId, WorkspaceId};
 pub use ordering::OrderingScope;
 pub use retry::RetryOverrides;

@@ -44,7 +44,7 @@ fn describe() {
     );
     describe_counter!(
         "sluice_jobs_total",
-        "Attempts ended, per destination and outcome (delivered, skipped, failed, aborted, throttled)."
+        "Attempts ended, per destination and outcome (delivered, skipped, failed, aborted, throttled), and jobs its filter kept from the destination (filtered)."
     );
     describe_histogram!(
         "sluice_plugin_call_seconds",

@@ -1,4 +1,4 @@
-//! `lane_stats` (migration 0005): per lane, minute and host, the outcomes a host counted in
+//! `lane_stats` (migrations 0005 and 0009): per lane, minute and host, the outcomes a host counted in
 //! memory (the engine's `delivery::stats`), added up flush by flush; read by the admin API.
 
 use std::time::Duration;
@@ -15,6 +15,8 @@ pub struct LaneCounters {
     pub failed: i64,
     pub aborted: i64,
     pub throttled: i64,
+    /// Jobs the destination's filter kept from it (finished without a plugin call).
+    pub filtered: i64,
     pub concurrency_limit: Option<i32>,
     pub breaker_open: bool,
 }
@@ -39,20 +41,24 @@ impl Store {
         let failed: Vec<i64> = rows.iter().map(|(_, c)| c.failed).collect();
         let aborted: Vec<i64> = rows.iter().map(|(_, c)| c.aborted).collect();
         let throttled: Vec<i64> = rows.iter().map(|(_, c)| c.throttled).collect();
+        let filtered: Vec<i64> = rows.iter().map(|(_, c)| c.filtered).collect();
         let limit: Vec<Option<i32>> = rows.iter().map(|(_, c)| c.concurrency_limit).collect();
         let breaker: Vec<bool> = rows.iter().map(|(_, c)| c.breaker_open).collect();
         sqlx::query(
             "INSERT INTO lane_stats (workspace_id, destination_id, minute, host_id, delivered,
-                                     failed, aborted, throttled, concurrency_limit, breaker_open)
+                                     failed, aborted, throttled, concurrency_limit, breaker_open,
+                                     filtered)
              SELECT u.ws, u.dest, date_trunc('minute', $1::timestamptz), $2, u.d, u.f, u.a, u.t,
-                    u.l, u.b
+                    u.l, u.b, u.x
              FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[],
-                         $8::bigint[], $9::int[], $10::bool[]) AS u(ws, dest, d, f, a, t, l, b)
+                         $8::bigint[], $9::int[], $10::bool[], $11::bigint[])
+                  AS u(ws, dest, d, f, a, t, l, b, x)
              ON CONFLICT (workspace_id, destination_id, minute, host_id) DO UPDATE
              SET delivered = lane_stats.delivered + excluded.delivered,
                  failed = lane_stats.failed + excluded.failed,
                  aborted = lane_stats.aborted + excluded.aborted,
                  throttled = lane_stats.throttled + excluded.throttled,
+                 filtered = lane_stats.filtered + excluded.filtered,
                  concurrency_limit = coalesce(excluded.concurrency_limit,
                                               lane_stats.concurrency_limit),
                  breaker_open = excluded.breaker_open",
@@ -67,6 +73,7 @@ impl Store {
         .bind(&throttled)
         .bind(&limit)
         .bind(&breaker)
+        .bind(&filtered)
         .execute(&self.pool)
         .await
         .map_err(StoreError::from_sqlx("writing lane stats"))?;

@@ -20,7 +20,9 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use sluice_config::DestinationConfig;
 use sluice_core::catalog::default_max_concurrency;
-use sluice_core::{DestinationId, OrderingScope, RetryOverrides, SourceId, WorkspaceId};
+use sluice_core::{
+    DestinationId, EventFilter, OrderingScope, RetryOverrides, SourceId, WorkspaceId,
+};
 use sluice_store::{Audit, DestinationStart};
 
 /// A destination as a client writes it (`[[destination]]` in JSON).
@@ -49,6 +51,11 @@ pub struct DestinationInput {
     #[serde(default)]
     #[schema(value_type = Vec<String>)]
     pub allowed_private_networks: Vec<IpNet>,
+    /// Which events go to it: `allow_types` or `deny_types` (event types), `allow_events` or
+    /// `deny_events` (track event names). Default: every event.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub filter: EventFilter,
     /// Create only: where it starts. `now` (default: events accepted from now on),
     /// `earliest` (every retained event of its sources, then the live ones), or an RFC 3339
     /// time (retained events received from then on).
@@ -86,6 +93,7 @@ impl DestinationInput {
             max_concurrency: self.max_concurrency,
             rate_limit: self.rate_limit,
             allowed_private_networks: self.allowed_private_networks,
+            filter: self.filter,
         };
         (d, self.start, self.sources)
     }

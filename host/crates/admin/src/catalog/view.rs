@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use super::CatalogCheck;
 use super::mask::masked;
+use sluice_core::EventFilter;
 use sluice_core::catalog::{Catalog, DestinationConfig, Source};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -33,6 +34,9 @@ pub struct DestinationView {
     pub max_concurrency: usize,
     pub rate_limit: Option<f64>,
     pub allowed_private_networks: Vec<String>,
+    /// Which events go to it (`{}`: every event).
+    #[schema(value_type = Object)]
+    pub filter: EventFilter,
     /// The sources linked to it now.
     pub sources: Vec<String>,
 }
@@ -83,6 +87,7 @@ pub async fn destination(
             .iter()
             .map(ToString::to_string)
             .collect(),
+        filter: d.filter.clone(),
         sources: catalog
             .links
             .iter()

@@ -199,7 +199,7 @@ function renderLanes() {
       td(l.rate_per_minute.toFixed(1), 'num'),
       td(`${(l.failure_rate * 100).toFixed(0)}%`, l.failure_rate > 0 ? 'num bad' : 'num',
         `last 5 minutes: ${l.failed_5m} failed, ${l.aborted_5m} aborted, ` +
-        `${l.throttled_5m} throttled, ${l.delivered_5m} delivered`),
+        `${l.throttled_5m} throttled, ${l.delivered_5m} delivered, ${l.filtered_5m} filtered`),
       el('td', {}, sparkline(state.sparks.get(laneKey(l)))),
       td(breaker + limit, l.breaker_open ? 'bad' : null),
       td(lease),

@@ -48,8 +48,9 @@ impl Breaker {
             match d {
                 Decision::Delivered | Decision::Aborted { .. } => alive = true,
                 Decision::Retry { .. } => failed += 1,
-                // A skipped job never reached the destination.
+                // A skipped or filtered job never reached the destination.
                 Decision::Skipped
+                | Decision::Filtered
                 | Decision::Throttled { .. }
                 | Decision::Released
                 | Decision::Parked => {}

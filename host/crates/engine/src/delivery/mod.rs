@@ -2,6 +2,7 @@
 //!
 //! - `runner`: one lane's loop (lease, log reads, row fetches, plugin calls, commits)
 //! - `call`: one call through the plugin (transform + send)
+//! - `filter`: the destination's event filter, applied to a call's jobs before the plugin
 //! - `pool`: reusable plugin instances of a destination, and the version they run
 //! - `plugins`: installs plugin versions into pools (at start, and on hot reload)
 //! - `retry`: pure backoff/abort decisions
@@ -16,12 +17,14 @@
 //! The lanes follow the catalog ([`Delivery::apply`], docs/catalog.md): a new destination gets
 //! a lane loop; a changed config is installed like a new plugin version (calls in flight finish
 //! on the old one); a changed rate limit restarts the loop once the old one has stopped; new
-//! links reach the loop's next read; a deleted destination's loop stops (the store has retired
-//! and fenced its lane already).
+//! links reach the loop's next read, and a new filter its next call (the plugin is left alone
+//! when only the filter changed); a deleted destination's loop stops (the store has retired and
+//! fenced its lane already).
 
 mod breaker;
 mod call;
 mod calls;
+pub mod filter;
 pub mod hot_reload;
 mod log_budget;
 mod plugins;
@@ -52,9 +55,9 @@ use retry::RetryPolicy;
 use runner::{LaneRunner, LaneSettings};
 use share::HostShare;
 use sluice_config::DestinationConfig;
-use sluice_core::DestinationId;
 use sluice_core::catalog::{Catalog, Link};
 use sluice_core::clock::SharedClock;
+use sluice_core::{DestinationId, EventFilter};
 use sluice_runtime::PluginRuntime;
 use sluice_runtime::limiter::Limiter;
 use sluice_store::Store;
@@ -97,14 +100,16 @@ struct Lanes {
 /// What a lane's loop shares with the rest of the host; kept when the loop restarts.
 struct Handles {
     links: Arc<ArcSwap<Vec<Link>>>,
+    filter: Arc<ArcSwap<EventFilter>>,
     wake: Arc<Notify>,
     operator: Arc<Notify>,
 }
 
 impl Handles {
-    fn new(links: Vec<Link>) -> Handles {
+    fn new(links: Vec<Link>, filter: EventFilter) -> Handles {
         Handles {
             links: Arc::new(ArcSwap::from_pointee(links)),
+            filter: Arc::new(ArcSwap::from_pointee(filter)),
             wake: Arc::new(Notify::new()),
             operator: Arc::new(Notify::new()),
         }
@@ -115,6 +120,7 @@ impl Handles {
 struct RunningLane {
     dest: DestinationConfig,
     links: Arc<ArcSwap<Vec<Link>>>,
+    filter: Arc<ArcSwap<EventFilter>>,
     wake: Arc<Notify>,
     operator: Arc<Notify>,
     pool: Arc<InstancePool>,
@@ -173,7 +179,8 @@ impl Delivery {
             let links = catalog.links_of(&dest.id);
             let restart = match lanes.running.get_mut(&dest.id) {
                 None => {
-                    let lane = self.start_lane(dest, Handles::new(links), None);
+                    let handles = Handles::new(links, dest.filter.clone());
+                    let lane = self.start_lane(dest, handles, None);
                     self.plugins
                         .set(Slot {
                             dest: dest.clone(),
@@ -193,7 +200,14 @@ impl Delivery {
                         continue;
                     }
                     tracing::info!(destination = %dest.id, "destination changed");
-                    self.plugins.update(dest).await;
+                    if lane.dest.filter != dest.filter {
+                        lane.filter.store(Arc::new(dest.filter.clone()));
+                    }
+                    // The plugin never sees the filter: a change of the filter alone does not
+                    // configure the plugin again.
+                    if !same_but_filter(&lane.dest, dest) {
+                        self.plugins.update(dest).await;
+                    }
                     let restart = lane.dest.rate_limit != dest.rate_limit;
                     lane.dest = dest.clone();
                     restart
@@ -204,6 +218,7 @@ impl Delivery {
                 old.stop.cancel();
                 let handles = Handles {
                     links: old.links,
+                    filter: old.filter,
                     wake: old.wake,
                     operator: old.operator,
                 };
@@ -242,6 +257,7 @@ impl Delivery {
     ) -> RunningLane {
         let Handles {
             links,
+            filter,
             wake,
             operator,
         } = handles;
@@ -272,6 +288,7 @@ impl Delivery {
         let runner = LaneRunner {
             lane: crate::routes::lane_of(dest),
             links: links.clone(),
+            filter: filter.clone(),
             store: self.store.clone(),
             pool: pool.clone(),
             settings,
@@ -291,6 +308,7 @@ impl Delivery {
         RunningLane {
             dest: dest.clone(),
             links,
+            filter,
             wake,
             operator,
             pool,
@@ -331,6 +349,15 @@ impl Delivery {
             let _ = t.await;
         }
     }
+}
+
+/// Whether two versions of a destination differ in nothing but their filter.
+fn same_but_filter(old: &DestinationConfig, new: &DestinationConfig) -> bool {
+    old.filter != new.filter
+        && DestinationConfig {
+            filter: new.filter.clone(),
+            ..old.clone()
+        } == *new
 }
 
 fn waker_maps(running: &HashMap<DestinationId, RunningLane>) -> WakerMaps {

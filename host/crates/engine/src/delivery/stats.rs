@@ -1,6 +1,6 @@
-//! Per-lane outcome counters kept in memory and flushed to `lane_stats` (migration 0005), so
-//! that any host's admin API can show every lane's rate, failure rate and last hour, whichever
-//! host delivered.
+//! Per-lane outcome counters kept in memory and flushed to `lane_stats` (migrations 0005 and
+//! 0009), so that any host's admin API can show every lane's rate, failure rate and last hour,
+//! whichever host delivered.
 //!
 //! The counters are fed by the functions of `crate::metrics` that the router already calls
 //! (one global table: those are free functions). The flusher wakes every `interval` and writes
@@ -25,6 +25,8 @@ pub enum JobMetric {
     Delivered,
     /// Filtered out by the plugin (`transform` returned no payloads).
     Skipped,
+    /// Kept from the destination by its filter, before the plugin: not an attempt.
+    Filtered,
     Retried,
     Aborted,
     Throttled,
@@ -35,6 +37,7 @@ impl JobMetric {
         match self {
             JobMetric::Delivered => "delivered",
             JobMetric::Skipped => "skipped",
+            JobMetric::Filtered => "filtered",
             JobMetric::Retried => "failed",
             JobMetric::Aborted => "aborted",
             JobMetric::Throttled => "throttled",
@@ -74,6 +77,8 @@ pub(crate) fn count(destination: &str, what: JobMetric, n: u64) {
         let slot = match what {
             // `lane_stats` has no column for skipped jobs: they finish as delivered there.
             JobMetric::Delivered | JobMetric::Skipped => &mut c.delivered,
+            // Neither a delivery nor a failure: its own column, out of the rates.
+            JobMetric::Filtered => &mut c.filtered,
             JobMetric::Retried => &mut c.failed,
             JobMetric::Aborted => &mut c.aborted,
             JobMetric::Throttled => &mut c.throttled,
@@ -110,7 +115,7 @@ pub fn take_moved() -> Vec<(String, LaneCounters)> {
         moved.push((dest.clone(), e.counters.clone()));
         e.dirty = false;
         let c = &mut e.counters;
-        (c.delivered, c.failed, c.aborted, c.throttled) = (0, 0, 0, 0);
+        (c.delivered, c.failed, c.aborted, c.throttled, c.filtered) = (0, 0, 0, 0, 0);
     }
     moved
 }
@@ -124,6 +129,7 @@ fn restore(moved: Vec<(String, LaneCounters)>) {
         e.counters.failed += c.failed;
         e.counters.aborted += c.aborted;
         e.counters.throttled += c.throttled;
+        e.counters.filtered += c.filtered;
         e.dirty = true;
     }
 }

@@ -26,7 +26,8 @@ use serde_json::value::RawValue;
 use sluice_core::clock::{Clock, SystemClock};
 use sluice_store::NewEvent;
 
-pub const EVENT_TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
+/// One list for ingest and for destination filters, which may only name these types.
+pub use sluice_core::filter::EVENT_TYPES;
 
 /// Values shared by every event of one request.
 pub struct RequestMeta<'a> {

@@ -3,8 +3,8 @@
 //! # The ordering invariant
 //!
 //! For each (destination, ordering key): at most one call carries jobs of the key at a time,
-//! and a job is handed out only when every earlier job of its key is finished (delivered or
-//! aborted) or goes in the same call, ahead of it.
+//! and a job is handed out only when every earlier job of its key is finished (delivered,
+//! filtered or aborted) or goes in the same call, ahead of it.
 //!
 //! It is kept here, and only here:
 //! - Jobs arrive in id order, from the log (`accept_log`) or from the rows of a blocked key
@@ -84,6 +84,9 @@ pub enum Decision {
     /// Finished: filtered out by the plugin, nothing sent. The store has no state for it: it
     /// is written as delivered.
     Skipped,
+    /// Finished: kept from the destination by its filter, before the plugin; not an attempt.
+    /// Written as delivered too (a row gets no attempt), but never counted as a delivery.
+    Filtered,
     /// Failed; try again at `at`. Counts as an attempt.
     Retry {
         code: String,
@@ -386,7 +389,10 @@ impl Lane {
                 None => decision,
             };
             let follow = match decision {
-                Decision::Delivered | Decision::Skipped | Decision::Aborted { .. } => None,
+                Decision::Delivered
+                | Decision::Skipped
+                | Decision::Filtered
+                | Decision::Aborted { .. } => None,
                 Decision::Released => Some(Decision::Released),
                 Decision::Retry { .. } | Decision::Throttled { .. } | Decision::Parked => {
                     Some(Decision::Parked)
@@ -441,6 +447,16 @@ impl Lane {
                     // The successful attempt counts; the last failure's code and text stay
                     // (docs/sql.md: what `attempt` and `error_code` mean on a delivered job).
                     self.update_row(&job, JobState::Delivered, 1, None, Some(now), now);
+                } else {
+                    self.unfinished.remove(&job.event_id);
+                }
+                self.advance(&job.key);
+            }
+            Decision::Filtered => {
+                self.release_bytes(&job);
+                if job.has_row {
+                    // Finished, with no attempt and no attempt time: nothing was tried.
+                    self.update_row(&job, JobState::Delivered, 0, None, None, now);
                 } else {
                     self.unfinished.remove(&job.event_id);
                 }

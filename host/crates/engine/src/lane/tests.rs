@@ -380,6 +380,68 @@ fn a_skipped_job_finishes_like_a_delivered_one_and_frees_its_key() {
     assert_eq!(c.check_keys, vec!["a".to_string()]);
 }
 
+#[test]
+fn a_filtered_job_finishes_without_an_attempt_and_frees_its_key() {
+    let mut l = lane();
+    read(&mut l, vec![ev(1, "a"), ev(2, "a")], 2);
+    let j = l.take_call(10, usize::MAX, 1).pop().unwrap();
+    l.complete(j, Decision::Filtered, now());
+    let j = l.take_call(10, usize::MAX, 1).pop().unwrap();
+    assert_eq!(j.event_id, 2, "the key goes on at once");
+    l.complete(j, Decision::Delivered, now());
+    let c = commit(&mut l);
+    assert!(c.new_rows.is_empty() && c.row_updates.is_empty());
+    assert_eq!(c.cursor, 2);
+    assert!(l.is_drained());
+
+    // One with a row (it waited behind a failed job) is finished, with no attempt recorded.
+    let mut l = lane_at(10, &["a"], LaneLimits::default());
+    l.accept_rows(vec![RowJob {
+        dataset: 1,
+        event_id: 3,
+        source_id: "s".into(),
+        order_key: "a".into(),
+        state: JobState::Pending,
+        attempt: 0,
+        first_attempt_at: None,
+        user_key: "a".into(),
+        message_id: "m3".into(),
+        received_at: now(),
+        event: "{}".into(),
+    }]);
+    let j = l.take_call(10, usize::MAX, 1).pop().unwrap();
+    l.complete(j, Decision::Filtered, now());
+    let c = commit(&mut l);
+    let updates: Vec<(JobState, i32, Option<OffsetDateTime>)> = c
+        .row_updates
+        .iter()
+        .map(|u| (u.state, u.attempt_inc, u.attempted_at))
+        .collect();
+    assert_eq!(updates, vec![(JobState::Delivered, 0, None)]);
+    assert_eq!(c.check_keys, vec!["a".to_string()], "the key may unblock");
+}
+
+#[test]
+fn a_job_filtered_out_of_an_ordered_batch_is_finished_whatever_its_neighbours_become() {
+    let mut l = lane();
+    read(&mut l, vec![ev(1, "a"), ev(2, "a"), ev(3, "a")], 3);
+    let mut call = l.take_call(10, usize::MAX, 10);
+    assert_eq!(ids(&call), vec![1, 2, 3]);
+    // The filter takes 2 out before the call; 1 then fails, and 3 waits behind it.
+    let filtered = call.remove(1);
+    l.complete(filtered, Decision::Filtered, now());
+    let results: Vec<(Job, Decision)> = call
+        .into_iter()
+        .zip([retry(), Decision::Delivered])
+        .collect();
+    let taken = l.complete_call(results, now());
+    assert_eq!(taken[1], Decision::Parked);
+    let c = commit(&mut l);
+    let rows: Vec<(i64, JobState)> = c.new_rows.iter().map(|r| (r.event_id, r.state)).collect();
+    assert_eq!(rows, vec![(1, JobState::Failed), (3, JobState::Pending)]);
+    assert_eq!(c.cursor, 3, "2 is finished, 1 and 3 have rows");
+}
+
 // Ordered batches: a call may carry a run of one key's jobs.
 
 #[test]

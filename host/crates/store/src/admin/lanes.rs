@@ -18,7 +18,7 @@ impl Store {
                     s.paused_at, s.paused_by, s.plugin, s.plugin_sha256, s.plugin_error,
                     d.parked + d.queued - d.executing AS pending, d.executing, d.failed,
                     d.queued_capped, d.oldest_age_seconds AS oldest_age,
-                    st.delivered, st.failed5, st.aborted, st.throttled,
+                    st.delivered, st.failed5, st.aborted, st.throttled, st.filtered,
                     s.concurrency_limit, coalesce(s.breaker_open, false) AS breaker_open
              FROM lane_status s
              JOIN lane_backlog d
@@ -27,7 +27,8 @@ impl Store {
                  SELECT coalesce(sum(x.delivered), 0)::bigint AS delivered,
                         coalesce(sum(x.failed), 0)::bigint AS failed5,
                         coalesce(sum(x.aborted), 0)::bigint AS aborted,
-                        coalesce(sum(x.throttled), 0)::bigint AS throttled
+                        coalesce(sum(x.throttled), 0)::bigint AS throttled,
+                        coalesce(sum(x.filtered), 0)::bigint AS filtered
                  FROM lane_stats x
                  WHERE x.workspace_id = s.workspace_id AND x.destination_id = s.destination_id
                    AND x.minute > date_trunc('minute', now()) - make_interval(mins => $1)
@@ -67,6 +68,7 @@ impl Store {
                     failed_5m: failed,
                     aborted_5m: aborted,
                     throttled_5m: r.get("throttled"),
+                    filtered_5m: r.get("filtered"),
                     concurrency_limit: r.get("concurrency_limit"),
                     breaker_open: r.get("breaker_open"),
                     owner_host: r.get("owner_host"),
@@ -110,6 +112,7 @@ impl Store {
                     coalesce(sum(x.failed), 0)::bigint AS failed,
                     coalesce(sum(x.aborted), 0)::bigint AS aborted,
                     coalesce(sum(x.throttled), 0)::bigint AS throttled,
+                    coalesce(sum(x.filtered), 0)::bigint AS filtered,
                     max(x.concurrency_limit) AS concurrency_limit,
                     coalesce(bool_or(x.breaker_open), false) AS breaker_open
              FROM generate_series(date_trunc('minute', now()) - make_interval(mins => $3 - 1),
@@ -133,6 +136,7 @@ impl Store {
                 failed: r.get("failed"),
                 aborted: r.get("aborted"),
                 throttled: r.get("throttled"),
+                filtered: r.get("filtered"),
                 concurrency_limit: r.get("concurrency_limit"),
                 breaker_open: r.get("breaker_open"),
             })

@@ -159,6 +159,8 @@ pub struct LaneOverview {
     pub failed_5m: i64,
     pub aborted_5m: i64,
     pub throttled_5m: i64,
+    /// Jobs the destination's filter kept from it (neither deliveries nor failures).
+    pub filtered_5m: i64,
     /// As last reported by a host (lane_stats).
     pub concurrency_limit: Option<i32>,
     pub breaker_open: bool,
@@ -188,6 +190,8 @@ pub struct StatsMinute {
     pub failed: i64,
     pub aborted: i64,
     pub throttled: i64,
+    /// Jobs the destination's filter kept from it.
+    pub filtered: i64,
     pub concurrency_limit: Option<i32>,
     pub breaker_open: bool,
 }

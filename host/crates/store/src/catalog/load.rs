@@ -139,6 +139,7 @@ impl Store {
                 max_concurrency: settings.max_concurrency,
                 rate_limit: settings.rate_limit,
                 allowed_private_networks: settings.allowed_private_networks,
+                filter: settings.filter,
             });
         }
 

@@ -17,8 +17,8 @@ mod write;
 
 use serde::{Deserialize, Serialize};
 
-use sluice_core::RetryOverrides;
 use sluice_core::catalog::InvalidItem;
+use sluice_core::{EventFilter, RetryOverrides};
 
 pub use seed::SeedReport;
 pub use write::{Audit, CatalogStep, DestinationStart, KeyRotation, SourceWrite};
@@ -54,6 +54,9 @@ struct Settings {
     rate_limit: Option<f64>,
     #[serde(default)]
     allowed_private_networks: Vec<ipnet::IpNet>,
+    /// Absent in rows written before filters existed: no filter.
+    #[serde(default, skip_serializing_if = "EventFilter::is_empty")]
+    filter: EventFilter,
 }
 
 impl Settings {
@@ -63,6 +66,7 @@ impl Settings {
             max_concurrency: d.max_concurrency,
             rate_limit: d.rate_limit,
             allowed_private_networks: d.allowed_private_networks.clone(),
+            filter: d.filter.clone(),
         }
     }
 }

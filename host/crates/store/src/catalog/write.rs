@@ -765,6 +765,7 @@ async fn destination_row(
         max_concurrency: s.max_concurrency,
         rate_limit: s.rate_limit,
         allowed_private_networks: s.allowed_private_networks,
+        filter: s.filter,
     })
 }
 

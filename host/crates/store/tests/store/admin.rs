@@ -109,20 +109,22 @@ async fn audited(db: Db) {
 }
 
 async fn stats(db: Db) {
+    hook_with_events(&db.store, &[]).await;
     let host = Uuid::new_v4();
     let lane = lane("hook");
-    let counts = |delivered, failed| LaneCounters {
+    let counts = |delivered, failed, filtered| LaneCounters {
         delivered,
         failed,
+        filtered,
         concurrency_limit: Some(8),
         ..Default::default()
     };
     let now = time::OffsetDateTime::now_utc();
     let old = now - time::Duration::hours(25);
     for (at, c) in [
-        (now, counts(5, 1)),
-        (now, counts(2, 0)),
-        (old, counts(9, 9)),
+        (now, counts(5, 1, 3)),
+        (now, counts(2, 0, 4)),
+        (old, counts(9, 9, 9)),
     ] {
         db.store
             .lane_stats_add(host, at, &[(lane.clone(), c)])
@@ -136,6 +138,17 @@ async fn stats(db: Db) {
     let failed: i64 = series.iter().map(|m| m.failed).sum();
     assert_eq!((delivered, failed), (7, 1), "{series:?}");
     assert!(series.iter().any(|m| m.concurrency_limit == Some(8)));
+    // Filtered jobs (0009) have their own column: neither deliveries nor failures.
+    let filtered: i64 = series.iter().map(|m| m.filtered).sum();
+    assert_eq!(filtered, 7, "{series:?}");
+    let lanes = db.store.admin_lanes().await.unwrap();
+    let hook = lanes.iter().find(|l| l.destination == "hook").unwrap();
+    assert_eq!(
+        (hook.delivered_5m, hook.failed_5m, hook.filtered_5m),
+        (7, 1, 7),
+        "{hook:?}"
+    );
+    assert!((hook.failure_rate - 1.0 / 8.0).abs() < 1e-9, "{hook:?}");
     let removed = db
         .store
         .lane_stats_expire(now, std::time::Duration::from_secs(24 * 3600))

@@ -4,7 +4,7 @@
 use libtest_mimic::Trial;
 use serde_json::json;
 use sluice_core::catalog::{DestinationConfig, SourceConfig, key_sha256};
-use sluice_core::{DestinationId, OrderingScope, SourceId, WorkspaceId};
+use sluice_core::{DestinationId, EventFilter, OrderingScope, SourceId, WorkspaceId};
 use sluice_store::{Audit, CatalogError, DestinationStart, KeyRotation, SourceWrite, Store, Wake};
 
 use crate::fixtures::*;
@@ -35,6 +35,10 @@ pub fn tests() -> Vec<Trial> {
         trial(
             "catalog_update_refuses_an_ordering_change_and_an_unchanged_item_is_a_no_op",
             update_rules,
+        ),
+        trial(
+            "catalog_destination_filter_is_kept_in_settings_and_read_back",
+            filter_kept,
         ),
         trial(
             "catalog_write_keys_are_stored_hashed_and_a_rotation_expires_the_others",
@@ -481,6 +485,56 @@ async fn update_rules(db: Db) {
     assert!(
         db.store.catalog_load().await.unwrap().sources.is_empty(),
         "nothing half-written"
+    );
+}
+
+async fn filter_kept(db: Db) {
+    let settings = || async {
+        sqlx::query_scalar::<_, serde_json::Value>(
+            "SELECT settings FROM destinations WHERE id = 'hook'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    let mut d = dest("hook", "https://x.example");
+    d.filter = EventFilter {
+        deny_types: vec!["identify".into()],
+        deny_events: vec!["Secret Event".into()],
+        ..Default::default()
+    };
+    db.store
+        .destination_create(&d, DestinationStart::Now, &[], &audit())
+        .await
+        .unwrap();
+    assert_eq!(
+        settings().await["filter"],
+        json!({"deny_types": ["identify"], "deny_events": ["Secret Event"]})
+    );
+    let loaded = db.store.catalog_load().await.unwrap();
+    assert_eq!(loaded.destination("hook"), Some(&d));
+
+    // A new filter is a change; no filter leaves no trace in the settings, as before 0009.
+    d.filter = EventFilter {
+        allow_events: vec!["Signed Up".into()],
+        ..Default::default()
+    };
+    let v = db.store.destination_update(&d, &audit()).await.unwrap();
+    assert!(v.is_some(), "a filter change is a change");
+    assert_eq!(
+        db.store.catalog_load().await.unwrap().destination("hook"),
+        Some(&d)
+    );
+    d.filter = EventFilter::default();
+    db.store.destination_update(&d, &audit()).await.unwrap();
+    assert!(
+        settings().await.get("filter").is_none(),
+        "{}",
+        settings().await
+    );
+    assert_eq!(
+        db.store.catalog_load().await.unwrap().destination("hook"),
+        Some(&d)
     );
 }
 

@@ -12,7 +12,8 @@
 //!   flight;
 //! - one fetch of due blocked keys' rows at a time;
 //! - up to `max_in_flight` plugin calls (one job per key per call, or a run of a key's
-//!   consecutive jobs when the plugin declares ordered batches);
+//!   consecutive jobs when the plugin declares ordered batches); the jobs the destination's
+//!   filter keeps back are finished as the call is made, without reaching the plugin;
 //! - one commit at a time (outcomes, parked jobs, progress; it also renews the lease).
 //!
 //! Outcomes become decisions (`retry`), feed the circuit breaker, and throttles pause the lane.
@@ -87,6 +88,9 @@ pub struct LaneRunner {
     pub lane: LaneId,
     /// The links feeding the lane; the catalog follower replaces them.
     pub links: Arc<arc_swap::ArcSwap<Vec<sluice_core::catalog::Link>>>,
+    /// The destination's event filter, applied to each call before the plugin; the catalog
+    /// follower replaces it, and the next call uses the new one.
+    pub filter: Arc<arc_swap::ArcSwap<sluice_core::EventFilter>>,
     pub store: Store,
     pub pool: Arc<InstancePool>,
     pub settings: LaneSettings,

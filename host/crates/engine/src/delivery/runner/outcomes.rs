@@ -151,6 +151,7 @@ pub(super) fn count_jobs(destination: &str, decisions: &[Decision]) {
     for m in [
         JobMetric::Delivered,
         JobMetric::Skipped,
+        JobMetric::Filtered,
         JobMetric::Retried,
         JobMetric::Aborted,
         JobMetric::Throttled,
@@ -170,6 +171,7 @@ fn job_metric(decision: &Decision) -> Option<JobMetric> {
     match decision {
         Decision::Delivered => Some(JobMetric::Delivered),
         Decision::Skipped => Some(JobMetric::Skipped),
+        Decision::Filtered => Some(JobMetric::Filtered),
         Decision::Retry { .. } => Some(JobMetric::Retried),
         Decision::Aborted { .. } => Some(JobMetric::Aborted),
         Decision::Throttled { .. } => Some(JobMetric::Throttled),

@@ -14,7 +14,10 @@ use super::active::{Active, Commit, join};
 use super::wake::{Deadlines, next_wake};
 use super::{End, LaneRunner, PROGRESS_INTERVAL, outcomes};
 use crate::delivery::call::CallReport;
+use crate::delivery::filter;
+use crate::delivery::stats::JobMetric;
 use crate::lane::{Decision, Job};
+use crate::metrics;
 use sluice_store::{AcquiredLane, BlockedFetch, LogRead, StoreError};
 
 /// What woke the loop.
@@ -195,12 +198,34 @@ impl LaneRunner {
             if jobs.is_empty() {
                 break;
             }
+            let jobs = self.finish_filtered(st, jobs);
+            if jobs.is_empty() {
+                // Their keys' next jobs may be ready now.
+                continue;
+            }
             if let Some(rate) = &mut st.rate {
                 rate.spend(jobs.len(), Instant::now());
             }
             st.calls
                 .spawn(self.pool.clone(), self.lane.workspace_id.clone(), jobs);
         }
+    }
+
+    /// Finishes the jobs of a call that the destination's filter keeps back, and returns the
+    /// others. A filtered job is finished like a delivered one, so its key's next job may go at
+    /// once; it spends no rate, call or attempt, and counts as neither delivery nor failure
+    /// (nor does it feed the breaker: it says nothing about the destination).
+    fn finish_filtered(&self, st: &mut Active, jobs: Vec<Job>) -> Vec<Job> {
+        let (send, filtered) = filter::split(&self.filter.load(), jobs);
+        if !filtered.is_empty() {
+            let now = self.clock.now();
+            let n = filtered.len();
+            for job in filtered {
+                st.lane.complete(job, Decision::Filtered, now);
+            }
+            metrics::jobs(&self.lane.destination_id, JobMetric::Filtered, n as u64);
+        }
+        send
     }
 
     /// Our lease may have run out while calls were going: another host may own the lane by
