@@ -23,8 +23,8 @@ impl Store {
                 .map_err(StoreError::from_sqlx("reading sealed configs"))?;
         let mut done = 0;
         for (workspace, id, sealed) in rows.iter().filter(|r| !sealer.is_current(&r.2)) {
-            let config = super::write::open_config(sealer, workspace, id, sealed)?;
-            let aad = super::write::aad(workspace, id);
+            let config = super::sealed::open_config(sealer, workspace, id, sealed)?;
+            let aad = super::sealed::aad(workspace, id);
             let fresh = sealer.seal(config.to_string().as_bytes(), &aad);
             sqlx::query(
                 "UPDATE destinations SET config_sealed = $3
@@ -128,7 +128,7 @@ impl Store {
             let workspace: WorkspaceId = r.try_get(0).map_err(decode())?;
             let id: DestinationId = r.try_get(1).map_err(decode())?;
             let sealed: Vec<u8> = r.try_get(3).map_err(decode())?;
-            let config = super::write::open_config(sealer, &workspace, &id, &sealed)?;
+            let config = super::sealed::open_config(sealer, &workspace, &id, &sealed)?;
             destinations.push(DestinationConfig {
                 workspace,
                 id,

@@ -12,6 +12,8 @@
 //! kept as SHA-256 only.
 
 mod load;
+mod rows;
+mod sealed;
 mod seed;
 mod write;
 

@@ -7,10 +7,9 @@ use sluice_core::WorkspaceId;
 use sluice_core::catalog::{Catalog, DestinationConfig, SourceConfig};
 
 use super::CatalogError;
-use super::write::{
-    Audit, DestinationStart, KeyRotation, OwnedChange, SourceWrite, audited, insert_destination,
-    insert_source, source_json,
-};
+use super::rows::{insert_destination, insert_source};
+use super::sealed::audited;
+use super::write::{Audit, DestinationStart, KeyRotation, OwnedChange, SourceWrite, source_json};
 use crate::Store;
 
 /// What a seed did, per workspace the file names.
