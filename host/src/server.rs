@@ -18,7 +18,7 @@ use sluice_config::Config;
 use sluice_core::catalog::Catalog;
 use sluice_core::clock;
 use sluice_engine::delivery::stats as lane_stats;
-use sluice_engine::delivery::{Delivery, DeliverySettings, hot_reload};
+use sluice_engine::delivery::{Delivery, DeliverySettings, hot_reload, idle_instances};
 use sluice_engine::maintenance::{self, Maintenance};
 use sluice_engine::wake::{PeerWakes, listen_for_peers};
 use sluice_engine::{catalog, ingest, metrics};
@@ -108,9 +108,10 @@ async fn serve(
     plugins.sync_dir(&server.plugins_dir).await;
     let watching = tokio::spawn(hot_reload::watch(
         server.plugins_dir.clone(),
-        plugins,
+        plugins.clone(),
         shutdown.clone(),
     ));
+    let trimming = tokio::spawn(idle_instances::run(plugins, shutdown.clone()));
     let catalog_changed = Arc::new(Notify::new());
     let following = tokio::spawn(catalog::follow(
         store.clone(),
@@ -248,6 +249,7 @@ async fn serve(
     let _ = maintenance.await;
     let _ = listening.await;
     let _ = watching.await;
+    let _ = trimming.await;
     let _ = following.await;
     let _ = lanes_following.await;
     ingest_following.abort();

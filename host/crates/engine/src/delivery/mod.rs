@@ -26,6 +26,7 @@ mod call;
 mod calls;
 pub mod filter;
 pub mod hot_reload;
+pub mod idle_instances;
 mod log_budget;
 mod plugins;
 mod pool;
@@ -175,10 +176,14 @@ impl Delivery {
                 lanes.stopping.push(lane.task);
             }
         }
+        // Only the lanes a change concerns look at once: with thousands of destinations, waking
+        // every lane on every change would make each change a burst of reads.
+        let mut to_wake = Vec::new();
         for dest in &catalog.destinations {
             let links = catalog.links_of(&dest.id);
             let restart = match lanes.running.get_mut(&dest.id) {
                 None => {
+                    to_wake.push(dest.id.clone());
                     let handles = Handles::new(links, dest.filter.clone());
                     let lane = self.start_lane(dest, handles, None);
                     self.plugins
@@ -195,10 +200,14 @@ impl Delivery {
                     continue;
                 }
                 Some(lane) => {
-                    lane.links.store(Arc::new(links));
+                    if **lane.links.load() != links {
+                        lane.links.store(Arc::new(links));
+                        to_wake.push(dest.id.clone());
+                    }
                     if lane.dest == *dest {
                         continue;
                     }
+                    to_wake.push(dest.id.clone());
                     tracing::info!(destination = %dest.id, "destination changed");
                     if lane.dest.filter != dest.filter {
                         lane.filter.store(Arc::new(dest.filter.clone()));
@@ -228,8 +237,10 @@ impl Delivery {
         }
         lanes.stopping.retain(|t| !t.is_finished());
         self.wakers.replace(waker_maps(&lanes.running));
-        // New lanes look at once; the others at their own pace.
-        self.wakers.wake_all();
+        // New and changed lanes look at once; the others at their own pace.
+        for id in &to_wake {
+            self.wakers.wake(id);
+        }
     }
 
     /// Runs [`Delivery::apply`] for every catalog `watch` publishes, until shutdown.

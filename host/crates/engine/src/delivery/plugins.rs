@@ -228,6 +228,11 @@ impl PluginSet {
         }
     }
 
+    /// Drops the plugin instances idle for longer than `pool::IDLE_KEEP`; returns how many.
+    pub fn trim_idle(&self, now: std::time::Instant) -> usize {
+        self.slots_of(None).iter().map(|s| s.pool.trim(now)).sum()
+    }
+
     /// The secret config paths the loaded version of `plugin` declares (`None`: not loaded).
     pub async fn secret_paths(&self, plugin: &str) -> Option<Vec<String>> {
         let state = self.state.lock().await;
@@ -364,7 +369,7 @@ impl PluginSet {
     async fn install_one(&self, slot: &Arc<Slot>, plugin: &Arc<LoadedPlugin>) {
         let dest = &slot.dest;
         match self.prepare(slot, plugin).await {
-            Ok((spec, shape, probe)) => {
+            Ok((spec, shape)) => {
                 // The destination may have changed or gone while `configure` ran: only the
                 // slot still in place installs.
                 let current = self
@@ -374,7 +379,7 @@ impl PluginSet {
                 if !current {
                     return;
                 }
-                slot.pool.install(spec, shape, probe);
+                slot.pool.install(spec, shape);
                 tracing::info!(destination = %dest.id, plugin = %plugin.name, sha256 = %&plugin.sha256[..12], "destination configured");
                 self.record(dest, &plugin.name, Some(&plugin.sha256), None)
                     .await;
@@ -393,12 +398,14 @@ impl PluginSet {
         }
     }
 
-    /// Everything a destination needs from one plugin version, with `configure` already run.
+    /// Everything a destination needs from one plugin version, with `configure` already run
+    /// once on a probe instance. The probe is not kept (see `pool`): the first call makes its
+    /// own instance.
     async fn prepare(
         &self,
         slot: &Slot,
         plugin: &Arc<LoadedPlugin>,
-    ) -> Result<(Arc<InstanceSpec>, LaneShape, PluginInstance), PrepareError> {
+    ) -> Result<(Arc<InstanceSpec>, LaneShape), PrepareError> {
         let dest = &slot.dest;
         let manifest = &plugin.manifest;
         let config = secret_refs::resolve(&dest.config, &manifest.secrets)
@@ -419,7 +426,7 @@ impl PluginSet {
             http,
             limiter: slot.limiter.clone(),
         });
-        let probe = PluginInstance::new(&self.runtime, &spec)
+        PluginInstance::new(&self.runtime, &spec)
             .await
             .map_err(PrepareError::Configure)?;
         let memory = usize::try_from(memory).unwrap_or(usize::MAX);
@@ -432,7 +439,7 @@ impl PluginSet {
             max_held_jobs: (manifest.batch_size * manifest.max_in_flight * 4).max(1000),
             policy: RetryPolicy::resolve(&dest.retry, &manifest.retry),
         };
-        Ok((spec, shape, probe))
+        Ok((spec, shape))
     }
 
     /// The destination's plugin is not in the plugins directory.

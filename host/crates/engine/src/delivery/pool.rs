@@ -2,6 +2,11 @@
 //!
 //! Instances are created on demand (at most `max_in_flight` are ever busy at once, since each
 //! delivery holds one) and returned after use; poisoned instances (after a trap) are dropped.
+//! An instance left idle for [`IDLE_KEEP`] is dropped too ([`InstancePool::trim`]), and the
+//! instance that checked a new version's `configure` is not kept: an idle destination holds no
+//! instance at all. Each instance reserves gigabytes of address space and several memory
+//! mappings for its linear memory, so a host that kept one per destination ran out of
+//! mappings (`vm.max_map_count`) at ~9,350 destinations and failed with ENOMEM.
 //!
 //! Hot reload swaps the version here: [`InstancePool::install`] makes every *later* `take` use
 //! the new version, while calls in flight keep the instance they hold and finish on the old
@@ -12,11 +17,16 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::retry::RetryPolicy;
 use sluice_runtime::{CallError, CallErrorCode, InstanceSpec, PluginInstance, PluginRuntime};
+
+/// How long an instance given back is kept for the next call. A busy destination reuses its
+/// instances long before this; one that went quiet gives their memory back.
+pub const IDLE_KEEP: Duration = Duration::from_secs(60);
 
 /// What a lane takes from its plugin's manifest (and the destination's config): fixed for one
 /// active period of the lane, read again at the next.
@@ -63,11 +73,42 @@ impl DerefMut for Pooled {
     }
 }
 
+/// Instances given back, most recent last, each with the time it was given back.
+struct IdleList<T>(Vec<(T, Instant)>);
+
+impl<T> IdleList<T> {
+    fn push(&mut self, item: T, now: Instant) {
+        self.0.push((item, now));
+    }
+
+    /// The most recently given back: the one likeliest to be warm.
+    fn pop(&mut self) -> Option<T> {
+        self.0.pop().map(|(item, _)| item)
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Drops what was given back `IDLE_KEEP` or more before `now`; returns how many.
+    fn trim(&mut self, now: Instant) -> usize {
+        let before = self.0.len();
+        self.0
+            .retain(|(_, since)| now.saturating_duration_since(*since) < IDLE_KEEP);
+        before - self.0.len()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 pub struct InstancePool {
     runtime: PluginRuntime,
     destination_id: String,
     current: RwLock<Option<Version>>,
-    idle: Mutex<Vec<Pooled>>,
+    idle: Mutex<IdleList<Pooled>>,
     /// Whether a version is installed, for lanes waiting for one.
     available: watch::Sender<bool>,
 }
@@ -79,7 +120,7 @@ impl InstancePool {
             runtime,
             destination_id,
             current: RwLock::new(None),
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(IdleList(Vec::new())),
             available: watch::Sender::new(false),
         }
     }
@@ -114,10 +155,9 @@ impl InstancePool {
         current.as_ref().map(|v| v.shape.clone())
     }
 
-    /// Makes `spec` the version every later `take` uses. `probe` is an instance of it that
-    /// was configured already (the reloader checks `configure` before installing); it is kept
-    /// for the next call.
-    pub fn install(&self, spec: Arc<InstanceSpec>, shape: LaneShape, probe: PluginInstance) {
+    /// Makes `spec` the version every later `take` uses. Instances of the older version
+    /// still idle are dropped; those on loan are dropped when given back.
+    pub fn install(&self, spec: Arc<InstanceSpec>, shape: LaneShape) {
         let generation = {
             let Ok(mut current) = self.current.write() else {
                 return;
@@ -132,11 +172,8 @@ impl InstancePool {
         };
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
-            idle.push(Pooled {
-                instance: probe,
-                generation,
-            });
         }
+        tracing::trace!(destination = %self.destination_id, generation, "plugin version installed");
         self.available.send_replace(true);
     }
 
@@ -185,8 +222,13 @@ impl InstancePool {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
-            idle.push(pooled);
+            idle.push(pooled, Instant::now());
         }
+    }
+
+    /// Drops the instances idle since before `now - IDLE_KEEP`; returns how many.
+    pub fn trim(&self, now: Instant) -> usize {
+        self.idle.lock().map_or(0, |mut idle| idle.trim(now))
     }
 }
 
@@ -194,5 +236,34 @@ fn unavailable(message: &str) -> CallError {
     CallError {
         code: CallErrorCode::Unavailable,
         message: message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_idle_for_idle_keep_is_dropped_and_a_recent_one_kept() {
+        let t0 = Instant::now();
+        let mut idle = IdleList(Vec::new());
+        idle.push("old", t0);
+        idle.push("recent", t0 + Duration::from_secs(30));
+        assert_eq!(idle.trim(t0 + IDLE_KEEP - Duration::from_millis(1)), 0);
+        assert_eq!(idle.trim(t0 + IDLE_KEEP), 1);
+        assert_eq!(idle.len(), 1);
+        assert_eq!(idle.pop(), Some("recent"));
+        assert_eq!(idle.trim(t0 + IDLE_KEEP * 10), 0);
+    }
+
+    #[test]
+    fn the_most_recently_given_back_is_taken_first() {
+        let t0 = Instant::now();
+        let mut idle = IdleList(Vec::new());
+        idle.push(1, t0);
+        idle.push(2, t0);
+        assert_eq!(idle.pop(), Some(2));
+        assert_eq!(idle.pop(), Some(1));
+        assert_eq!(idle.pop(), None);
     }
 }

@@ -56,16 +56,20 @@ pub struct SourceKeys {
 
 impl SourceKeys {
     pub fn of(catalog: &Catalog) -> SourceKeys {
+        // Live links by source, in one pass (not a scan of every link per source: a big
+        // catalog is rebuilt on every change).
+        let mut live: HashMap<&str, Vec<String>> = HashMap::new();
+        for l in catalog.links.iter().filter(|l| l.is_live()) {
+            live.entry(l.source.as_str())
+                .or_default()
+                .push(l.destination.to_string());
+        }
         let mut by_key = HashMap::new();
         for s in catalog.sources.iter().filter(|s| s.enabled) {
             let source = Arc::new(Source {
                 id: s.id.as_str().into(),
                 workspace: s.workspace.as_str().into(),
-                destinations: catalog
-                    .destinations_of(&s.id)
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect(),
+                destinations: live.remove(s.id.as_str()).unwrap_or_default().into(),
             });
             for k in &s.keys {
                 by_key.insert(k.sha256, (source.clone(), k.expires_at));
