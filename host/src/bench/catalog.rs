@@ -17,9 +17,9 @@ use time::OffsetDateTime;
 use super::env::{ConfigBuilder, Host};
 use super::{Bench, Row, tools};
 
-const TOKEN: &str = "bench-catalog-operator-token";
+pub(super) const TOKEN: &str = "bench-catalog-operator-token";
 
-fn admin_section() -> String {
+pub(super) fn admin_section() -> String {
     format!(
         "\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[admin.tokens]]\nname = \"bench\"\nscope = \"operator\"\ntoken = \"{TOKEN}\"\n"
     )

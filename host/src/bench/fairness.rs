@@ -3,10 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
 use super::env::{ConfigBuilder, Host, wait_drained};
-use super::load::{self, LatencyReceiver, Shape};
+use super::load::{self, Shape};
+use super::trickle::Trickle;
 use super::{Bench, Row, short, thousands};
 
 impl Bench {
@@ -59,17 +58,12 @@ impl Bench {
     /// One lane drains a big backlog while 100 other lanes get a trickle: the trickle's wait.
     pub(super) async fn flood(&mut self) -> anyhow::Result<()> {
         let flood = self.sized(1_000_000, 200_000);
-        let receiver = LatencyReceiver::default();
-        let url = receiver.start().await?;
-        let trickle: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
-        let hook = format!("{{ url = \"{url}\", secret = \"whsec_YmVuY2g=\" }}");
-        let mut config = ConfigBuilder::new(&self.empty_plugins)
-            .route("flood", "wk_flood", &["flood".to_string()])
-            .route("trickle", "wk_trickle", &trickle)
-            .destination("flood", "devnull", "{}");
-        for t in &trickle {
-            config = config.destination(t, "webhook", &hook);
-        }
+        let trickle = Trickle::start().await?;
+        let mut config = trickle.add_to(
+            ConfigBuilder::new(&self.empty_plugins)
+                .route("flood", "wk_flood", &["flood".to_string()])
+                .destination("flood", "devnull", "{}"),
+        );
         let db = self.pg.fresh_db("flood").await?;
         let shape = Shape {
             users: 10_000,
@@ -91,41 +85,16 @@ impl Bench {
         config.plugins_dir = self.plugins.clone();
         let host = Host::start(&self.host_dir("flood"), &config.text(), &db)?;
         // Two events a second to each of the 100 trickle lanes while the flood drains.
-        let trickle_shape = Shape {
-            users: 50,
-            pad: 200,
-            batch: 2,
-        };
-        let secs = self.sized(20, 10);
-        let sent = load::steady(
-            &host.url("/v1/batch"),
-            "wk_trickle",
-            trickle_shape,
-            Duration::from_secs(1),
-            Duration::from_secs(secs),
-            "trickle",
-        )
-        .await?;
-        let expected = sent as usize * trickle.len();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while receiver.count() < expected && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let (p50, p99) = receiver
-            .percentiles(0)
-            .context("no trickle event arrived")?;
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        self.rows.push(Row {
-            scenario: format!(
+        let expected = trickle
+            .run(&host.url("/v1/batch"), self.sized(20, 10))
+            .await?;
+        self.rows.push(trickle.row(
+            format!(
                 "flooded lane ({} backlog draining) beside 100 trickle lanes: trickle p99",
                 short(flood)
             ),
-            sluice: format!("{:.1} ms (p50 {:.1} ms)", ms(p99), ms(p50)),
-            peer: format!("{} of {expected} trickle jobs arrived", receiver.count()),
-            ratio: None,
-            target: "< 1 s (one pickup round)".into(),
-            met: Some(ms(p99) < 1000.0),
-        });
+            expected,
+        )?);
         drop(host);
         Ok(())
     }

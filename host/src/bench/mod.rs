@@ -11,11 +11,14 @@
 //! - **a small receiver** (Python's ThreadingHTTPServer, accept backlog 5) vs `wrk`;
 //! - **the plugin platform**: the component boundary per call vs the same code natively,
 //!   instantiation, loading 20 plugins from the compile cache, a hot swap under load;
-//! - **the catalog**: how fast a change reaches two hosts, and a host with 10,000 destinations.
+//! - **the catalog**: how fast a change reaches two hosts, and a host with 10,000 destinations;
+//! - **backfill**: a destination created at `earliest` over 1M retained events, and the wait of
+//!   100 trickle lanes beside it.
 //!
 //! It starts what it needs (embedded PostgreSQL unless `DATABASE_URL` is set, `sluice serve`
 //! processes, receivers, load) and stops it all at the end.
 
+mod backfill;
 mod catalog;
 mod env;
 mod fairness;
@@ -23,6 +26,7 @@ mod load;
 mod operator;
 mod plugins;
 mod tools;
+mod trickle;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -44,7 +48,7 @@ pub struct Options {
     pub only: Vec<String>,
 }
 
-pub const SCENARIOS: [&str; 13] = [
+pub const SCENARIOS: [&str; 14] = [
     "latency",
     "idle",
     "slow-sink",
@@ -58,6 +62,7 @@ pub const SCENARIOS: [&str; 13] = [
     "hot-swap",
     "operator",
     "catalog",
+    "backfill",
 ];
 
 /// One line of the table.
@@ -181,6 +186,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             "hot-swap" => bench.hot_swap().await,
             "operator" => bench.operator().await,
             "catalog" => bench.catalog().await,
+            "backfill" => bench.backfill().await,
             _ => Ok(()),
         };
         if let Err(e) = result {

@@ -151,6 +151,9 @@ pub struct DatasetConfig {
     pub compact_below: i64,
     #[serde(default = "default_aborted_retention", with = "humantime_serde")]
     pub aborted_retention: Duration,
+    /// Keep closed datasets (delivered events included) this long, for backfill.
+    #[serde(default, with = "humantime_serde")]
+    pub retain: Duration,
 }
 
 impl Default for DatasetConfig {
@@ -161,6 +164,7 @@ impl Default for DatasetConfig {
             max_age: default_dataset_age(),
             compact_below: default_compact_below(),
             aborted_retention: default_aborted_retention(),
+            retain: Duration::ZERO,
         }
     }
 }
@@ -173,6 +177,7 @@ impl DatasetConfig {
             max_age: self.max_age,
             compact_below: self.compact_below.max(0),
             aborted_retention: self.aborted_retention,
+            retain: self.retain,
         }
     }
 }

@@ -16,6 +16,10 @@ pub struct DatasetPolicy {
     pub compact_below: i64,
     /// Aborted jobs stay queryable (and replayable) at least this long.
     pub aborted_retention: Duration,
+    /// A closed dataset is kept at least this long after it closed, delivered events and all,
+    /// so that a destination created with `start = "earliest"` (or a time) can be backfilled
+    /// from that far back. Zero: dropped as soon as every lane is past it.
+    pub retain: Duration,
 }
 
 impl Default for DatasetPolicy {
@@ -26,6 +30,7 @@ impl Default for DatasetPolicy {
             max_age: Duration::from_secs(30 * 60),
             compact_below: 10_000,
             aborted_retention: Duration::from_secs(7 * 24 * 3600),
+            retain: Duration::ZERO,
         }
     }
 }

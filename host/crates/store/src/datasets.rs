@@ -4,7 +4,8 @@
 //!   the next: new partitions `events_ds_N`, `job_state_ds_N` and `job_attempts_ds_N` are
 //!   created and attached (which does not block readers or writers), under the ingest lock so
 //!   that no write straddles it.
-//! - **Retirement** of a closed dataset, once every live lane's cursor is past its last id:
+//! - **Retirement** of a closed dataset, once every live lane's cursor is past its last id
+//!   and it closed at least `retain` ago (kept for backfill, see docs/catalog.md):
 //!   with no unfinished job (and no aborted job younger than the retention) it is dropped
 //!   whole; with only a few, those jobs and their events are first moved into the open
 //!   dataset (same ids, so order is kept), with their attempt history, then it is dropped.
@@ -163,16 +164,26 @@ impl Store {
         now: OffsetDateTime,
         stop: Option<StopAfter>,
     ) -> Result<Vec<DatasetChange>, StoreError> {
-        let closed: Vec<(i32, i64)> = sqlx::query_as(
-            "SELECT dataset, last_id FROM datasets WHERE closed_at IS NOT NULL ORDER BY dataset",
+        let closed: Vec<(i32, i64, OffsetDateTime)> = sqlx::query_as(
+            "SELECT dataset, last_id, closed_at FROM datasets
+             WHERE closed_at IS NOT NULL ORDER BY dataset",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(StoreError::from_sqlx("listing closed datasets"))?;
         let keep_aborted_since =
             now - time::Duration::try_from(policy.aborted_retention).unwrap_or(time::Duration::MAX);
+        // A retention too long to subtract keeps everything.
+        let retained_since = time::Duration::try_from(policy.retain)
+            .ok()
+            .and_then(|d| now.checked_sub(d))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let mut changes = Vec::new();
-        for (dataset, last_id) in closed {
+        for (dataset, last_id, closed_at) in closed {
+            // Datasets close in order: once one is retained, so is every later one.
+            if closed_at > retained_since {
+                break;
+            }
             // Cursors only move forward: once a lane is short of this dataset, it is short of
             // every later one too.
             let lanes_past: bool = sqlx::query_scalar(

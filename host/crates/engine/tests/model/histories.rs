@@ -544,6 +544,7 @@ impl World {
             max_age: Duration::from_secs(3600),
             compact_below: 4,
             aborted_retention: Duration::from_secs(60),
+            retain: Duration::ZERO,
         };
         let stops = [
             None,

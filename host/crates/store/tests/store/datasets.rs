@@ -22,6 +22,10 @@ pub fn tests() -> Vec<Trial> {
             kept_while_behind,
         ),
         trial(
+            "datasets_are_kept_for_retain_after_they_close_delivered_events_and_all",
+            kept_for_retain,
+        ),
+        trial(
             "datasets_an_interrupted_rotation_or_retirement_leaves_the_store_as_it_was",
             interrupted,
         ),
@@ -36,6 +40,7 @@ fn policy() -> DatasetPolicy {
         max_age: Duration::from_secs(3600),
         compact_below: 10,
         aborted_retention: Duration::from_secs(3600),
+        retain: Duration::ZERO,
     }
 }
 
@@ -354,4 +359,50 @@ async fn interrupted(db: Db) {
         .await
         .unwrap();
     assert_eq!(events, vec![(2, 1), (2, 3)]);
+}
+
+/// `retain`: a finished dataset stays, with its delivered events, until it closed `retain`
+/// ago; then it goes like any other.
+async fn kept_for_retain(db: Db) {
+    let lease = three_datasets(&db).await;
+    // The lane has finished datasets 1 and 2: without retention both would go.
+    db.store
+        .lane_commit(&commit(&lease, 4, vec![], &[]))
+        .await
+        .unwrap();
+    let week = DatasetPolicy {
+        retain: Duration::from_secs(7 * 24 * 3600),
+        ..policy()
+    };
+    let day = time::Duration::days(1);
+    for now in [
+        t0(),
+        t0() + day,
+        t0() + 7 * day - time::Duration::seconds(1),
+    ] {
+        let changes = db.store.dataset_retire(&week, now, None).await.unwrap();
+        assert!(changes.is_empty(), "retained at {now}: {changes:?}");
+    }
+    assert_eq!(datasets(&db).await, vec![1, 2, 3]);
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        events, 4,
+        "the delivered events are still there to backfill from"
+    );
+    let changes = db
+        .store
+        .dataset_retire(&week, t0() + 7 * day, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        changes,
+        vec![
+            DatasetChange::Dropped { dataset: 1 },
+            DatasetChange::Dropped { dataset: 2 }
+        ]
+    );
+    assert_eq!(datasets(&db).await, vec![3]);
 }
