@@ -5,6 +5,7 @@
 mod harness;
 
 mod admin;
+mod backfill;
 mod catalog;
 mod cli;
 mod clients;
@@ -12,6 +13,7 @@ mod compile_cache;
 mod crash;
 mod delivery;
 mod demo;
+mod drain;
 mod filtering;
 mod hostile;
 mod hosts;

@@ -361,10 +361,21 @@ pub async fn delete_destination(
     json: bool,
     workspace: String,
     id: String,
+    drain: bool,
 ) -> Result<String, CliError> {
-    let v = c
-        .delete(&item_path("destinations", &workspace, &id))
-        .await?;
+    let path = item_path("destinations", &workspace, &id);
+    if drain {
+        let v = c.delete(&format!("{path}?drain=true")).await?;
+        return Ok(written(
+            json,
+            &v,
+            &format!(
+                "destination {workspace}/{id} draining: it takes no new events and is deleted \
+                 once it has delivered what it had"
+            ),
+        ));
+    }
+    let v = c.delete(&path).await?;
     Ok(written(
         json,
         &v,

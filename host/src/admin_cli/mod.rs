@@ -203,8 +203,15 @@ pub enum DestinationsCommand {
         #[command(flatten)]
         flags: catalog::DestinationFlags,
     },
-    /// Delete a destination: its lane stops and its unfinished jobs are aborted.
-    Delete { workspace: String, id: String },
+    /// Delete a destination: its lane stops and its unfinished jobs are aborted; with
+    /// `--drain`, it first delivers what its sources accepted until now, then goes.
+    Delete {
+        workspace: String,
+        id: String,
+        /// Take no new events, deliver the unfinished jobs, then delete it.
+        #[arg(long)]
+        drain: bool,
+    },
     /// A lane's blocked keys, each with the job that blocks it.
     Blocked {
         workspace: String,
@@ -491,9 +498,11 @@ async fn destinations(
             id,
             flags,
         } => catalog::update_destination(c, json, workspace, id, flags).await,
-        DestinationsCommand::Delete { workspace, id } => {
-            catalog::delete_destination(c, json, workspace, id).await
-        }
+        DestinationsCommand::Delete {
+            workspace,
+            id,
+            drain,
+        } => catalog::delete_destination(c, json, workspace, id, drain).await,
         DestinationsCommand::List => {
             let v = c.get("/api/v1/destinations", &[]).await?;
             if json {

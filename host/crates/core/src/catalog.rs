@@ -264,6 +264,9 @@ pub struct Catalog {
     pub sources: Vec<Source>,
     pub destinations: Vec<DestinationConfig>,
     pub links: Vec<Link>,
+    /// Destinations deleted with `drain`, and since when: they take no new events, deliver
+    /// what their sources accepted before, and are deleted once they have.
+    pub draining: Vec<(DestinationId, OffsetDateTime)>,
 }
 
 impl Catalog {
@@ -287,6 +290,11 @@ impl Catalog {
 
     pub fn destination(&self, id: &str) -> Option<&DestinationConfig> {
         self.destinations.iter().find(|d| d.id == id)
+    }
+
+    /// When the destination started draining (`None`: it is not).
+    pub fn draining_since(&self, id: &str) -> Option<OffsetDateTime> {
+        self.draining.iter().find(|(d, _)| d == id).map(|(_, t)| *t)
     }
 
     pub fn source(&self, id: &str) -> Option<&Source> {

@@ -3,6 +3,8 @@
 //!   or whose events wait without an owner, are woken here so that this host takes them over
 //!   (the lease rules in `store::lanes` decide who gets them);
 //! - **datasets**: rotation, dropping and compaction (`store::datasets`);
+//! - **drains**: deleting destinations deleted with `drain` once they have delivered what they
+//!   had (`store::catalog::drain`); a pass that leaves one draining keeps polling;
 //! - **dedup**: dropping dedup partitions older than the window;
 //! - **lane stats**: removing `lane_stats` rows older than a day (at most every ten minutes).
 //!
@@ -151,6 +153,20 @@ impl Maintenance {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "maintenance: dataset retirement failed");
+                busy = true;
+            }
+        }
+        match self.store.catalog_finish_drains().await {
+            Ok(pass) => {
+                if let Some((version, done)) = pass.finished {
+                    for (workspace, destination) in done {
+                        tracing::info!(%workspace, %destination, version, "destination drained and deleted");
+                    }
+                }
+                busy |= pass.draining > 0;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "maintenance: finishing drains failed");
                 busy = true;
             }
         }

@@ -109,7 +109,11 @@ pub async fn listen_for_peers(
         };
         match wake {
             Ok(Wake::Operator { destination, .. }) => wakers.operator(&destination),
-            Ok(Wake::Catalog { .. }) => catalog.notify_one(),
+            Ok(Wake::Catalog { .. }) => {
+                catalog.notify_one();
+                // A destination may have started draining: maintenance deletes it once done.
+                maintenance.notify_one();
+            }
             Ok(Wake::Events { from, .. }) | Ok(Wake::Joined { from }) if from == Some(me) => {}
             Ok(Wake::Joined { .. }) => {
                 // Another host started: shares of lanes change.

@@ -46,7 +46,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 pub use append::{AppendOutcome, AppendRequest, NewEvent};
 pub use blocked::{BlockedFetch, FetchLimits, RowJob};
 pub use catalog::{
-    Audit, CatalogError, CatalogStep, DestinationStart, KeyRotation, SeedReport, SourceWrite,
+    Audit, CatalogError, CatalogStep, DestinationStart, DrainPass, KeyRotation, SeedReport,
+    SourceWrite,
 };
 pub use commit::{CommitResult, LaneCommit, NewJobRow, RowUpdate};
 pub use dedup::Dedup;

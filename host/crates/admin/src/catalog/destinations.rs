@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use ipnet::IpNet;
@@ -287,25 +287,65 @@ pub struct Deleted {
     pub version: i64,
 }
 
+/// A destination deleted, or draining.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DestinationDeleted {
+    /// The catalog version of the change (`None`: it was draining already).
+    pub version: Option<i64>,
+    /// `true`: deleted with `drain`; it goes once it has delivered what it had.
+    pub draining: bool,
+}
+
+/// `DELETE …?drain=true`: deliver the destination's unfinished jobs first, then delete it.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Default `false`: its unfinished jobs are aborted (`destination_deleted`) at once.
+    #[serde(default)]
+    pub drain: bool,
+}
+
 #[utoipa::path(delete, path = "/api/v1/catalog/destinations/{workspace}/{destination}",
-    tag = "catalog", params(("workspace" = String, Path), ("destination" = String, Path)),
-    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
+    tag = "catalog",
+    params(("workspace" = String, Path), ("destination" = String, Path), DeleteQuery),
+    responses((status = 200, body = DestinationDeleted, description = "deleted"),
+        (status = 202, body = DestinationDeleted, description = "draining: deleted once delivered"),
+        (status = 404, body = ErrorBody)))]
 pub async fn delete_destination(
     State(state): State<Arc<AdminState>>,
     Extension(caller): Extension<Caller>,
     path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<Json<Deleted>, ApiError> {
+    query: Result<Query<DeleteQuery>, QueryRejection>,
+) -> Result<(StatusCode, Json<DestinationDeleted>), ApiError> {
     let Path((workspace, dest)) = path?;
+    let Query(q) = query?;
     let catalog = state.store.catalog_load().await?;
     let plugin = catalog
         .destination(&dest)
         .map(|d| d.plugin.clone())
         .unwrap_or_default();
     let audit = audit(&state, &caller, &[&plugin]).await;
+    if q.drain {
+        let version = state
+            .store
+            .destination_drain(&workspace, &dest, &audit)
+            .await?;
+        tracing::info!(destination = %dest, workspace = %workspace, actor = %caller.name, version, "destination draining");
+        let body = DestinationDeleted {
+            version,
+            draining: true,
+        };
+        return Ok((StatusCode::ACCEPTED, Json(body)));
+    }
     let version = state
         .store
         .destination_delete(&workspace, &dest, &audit)
         .await?;
     tracing::info!(destination = %dest, workspace = %workspace, actor = %caller.name, version, "destination deleted");
-    Ok(Json(Deleted { version }))
+    let body = DestinationDeleted {
+        version: Some(version),
+        draining: false,
+    };
+    Ok((StatusCode::OK, Json(body)))
 }

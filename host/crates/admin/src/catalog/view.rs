@@ -39,6 +39,10 @@ pub struct DestinationView {
     pub filter: EventFilter,
     /// The sources linked to it now.
     pub sources: Vec<String>,
+    /// Set when it was deleted with `drain` (RFC 3339): it takes no new events and is deleted
+    /// once it has delivered what it had.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draining_since: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -94,6 +98,10 @@ pub async fn destination(
             .filter(|l| l.is_live() && l.destination == d.id)
             .map(|l| l.source.to_string())
             .collect(),
+        draining_since: catalog.draining_since(&d.id).and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        }),
     }
 }
 

@@ -114,9 +114,10 @@ impl Store {
 
         let sealer = self.sealer()?;
         let mut destinations = Vec::new();
+        let mut draining = Vec::new();
         for r in sqlx::query(
-            "SELECT workspace_id, id, plugin, config_sealed, ordering, settings FROM destinations
-             ORDER BY id",
+            "SELECT workspace_id, id, plugin, config_sealed, ordering, settings, draining_since
+             FROM destinations ORDER BY id",
         )
         .fetch_all(&mut *tx)
         .await
@@ -129,6 +130,9 @@ impl Store {
             let id: DestinationId = r.try_get(1).map_err(decode())?;
             let sealed: Vec<u8> = r.try_get(3).map_err(decode())?;
             let config = super::sealed::open_config(sealer, &workspace, &id, &sealed)?;
+            if let Some(since) = r.try_get(6).map_err(decode())? {
+                draining.push((id.clone(), since));
+            }
             destinations.push(DestinationConfig {
                 workspace,
                 id,
@@ -168,6 +172,7 @@ impl Store {
             sources,
             destinations,
             links,
+            draining,
         })
     }
 }

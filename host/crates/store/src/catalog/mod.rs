@@ -5,12 +5,14 @@
 //! - `write`: creating, changing and deleting items, each in one transaction that also makes
 //!   the lane and its links match, bumps `catalog_version`, writes a `catalog_audit` row and
 //!   sends `catalog <version>` on `sluice_events`;
+//! - `drain`: deleting a destination once it has delivered what it had;
 //! - `seed`: the `[[source]]`/`[[destination]]` tables of a `sluice.toml`, stored for the
 //!   workspaces the store does not have yet, and only for those.
 //!
 //! Every host runs what this holds; no host changes it because of its own file. Write keys are
 //! kept as SHA-256 only.
 
+mod drain;
 mod load;
 mod rows;
 mod sealed;
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use sluice_core::catalog::InvalidItem;
 use sluice_core::{EventFilter, RetryOverrides};
 
+pub use drain::DrainPass;
 pub use seed::SeedReport;
 pub use write::{Audit, CatalogStep, DestinationStart, KeyRotation, SourceWrite};
 

@@ -17,6 +17,7 @@ use sluice_core::catalog::{DestinationConfig, KeyHash, SourceConfig, key_hint, k
 use sluice_core::{DestinationId, SourceId, WorkspaceId};
 
 use super::CatalogError;
+use super::drain::{refuse_if_draining, start_drain};
 use super::rows::{
     delete_destination, destination_row, insert_destination, insert_key, insert_source, link_new,
     set_links, source_row, update_destination,
@@ -149,6 +150,12 @@ pub enum CatalogStep {
         workspace: WorkspaceId,
         id: DestinationId,
     },
+    /// Delete once delivered: its links end now, and maintenance deletes it once its lane
+    /// has delivered what it had (`drain`).
+    DrainDestination {
+        workspace: WorkspaceId,
+        id: DestinationId,
+    },
     CreateSource {
         source: SourceWrite,
         key: KeyRotation,
@@ -235,6 +242,21 @@ impl Store {
             id: named(id, "destination", workspace, id)?,
         };
         always(self.one(step, audit).await)
+    }
+
+    /// Deletes a destination once it has delivered what its sources accepted until now
+    /// (`drain`). `None`: it drains already.
+    pub async fn destination_drain(
+        &self,
+        workspace: &str,
+        id: &str,
+        audit: &Audit,
+    ) -> Result<Option<i64>, CatalogError> {
+        let step = CatalogStep::DrainDestination {
+            workspace: named(workspace, "destination", workspace, id)?,
+            id: named(id, "destination", workspace, id)?,
+        };
+        self.one(step, audit).await
     }
 
     /// Creates a source with its first write key and links.
@@ -395,6 +417,7 @@ async fn apply_step(
         CatalogStep::UpdateDestination(d) => {
             d.validate()?;
             let before = destination_row(tx, &d.workspace, &d.id, sealer).await?;
+            refuse_if_draining(tx, &d.workspace, &d.id).await?;
             if before.ordering != d.ordering {
                 return Err(CatalogError::Invalid(
                     sluice_core::catalog::InvalidItem::new(
@@ -420,6 +443,9 @@ async fn apply_step(
             delete_destination(tx, workspace, id).await?;
             OwnedChange::new("delete", "destination", workspace, id).before(audited(&before, audit))
         }
+        CatalogStep::DrainDestination { workspace, id } => {
+            return start_drain(tx, workspace, id, audit, sealer).await;
+        }
         CatalogStep::CreateSource { source, key } => {
             insert_source(tx, source, key).await?;
             OwnedChange::new("create", "source", &source.workspace, &source.id)
@@ -429,6 +455,13 @@ async fn apply_step(
             let before = source_row(tx, &s.workspace, &s.id).await?;
             if before == *s {
                 return Ok(None);
+            }
+            for d in s
+                .destinations
+                .iter()
+                .filter(|d| !before.destinations.contains(d))
+            {
+                refuse_if_draining(tx, &s.workspace, d).await?;
             }
             sqlx::query(
                 "UPDATE sources SET enabled = $3, updated_at = now()

@@ -51,7 +51,7 @@ pub fn tests() -> Vec<Trial> {
     ]
 }
 
-fn dest(id: &str, url: &str) -> DestinationConfig {
+pub(crate) fn dest(id: &str, url: &str) -> DestinationConfig {
     serde_json::from_value(json!({
         "id": id, "workspace": WS, "plugin": "webhook",
         "config": {"url": url, "secret": "whsec_TOPSECRET"},
@@ -59,7 +59,7 @@ fn dest(id: &str, url: &str) -> DestinationConfig {
     .expect("a destination")
 }
 
-fn source_write(id: &str, destinations: &[&str]) -> SourceWrite {
+pub(crate) fn source_write(id: &str, destinations: &[&str]) -> SourceWrite {
     SourceWrite {
         id: SourceId::try_from(id).expect("id"),
         workspace: WorkspaceId::try_from(WS).expect("id"),
@@ -71,12 +71,12 @@ fn source_write(id: &str, destinations: &[&str]) -> SourceWrite {
     }
 }
 
-fn key(text: &str) -> KeyRotation {
+pub(crate) fn key(text: &str) -> KeyRotation {
     KeyRotation::added(text)
 }
 
 /// A commit of the lane up to `cursor` with `new_rows`.
-fn commit_to(
+pub(crate) fn commit_to(
     lease: sluice_store::Lease,
     cursor: i64,
     new_rows: Vec<sluice_store::NewJobRow>,
@@ -95,7 +95,7 @@ fn commit_to(
     }
 }
 
-fn audit() -> Audit {
+pub(crate) fn audit() -> Audit {
     Audit {
         actor: "test".into(),
         secrets: [("webhook".to_string(), vec!["secret".to_string()])].into(),
@@ -106,7 +106,7 @@ fn no_secrets(_: &str) -> Option<Vec<String>> {
     Some(vec!["secret".into()])
 }
 
-async fn lane_row(store: &Store, dest: &str) -> (i64, i64, bool, i64) {
+pub(crate) async fn lane_row(store: &Store, dest: &str) -> (i64, i64, bool, i64) {
     sqlx::query_as(
         "SELECT start_id, cursor, retired_at IS NOT NULL, owner_epoch FROM lanes
          WHERE workspace_id = $1 AND destination_id = $2",
@@ -222,27 +222,26 @@ fn limits() -> sluice_store::ReadLimits {
     }
 }
 
-async fn delete_retires(db: Db) {
+/// Destinations `dests`, source `web` linked to all of them, and two events of user `u` that
+/// the first destination read: the first failed and parked the second. Returns that commit.
+pub(crate) async fn failed_and_parked(db: &Db, dests: &[&str]) -> sluice_store::LaneCommit {
+    for id in dests {
+        db.store
+            .destination_create(
+                &dest(id, "https://x.example"),
+                DestinationStart::Now,
+                &[],
+                &audit(),
+            )
+            .await
+            .unwrap();
+    }
     db.store
-        .destination_create(
-            &dest("hook", "https://x.example"),
-            DestinationStart::Now,
-            &[],
-            &audit(),
-        )
-        .await
-        .unwrap();
-    db.store
-        .source_create(
-            &source_write("web", &["hook"]),
-            &key("wk_web_123"),
-            &audit(),
-        )
+        .source_create(&source_write("web", dests), &key("wk_web_123"), &audit())
         .await
         .unwrap();
     append_users(&db.store, "web", &[("u", "1"), ("u", "2")]).await;
-    let lease = acquire(&db.store, "hook", t0()).await.lease;
-    // The first job failed and parked the second.
+    let lease = acquire(&db.store, dests[0], t0()).await.lease;
     let mut commit = commit_to(
         lease,
         2,
@@ -253,6 +252,11 @@ async fn delete_retires(db: Db) {
     );
     commit.block_keys = vec![("u".to_string(), t0() + secs(3600))];
     db.store.lane_commit(&commit).await.unwrap();
+    commit
+}
+
+async fn delete_retires(db: Db) {
+    let commit = failed_and_parked(&db, &["hook"]).await;
     let epoch = lane_row(&db.store, "hook").await.3;
 
     db.store

@@ -7,6 +7,7 @@ mod append;
 mod attempts;
 mod backlog;
 mod catalog;
+mod catalog_drain;
 mod datasets;
 mod job_list;
 mod lanes;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
     trials.extend(attempts::tests());
     trials.extend(backlog::tests());
     trials.extend(catalog::tests());
+    trials.extend(catalog_drain::tests());
     trials.extend(lanes::tests());
     trials.extend(rows::tests());
     trials.extend(datasets::tests());
