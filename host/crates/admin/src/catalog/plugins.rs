@@ -60,10 +60,7 @@ pub struct FieldInfo {
 fn field(f: &ConfigField, secrets: &[String]) -> FieldInfo {
     FieldInfo {
         name: f.name.clone(),
-        kind: serde_json::to_value(f.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        kind: f.kind.as_str().to_string(),
         required: f.required,
         label: f.label.clone().unwrap_or_else(|| f.name.clone()),
         description: f.description.clone(),

@@ -55,6 +55,14 @@ impl FieldType {
         Self::ALL.iter().find(|(t, _)| *t == text).map(|(_, f)| *f)
     }
 
+    /// The name a manifest spells it with.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("", |(t, _)| t)
+    }
+
     /// Whether `value` is a value of this type (for a declared `default`).
     fn admits(self, value: &Value) -> bool {
         match self {
@@ -174,10 +182,7 @@ pub(super) fn validate(fields: &[ConfigField]) -> Result<(), String> {
             if !f.kind.admits(default) {
                 return Err(format!(
                     "field `{name}`: default {default} is not a value of type `{}`",
-                    serde_json::to_value(f.kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default()
+                    f.kind.as_str()
                 ));
             }
             if f.kind == FieldType::Enum
