@@ -7,6 +7,7 @@ use std::sync::Arc;
 use sluice_admin::catalog::{CatalogCheck, CheckFuture, Refusal};
 use sluice_config::DestinationConfig;
 use sluice_engine::delivery::PluginSet;
+use sluice_runtime::Manifest;
 
 pub struct EngineCheck(pub Arc<PluginSet>);
 
@@ -22,5 +23,9 @@ impl CatalogCheck for EngineCheck {
 
     fn secret_paths<'a>(&'a self, plugin: &'a str) -> CheckFuture<'a, Option<Vec<String>>> {
         Box::pin(self.0.secret_paths(plugin))
+    }
+
+    fn plugins(&self) -> CheckFuture<'_, Vec<Manifest>> {
+        Box::pin(self.0.manifests())
     }
 }

@@ -324,6 +324,27 @@ mod tests {
     }
 
     #[test]
+    fn declared_config_fields_are_validated_and_written_at_build_time() {
+        let fields = json!([
+            {"name": "url", "type": "url", "required": true},
+            {"name": "region", "type": "enum", "options": ["us", "eu"], "default": "us"},
+        ]);
+        let manifest = manifest_from_metadata(&package(json!({"config": fields}))).expect("valid");
+        let declared = manifest.config.as_deref().unwrap_or_default();
+        assert_eq!(declared.len(), 2);
+        // What the host will read back from NAME.toml.
+        let text = toml::to_string(&manifest).expect("TOML");
+        assert!(text.contains("[[config]]"), "{text}");
+        let err = error(json!({"config": [{"name": "url", "type": "link"}]}));
+        assert!(
+            err.contains("config[0]: field `url`: unknown type `link`"),
+            "{err}"
+        );
+        let err = error(json!({"config": [{"name": "n", "type": "integer", "default": "x"}]}));
+        assert!(err.contains("config: field `n`: default"), "{err}");
+    }
+
+    #[test]
     fn allowed_hosts_are_validated_at_build_time() {
         for bad in [
             "http://",

@@ -250,6 +250,7 @@ mod tests {
             sluice["allowed_hosts"][0].as_str(),
             Some("{{ config.url }}")
         );
+        assert_eq!(sluice["config"][0]["name"].as_str(), Some("url"));
         assert_eq!(cargo["profile"]["plugin"]["lto"].as_bool(), Some(true));
         assert!(cargo["workspace"].as_table().is_some_and(|w| w.is_empty()));
         assert!(files[1].1.contains("pub struct MyDest {"));

@@ -1,8 +1,10 @@
 //! The operator web page in headless Chromium against a real host: a read-only token sees the
 //! actions disabled; an operator finds a failing job, reads its attempts and error body, and
-//! after the sink is fixed clicks Retry, confirms, and sees the job delivered.
+//! after the sink is fixed clicks Retry, confirms, and sees the job delivered. The catalog
+//! view's forms are tested in `catalog_form`.
 
 mod browser;
+mod catalog_form;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -17,6 +17,7 @@ const READS: &[&str] = &[
     "/api/v1/destinations/acme/hook/stats",
     "/api/v1/destinations/acme/hook/blocked",
     "/api/v1/plugins",
+    "/api/v1/catalog/plugins",
     "/api/v1/config",
     "/api/v1/audit",
     "/api/v1/whoami",

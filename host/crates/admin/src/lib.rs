@@ -93,6 +93,7 @@ pub fn router(
         .route("/api/v1/catalog", get(catalog::show))
         .route("/api/v1/catalog/audit", get(catalog::audit))
         .route("/api/v1/catalog/apply", post(catalog::apply))
+        .route("/api/v1/catalog/plugins", get(catalog::plugins::plugins))
         .route(
             "/api/v1/catalog/destinations",
             post(catalog::create_destination),

@@ -23,7 +23,7 @@ use super::{catalog, info, jobs, lanes};
         catalog::destinations::update_destination, catalog::destinations::delete_destination,
         catalog::sources::create_source, catalog::sources::show_source,
         catalog::sources::update_source, catalog::sources::delete_source,
-        catalog::sources::add_key,
+        catalog::sources::add_key, catalog::plugins::plugins,
     ),
     modifiers(&Bearer),
     security(("bearer" = [])),

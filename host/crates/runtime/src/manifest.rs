@@ -15,8 +15,14 @@
 //! http_timeout = "30s"                    # longest outbound request (timeout-ms is clamped)
 //! [retry]                                 # defaults for destinations using this plugin
 //! min_backoff = "10s"
+//! [[config]]                              # optional: the config fields, for forms (`fields`)
+//! name = "url"
+//! type = "url"
+//! required = true
 //! ```
 //! `sluice plugin build` writes it from the crate's `[package.metadata.sluice]` table.
+
+mod fields;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,6 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use sluice_core::RetryOverrides;
 use sluice_core::size::ByteSize;
+
+pub use fields::{ConfigField, FieldType};
 
 /// Default guest time per call.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(2);
@@ -66,6 +74,10 @@ pub struct Manifest {
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "is_default_retry")]
     pub retry: RetryOverrides,
+    /// The config fields the plugin declares, in form order (`None`: it declares none, and a
+    /// form offers the config as JSON). Last: TOML writes arrays of tables after the values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Vec<ConfigField>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -158,6 +170,9 @@ pub enum ManifestProblem {
     HttpTimeout,
     #[error("secrets: `{0}` is not a config field path like `api_key` or `headers.Authorization`")]
     SecretPath(String),
+    /// A declared config field that a form could not be built from; the text names it.
+    #[error("config: {0}")]
+    ConfigField(String),
 }
 
 fn path_prefix(path: &str) -> String {
@@ -220,6 +235,9 @@ impl Manifest {
             if path.is_empty() || path.split('.').any(str::is_empty) {
                 return Err(ManifestProblem::SecretPath(path.clone()));
             }
+        }
+        if let Some(config) = &self.config {
+            fields::validate(config).map_err(ManifestProblem::ConfigField)?;
         }
         Ok(())
     }

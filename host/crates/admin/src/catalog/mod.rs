@@ -14,6 +14,7 @@
 //! DELETE /api/v1/catalog/sources/{ws}/{id}        delete (its keys stop working)
 //! POST   /api/v1/catalog/sources/{ws}/{id}/keys   add a key; rotate with a grace period
 //! POST   /api/v1/catalog/apply                    a file's tables become its workspaces' catalog
+//! GET    /api/v1/catalog/plugins                  plugins loaded here, their declared fields
 //! ```
 //!
 //! The rules are the same for every path that changes the catalog (this API, the CLI and
@@ -25,6 +26,7 @@
 pub mod apply;
 pub mod destinations;
 mod mask;
+pub mod plugins;
 pub mod sources;
 pub mod view;
 
@@ -48,6 +50,7 @@ pub use view::{CatalogView, DestinationView, SourceView};
 use super::AdminState;
 use super::error::ApiError;
 use sluice_config::DestinationConfig;
+use sluice_runtime::Manifest;
 use sluice_store::CatalogError;
 use sluice_store::admin::CatalogChange;
 
@@ -68,6 +71,9 @@ pub trait CatalogCheck: Send + Sync {
     fn check<'a>(&'a self, dest: &'a DestinationConfig) -> CheckFuture<'a, Result<(), Refusal>>;
     /// The config paths the plugin declares secret (`None`: the plugin is not loaded).
     fn secret_paths<'a>(&'a self, plugin: &'a str) -> CheckFuture<'a, Option<Vec<String>>>;
+    /// The manifests of the plugins loaded on this host, by name (their declared config
+    /// fields build the web page's destination form).
+    fn plugins(&self) -> CheckFuture<'_, Vec<Manifest>>;
 }
 
 impl From<CatalogError> for ApiError {

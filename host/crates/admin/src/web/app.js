@@ -1,5 +1,6 @@
 // The Sluice operator page: lanes, a destination's blocked keys and jobs, one job's attempts,
-// and the operator actions. Plain JavaScript, no framework, no build step.
+// and the operator actions; the catalog view is in catalog.js and destination.js. Plain
+// JavaScript, no framework, no build step.
 //
 // Safety rules of this file: every value from the API reaches the page through `textContent`,
 // text nodes or attributes of elements made here, never parsed as HTML; the admin token lives
@@ -35,9 +36,11 @@ const state = {
 // ---- API ---------------------------------------------------------------------------------
 
 class ApiError extends Error {
-  constructor(status, message) {
+  /** `field`: the field a refused catalog item names (`config.url`), if any. */
+  constructor(status, message, field) {
     super(message);
     this.status = status;
+    this.field = field || null;
   }
 }
 
@@ -64,7 +67,8 @@ async function api(method, path, body) {
     const message = data && typeof data.error === 'string' ? data.error : `HTTP ${resp.status}`;
     if (resp.status === 401) forget(message);
     if (resp.status === 403 && method !== 'GET') setReadOnly(true);
-    throw new ApiError(resp.status, message);
+    const field = data && typeof data.field === 'string' ? data.field : null;
+    throw new ApiError(resp.status, message, field);
   }
   return data;
 }
@@ -365,6 +369,7 @@ function setReadOnly(readOnly) {
   scope.textContent = readOnly ? 'read-only token: actions disabled' : '';
   scope.className = 'warn';
   updateButtons();
+  updateCatalogForms();
 }
 
 /** Enables each action where it applies; every disabled button says why in its tooltip. */
@@ -454,6 +459,7 @@ function wire() {
   $('lane-resume').addEventListener('click', () => laneAction('resume',
     (k) => `Resume ${k}?`, () => ({}), () => 'Resumed.'));
   document.addEventListener('visibilitychange', () => (document.hidden ? stopPolling() : tick()));
+  wireCatalog();
 }
 
 // ---- Token, polling ----------------------------------------------------------------------------
@@ -481,7 +487,12 @@ function forget(message) {
   state.lane = null;
   stopPolling();
   closeJob();
-  for (const id of ['lanes-section', 'lane', 'logout', 'live-label', 'scope']) show(id, false);
+  const views = ['views', 'catalog-section', 'source-form', 'destination-form'];
+  for (const id of ['lanes-section', 'lane', 'logout', 'live-label', 'scope', ...views]) {
+    show(id, false);
+  }
+  $('catalog-result').textContent = '';
+  showView('lanes');
   show('login', true);
   $('login-error').textContent = message;
   setStatus('');
@@ -489,7 +500,9 @@ function forget(message) {
 
 function start() {
   show('login', false);
-  for (const id of ['lanes-section', 'logout', 'live-label']) show(id, true);
+  for (const id of ['lanes-section', 'logout', 'live-label', 'views', 'catalog-section']) {
+    show(id, true);
+  }
   probeScope();
   tick();
 }

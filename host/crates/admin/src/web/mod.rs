@@ -1,5 +1,6 @@
-//! The operator web page, served on the admin listener at `/`: one HTML file, one script, one
-//! stylesheet and an icon, compiled into the binary (no build toolchain, nothing fetched at run time).
+//! The operator web page, served on the admin listener at `/`: one HTML file, three scripts
+//! (`app.js`; the catalog view's `catalog.js` and `destination.js`), one stylesheet and an icon,
+//! compiled into the binary (no build toolchain, nothing fetched at run time).
 //!
 //! The page holds no data, so loading it needs no token; its script asks for the admin token,
 //! keeps it in `sessionStorage` and sends it as `Authorization: Bearer` on every API call. Never
@@ -14,6 +15,8 @@ use axum::routing::get;
 
 const INDEX_HTML: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
+const CATALOG_JS: &str = include_str!("catalog.js");
+const DESTINATION_JS: &str = include_str!("destination.js");
 const APP_CSS: &str = include_str!("app.css");
 const FAVICON: &str = include_str!("favicon.svg");
 
@@ -33,6 +36,14 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/catalog.js",
+            get(|| async { asset("text/javascript; charset=utf-8", CATALOG_JS) }),
+        )
+        .route(
+            "/destination.js",
+            get(|| async { asset("text/javascript; charset=utf-8", DESTINATION_JS) }),
         )
         .route(
             "/app.css",
@@ -84,6 +95,8 @@ mod tests {
         for (path, kind) in [
             ("/", "text/html"),
             ("/app.js", "text/javascript"),
+            ("/catalog.js", "text/javascript"),
+            ("/destination.js", "text/javascript"),
             ("/app.css", "text/css"),
         ] {
             let resp = router::<()>()
@@ -124,7 +137,13 @@ mod tests {
             "document.write",
             "eval(",
         ] {
-            assert!(!APP_JS.contains(sink), "app.js uses {sink}");
+            for (name, script) in [
+                ("app.js", APP_JS),
+                ("catalog.js", CATALOG_JS),
+                ("destination.js", DESTINATION_JS),
+            ] {
+                assert!(!script.contains(sink), "{name} uses {sink}");
+            }
         }
     }
 }

@@ -475,6 +475,15 @@ impl PluginSet {
             tracing::warn!(destination = %dest.id, error = %e, "could not record the destination's plugin status");
         }
     }
+
+    /// The manifests of the plugins loaded here, by name: what the admin page builds its
+    /// destination forms from (declared config fields, secrets).
+    pub async fn manifests(&self) -> Vec<sluice_runtime::Manifest> {
+        let state = self.state.lock().await;
+        let mut all: Vec<_> = state.plugins.values().map(|p| p.manifest.clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
 }
 
 fn stamp(wasm: &Path) -> FileStamp {
