@@ -10,7 +10,9 @@
 //!   storing something else than what was sent is not an option).
 //!
 //! Normalisation: a missing `messageId` gets a UUID, `receivedAt` is set by the server, a batch's
-//! `sentAt` is copied onto events without one, and a body-level `writeKey` is not stored.
+//! `sentAt` is copied onto events without one, an event with `sentAt` and `originalTimestamp`
+//! but no `timestamp` gets one corrected for the device's clock (`clock_skew`), and a
+//! body-level `writeKey` is not stored.
 //!
 //! The event is rebuilt from its top-level members *as raw text*: every value the server does
 //! not manage is copied byte for byte, in the order sent, so numbers keep every digit (even
@@ -241,6 +243,14 @@ pub fn normalize(
     {
         put(&mut out, "sentAt", sent_at.get());
     }
+    if members.get("timestamp").is_none()
+        && let Some(sent_at) = members.get("sentAt").or(meta.sent_at)
+        && let Some(original) = members.get("originalTimestamp")
+        && let Some(timestamp) =
+            super::clock_skew::corrected_timestamp(meta.received_at, sent_at, original)
+    {
+        put(&mut out, "timestamp", &timestamp);
+    }
     out.push('}');
     Ok(NewEvent {
         message_id,
@@ -417,6 +427,29 @@ mod tests {
         .unwrap();
         let v: serde_json::Value = serde_json::from_str(&e.json).unwrap();
         assert_eq!(v["sentAt"], "mine");
+    }
+
+    #[test]
+    fn a_skewed_device_clock_gets_a_corrected_timestamp_and_a_sent_one_is_kept() {
+        // The device is an hour slow; the event waited 2 s on it.
+        let sent = raw(r#""2026-01-01T09:00:03.000Z""#);
+        let meta = RequestMeta {
+            received_at: "2026-01-01T10:00:04Z",
+            sent_at: Some(&sent),
+        };
+        let skewed = r#"{"type":"track","event":"E","anonymousId":"a","originalTimestamp":"2026-01-01T09:00:01.000Z"}"#;
+        let e = normalize(&raw(skewed), None, &meta).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&e.json).unwrap();
+        assert_eq!(v["timestamp"], "2026-01-01T10:00:02.000Z");
+        assert_eq!(v["originalTimestamp"], "2026-01-01T09:00:01.000Z");
+        assert!(
+            e.json.starts_with(&skewed[..skewed.len() - 1]),
+            "the rest as sent"
+        );
+        let mine = r#"{"type":"track","event":"E","anonymousId":"a","originalTimestamp":"2026-01-01T09:00:01.000Z","timestamp":"mine"}"#;
+        let e = normalize(&raw(mine), None, &meta).unwrap();
+        assert_eq!(e.json.matches("\"timestamp\"").count(), 1);
+        assert!(e.json.contains(r#""timestamp":"mine""#));
     }
 
     #[test]

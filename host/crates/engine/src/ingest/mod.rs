@@ -14,6 +14,7 @@
 
 mod auth;
 mod body;
+mod clock_skew;
 mod error;
 pub mod event;
 mod handlers;
