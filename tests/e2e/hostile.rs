@@ -179,6 +179,55 @@ async fn slowloris_connections_are_closed_and_health_keeps_answering() {
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
+/// Reads until the server closes `stream`; returns when, or `None` if it stays open `limit`.
+async fn closed_after(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(
+            limit.saturating_sub(started.elapsed()),
+            stream.read(&mut buf),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_nothing_or_stay_idle_are_closed_at_header_timeout() {
+    let sink = Sink::ok(SECRET);
+    let sluice = Sluice::start_with_server(
+        &webhook_config(&sink.url, r#"{ min_backoff = "1s" }"#, ""),
+        "header_timeout = \"2s\"",
+    );
+    // Never a byte.
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(TcpStream::connect(&sluice.addr).await.unwrap());
+    }
+    // One request, then nothing more on the kept-alive connection.
+    let mut kept = TcpStream::connect(&sluice.addr).await.unwrap();
+    let get = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", sluice.addr);
+    kept.write_all(get.as_bytes()).await.unwrap();
+    let mut first = [0u8; 12];
+    kept.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    for s in silent.iter_mut().chain(std::iter::once(&mut kept)) {
+        let after = closed_after(s, Duration::from_secs(8)).await;
+        assert!(
+            after.is_some(),
+            "a connection was still open 8 s after a 2 s header timeout"
+        );
+    }
+    // The listener still serves.
+    let health = client().get(sluice.url("/health")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_idle_connections_do_not_lock_out_a_good_client() {
     let sink = Sink::ok(SECRET);

@@ -2,7 +2,8 @@
 //!
 //! - **Header timeout**: a connection that does not send a complete request head within
 //!   `header_timeout` of starting to wait for one (a slowloris, or an idle keep-alive
-//!   connection) is closed.
+//!   connection) is closed. hyper's own timeout covers a head that has begun; a connection
+//!   that sends nothing at all is closed by [`idle_watchdog`] at the same deadline.
 //! - **Connection limit**: at most `max_connections` are open, well below the process's file
 //!   limit (the database, plugins and outbound requests need descriptors too). When a new
 //!   connection arrives at the limit, the connection that has been idle (between requests)
@@ -149,12 +150,14 @@ pub async fn serve(
         let builder = builder.clone();
         let registry = registry.clone();
         let watcher = graceful.watcher();
+        let idle = idle_watchdog(conn.clone(), registry.clone(), limits.header_timeout);
         tokio::spawn(async move {
             let serving = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
             tokio::select! {
                 _ = serving => {}
                 // Evicted (or the process is stopping and the grace period is over).
                 _ = conn.close.cancelled() => {}
+                _ = idle => {}
             }
             if let Ok(mut conns) = registry.conns.lock() {
                 conns.remove(&id);
@@ -168,6 +171,28 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Resolves once `conn` has waited `timeout` for a request (since it was accepted, or since
+/// its last answer) without one starting. A request in progress keeps it open however long it
+/// takes (the body has its own timeouts).
+async fn idle_watchdog(conn: Arc<Conn>, registry: Arc<Registry>, timeout: Duration) {
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let since = conn.idle_since.load(Ordering::Relaxed);
+        let now = registry.now_ms();
+        let deadline = since.saturating_add(timeout_ms);
+        if now < deadline {
+            tokio::time::sleep(Duration::from_millis(deadline - now)).await;
+            continue;
+        }
+        if !conn.busy.load(Ordering::Relaxed) && conn.idle_since.load(Ordering::Relaxed) == since {
+            return;
+        }
+        // Serving a request: it is not idle. Look again a full timeout later (its end moves
+        // `idle_since`).
+        tokio::time::sleep(timeout).await;
+    }
 }
 
 /// A connection limit that leaves room under the process's file limit (raised to its hard
