@@ -10,6 +10,7 @@ mod catalog;
 mod cli;
 mod clients;
 mod compile_cache;
+mod cors;
 mod crash;
 mod delivery;
 mod demo;

@@ -28,6 +28,10 @@ pub enum SourcesCommand {
         /// Create it disabled (its key gets 401 until enabled).
         #[arg(long)]
         disabled: bool,
+        /// A browser origin that may send with its key (`https://shop.example`,
+        /// `*.example.com` or `*`); repeat for several. None: browsers are refused.
+        #[arg(long = "allowed-origin")]
+        allowed_origins: Vec<String>,
     },
     /// Change its links or whether it is enabled.
     Update {
@@ -41,6 +45,10 @@ pub enum SourcesCommand {
         enable: bool,
         #[arg(long)]
         disable: bool,
+        /// The browser origins allowed, replacing the current ones (repeat the flag;
+        /// `--allowed-origin ''` for none).
+        #[arg(long = "allowed-origin")]
+        allowed_origins: Option<Vec<String>>,
     },
     /// Delete it: its keys get 401 at once; what it accepted is still delivered.
     Delete { workspace: String, id: String },
@@ -191,10 +199,11 @@ pub async fn sources(c: &Client, json: bool, command: SourcesCommand) -> Result<
             destinations,
             write_key,
             disabled,
+            allowed_origins,
         } => {
             let mut body = json!({
                 "workspace": workspace, "id": id, "destinations": destinations,
-                "enabled": !disabled,
+                "enabled": !disabled, "allowed_origins": allowed_origins,
             });
             if let Some(k) = write_key {
                 body["write_key"] = json!(k);
@@ -212,11 +221,16 @@ pub async fn sources(c: &Client, json: bool, command: SourcesCommand) -> Result<
             destinations,
             enable,
             disable,
+            allowed_origins,
         } => {
             let mut body = json!({});
             if let Some(list) = destinations {
                 let list: Vec<String> = list.into_iter().filter(|d| !d.is_empty()).collect();
                 body["destinations"] = json!(list);
+            }
+            if let Some(list) = allowed_origins {
+                let list: Vec<String> = list.into_iter().filter(|o| !o.is_empty()).collect();
+                body["allowed_origins"] = json!(list);
             }
             if enable || disable {
                 body["enabled"] = json!(enable);

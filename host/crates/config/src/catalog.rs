@@ -16,7 +16,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use sluice_core::{
-    DestinationId, EventFilter, InvalidId, OrderingScope, RetryOverrides, SourceId, WorkspaceId,
+    AllowedOrigin, DestinationId, EventFilter, InvalidId, OrderingScope, RetryOverrides, SourceId,
+    WorkspaceId,
 };
 
 use super::{ConfigError, Locator};
@@ -33,6 +34,8 @@ pub(super) struct RawSource {
     write_key: Spanned<String>,
     #[serde(default)]
     destinations: Vec<Spanned<String>>,
+    #[serde(default)]
+    allowed_origins: Vec<Spanned<String>>,
 }
 
 /// A `[[destination]]` as written, with spans for messages.
@@ -275,11 +278,18 @@ pub(super) fn sources(
             ));
         }
         let routes = source_destinations(&s.destinations, &workspace, destinations, &table)?;
+        let mut allowed_origins = Vec::new();
+        for o in &s.allowed_origins {
+            let origin = AllowedOrigin::parse(o.get_ref())
+                .map_err(|e| table.invalid(o.span(), "allowed_origins", e.to_string()))?;
+            allowed_origins.push(origin);
+        }
         out.push(SourceConfig {
             id,
             workspace,
             write_key: s.write_key.into_inner(),
             destinations: routes,
+            allowed_origins,
         });
     }
     Ok(out)

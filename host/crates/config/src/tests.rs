@@ -49,6 +49,32 @@ fn unknown_destination_names_file_line_and_field() {
 }
 
 #[test]
+fn allowed_origins_are_read_and_a_bad_one_names_file_line_and_field() {
+    let with = |origins: &str| {
+        GOOD.replace(
+            r#"destinations = ["hook"]"#,
+            &format!("destinations = [\"hook\"]\nallowed_origins = {origins}"),
+        )
+    };
+    let c = Config::parse(
+        &with(r#"["https://shop.example", "*.example.com"]"#),
+        "sluice.toml",
+    )
+    .unwrap();
+    let settings = c.sources[0].settings();
+    assert!(settings.allows_origin("https://shop.example"));
+    assert!(settings.allows_origin("https://a.example.com"));
+    assert!(!settings.allows_origin("https://evil.example"));
+    let err = Config::parse(&with(r#"["https://shop.example/cart"]"#), "sluice.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("sluice.toml:10: source[0].allowed_origins: `https://shop.example/cart`: an origin has no path"),
+        "{err}"
+    );
+}
+
+#[test]
 fn ids_are_validated_with_file_line_and_field() {
     let rule = "is not a valid id: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'";
     let err = |from: &str, to: &str| {

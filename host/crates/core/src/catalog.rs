@@ -13,7 +13,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{DestinationId, EventFilter, OrderingScope, RetryOverrides, SourceId, WorkspaceId};
+use crate::{
+    AllowedOrigin, DestinationId, EventFilter, OrderingScope, RetryOverrides, SourceId, WorkspaceId,
+};
 
 /// A `[[source]]` as a file writes it: one write key, in plain text (the store keeps only its
 /// hash; see [`key_sha256`]).
@@ -26,6 +28,35 @@ pub struct SourceConfig {
     /// Destinations of the same workspace.
     #[serde(default)]
     pub destinations: Vec<DestinationId>,
+    /// Browser origins allowed to send with its key (CORS); none: browsers are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<AllowedOrigin>,
+}
+
+impl SourceConfig {
+    pub fn settings(&self) -> SourceSettings {
+        SourceSettings {
+            allowed_origins: self.allowed_origins.clone(),
+        }
+    }
+}
+
+/// How a source takes events from browsers (`sources.settings` in the store).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    /// Origins whose pages may send with the source's key: a request carrying another
+    /// `Origin` is refused (403) and nothing of it is stored. Requests without `Origin`
+    /// (servers, apps) are not browsers and are not concerned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<AllowedOrigin>,
+}
+
+impl SourceSettings {
+    /// Whether a page of `origin` may send with the source's key.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o.matches(origin))
+    }
 }
 
 /// A destination: its plugin, the plugin's config, and how the host delivers to it. The
@@ -222,6 +253,7 @@ pub struct Source {
     pub workspace: WorkspaceId,
     pub enabled: bool,
     pub keys: Vec<SourceKey>,
+    pub settings: SourceSettings,
 }
 
 /// One of a source's write keys.

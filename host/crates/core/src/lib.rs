@@ -8,6 +8,7 @@
 //! - [`size`]: [`ByteSize`], sizes as people write them (`64MiB`).
 //! - [`retry`]: [`RetryOverrides`], retry settings as config and manifests write them.
 //! - [`ordering`]: [`OrderingScope`], what a destination keeps in order.
+//! - [`origins`]: [`AllowedOrigin`], the browser origins a source accepts (CORS).
 //! - [`datasets`]: [`DatasetPolicy`], when the store rotates and drops datasets.
 
 pub mod catalog;
@@ -16,6 +17,7 @@ pub mod datasets;
 pub mod filter;
 pub mod ids;
 pub mod ordering;
+pub mod origins;
 pub mod retry;
 pub mod size;
 
@@ -23,5 +25,6 @@ pub use datasets::DatasetPolicy;
 pub use filter::EventFilter;
 pub use ids::{DestinationId, InvalidId, SourceId, WorkspaceId};
 pub use ordering::OrderingScope;
+pub use origins::AllowedOrigin;
 pub use retry::RetryOverrides;
 pub use size::ByteSize;

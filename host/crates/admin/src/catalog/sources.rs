@@ -17,7 +17,8 @@ use super::view::{self, SourceView};
 use crate::AdminState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use sluice_core::{DestinationId, SourceId, WorkspaceId};
+use sluice_core::catalog::SourceSettings;
+use sluice_core::{AllowedOrigin, DestinationId, SourceId, WorkspaceId};
 use sluice_store::{Audit, KeyRotation, SourceWrite};
 
 /// How long a rotated-out key keeps working by default.
@@ -42,6 +43,23 @@ pub struct SourceInput {
     pub destinations: Option<Vec<String>>,
     /// Create only: its write key. Absent: one is made and returned once.
     pub write_key: Option<String>,
+    /// Browser origins allowed to send with its keys (CORS): `https://shop.example`,
+    /// `*.example.com` or `*`. Create: default none (browsers refused). Change: absent keeps
+    /// them.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+/// The origins of an input, each checked (400 naming the one at fault).
+fn origins(list: Vec<String>) -> Result<Vec<AllowedOrigin>, ApiError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, o)| {
+            AllowedOrigin::parse(o).map_err(|e| ApiError::Invalid {
+                field: format!("allowed_origins[{i}]"),
+                message: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -122,6 +140,9 @@ pub async fn create_source(
         workspace,
         enabled: input.enabled.unwrap_or(true),
         destinations: destination_ids(input.destinations.unwrap_or_default())?,
+        settings: SourceSettings {
+            allowed_origins: origins(input.allowed_origins.unwrap_or_default())?,
+        },
     };
     let rotation = KeyRotation::added(&key);
     let version = state
@@ -197,6 +218,12 @@ pub async fn update_source(
         destinations: match input.destinations {
             Some(list) => destination_ids(list)?,
             None => catalog.destinations_of(&source),
+        },
+        settings: SourceSettings {
+            allowed_origins: match input.allowed_origins {
+                Some(list) => origins(list)?,
+                None => current.settings.allowed_origins.clone(),
+            },
         },
     };
     let version = state.store.source_update(&write, &audit(&caller)).await?;

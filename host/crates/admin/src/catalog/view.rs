@@ -53,6 +53,8 @@ pub struct SourceView {
     /// The destinations its new events go to.
     pub destinations: Vec<String>,
     pub keys: Vec<KeyView>,
+    /// Browser origins allowed to send with its keys (CORS).
+    pub allowed_origins: Vec<String>,
 }
 
 /// A write key: never the key itself.
@@ -123,6 +125,12 @@ pub fn source(s: &Source, catalog: &Catalog) -> SourceView {
                 created_at: k.created_at,
                 expires_at: k.expires_at,
             })
+            .collect(),
+        allowed_origins: s
+            .settings
+            .allowed_origins
+            .iter()
+            .map(ToString::to_string)
             .collect(),
     }
 }

@@ -31,6 +31,14 @@ impl ApiError {
         }
     }
 
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            code,
+            message: message.into(),
+        }
+    }
+
     /// 503 with `Retry-After`: the host cannot take this request now.
     pub fn busy(message: impl Into<String>) -> ApiError {
         ApiError {

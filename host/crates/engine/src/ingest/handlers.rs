@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 
 use super::auth::basic_auth_key;
 use super::body::read_body;
+use super::cors;
 use super::error::ApiError;
 use super::event::{RequestMeta, contains_nul_escape, normalize, rfc3339};
 use super::{IngestState, Source};
@@ -57,6 +58,7 @@ pub async fn batch(
         Some(s) => s,
         None => source_from_body(&state, doc.write_key.as_deref())?,
     };
+    cors::check(&headers, &source)?;
     let received = Received::now(state.clock.as_ref());
     let events = batch_events(&doc, &received)?;
     let request = append_request(&source, &received, events);
@@ -83,6 +85,7 @@ pub async fn single(
         Some(s) => s,
         None => source_from_body(&state, doc.write_key.as_deref())?,
     };
+    cors::check(&headers, &source)?;
     let received = Received::now(state.clock.as_ref());
     let event = single_event(&bytes, &kind, &received)?;
     let request = append_request(&source, &received, vec![event]);
@@ -263,6 +266,7 @@ mod tests {
             id: "web".into(),
             workspace: "acme".into(),
             destinations: Arc::from(vec!["hook".to_string()]),
+            allowed_origins: Arc::from(vec![]),
         }
     }
 

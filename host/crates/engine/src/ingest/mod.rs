@@ -15,6 +15,7 @@
 mod auth;
 mod body;
 mod clock_skew;
+mod cors;
 mod error;
 pub mod event;
 mod handlers;
@@ -29,6 +30,7 @@ use axum::routing::{get, post};
 
 use arc_swap::ArcSwap;
 use sluice_config::ServerConfig;
+use sluice_core::AllowedOrigin;
 use sluice_core::catalog::{Catalog, KeyHash, key_sha256};
 use time::OffsetDateTime;
 
@@ -47,12 +49,16 @@ pub struct Source {
     pub workspace: Arc<str>,
     /// Where its new events go (its live links): the lanes ingest wakes.
     pub destinations: Arc<[String]>,
+    /// Browser origins that may send with its keys (`cors`).
+    pub allowed_origins: Arc<[AllowedOrigin]>,
 }
 
 /// The enabled sources by the SHA-256 of each of their write keys, as of one catalog version.
 #[derive(Debug, Default)]
 pub struct SourceKeys {
     by_key: HashMap<KeyHash, (Arc<Source>, Option<OffsetDateTime>)>,
+    /// Every enabled source's allowed origins together: what a preflight is answered for.
+    origins: Vec<AllowedOrigin>,
 }
 
 impl SourceKeys {
@@ -66,17 +72,29 @@ impl SourceKeys {
                 .push(l.destination.to_string());
         }
         let mut by_key = HashMap::new();
+        let mut origins: Vec<AllowedOrigin> = Vec::new();
         for s in catalog.sources.iter().filter(|s| s.enabled) {
+            for o in &s.settings.allowed_origins {
+                if !origins.contains(o) {
+                    origins.push(o.clone());
+                }
+            }
             let source = Arc::new(Source {
                 id: s.id.as_str().into(),
                 workspace: s.workspace.as_str().into(),
                 destinations: live.remove(s.id.as_str()).unwrap_or_default().into(),
+                allowed_origins: s.settings.allowed_origins.clone().into(),
             });
             for k in &s.keys {
                 by_key.insert(k.sha256, (source.clone(), k.expires_at));
             }
         }
-        SourceKeys { by_key }
+        SourceKeys { by_key, origins }
+    }
+
+    /// Whether some enabled source lets pages of `origin` send.
+    pub fn any_allows(&self, origin: &str) -> bool {
+        self.origins.iter().any(|o| o.matches(origin))
     }
 
     /// The source `key` belongs to, if the key is known and not expired at `now`.
@@ -138,5 +156,6 @@ pub fn router(state: Arc<IngestState>) -> Router {
         app = app.route(&format!("/v1/{kind}"), post(handlers::single));
     }
     app.route("/health", get(handlers::health))
+        .layer(cors::layer(state.clone()))
         .with_state(state)
 }

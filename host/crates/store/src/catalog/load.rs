@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use sluice_core::catalog::{Catalog, DestinationConfig, KeyHash, Link, Source, SourceKey};
+use sluice_core::catalog::{
+    Catalog, DestinationConfig, KeyHash, Link, Source, SourceKey, SourceSettings,
+};
 use sluice_core::{DestinationId, OrderingScope, SourceId, WorkspaceId};
 
 use super::Settings;
@@ -97,7 +99,7 @@ impl Store {
                 });
         }
         let mut sources = Vec::new();
-        for r in sqlx::query("SELECT workspace_id, id, enabled FROM sources ORDER BY id")
+        for r in sqlx::query("SELECT workspace_id, id, enabled, settings FROM sources ORDER BY id")
             .fetch_all(&mut *tx)
             .await
             .map_err(err("reading sources"))?
@@ -109,6 +111,10 @@ impl Store {
                 keys: keys.remove(id.as_str()).unwrap_or_default(),
                 id,
                 enabled: r.try_get(2).map_err(decode())?,
+                settings: r
+                    .try_get::<sqlx::types::Json<SourceSettings>, _>(3)
+                    .map_err(decode())?
+                    .0,
             });
         }
 

@@ -2,7 +2,7 @@
 //! (`write::Store::catalog_apply`): destinations and their lanes, sources, write keys, and
 //! the links between them.
 
-use sluice_core::catalog::DestinationConfig;
+use sluice_core::catalog::{DestinationConfig, SourceSettings};
 use sluice_core::{DestinationId, SourceId, WorkspaceId};
 
 use super::sealed::{open_config, seal_config, shown_config};
@@ -245,12 +245,13 @@ pub(super) async fn insert_source(
 ) -> Result<(), CatalogError> {
     ensure_workspace(tx, &s.workspace).await?;
     let inserted = sqlx::query(
-        "INSERT INTO sources (workspace_id, id, enabled) VALUES ($1, $2, $3)
+        "INSERT INTO sources (workspace_id, id, enabled, settings) VALUES ($1, $2, $3, $4)
          ON CONFLICT DO NOTHING",
     )
     .bind(&s.workspace)
     .bind(&s.id)
     .bind(s.enabled)
+    .bind(sqlx::types::Json(&s.settings))
     .execute(&mut **tx)
     .await
     .map_err(err("writing a source"))?;
@@ -295,8 +296,8 @@ pub(super) async fn source_row(
     workspace: &str,
     id: &str,
 ) -> Result<SourceWrite, CatalogError> {
-    let enabled: Option<bool> = sqlx::query_scalar(
-        "SELECT enabled FROM sources WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
+    let row: Option<(bool, sqlx::types::Json<SourceSettings>)> = sqlx::query_as(
+        "SELECT enabled, settings FROM sources WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
     )
     .bind(workspace)
     .bind(id)
@@ -308,7 +309,7 @@ pub(super) async fn source_row(
         workspace: workspace.to_string(),
         id: id.to_string(),
     };
-    let enabled = enabled.ok_or_else(not_found)?;
+    let (enabled, settings) = row.ok_or_else(not_found)?;
     let destinations: Vec<DestinationId> = sqlx::query_scalar(
         "SELECT destination_id FROM routes
          WHERE workspace_id = $1 AND source_id = $2 AND until_id IS NULL ORDER BY destination_id",
@@ -323,6 +324,7 @@ pub(super) async fn source_row(
         workspace: WorkspaceId::try_from(workspace).map_err(|_| not_found())?,
         enabled,
         destinations,
+        settings: settings.0,
     })
 }
 

@@ -13,7 +13,9 @@
 use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 
-use sluice_core::catalog::{DestinationConfig, KeyHash, SourceConfig, key_hint, key_sha256};
+use sluice_core::catalog::{
+    DestinationConfig, KeyHash, SourceConfig, SourceSettings, key_hint, key_sha256,
+};
 use sluice_core::{DestinationId, SourceId, WorkspaceId};
 
 use super::CatalogError;
@@ -95,6 +97,7 @@ pub struct SourceWrite {
     pub enabled: bool,
     /// Its live links, all to destinations of its workspace.
     pub destinations: Vec<DestinationId>,
+    pub settings: SourceSettings,
 }
 
 /// A key rotation: the new key, and until when the source's other keys keep working.
@@ -125,6 +128,7 @@ impl SourceWrite {
             workspace: s.workspace.clone(),
             enabled: true,
             destinations: s.destinations.clone(),
+            settings: s.settings(),
         }
     }
 }
@@ -464,12 +468,13 @@ async fn apply_step(
                 refuse_if_draining(tx, &s.workspace, d).await?;
             }
             sqlx::query(
-                "UPDATE sources SET enabled = $3, updated_at = now()
+                "UPDATE sources SET enabled = $3, settings = $4, updated_at = now()
                  WHERE workspace_id = $1 AND id = $2",
             )
             .bind(&s.workspace)
             .bind(&s.id)
             .bind(s.enabled)
+            .bind(sqlx::types::Json(&s.settings))
             .execute(&mut **tx)
             .await
             .map_err(err("updating a source"))?;
@@ -523,7 +528,7 @@ async fn apply_step(
 pub(super) fn source_json(s: &SourceWrite) -> serde_json::Value {
     serde_json::json!({
         "id": s.id, "workspace": s.workspace, "enabled": s.enabled,
-        "destinations": s.destinations,
+        "destinations": s.destinations, "settings": s.settings,
     })
 }
 

@@ -68,6 +68,7 @@ pub(crate) fn source_write(id: &str, destinations: &[&str]) -> SourceWrite {
             .iter()
             .map(|d| DestinationId::try_from(*d).expect("id"))
             .collect(),
+        settings: Default::default(),
     }
 }
 
@@ -125,6 +126,7 @@ async fn seed_never_reverts(db: Db) {
         workspace: WorkspaceId::try_from(WS).unwrap(),
         write_key: "wk_web_123".into(),
         destinations: vec![DestinationId::try_from("hook").unwrap()],
+        allowed_origins: vec![sluice_core::AllowedOrigin::parse("*.shop.example").unwrap()],
     };
     let first = db
         .store
@@ -140,6 +142,11 @@ async fn seed_never_reverts(db: Db) {
     assert_eq!(c.destinations, vec![file_dest.clone()]);
     assert_eq!(c.destinations_of("web"), vec!["hook"]);
     assert_eq!(c.sources[0].keys[0].sha256, key_sha256("wk_web_123"));
+    assert_eq!(
+        c.sources[0].settings,
+        file_source.settings(),
+        "its allowed origins"
+    );
 
     // The API changes the destination; a host started with the old file seeds again.
     let changed = dest("hook", "https://two.example/hook");
