@@ -35,5 +35,6 @@ mod scrub;
 mod secrets;
 mod shipped_plugins;
 mod sink_cli;
+mod source_limits;
 mod web_page;
 mod wit_compat;

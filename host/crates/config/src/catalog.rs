@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use sluice_core::{
     AllowedOrigin, DestinationId, EventFilter, InvalidId, OrderingScope, RetryOverrides, SourceId,
-    WorkspaceId,
+    SourceLimits, WorkspaceId,
 };
 
 use super::{ConfigError, Locator};
@@ -36,6 +36,8 @@ pub(super) struct RawSource {
     destinations: Vec<Spanned<String>>,
     #[serde(default)]
     allowed_origins: Vec<Spanned<String>>,
+    #[serde(default)]
+    limits: Option<Spanned<SourceLimits>>,
 }
 
 /// A `[[destination]]` as written, with spans for messages.
@@ -284,12 +286,24 @@ pub(super) fn sources(
                 .map_err(|e| table.invalid(o.span(), "allowed_origins", e.to_string()))?;
             allowed_origins.push(origin);
         }
+        let limits = match s.limits {
+            Some(l) => {
+                let span = l.span();
+                let limits = l.into_inner();
+                limits
+                    .validate()
+                    .map_err(|e| table.invalid(span, &e.field, e.message))?;
+                limits
+            }
+            None => SourceLimits::default(),
+        };
         out.push(SourceConfig {
             id,
             workspace,
             write_key: s.write_key.into_inner(),
             destinations: routes,
             allowed_origins,
+            limits,
         });
     }
     Ok(out)

@@ -53,6 +53,10 @@ pub struct ServerConfig {
     /// (slow clients, idle keep-alive connections).
     #[serde(default = "default_header_timeout", with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// Proxies in front of ingest whose `X-Forwarded-For` names the client (for the
+    /// per-client rate limits of sources); from any other peer the header is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
     /// Memory for request bodies in flight; past it, requests get 503 and retry.
     #[serde(default = "default_ingest_memory", deserialize_with = "size")]
     pub ingest_memory: u64,
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             datasets: DatasetConfig::default(),
             max_connections: None,
             header_timeout: default_header_timeout(),
+            trusted_proxies: Vec::new(),
             ingest_memory: default_ingest_memory(),
             allowed_private_networks: Vec::new(),
             stats_interval: default_stats_interval(),

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{
-    AllowedOrigin, DestinationId, EventFilter, OrderingScope, RetryOverrides, SourceId, WorkspaceId,
+    AllowedOrigin, DestinationId, EventFilter, OrderingScope, RetryOverrides, SourceId,
+    SourceLimits, WorkspaceId,
 };
 
 /// A `[[source]]` as a file writes it: one write key, in plain text (the store keeps only its
@@ -31,18 +32,25 @@ pub struct SourceConfig {
     /// Browser origins allowed to send with its key (CORS); none: browsers are refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_origins: Vec<AllowedOrigin>,
+    #[serde(default, skip_serializing_if = "is_default_limits")]
+    pub limits: SourceLimits,
+}
+
+fn is_default_limits(l: &SourceLimits) -> bool {
+    *l == SourceLimits::default()
 }
 
 impl SourceConfig {
     pub fn settings(&self) -> SourceSettings {
         SourceSettings {
             allowed_origins: self.allowed_origins.clone(),
+            limits: self.limits,
         }
     }
 }
 
 /// How a source takes events from browsers (`sources.settings` in the store).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSettings {
     /// Origins whose pages may send with the source's key: a request carrying another
@@ -50,9 +58,17 @@ pub struct SourceSettings {
     /// (servers, apps) are not browsers and are not concerned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_origins: Vec<AllowedOrigin>,
+    /// Rates and sizes (`source_limits`); a source that allows browsers gets safe defaults.
+    #[serde(default, skip_serializing_if = "is_default_limits")]
+    pub limits: SourceLimits,
 }
 
 impl SourceSettings {
+    /// A source that takes events from browser pages: its key is public.
+    pub fn is_browser(&self) -> bool {
+        !self.allowed_origins.is_empty()
+    }
+
     /// Whether a page of `origin` may send with the source's key.
     pub fn allows_origin(&self, origin: &str) -> bool {
         self.allowed_origins.iter().any(|o| o.matches(origin))

@@ -8,6 +8,7 @@
 //! - [`size`]: [`ByteSize`], sizes as people write them (`64MiB`).
 //! - [`retry`]: [`RetryOverrides`], retry settings as config and manifests write them.
 //! - [`ordering`]: [`OrderingScope`], what a destination keeps in order.
+//! - [`source_limits`]: [`SourceLimits`], rates and sizes for public (browser) keys.
 //! - [`origins`]: [`AllowedOrigin`], the browser origins a source accepts (CORS).
 //! - [`datasets`]: [`DatasetPolicy`], when the store rotates and drops datasets.
 
@@ -20,6 +21,7 @@ pub mod ordering;
 pub mod origins;
 pub mod retry;
 pub mod size;
+pub mod source_limits;
 
 pub use datasets::DatasetPolicy;
 pub use filter::EventFilter;
@@ -28,3 +30,4 @@ pub use ordering::OrderingScope;
 pub use origins::AllowedOrigin;
 pub use retry::RetryOverrides;
 pub use size::ByteSize;
+pub use source_limits::SourceLimits;

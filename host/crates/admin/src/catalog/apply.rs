@@ -210,6 +210,9 @@ fn plan(
                 if e.settings.allowed_origins != write.settings.allowed_origins {
                     fields.push("allowed_origins".to_string());
                 }
+                if e.settings.limits != write.settings.limits {
+                    fields.push("limits".to_string());
+                }
                 if !fields.is_empty() {
                     p.show("update", "source", &s.workspace, &s.id, fields);
                     p.steps.push(CatalogStep::UpdateSource(write));

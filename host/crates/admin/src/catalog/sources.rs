@@ -18,7 +18,7 @@ use crate::AdminState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use sluice_core::catalog::SourceSettings;
-use sluice_core::{AllowedOrigin, DestinationId, SourceId, WorkspaceId};
+use sluice_core::{AllowedOrigin, DestinationId, SourceId, SourceLimits, WorkspaceId};
 use sluice_store::{Audit, KeyRotation, SourceWrite};
 
 /// How long a rotated-out key keeps working by default.
@@ -47,6 +47,9 @@ pub struct SourceInput {
     /// `*.example.com` or `*`. Create: default none (browsers refused). Change: absent keeps
     /// them.
     pub allowed_origins: Option<Vec<String>>,
+    /// Rates and sizes for its keys (docs/sources.md). Change: absent keeps them.
+    #[schema(value_type = Option<Object>)]
+    pub limits: Option<SourceLimits>,
 }
 
 /// The origins of an input, each checked (400 naming the one at fault).
@@ -142,6 +145,7 @@ pub async fn create_source(
         destinations: destination_ids(input.destinations.unwrap_or_default())?,
         settings: SourceSettings {
             allowed_origins: origins(input.allowed_origins.unwrap_or_default())?,
+            limits: input.limits.unwrap_or_default(),
         },
     };
     let rotation = KeyRotation::added(&key);
@@ -224,6 +228,7 @@ pub async fn update_source(
                 Some(list) => origins(list)?,
                 None => current.settings.allowed_origins.clone(),
             },
+            limits: input.limits.unwrap_or(current.settings.limits),
         },
     };
     let version = state.store.source_update(&write, &audit(&caller)).await?;

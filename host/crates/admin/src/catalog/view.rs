@@ -55,6 +55,9 @@ pub struct SourceView {
     pub keys: Vec<KeyView>,
     /// Browser origins allowed to send with its keys (CORS).
     pub allowed_origins: Vec<String>,
+    /// The limits it sets (a browser source gets defaults for the rest: docs/sources.md).
+    #[schema(value_type = Object)]
+    pub limits: sluice_core::SourceLimits,
 }
 
 /// A write key: never the key itself.
@@ -132,6 +135,7 @@ pub fn source(s: &Source, catalog: &Catalog) -> SourceView {
             .iter()
             .map(ToString::to_string)
             .collect(),
+        limits: s.settings.limits,
     }
 }
 

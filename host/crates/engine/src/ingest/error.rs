@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// `Retry-After` of a 429 (a 503 always says 5 s).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -20,6 +22,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -28,6 +31,7 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "invalid_write_key",
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -36,6 +40,27 @@ impl ApiError {
             status: StatusCode::FORBIDDEN,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 413: over one of the source's size limits.
+    pub fn limit(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `Retry-After` (whole seconds, at least 1): over a rate limit.
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: message.into(),
+            retry_after: Some(wait),
         }
     }
 
@@ -45,6 +70,7 @@ impl ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "busy",
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -54,6 +80,7 @@ impl ApiError {
             status: StatusCode::REQUEST_TIMEOUT,
             code: "request_timeout",
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -62,6 +89,7 @@ impl ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             code: "payload_too_large",
             message: format!("request body exceeds {} KB", limit / 1024),
+            retry_after: None,
         }
     }
 }
@@ -73,12 +101,14 @@ impl From<WriteError> for ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "store_unavailable",
                 message: "the event store is unavailable; retry later".into(),
+                retry_after: None,
             }
         } else {
             ApiError {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 code: "internal_error",
                 message: "internal error; nothing was stored".into(),
+                retry_after: None,
             }
         }
     }
@@ -92,6 +122,13 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs.max(1)),
             );
         }
         response

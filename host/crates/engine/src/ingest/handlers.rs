@@ -6,12 +6,14 @@
 //! every event of a request carries the same time. Validation and stamping are plain
 //! functions of the body and that time ([`batch_events`], [`single_event`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{Extensions, HeaderMap, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -22,6 +24,7 @@ use super::body::read_body;
 use super::cors;
 use super::error::ApiError;
 use super::event::{RequestMeta, contains_nul_escape, normalize, rfc3339};
+use super::limits::{Limits, client_ip};
 use super::{IngestState, Source};
 use sluice_core::clock::Clock;
 use sluice_store::{AppendRequest, NewEvent};
@@ -47,6 +50,7 @@ struct SingleBody<'a> {
 /// `POST /v1/batch`: `{"batch": [...], "sentAt"?, "writeKey"?}`.
 pub async fn batch(
     State(state): State<Arc<IngestState>>,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -60,7 +64,9 @@ pub async fn batch(
     };
     cors::check(&headers, &source)?;
     let received = Received::now(state.clock.as_ref());
-    let events = batch_events(&doc, &received)?;
+    let events = batch_events(&doc, &received, &source.limits)?;
+    let client = client_ip(peer(&extensions), &headers, &state.trusted_proxies);
+    source.limits.admit(client, events.len())?;
     let request = append_request(&source, &received, events);
     store(&state, &source, request).await
 }
@@ -69,6 +75,7 @@ pub async fn batch(
 pub async fn single(
     State(state): State<Arc<IngestState>>,
     uri: Uri,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -87,9 +94,16 @@ pub async fn single(
     };
     cors::check(&headers, &source)?;
     let received = Received::now(state.clock.as_ref());
-    let event = single_event(&bytes, &kind, &received)?;
+    let event = single_event(&bytes, &kind, &received, &source.limits)?;
+    let client = client_ip(peer(&extensions), &headers, &state.trusted_proxies);
+    source.limits.admit(client, 1)?;
     let request = append_request(&source, &received, vec![event]);
     store(&state, &source, request).await
+}
+
+/// The connection's peer, as the listener records it (absent when a test drives the router).
+fn peer(extensions: &Extensions) -> Option<SocketAddr> {
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
 
 /// When a request was received: the clock's time, and the same as `receivedAt` writes it.
@@ -109,7 +123,11 @@ impl Received {
 }
 
 /// The events of a batch body, each validated and stamped; one invalid event rejects all.
-fn batch_events(doc: &BatchBody, received: &Received) -> Result<Vec<NewEvent>, ApiError> {
+fn batch_events(
+    doc: &BatchBody,
+    received: &Received,
+    limits: &Limits,
+) -> Result<Vec<NewEvent>, ApiError> {
     let Some(batch) = doc.batch else {
         return Err(ApiError::bad_request(
             "invalid_batch",
@@ -120,6 +138,10 @@ fn batch_events(doc: &BatchBody, received: &Received) -> Result<Vec<NewEvent>, A
         .map_err(|_| ApiError::bad_request("invalid_batch", "`batch` must be an array"))?;
     if items.is_empty() {
         return Err(ApiError::bad_request("empty_batch", "`batch` is empty"));
+    }
+    limits.check_batch(items.len())?;
+    for (i, e) in items.iter().enumerate() {
+        limits.check_event(e.get().len(), &format!("batch[{i}]"))?;
     }
     let meta = RequestMeta {
         received_at: &received.text,
@@ -135,7 +157,13 @@ fn batch_events(doc: &BatchBody, received: &Received) -> Result<Vec<NewEvent>, A
 }
 
 /// The event of a single-event body, its type `kind` from the path, validated and stamped.
-fn single_event(bytes: &[u8], kind: &str, received: &Received) -> Result<NewEvent, ApiError> {
+fn single_event(
+    bytes: &[u8],
+    kind: &str,
+    received: &Received,
+    limits: &Limits,
+) -> Result<NewEvent, ApiError> {
+    limits.check_event(bytes.len(), "the event")?;
     let raw: &RawValue = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
@@ -261,12 +289,17 @@ mod tests {
         OffsetDateTime::parse(rfc3339, &Rfc3339).unwrap()
     }
 
+    fn no_limits() -> Limits {
+        Limits::new(&Default::default())
+    }
+
     fn source() -> Source {
         Source {
             id: "web".into(),
             workspace: "acme".into(),
             destinations: Arc::from(vec!["hook".to_string()]),
             allowed_origins: Arc::from(vec![]),
+            limits: Arc::new(no_limits()),
         }
     }
 
@@ -285,7 +318,7 @@ mod tests {
         let clock = ManualClock::new(at("2026-03-01T12:00:00.25Z"));
         let doc: BatchBody = parse(BATCH.as_bytes()).unwrap();
         let received = Received::now(&clock);
-        let events = batch_events(&doc, &received).unwrap();
+        let events = batch_events(&doc, &received, &no_limits()).unwrap();
         let stamps: Vec<String> = events.iter().map(received_at_of).collect();
         assert_eq!(
             stamps,
@@ -308,7 +341,7 @@ mod tests {
         clock.advance(Duration::from_millis(1500));
         let second = Received::now(&clock);
         assert_eq!(second.at - first.at, time::Duration::milliseconds(1500));
-        let events = batch_events(&doc, &second).unwrap();
+        let events = batch_events(&doc, &second, &no_limits()).unwrap();
         assert_eq!(received_at_of(&events[0]), "2026-03-01T12:00:01.5Z");
         // Setting the clock back is obeyed too: ingest keeps no time of its own.
         clock.set(at("2025-12-31T23:59:59Z"));
@@ -316,6 +349,7 @@ mod tests {
             br#"{"userId":"u","name":"Home"}"#,
             "page",
             &Received::now(&clock),
+            &no_limits(),
         )
         .unwrap();
         assert_eq!(received_at_of(&e), "2025-12-31T23:59:59Z");
@@ -328,7 +362,7 @@ mod tests {
         let doc: BatchBody = parse(BATCH.as_bytes()).unwrap();
         let stamp = |clock: &ManualClock| {
             let received = Received::now(clock);
-            let events = batch_events(&doc, &received).unwrap();
+            let events = batch_events(&doc, &received, &no_limits()).unwrap();
             minute_of(append_request(&source(), &received, events).received_at)
         };
         let before = stamp(&clock);
@@ -353,6 +387,7 @@ mod tests {
             br#"{"type":"track","userId":"u","event":"E","writeKey":"k"}"#,
             "identify",
             &Received::now(&clock),
+            &no_limits(),
         )
         .unwrap();
         let v: Value = serde_json::from_str(&e.json).unwrap();
@@ -371,14 +406,14 @@ mod tests {
         let clock = ManualClock::new(at("2026-03-01T12:00:00Z"));
         let doc: BatchBody =
             parse(br#"{"batch":[{"type":"page","userId":"u"},{"type":"page"}]}"#).unwrap();
-        let err = batch_events(&doc, &Received::now(&clock)).unwrap_err();
+        let err = batch_events(&doc, &Received::now(&clock), &no_limits()).unwrap_err();
         assert_eq!(err.code, "invalid_event");
         assert_eq!(
             err.message,
             "batch[1]: neither `userId` nor `anonymousId` is set"
         );
         let doc: BatchBody = parse(br#"{"batch":[]}"#).unwrap();
-        let err = batch_events(&doc, &Received::now(&clock)).unwrap_err();
+        let err = batch_events(&doc, &Received::now(&clock), &no_limits()).unwrap_err();
         assert_eq!(err.code, "empty_batch");
     }
 }

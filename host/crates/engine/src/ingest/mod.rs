@@ -19,6 +19,7 @@ mod cors;
 mod error;
 pub mod event;
 mod handlers;
+mod limits;
 pub mod server;
 pub mod writer;
 
@@ -29,6 +30,7 @@ use axum::Router;
 use axum::routing::{get, post};
 
 use arc_swap::ArcSwap;
+use limits::Limits;
 use sluice_config::ServerConfig;
 use sluice_core::AllowedOrigin;
 use sluice_core::catalog::{Catalog, KeyHash, key_sha256};
@@ -51,6 +53,8 @@ pub struct Source {
     pub destinations: Arc<[String]>,
     /// Browser origins that may send with its keys (`cors`).
     pub allowed_origins: Arc<[AllowedOrigin]>,
+    /// Its rate and size limits, with their buckets (`limits`).
+    pub limits: Arc<Limits>,
 }
 
 /// The enabled sources by the SHA-256 of each of their write keys, as of one catalog version.
@@ -62,7 +66,17 @@ pub struct SourceKeys {
 }
 
 impl SourceKeys {
-    pub fn of(catalog: &Catalog) -> SourceKeys {
+    /// The keys of `catalog`; sources whose settings did not change since `previous` keep
+    /// their rate-limit buckets.
+    pub fn of(catalog: &Catalog, previous: Option<&SourceKeys>) -> SourceKeys {
+        let kept: HashMap<&str, &Arc<Limits>> = previous
+            .map(|p| {
+                p.by_key
+                    .values()
+                    .map(|(s, _)| (&*s.id, &s.limits))
+                    .collect()
+            })
+            .unwrap_or_default();
         // Live links by source, in one pass (not a scan of every link per source: a big
         // catalog is rebuilt on every change).
         let mut live: HashMap<&str, Vec<String>> = HashMap::new();
@@ -84,6 +98,10 @@ impl SourceKeys {
                 workspace: s.workspace.as_str().into(),
                 destinations: live.remove(s.id.as_str()).unwrap_or_default().into(),
                 allowed_origins: s.settings.allowed_origins.clone().into(),
+                limits: match kept.get(s.id.as_str()) {
+                    Some(l) if l.settings == s.settings => Arc::clone(l),
+                    _ => Arc::new(Limits::new(&s.settings)),
+                },
             });
             for k in &s.keys {
                 by_key.insert(k.sha256, (source.clone(), k.expires_at));
@@ -109,6 +127,8 @@ pub struct IngestState {
     pub store: Store,
     /// Sources by write key; replaced whenever the catalog changes ([`IngestState::follow`]).
     pub sources: ArcSwap<SourceKeys>,
+    /// Peers whose `X-Forwarded-For` names the client (`limits::client_ip`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub writer: Writer,
     /// Memory for request bodies in flight.
     pub budget: BodyBudget,
@@ -127,7 +147,8 @@ impl IngestState {
     ) -> IngestState {
         IngestState {
             store,
-            sources: ArcSwap::from_pointee(SourceKeys::of(catalog)),
+            sources: ArcSwap::from_pointee(SourceKeys::of(catalog, None)),
+            trusted_proxies: server.trusted_proxies.clone(),
             writer,
             budget: BodyBudget::new(usize::try_from(server.ingest_memory).unwrap_or(usize::MAX)),
             clock,
@@ -144,7 +165,8 @@ impl IngestState {
     pub async fn follow(self: Arc<Self>, mut catalog: CatalogWatch) {
         while catalog.changed().await.is_ok() {
             let current = catalog.borrow_and_update().clone();
-            self.sources.store(Arc::new(SourceKeys::of(&current)));
+            let next = SourceKeys::of(&current, Some(&self.sources.load()));
+            self.sources.store(Arc::new(next));
         }
     }
 }

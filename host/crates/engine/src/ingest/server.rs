@@ -99,7 +99,7 @@ pub async fn serve(
     let mut next_id: u64 = 0;
     let mut refused_last_logged: Option<Instant> = None;
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -137,7 +137,11 @@ pub async fn serve(
         let app = app.clone();
         let tracked = conn.clone();
         let clock = registry.clone();
-        let service = hyper::service::service_fn(move |request| {
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            // The handlers' client address (per-client rate limits).
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             tracked.busy.store(true, Ordering::Relaxed);
             let (app, tracked, clock) = (app.clone(), tracked.clone(), clock.clone());
             async move {

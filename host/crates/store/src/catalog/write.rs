@@ -451,11 +451,13 @@ async fn apply_step(
             return start_drain(tx, workspace, id, audit, sealer).await;
         }
         CatalogStep::CreateSource { source, key } => {
+            source.settings.limits.validate()?;
             insert_source(tx, source, key).await?;
             OwnedChange::new("create", "source", &source.workspace, &source.id)
                 .after(source_json(source))
         }
         CatalogStep::UpdateSource(s) => {
+            s.settings.limits.validate()?;
             let before = source_row(tx, &s.workspace, &s.id).await?;
             if before == *s {
                 return Ok(None);

@@ -127,6 +127,10 @@ async fn seed_never_reverts(db: Db) {
         write_key: "wk_web_123".into(),
         destinations: vec![DestinationId::try_from("hook").unwrap()],
         allowed_origins: vec![sluice_core::AllowedOrigin::parse("*.shop.example").unwrap()],
+        limits: sluice_core::SourceLimits {
+            client_events_per_second: Some(5.0),
+            ..Default::default()
+        },
     };
     let first = db
         .store
