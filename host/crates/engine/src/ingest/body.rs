@@ -5,9 +5,12 @@
 //! - Time: a body that stalls for [`CHUNK_STALL`] between two chunks, or takes longer than
 //!   [`BODY_DEADLINE`] in all, gets a 408.
 //! - Memory: every byte held (on the wire form and after gzip) is taken from a budget shared
-//!   by all requests in flight, and given back when the request is answered. When the budget
-//!   is spent, the request gets a 503 with `Retry-After` at once: stalled uploads cannot
-//!   exhaust the host, and clients retry.
+//!   by all requests in flight, and given back when the request is answered. What is counted
+//!   is the buffers' capacity, not just the bytes in them: a body is read into a buffer of its
+//!   declared `Content-Length` (taken from the budget before the first byte is read), and a
+//!   body without one grows its buffer by doubling, each step taken from the budget first.
+//!   When the budget is spent, the request gets a 503 with `Retry-After` at once: stalled
+//!   uploads cannot exhaust the host, and clients retry.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -16,10 +19,10 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_ENCODING;
-use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::body_buf::BodyBuf;
 use super::error::ApiError;
 
 /// Largest accepted body, compressed or not (RudderStack's and Segment's limit).
@@ -82,9 +85,16 @@ pub async fn read_body(
     budget: &BodyBudget,
 ) -> Result<(Bytes, BudgetGuard), ApiError> {
     let mut guard = BudgetGuard::default();
-    let raw = tokio::time::timeout(BODY_DEADLINE, read_limited(body, budget, &mut guard))
-        .await
-        .map_err(|_| body_timeout())??;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let raw = tokio::time::timeout(
+        BODY_DEADLINE,
+        read_limited(body, declared, budget, &mut guard),
+    )
+    .await
+    .map_err(|_| body_timeout())??;
     let encoding = headers
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -110,14 +120,20 @@ fn body_timeout() -> ApiError {
     ApiError::timeout("the request body was not received in time")
 }
 
-/// Collects at most `MAX_BODY_BYTES`; past that, drains (bounded) and reports 413.
+/// Collects at most `MAX_BODY_BYTES`; past that, drains (bounded) and reports 413. The buffer
+/// is `declared` bytes when the client says how many (and no more than the limit).
 async fn read_limited(
     body: Body,
+    declared: Option<usize>,
     budget: &BodyBudget,
     guard: &mut BudgetGuard,
 ) -> Result<Bytes, ApiError> {
     let mut body = body.into_data_stream();
-    let mut buf = BytesMut::new();
+    let mut buf = BodyBuf::with_capacity(0);
+    if let Some(n) = declared.filter(|n| *n <= MAX_BODY_BYTES) {
+        budget.take(guard, n)?;
+        buf = BodyBuf::with_capacity(n);
+    }
     let mut total = 0usize;
     loop {
         let next = tokio::time::timeout(CHUNK_STALL, body.next())
@@ -137,14 +153,32 @@ async fn read_limited(
             return Err(ApiError::too_large(MAX_BODY_BYTES));
         }
         if total <= MAX_BODY_BYTES {
-            budget.take(guard, chunk.len())?;
+            grow(&mut buf, chunk.len(), budget, guard)?;
             buf.extend_from_slice(&chunk);
         }
     }
     if total > MAX_BODY_BYTES {
         return Err(ApiError::too_large(MAX_BODY_BYTES));
     }
-    Ok(buf.freeze())
+    Ok(buf.into_bytes())
+}
+
+/// Makes room for `more` bytes, doubling (up to the limit), with the new capacity taken from
+/// the budget before it is allocated.
+fn grow(
+    buf: &mut BodyBuf,
+    more: usize,
+    budget: &BodyBudget,
+    guard: &mut BudgetGuard,
+) -> Result<(), ApiError> {
+    let needed = buf.len() + more;
+    if needed <= buf.capacity() {
+        return Ok(());
+    }
+    let target = needed.max(buf.capacity() * 2).min(MAX_BODY_BYTES.max(needed));
+    budget.take(guard, target - buf.capacity())?;
+    buf.grow_to(target);
+    Ok(())
 }
 
 fn gunzip(raw: &[u8]) -> Result<Bytes, ApiError> {

@@ -14,6 +14,7 @@
 
 mod auth;
 mod body;
+mod body_buf;
 mod clock_skew;
 mod cors;
 mod error;
