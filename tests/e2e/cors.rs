@@ -1,8 +1,9 @@
 //! CORS on ingest, per source (docs/sources.md), at the HTTP level: preflights are answered
 //! for origins a source allows; a request from another origin is refused with 403 and nothing
 //! of it is stored, also when it comes without a preflight (`text/plain`, the key in the
-//! body); requests without `Origin` (servers) are not concerned; a change of a source's
-//! origins through the admin API applies on the next request.
+//! body, or a beacon with the key in the URL); requests without `Origin` (servers) are not
+//! concerned; a change of a source's origins through the admin API applies on the next
+//! request.
 
 use std::time::Duration;
 
@@ -127,6 +128,21 @@ async fn browsers_send_only_from_the_origins_their_source_allows() {
     let (status, _, _) = send(&sluice, SERVER_KEY, None).await;
     assert_eq!(status, 200);
     assert_eq!(stored(&pool).await, 4);
+
+    // A beacon on page unload: no headers of its own, the key in the URL.
+    let beacon = |origin: &'static str, seq: i64| {
+        client()
+            .post(sluice.url(&format!("/beacon/v1/batch?writeKey={WRITE_KEY}")))
+            .header("content-type", "text/plain;charset=UTF-8")
+            .header("origin", origin)
+            .body(json!({ "batch": [track("u2", seq)] }).to_string())
+            .send()
+    };
+    let ok = beacon("https://shop.example", 0).await.expect("an answer");
+    assert_eq!(ok.status().as_u16(), 200);
+    let refused = beacon("https://evil.example", 1).await.expect("an answer");
+    assert_eq!(refused.status().as_u16(), 403);
+    assert_eq!(stored(&pool).await, 5);
 
     // A change through the admin API holds from the next request.
     let api = Api::new(&sluice, Some(OPS_TOKEN));

@@ -117,7 +117,11 @@ async fn stalled_uploads_are_refused_or_timed_out_and_memory_stays_in_budget() {
     // allocated: RSS stays within the budget plus a fixed overhead (connections, hyper's
     // read buffers, allocator slack) of 16 MiB.
     let peak = rss_bytes(pid);
-    eprintln!("RSS {} MiB before, {} MiB with the uploads stalled", base >> 20, peak >> 20);
+    eprintln!(
+        "RSS {} MiB before, {} MiB with the uploads stalled",
+        base >> 20,
+        peak >> 20
+    );
     assert!(
         peak < base + (32 << 20) + (16 << 20),
         "memory grew from {} MB to {} MB",

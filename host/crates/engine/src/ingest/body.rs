@@ -175,7 +175,9 @@ fn grow(
     if needed <= buf.capacity() {
         return Ok(());
     }
-    let target = needed.max(buf.capacity() * 2).min(MAX_BODY_BYTES.max(needed));
+    let target = needed
+        .max(buf.capacity() * 2)
+        .min(MAX_BODY_BYTES.max(needed));
     budget.take(guard, target - buf.capacity())?;
     buf.grow_to(target);
     Ok(())

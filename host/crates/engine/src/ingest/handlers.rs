@@ -50,11 +50,12 @@ struct SingleBody<'a> {
 /// `POST /v1/batch`: `{"batch": [...], "sentAt"?, "writeKey"?}`.
 pub async fn batch(
     State(state): State<Arc<IngestState>>,
+    uri: Uri,
     extensions: Extensions,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let header_source = source_from_header(&state, &headers)?;
+    let header_source = source_from_header(&state, &headers, &uri)?;
     // The budget is held until the answer: the events built from the body take as much again.
     let (bytes, _budget) = read_body(&headers, body, &state.budget).await?;
     let doc: BatchBody = parse(&bytes)?;
@@ -85,7 +86,7 @@ pub async fn single(
         .next()
         .unwrap_or_default()
         .to_string();
-    let header_source = source_from_header(&state, &headers)?;
+    let header_source = source_from_header(&state, &headers, &uri)?;
     let (bytes, _budget) = read_body(&headers, body, &state.budget).await?;
     let doc: SingleBody = parse(&bytes)?;
     let source = match header_source {
@@ -200,11 +201,19 @@ pub async fn health(State(state): State<Arc<IngestState>>) -> (StatusCode, Json<
 
 /// The source named by the Basic credentials, if the request carries them. An unknown key is
 /// refused here, before a byte of the body is read.
+/// The source of the key sent before the body: the HTTP Basic username, else `writeKey` in
+/// the URL's query (beacons and `keepalive` sends on page unload carry no headers of their
+/// own, e.g. RudderStack's `/beacon/v1/batch?writeKey=…`).
 fn source_from_header(
     state: &IngestState,
     headers: &HeaderMap,
+    uri: &Uri,
 ) -> Result<Option<Arc<Source>>, ApiError> {
-    match basic_auth_key(headers)? {
+    let key = match basic_auth_key(headers)? {
+        Some(key) => Some(key),
+        None => query_key(uri),
+    };
+    match key {
         None => Ok(None),
         Some(key) => state
             .source(&key)
@@ -213,10 +222,18 @@ fn source_from_header(
     }
 }
 
+fn query_key(uri: &Uri) -> Option<String> {
+    form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, _)| k == "writeKey")
+        .map(|(_, v)| v.into_owned())
+        .filter(|k| !k.is_empty())
+}
+
 fn source_from_body(state: &IngestState, key: Option<&str>) -> Result<Arc<Source>, ApiError> {
     let key = key.filter(|k| !k.is_empty()).ok_or_else(|| {
         ApiError::unauthorized(
-            "no write key: send it as the HTTP Basic username or as `writeKey` in the body",
+            "no write key: send it as the HTTP Basic username, as `writeKey` in the body, or as \
+             `?writeKey=` in the URL",
         )
     })?;
     state

@@ -174,7 +174,10 @@ impl IngestState {
 
 /// The ingest routes (no listener: tests can drive it with `oneshot`).
 pub fn router(state: Arc<IngestState>) -> Router {
-    let mut app = Router::new().route("/v1/batch", post(handlers::batch));
+    // `/beacon/v1/batch`: where RudderStack's SDK sends its beacons on page unload.
+    let mut app = Router::new()
+        .route("/v1/batch", post(handlers::batch))
+        .route("/beacon/v1/batch", post(handlers::batch));
     for kind in event::EVENT_TYPES {
         app = app.route(&format!("/v1/{kind}"), post(handlers::single));
     }
