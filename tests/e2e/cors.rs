@@ -144,6 +144,38 @@ async fn browsers_send_only_from_the_origins_their_source_allows() {
     assert_eq!(refused.status().as_u16(), 403);
     assert_eq!(stored(&pool).await, 5);
 
+    // Segment's browser SDK: `/v1/t` for one track, `/v1/b` for a batch, text/plain, the key
+    // in the body (and as Basic auth).
+    let segment = |path: &str, body: Value| {
+        client()
+            .post(sluice.url(path))
+            .basic_auth(WRITE_KEY, Some(""))
+            .header("content-type", "text/plain")
+            .header("origin", "https://shop.example")
+            .body(body.to_string())
+            .send()
+    };
+    let mut one = track("u3", 0);
+    one.as_object_mut().expect("an object").remove("type");
+    one["writeKey"] = json!(WRITE_KEY);
+    let r = segment("/v1/t", one).await.expect("an answer");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = segment(
+        "/v1/b",
+        json!({ "writeKey": WRITE_KEY, "batch": [track("u3", 1), track("u3", 2)] }),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(r.status().as_u16(), 200);
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT event::json->>'type' FROM events WHERE event::json->>'userId' = 'u3' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("events");
+    assert_eq!(types, vec!["track", "track", "track"]);
+    assert_eq!(stored(&pool).await, 8);
+
     // A change through the admin API holds from the next request.
     let api = Api::new(&sluice, Some(OPS_TOKEN));
     let (status, body) = api

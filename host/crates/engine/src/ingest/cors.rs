@@ -35,7 +35,7 @@ pub fn layer(state: Arc<IngestState>) -> CorsLayer {
                 .to_str()
                 .is_ok_and(|o| state.sources.load().any_allows(o))
         }))
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::OPTIONS])
         .allow_headers(AllowHeaders::mirror_request())
         .allow_credentials(true)
         .expose_headers([RETRY_AFTER])

@@ -80,12 +80,8 @@ pub async fn single(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let kind = uri
-        .path()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let last = uri.path().rsplit('/').next().unwrap_or_default();
+    let kind = short_kind(last).unwrap_or(last).to_string();
     let header_source = source_from_header(&state, &headers, &uri)?;
     let (bytes, _budget) = read_body(&headers, body, &state.budget).await?;
     let doc: SingleBody = parse(&bytes)?;
@@ -101,6 +97,24 @@ pub async fn single(
     let request = append_request(&source, &received, vec![event]);
     store(&state, &source, request).await
 }
+
+/// The event type of one of Segment's short paths (`/v1/t`, the browser SDK's), if it is one.
+pub fn short_kind(segment: &str) -> Option<&'static str> {
+    SHORT_PATHS
+        .iter()
+        .find(|(short, _)| *short == segment)
+        .map(|(_, kind)| *kind)
+}
+
+/// Segment's browser SDK posts single events to `/v1/<letter>` (and batches to `/v1/b`).
+pub const SHORT_PATHS: [(&str, &str); 6] = [
+    ("t", "track"),
+    ("i", "identify"),
+    ("p", "page"),
+    ("s", "screen"),
+    ("g", "group"),
+    ("a", "alias"),
+];
 
 /// The connection's peer, as the listener records it (absent when a test drives the router).
 fn peer(extensions: &Extensions) -> Option<SocketAddr> {

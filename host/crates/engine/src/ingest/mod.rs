@@ -181,6 +181,11 @@ pub fn router(state: Arc<IngestState>) -> Router {
     for kind in event::EVENT_TYPES {
         app = app.route(&format!("/v1/{kind}"), post(handlers::single));
     }
+    // Segment's browser SDK: `/v1/t` for a track, … and `/v1/b` for a batch.
+    for (short, _) in handlers::SHORT_PATHS {
+        app = app.route(&format!("/v1/{short}"), post(handlers::single));
+    }
+    app = app.route("/v1/b", post(handlers::batch));
     app.route("/health", get(handlers::health))
         .layer(cors::layer(state.clone()))
         .with_state(state)
