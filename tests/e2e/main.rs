@@ -32,6 +32,7 @@ mod plugin_sdk;
 mod receivers;
 mod sandbox;
 mod scrub;
+mod sdk_settings;
 mod secrets;
 mod shipped_plugins;
 mod sink_cli;

@@ -236,7 +236,7 @@ fn source_from_header(
     }
 }
 
-fn query_key(uri: &Uri) -> Option<String> {
+pub(super) fn query_key(uri: &Uri) -> Option<String> {
     form_urlencoded::parse(uri.query()?.as_bytes())
         .find(|(k, _)| k == "writeKey")
         .map(|(_, v)| v.into_owned())

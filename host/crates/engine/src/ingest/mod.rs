@@ -21,6 +21,7 @@ mod error;
 pub mod event;
 mod handlers;
 mod limits;
+mod sdk_settings;
 pub mod server;
 pub mod writer;
 
@@ -62,6 +63,8 @@ pub struct Source {
 #[derive(Debug, Default)]
 pub struct SourceKeys {
     by_key: HashMap<KeyHash, (Arc<Source>, Option<OffsetDateTime>)>,
+    /// The keys of disabled sources: only the SDK settings answer tells them apart.
+    disabled: HashMap<KeyHash, (Arc<Source>, Option<OffsetDateTime>)>,
     /// Every enabled source's allowed origins together: what a preflight is answered for.
     origins: Vec<AllowedOrigin>,
 }
@@ -87,9 +90,10 @@ impl SourceKeys {
                 .push(l.destination.to_string());
         }
         let mut by_key = HashMap::new();
+        let mut disabled = HashMap::new();
         let mut origins: Vec<AllowedOrigin> = Vec::new();
-        for s in catalog.sources.iter().filter(|s| s.enabled) {
-            for o in &s.settings.allowed_origins {
+        for s in &catalog.sources {
+            for o in s.settings.allowed_origins.iter().filter(|_| s.enabled) {
                 if !origins.contains(o) {
                     origins.push(o.clone());
                 }
@@ -104,11 +108,20 @@ impl SourceKeys {
                     _ => Arc::new(Limits::new(&s.settings)),
                 },
             });
+            let keys = if s.enabled {
+                &mut by_key
+            } else {
+                &mut disabled
+            };
             for k in &s.keys {
-                by_key.insert(k.sha256, (source.clone(), k.expires_at));
+                keys.insert(k.sha256, (source.clone(), k.expires_at));
             }
         }
-        SourceKeys { by_key, origins }
+        SourceKeys {
+            by_key,
+            disabled,
+            origins,
+        }
     }
 
     /// Whether some enabled source lets pages of `origin` send.
@@ -119,6 +132,12 @@ impl SourceKeys {
     /// The source `key` belongs to, if the key is known and not expired at `now`.
     pub fn find(&self, key: &str, now: OffsetDateTime) -> Option<Arc<Source>> {
         let (source, expires_at) = self.by_key.get(&key_sha256(key))?;
+        expires_at.is_none_or(|t| now < t).then(|| source.clone())
+    }
+
+    /// The disabled source `key` belongs to, if any (it gets no events either way).
+    pub fn find_disabled(&self, key: &str, now: OffsetDateTime) -> Option<Arc<Source>> {
+        let (source, expires_at) = self.disabled.get(&key_sha256(key))?;
         expires_at.is_none_or(|t| now < t).then(|| source.clone())
     }
 }
@@ -186,6 +205,11 @@ pub fn router(state: Arc<IngestState>) -> Router {
         app = app.route(&format!("/v1/{short}"), post(handlers::single));
     }
     app = app.route("/v1/b", post(handlers::batch));
+    // What the browser SDKs fetch when a page loads them.
+    app = app
+        .route("/sourceConfig", get(sdk_settings::rudderstack))
+        .route("/sourceConfig/", get(sdk_settings::rudderstack))
+        .route("/v1/projects/{key}/settings", get(sdk_settings::segment));
     app.route("/health", get(handlers::health))
         .layer(cors::layer(state.clone()))
         .with_state(state)
