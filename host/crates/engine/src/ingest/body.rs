@@ -102,8 +102,9 @@ pub async fn read_body(
     let body = match encoding.as_deref() {
         None | Some("") | Some("identity") => raw,
         Some("gzip") | Some("x-gzip") => {
-            let out = gunzip(&raw)?;
-            budget.take(&mut guard, out.len())?;
+            // The compressed form is no longer needed once inflated.
+            let out = gunzip(&raw, budget, &mut guard)?;
+            drop(raw);
             out
         }
         Some(other) => {
@@ -183,21 +184,59 @@ fn grow(
     Ok(())
 }
 
-fn gunzip(raw: &[u8]) -> Result<Bytes, ApiError> {
-    let mut out = Vec::with_capacity((raw.len() * 4).min(MAX_BODY_BYTES + 1));
-    let mut reader = flate2::read::GzDecoder::new(raw).take(MAX_BODY_BYTES as u64 + 1);
-    reader.read_to_end(&mut out).map_err(|e| {
+/// Inflates `raw` into a buffer that grows like a body's, each step taken from the budget
+/// before it is allocated (a small gzip body cannot inflate past the budget, or the limit).
+fn gunzip(raw: &[u8], budget: &BodyBudget, guard: &mut BudgetGuard) -> Result<Bytes, ApiError> {
+    let invalid = |e: std::io::Error| {
         ApiError::bad_request("invalid_gzip", format!("the gzip body is invalid: {e}"))
-    })?;
-    if out.len() > MAX_BODY_BYTES {
-        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    };
+    let mut reader = flate2::read::GzDecoder::new(raw).take(MAX_BODY_BYTES as u64 + 1);
+    let mut out = BodyBuf::with_capacity(0);
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = reader.read(&mut chunk).map_err(invalid)?;
+        if n == 0 {
+            break;
+        }
+        if out.len() + n > MAX_BODY_BYTES {
+            return Err(ApiError::too_large(MAX_BODY_BYTES));
+        }
+        grow(&mut out, n, budget, guard)?;
+        out.extend_from_slice(&chunk[..n]);
     }
-    Ok(Bytes::from(out))
+    Ok(out.into_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_body_inflates_within_the_budget_and_the_limit() {
+        let data = vec![b'a'; 1 << 20];
+        let budget = BodyBudget::new(8 << 20);
+        let mut guard = BudgetGuard::default();
+        let out = gunzip(&gzip(&data), &budget, &mut guard).unwrap();
+        assert_eq!(out.len(), data.len());
+        assert!(out.iter().all(|b| *b == b'a'));
+        // What it inflates to is counted: a small budget refuses it (503), not after the fact.
+        let small = BodyBudget::new(256 << 10);
+        let err = gunzip(&gzip(&data), &small, &mut BudgetGuard::default()).unwrap_err();
+        assert_eq!(err.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        // A bomb stops at the limit.
+        let bomb = gzip(&vec![0u8; MAX_BODY_BYTES + 1]);
+        let big = BodyBudget::new(64 << 20);
+        let err = gunzip(&bomb, &big, &mut BudgetGuard::default()).unwrap_err();
+        assert_eq!(err.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(gunzip(b"not gzip", &big, &mut BudgetGuard::default()).is_err());
+    }
 
     #[test]
     fn the_budget_refuses_at_once_when_spent_and_refills_on_drop() {
