@@ -81,14 +81,15 @@ impl Limits {
     /// Takes `events` tokens from the source's bucket and `client`'s; 429 when either is short.
     pub fn admit(&self, client: IpAddr, events: usize) -> Result<(), ApiError> {
         let n = u32::try_from(events).unwrap_or(u32::MAX).max(1);
-        let clock = DefaultClock::default();
+        // Read only when refusing: the wait until the bucket holds the events.
+        let now = || DefaultClock::default().now();
         if let Some(source) = &self.source {
             let n = NonZeroU32::new(n.min(self.effective.source.map_or(1, |b| b.burst)))
                 .unwrap_or(NonZeroU32::MIN);
             if let Ok(Err(not_until)) = source.check_n(n) {
                 return Err(ApiError::rate_limited(
                     "this source is over its events_per_second",
-                    not_until.wait_time_from(clock.now()),
+                    not_until.wait_time_from(now()),
                 ));
             }
         }
@@ -101,7 +102,7 @@ impl Limits {
             if let Ok(Err(not_until)) = clients.check_key_n(&client, n) {
                 return Err(ApiError::rate_limited(
                     "this client is over its source's client_events_per_second",
-                    not_until.wait_time_from(clock.now()),
+                    not_until.wait_time_from(now()),
                 ));
             }
         }
