@@ -8,6 +8,7 @@ mod attempts;
 mod backlog;
 mod catalog;
 mod catalog_drain;
+mod catalog_secrets;
 mod datasets;
 mod job_list;
 mod lanes;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
     trials.extend(backlog::tests());
     trials.extend(catalog::tests());
     trials.extend(catalog_drain::tests());
+    trials.extend(catalog_secrets::tests());
     trials.extend(lanes::tests());
     trials.extend(rows::tests());
     trials.extend(datasets::tests());
