@@ -6,6 +6,7 @@ mod harness;
 
 mod admin;
 mod backfill;
+mod browser_sdks;
 mod catalog;
 mod cli;
 mod clients;

@@ -3,7 +3,6 @@
 //! after the sink is fixed clicks Retry, confirms, and sees the job delivered. The catalog
 //! view's forms are tested in `catalog_form`.
 
-mod browser;
 mod catalog_form;
 
 use std::sync::Arc;
@@ -13,8 +12,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::admin::{Api, OPS_TOKEN, READ_TOKEN, admin_section, admin_url, jobs};
+use crate::harness::browser::Browser;
 use crate::harness::*;
-use browser::Browser;
 
 /// An hour's backoff: only the operator brings the failed job back during the test.
 const SLOW_RETRY: &str =

@@ -1,5 +1,6 @@
 //! Test harness: the real binary, real embedded Postgres, real compiled plugins, a local sink.
 
+pub mod browser;
 pub mod mock_api;
 pub mod pg;
 pub mod plugins;
@@ -88,6 +89,21 @@ pub fn events(users: usize, n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| track(&format!("user-{}", i % users), (i / users) as i64))
         .collect()
+}
+
+/// Installs Debian `packages` with apt-get (the tests install what they need rather than skip);
+/// whether it worked.
+pub fn apt_install(packages: &[&str]) -> bool {
+    let apt = |args: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = [&["install", "-y", "--no-install-recommends"], packages].concat();
+    // A fresh machine may have no package lists yet: update, then try again.
+    apt(&install) || (apt(&["update"]) && apt(&install))
 }
 
 pub fn client() -> reqwest::Client {

@@ -26,6 +26,8 @@ pub struct Received {
     pub nth: usize,
     /// What the sink answered.
     pub status: u16,
+    /// The delivered event, as the webhook carried it.
+    pub event: Value,
     pub at: Instant,
 }
 
@@ -118,6 +120,7 @@ async fn receive(State(state): State<Arc<SinkState>>, headers: HeaderMap, body: 
         signature_ok: signature_ok(&state.secret, &headers, &body),
         nth,
         status: 0,
+        event: event.clone(),
         at: Instant::now(),
     };
     r.status = (state.behaviour)(&r);

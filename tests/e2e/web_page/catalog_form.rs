@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::browser::Browser;
 use crate::admin::{Api, OPS_TOKEN, READ_TOKEN, admin_section, admin_url};
+use crate::harness::browser::Browser;
 use crate::harness::*;
 
 const URL_FIELD: &str = "#destination-form [name='config.url']";

@@ -43,6 +43,10 @@ fn describe() {
         "Events accepted and stored, per source."
     );
     describe_counter!(
+        "sluice_ingest_refused_total",
+        "Ingest requests refused, per reason (the `error` code of the answer: rate_limited, origin_not_allowed, invalid_write_key, busy, ...)."
+    );
+    describe_counter!(
         "sluice_jobs_total",
         "Attempts ended, per destination and outcome (delivered, skipped, failed, aborted, throttled), and jobs its filter kept from the destination (filtered)."
     );
@@ -99,6 +103,12 @@ fn describe() {
 pub fn events_ingested(workspace: &str, source: &str, n: u64) {
     counter!("sluice_events_ingested_total", "workspace" => workspace.to_string(), "source" => source.to_string())
         .increment(n);
+}
+
+/// An ingest request refused; `reason` is one of the answer codes (a fixed set), so the
+/// number of series stays bounded.
+pub fn ingest_refused(reason: &'static str) {
+    counter!("sluice_ingest_refused_total", "reason" => reason).increment(1);
 }
 
 /// Also counted per lane for `lane_stats` (the admin API's rates), like the concurrency

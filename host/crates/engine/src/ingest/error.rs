@@ -116,6 +116,8 @@ impl From<WriteError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // Operators of public keys watch these (abuse, a site missing from allowed_origins).
+        crate::metrics::ingest_refused(self.code);
         let body = serde_json::json!({ "error": self.code, "message": self.message });
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {

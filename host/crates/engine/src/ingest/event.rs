@@ -11,8 +11,10 @@
 //!
 //! Normalisation: a missing `messageId` gets a UUID, `receivedAt` is set by the server, a batch's
 //! `sentAt` is copied onto events without one, an event with `sentAt` and `originalTimestamp`
-//! but no `timestamp` gets one corrected for the device's clock (`clock_skew`), and a
-//! body-level `writeKey` is not stored.
+//! but no `timestamp` gets one corrected for the device's clock (`clock_skew`), so does one
+//! from a Segment device library that sent the device's time as `timestamp` (that value is
+//! kept, renamed `originalTimestamp`, as Segment stores it), and a body-level `writeKey` is
+//! not stored.
 //!
 //! The event is rebuilt from its top-level members *as raw text*: every value the server does
 //! not manage is copied byte for byte, in the order sent, so numbers keep every digit (even
@@ -212,9 +214,15 @@ pub fn normalize(
         out.push(':');
         out.push_str(value);
     };
+    let timestamp = corrected_timestamp(&members, meta);
     let replace_type = forced_type.is_some();
     for (k, v) in &members.0 {
         if MANAGED.contains(&&**k) || (replace_type && k == "type") {
+            continue;
+        }
+        if k == "timestamp" && matches!(timestamp, Some(CorrectedTimestamp::FromDevice(_))) {
+            // Segment's device libraries: their `timestamp` is the device's time.
+            put(&mut out, "originalTimestamp", v.get());
             continue;
         }
         put(&mut out, k, v.get());
@@ -243,13 +251,8 @@ pub fn normalize(
     {
         put(&mut out, "sentAt", sent_at.get());
     }
-    if members.get("timestamp").is_none()
-        && let Some(sent_at) = members.get("sentAt").or(meta.sent_at)
-        && let Some(original) = members.get("originalTimestamp")
-        && let Some(timestamp) =
-            super::clock_skew::corrected_timestamp(meta.received_at, sent_at, original)
-    {
-        put(&mut out, "timestamp", &timestamp);
+    if let Some(CorrectedTimestamp::Added(t) | CorrectedTimestamp::FromDevice(t)) = timestamp {
+        put(&mut out, "timestamp", &t);
     }
     out.push('}');
     Ok(NewEvent {
@@ -257,6 +260,35 @@ pub fn normalize(
         user_key,
         json: out,
     })
+}
+
+/// A `timestamp` corrected for the device's clock (`clock_skew`), as a JSON string literal.
+enum CorrectedTimestamp {
+    /// The event had `originalTimestamp` and no `timestamp` (RudderStack's SDKs).
+    Added(String),
+    /// The event came from a Segment device library, whose `timestamp` is the device's time:
+    /// that value becomes `originalTimestamp`.
+    FromDevice(String),
+}
+
+fn corrected_timestamp(members: &Members, meta: &RequestMeta) -> Option<CorrectedTimestamp> {
+    use super::clock_skew;
+    let sent_at = members.get("sentAt").or(meta.sent_at)?;
+    let original = members.get("originalTimestamp");
+    match members.get("timestamp") {
+        None => clock_skew::corrected_timestamp(meta.received_at, sent_at, original?)
+            .map(CorrectedTimestamp::Added),
+        Some(device_time)
+            if original.is_none()
+                && members
+                    .get("context")
+                    .is_some_and(clock_skew::from_device_library) =>
+        {
+            clock_skew::corrected_timestamp(meta.received_at, sent_at, device_time)
+                .map(CorrectedTimestamp::FromDevice)
+        }
+        Some(_) => None,
+    }
 }
 
 /// A user id as a non-empty string, if present; numbers count (some SDKs send numeric ids)
@@ -450,6 +482,47 @@ mod tests {
         let e = normalize(&raw(mine), None, &meta).unwrap();
         assert_eq!(e.json.matches("\"timestamp\"").count(), 1);
         assert!(e.json.contains(r#""timestamp":"mine""#));
+    }
+
+    #[test]
+    fn a_segment_device_librarys_timestamp_becomes_original_timestamp_and_is_corrected() {
+        // analytics.js in a browser whose clock is 2 h fast; the event waited 40 ms on it.
+        let meta = RequestMeta {
+            received_at: "2026-01-01T10:00:00.100Z",
+            sent_at: None,
+        };
+        let sent = r#"{"type":"track","event":"E","anonymousId":"a","timestamp":"2026-01-01T12:00:00.000Z","sentAt":"2026-01-01T12:00:00.040Z","context":{"library":{"name":"analytics.js","version":"next-1.84.3"}},"writeKey":"wk"}"#;
+        let e = normalize(&raw(sent), None, &meta).unwrap();
+        assert!(
+            e.json.starts_with(r#"{"type":"track","event":"E","anonymousId":"a","originalTimestamp":"2026-01-01T12:00:00.000Z","sentAt":"2026-01-01T12:00:00.040Z","context":{"library":{"name":"analytics.js","version":"next-1.84.3"}},"messageId":"#),
+            "the device's time kept in place as originalTimestamp: {}",
+            e.json
+        );
+        assert!(
+            e.json
+                .ends_with(r#""timestamp":"2026-01-01T10:00:00.060Z"}"#),
+            "{}",
+            e.json
+        );
+        assert_eq!(e.json.matches("\"timestamp\"").count(), 1);
+
+        // A server library's timestamp (a historical import) is the caller's: kept as sent.
+        let server = sent.replace("analytics.js", "analytics-python");
+        let e = normalize(&raw(&server), None, &meta).unwrap();
+        assert!(e.json.contains(r#""timestamp":"2026-01-01T12:00:00.000Z""#));
+        assert!(!e.json.contains("originalTimestamp"));
+        // A device library's event that already has both times is kept as sent.
+        let both = sent.replace(
+            r#""timestamp""#,
+            r#""originalTimestamp":"2026-01-01T11:59:59.000Z","timestamp""#,
+        );
+        let e = normalize(&raw(&both), None, &meta).unwrap();
+        assert!(e.json.contains(r#""timestamp":"2026-01-01T12:00:00.000Z""#));
+        // Without sentAt there is nothing to correct with.
+        let unsent = sent.replace(r#""sentAt":"2026-01-01T12:00:00.040Z","#, "");
+        let e = normalize(&raw(&unsent), None, &meta).unwrap();
+        assert!(e.json.contains(r#""timestamp":"2026-01-01T12:00:00.000Z""#));
+        assert!(!e.json.contains("originalTimestamp"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Headless Chromium for the page tests, driven over WebDriver (`fantoccini` + Debian's
-//! `chromedriver`). Chromium is installed with apt when missing: the test must run in CI, not
-//! skip. Waits poll with deadlines; nothing sleeps for a fixed time.
+//! Headless Chromium for the browser tests (the operator page, the browser SDKs), driven over
+//! WebDriver (`fantoccini` + Debian's `chromedriver`). Chromium is installed with apt when
+//! missing: the tests must run in CI, not skip. Waits poll with deadlines; nothing sleeps for a
+//! fixed time.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -44,25 +45,10 @@ fn ensure_installed() {
     if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
         return;
     }
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let install = [
-        "install",
-        "-y",
-        "--no-install-recommends",
-        "chromium",
-        "chromium-driver",
-    ];
-    // A fresh machine may have no package lists yet: update, then try again.
-    let ok = apt(&install) || (apt(&["update"]) && apt(&install));
+    let ok = super::apt_install(&["chromium", "chromium-driver"]);
     assert!(
         ok && Path::new(CHROMEDRIVER).exists(),
-        "the web page test needs Debian's chromium and chromium-driver, and `apt-get install -y \
+        "the browser tests need Debian's chromium and chromium-driver, and `apt-get install -y \
          chromium chromium-driver` failed (it must run as root with apt reachable)"
     );
 }
