@@ -105,12 +105,18 @@ async fn sends_through_sluice_alone(sdk: &str) {
     let browser = Browser::start().await;
     let before = OffsetDateTime::now_utc();
 
+    // Unload sends: RudderStack's `useBeacon` (all events by beacon, in batches); Segment's
+    // batching strategy with `keepalive`. Segment's default strategy sends each event in a
+    // request of its own, and requests made at once race (seen here: `page` stored after the
+    // `track` made after it); the batches keep the order the page made its events in. The
+    // single-event paths are what the rate-limit tests below use.
     let url = page.url(&[
         ("sdk", sdk),
         ("api", &sluice.url("")),
         ("wk", WRITE_KEY),
         ("step", "1"),
         ("beacon", "1"),
+        ("batch", if sdk == SEGMENT { "1" } else { "0" }),
         ("skew", &SKEW_MS.to_string()),
     ]);
     browser.client.goto(&url).await.expect("open the page");
