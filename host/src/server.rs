@@ -125,6 +125,7 @@ async fn serve(
     };
     let maintenance_wake = Arc::new(Notify::new());
     let writer = ingest::Writer::start(
+        server.ingest_writers,
         store.clone(),
         dedup,
         router.wakers(),

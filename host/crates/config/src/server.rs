@@ -40,6 +40,10 @@ pub struct ServerConfig {
     /// Connections to PostgreSQL.
     #[serde(default = "default_db_connections")]
     pub db_connections: u32,
+    /// Ingest transactions that run at once (group commit per writer; a workspace always goes
+    /// to the same writer, so its ids stay in commit order). 1 is one transaction at a time.
+    #[serde(default = "default_ingest_writers")]
+    pub ingest_writers: usize,
     /// How often maintenance runs while there is work (rescue, datasets, dedup expiry).
     #[serde(default = "default_maintenance_interval", with = "humantime_serde")]
     pub maintenance_interval: Duration,
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             lane_linger: default_linger(),
             lane_memory: default_lane_memory(),
             db_connections: default_db_connections(),
+            ingest_writers: default_ingest_writers(),
             maintenance_interval: default_maintenance_interval(),
             datasets: DatasetConfig::default(),
             max_connections: None,
@@ -128,6 +133,9 @@ fn default_lane_memory() -> u64 {
 }
 fn default_db_connections() -> u32 {
     16
+}
+fn default_ingest_writers() -> usize {
+    4
 }
 fn default_maintenance_interval() -> Duration {
     Duration::from_secs(5)

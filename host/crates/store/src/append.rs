@@ -1,23 +1,27 @@
 //! Ingest's write: a group of HTTP requests appended to the event log in one transaction.
 //!
 //! Contract:
-//! - The transaction holds the ingest lock (`ingest_lock`) from before it takes ids until it
-//!   commits. Ids are therefore handed out in commit order, across every host, and the ids a
-//!   reader can see always form a prefix: a lane that has read up to id N never later finds an
-//!   id below N appear. `ingest_head.last_id` is set in the same transaction, so a reader
-//!   learns how far that prefix goes in the snapshot it reads in.
-//! - Each request's accepted events get consecutive ids, in request order; requests of one
-//!   group follow each other. Each event is written once, whatever number of destinations
-//!   its source feeds (lanes read the log; nothing is fanned out at write time).
+//! - The transaction holds the ingest lock of every workspace it writes to (`ingest_lock`)
+//!   from before it takes ids until it commits. Within a workspace, ids are therefore handed
+//!   out in commit order, across every host, and the ids a reader of the workspace can see
+//!   always form a prefix: a lane that has read up to id N never later finds an id below N
+//!   appear. `workspace_heads.last_id` is set in the same transaction, so a reader learns how
+//!   far that prefix goes in the snapshot it reads in. Two workspaces never wait for each
+//!   other: their ids interleave, and each workspace's are in its own commit order.
+//! - Each request's accepted events get increasing ids, in request order (consecutive unless
+//!   another workspace's transaction took ids at the same moment); requests of one group
+//!   follow each other. Each event is written once, whatever number of destinations its
+//!   source feeds (lanes read the log; nothing is fanned out at write time).
 //! - Dedup: a (source, messageId) seen within the window is dropped, as is a repeat inside the
 //!   group (see `dedup`).
 //! - Rows go in with binary COPY (no escaping, no per-row statements).
 //!
 //! The steps, in one transaction:
-//! 1. take the ingest lock;
+//! 1. take the ingest locks (the store-wide one shared, the workspaces' exclusive);
 //! 2. find the new events: drop repeats inside the group, then those seen within the window
 //!    (recording the others);
-//! 3. if any event is left: reserve its ids (moving `ingest_head`) and find the open dataset;
+//! 3. if any event is left: take its ids, move the workspaces' heads, and find the open
+//!    dataset;
 //! 4. COPY the events into the log;
 //! 5. NOTIFY the other hosts, if asked;
 //! 6. commit.
@@ -52,14 +56,16 @@ pub struct AppendRequest {
 }
 
 /// What happened to one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AppendOutcome {
     /// Events stored.
     pub accepted: usize,
     /// Events dropped as already seen within the dedup window.
     pub duplicates: usize,
-    /// The ids of the accepted events: `first_id ..= first_id + accepted - 1`.
+    /// The first of `ids`.
     pub first_id: Option<i64>,
+    /// The ids of the accepted events, in request order (increasing).
+    pub ids: Vec<i64>,
 }
 
 impl Store {
@@ -76,22 +82,24 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::from_sqlx("starting the ingest transaction"))?;
-        ingest_lock::take(&mut tx, "taking the ingest lock").await?;
+        let workspaces: Vec<&str> = requests.iter().map(|r| &*r.workspace_id).collect();
+        ingest_lock::take_for_ingest(&mut tx, &workspaces).await?;
         let keep = events_new(&mut tx, requests, dedup).await?;
         let total: usize = keep.iter().flatten().filter(|k| **k).count();
-        let mut first_id = None;
+        let mut ids = Vec::new();
         if total > 0 {
-            let (first, dataset) = ids_reserve(&mut tx, total).await?;
-            events_copy(&mut tx, requests, &keep, dataset, first).await?;
+            let dataset;
+            (ids, dataset) = ids_take(&mut tx, total).await?;
+            heads_move(&mut tx, requests, &keep, &ids).await?;
+            events_copy(&mut tx, requests, &keep, dataset, &ids).await?;
             if let Some(payload) = notify {
                 notify::notify(&mut *tx, payload, "notifying other hosts").await?;
             }
-            first_id = Some(first);
         }
         tx.commit()
             .await
             .map_err(StoreError::from_sqlx("committing the ingest transaction"))?;
-        Ok(outcomes(requests, &keep, first_id))
+        Ok(outcomes(requests, &keep, &ids))
     }
 }
 
@@ -124,12 +132,13 @@ async fn events_new(
             .first()
             .map_or_else(OffsetDateTime::now_utc, |r| r.received_at),
     );
-    let candidates: Vec<Uuid> = hashes
+    let candidates: Vec<(&str, Uuid)> = requests
         .iter()
-        .flatten()
+        .zip(&hashes)
+        .flat_map(|(r, hs)| hs.iter().map(move |h| (&*r.workspace_id, *h)))
         .zip(keep.iter().flatten())
         .filter(|(_, k)| **k)
-        .map(|(h, _)| *h)
+        .map(|(c, _)| c)
         .collect();
     let seen = dedup::dedup_keys_check(conn, now_minute, d, candidates).await?;
     for (h, k) in hashes.iter().flatten().zip(keep.iter_mut().flatten()) {
@@ -138,27 +147,63 @@ async fn events_new(
     Ok(keep)
 }
 
-/// Step 3: reserves `total` ids, the next ones in commit order (the caller holds the ingest
-/// lock), and moves `ingest_head` to the last. Returns the first id and the open dataset.
-async fn ids_reserve(conn: &mut PgConnection, total: usize) -> Result<(i64, i32), StoreError> {
+/// Step 3: takes `total` ids from the sequence, increasing (the caller holds its workspaces'
+/// locks, so they come after every id of those workspaces already committed), and finds the
+/// open dataset. One `nextval` per id: a block taken with `setval` could overlap the ids that
+/// another workspace's transaction takes at the same moment.
+async fn ids_take(conn: &mut PgConnection, total: usize) -> Result<(Vec<i64>, i32), StoreError> {
     let row = sqlx::query(
-        "WITH r AS (SELECT setval('event_id_seq', nextval('event_id_seq') + $1 - 1) AS last)
-         UPDATE ingest_head SET last_id = r.last FROM r
-         RETURNING r.last,
-             (SELECT dataset FROM datasets WHERE closed_at IS NULL
-              ORDER BY dataset DESC LIMIT 1) AS dataset",
+        "SELECT (SELECT array_agg(nextval('event_id_seq') ORDER BY n)
+                 FROM generate_series(1, $1) AS n) AS ids,
+                (SELECT dataset FROM datasets WHERE closed_at IS NULL
+                 ORDER BY dataset DESC LIMIT 1) AS dataset",
     )
     .bind(total as i64)
     .fetch_one(&mut *conn)
     .await
-    .map_err(StoreError::from_sqlx("reserving event ids"))?;
-    let last: i64 = row.get("last");
+    .map_err(StoreError::from_sqlx("taking event ids"))?;
+    let mut ids: Vec<i64> = row.get("ids");
+    // nextval is called in row order, so the ids are in order already; sorting costs nothing
+    // and does not depend on how the aggregate was planned.
+    ids.sort_unstable();
     let dataset: Option<i32> = row.get("dataset");
     let dataset = dataset.ok_or_else(|| StoreError::Query {
         action: "finding the open dataset",
         source: sqlx::Error::RowNotFound,
     })?;
-    Ok((last - total as i64 + 1, dataset))
+    Ok((ids, dataset))
+}
+
+/// Step 3: moves each workspace's head to the last id it got in this group.
+async fn heads_move(
+    conn: &mut PgConnection,
+    requests: &[&AppendRequest],
+    keep: &[Vec<bool>],
+    ids: &[i64],
+) -> Result<(), StoreError> {
+    let mut heads: Vec<(&str, i64)> = Vec::new();
+    let mut next = ids.iter();
+    for (request, keep) in requests.iter().zip(keep) {
+        for _ in keep.iter().filter(|k| **k) {
+            let Some(&id) = next.next() else { break };
+            match heads.iter_mut().find(|(w, _)| *w == &*request.workspace_id) {
+                Some((_, last)) => *last = (*last).max(id),
+                None => heads.push((&request.workspace_id, id)),
+            }
+        }
+    }
+    let (workspaces, last_ids): (Vec<&str>, Vec<i64>) = heads.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO workspace_heads (workspace_id, last_id)
+         SELECT * FROM unnest($1::text[], $2::bigint[])
+         ON CONFLICT (workspace_id) DO UPDATE SET last_id = excluded.last_id",
+    )
+    .bind(&workspaces)
+    .bind(&last_ids)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx("moving the workspaces' heads"))?;
+    Ok(())
 }
 
 /// Step 4: COPYs the kept events into `dataset`, with consecutive ids from `first_id`.
@@ -167,14 +212,14 @@ async fn events_copy(
     requests: &[&AppendRequest],
     keep: &[Vec<bool>],
     dataset: i32,
-    first_id: i64,
+    ids: &[i64],
 ) -> Result<(), StoreError> {
     let mut copy = CopyEncoder::new();
-    let mut next_id = first_id;
+    let mut next = ids.iter();
     for (request, keep) in requests.iter().zip(keep) {
         for (event, _) in request.events.iter().zip(keep).filter(|(_, k)| **k) {
-            copy.row(dataset, next_id, request, event);
-            next_id += 1;
+            let Some(&id) = next.next() else { break };
+            copy.row(dataset, id, request, event);
         }
     }
     let mut sink = conn
@@ -193,25 +238,20 @@ async fn events_copy(
     Ok(())
 }
 
-/// What happened to each request: the kept events of the group got consecutive ids from
-/// `first_id` (`None`: none was kept), in request order.
-fn outcomes(
-    requests: &[&AppendRequest],
-    keep: &[Vec<bool>],
-    first_id: Option<i64>,
-) -> Vec<AppendOutcome> {
-    let mut next_id = first_id;
+/// What happened to each request: the kept events of the group got `ids`, in request order.
+fn outcomes(requests: &[&AppendRequest], keep: &[Vec<bool>], ids: &[i64]) -> Vec<AppendOutcome> {
+    let mut next = ids.iter().copied();
     requests
         .iter()
         .zip(keep)
         .map(|(request, keep)| {
             let accepted = keep.iter().filter(|k| **k).count();
-            let first_id = next_id.filter(|_| accepted > 0);
-            next_id = next_id.map(|id| id + accepted as i64);
+            let ids: Vec<i64> = next.by_ref().take(accepted).collect();
             AppendOutcome {
                 accepted,
                 duplicates: request.events.len() - accepted,
-                first_id,
+                first_id: ids.first().copied(),
+                ids,
             }
         })
         .collect()

@@ -100,7 +100,7 @@ impl Store {
             .await
             .map_err(StoreError::from_sqlx("starting a rotation"))?;
         ddl::lock_timeout(&mut tx).await?;
-        ingest_lock::take(&mut tx, "taking the ingest lock for a rotation").await?;
+        ingest_lock::take_exclusive(&mut tx, "taking the ingest lock for a rotation").await?;
         // Under the lock: nothing is being written, and nobody else rotates.
         let still_open: Option<i32> = sqlx::query_scalar(
             "SELECT dataset FROM datasets WHERE closed_at IS NULL ORDER BY dataset DESC LIMIT 1",
@@ -187,7 +187,12 @@ impl Store {
             // Cursors only move forward: once a lane is short of this dataset, it is short of
             // every later one too.
             let lanes_past: bool = sqlx::query_scalar(
-                "SELECT coalesce(bool_and(cursor >= $1), true) FROM lanes WHERE retired_at IS NULL",
+                // A lane is past the dataset when it has read every event of its workspace
+                // in it: up to the dataset's last id, or to its workspace's head if that is
+                // lower (a quiet workspace's lanes stay at its own head).
+                "SELECT coalesce(bool_and(l.cursor >= least($1, coalesce(h.last_id, 0))), true)
+                 FROM lanes l LEFT JOIN workspace_heads h ON h.workspace_id = l.workspace_id
+                 WHERE l.retired_at IS NULL",
             )
             .bind(last_id)
             .fetch_one(&self.pool)

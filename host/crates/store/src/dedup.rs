@@ -1,9 +1,10 @@
 //! Dedup keys: a (source, messageId) seen within the dedup window is a duplicate.
 //!
 //! The pair is kept as a 128-bit hash ([`dedup_hash`]) in `dedup_keys`, partitioned by ranges
-//! of minutes ([`minute_of`]), one window long. Ingest creates the partition it writes to, under
-//! the ingest lock (so no two transactions create partitions at once, and probe-then-insert is
-//! safe); maintenance drops a partition whole once all of it is older than the window
+//! of minutes ([`minute_of`]), one window long, with the workspace it belongs to (the column a
+//! sharded store distributes it by). Ingest probes and inserts under its workspace's ingest
+//! lock, which makes probe-then-insert safe (a key belongs to one source, so one workspace),
+//! and creates the partition it writes to under a lock of its own; maintenance drops a partition whole once all of it is older than the window
 //! ([`Store::dedup_expire`]). Keys therefore live between one and two windows, and none is ever
 //! deleted row by row.
 
@@ -16,7 +17,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::ddl::{self, exec};
-use super::{Store, StoreError};
+use super::{Store, StoreError, ingest_lock};
 
 /// Dedup settings for a write.
 #[derive(Debug, Clone, Copy)]
@@ -65,51 +66,74 @@ pub(crate) async fn dedup_keys_check(
     conn: &mut PgConnection,
     minute: i32,
     dedup: Dedup,
-    candidates: Vec<Uuid>,
+    candidates: Vec<(&str, Uuid)>,
 ) -> Result<HashSet<Uuid>, StoreError> {
     dedup_partition_ensure(conn, minute, dedup).await?;
+    let (workspaces, hashes): (Vec<&str>, Vec<Uuid>) = candidates.into_iter().unzip();
+    // Keys recorded before they carried their workspace have '' (migration 0012).
     let seen: HashSet<Uuid> = sqlx::query_scalar(
-        "SELECT h FROM unnest($1::uuid[]) AS h,
+        "SELECT c.h FROM unnest($1::text[], $2::uuid[]) AS c(w, h),
              LATERAL (SELECT 1 FROM dedup_keys d
-                      WHERE d.hash = h AND d.bucket >= $2 LIMIT 1) x",
+                      WHERE d.hash = c.h AND d.workspace_id IN (c.w, '') AND d.bucket >= $3
+                      LIMIT 1) x",
     )
-    .bind(&candidates)
+    .bind(&workspaces)
+    .bind(&hashes)
     .bind(minute.saturating_sub(dedup.window_minutes()))
     .fetch_all(&mut *conn)
     .await
     .map_err(StoreError::from_sqlx("looking up dedup keys"))?
     .into_iter()
     .collect();
-    let fresh: Vec<Uuid> = candidates
+    let (workspaces, hashes): (Vec<&str>, Vec<Uuid>) = workspaces
         .into_iter()
-        .filter(|h| !seen.contains(h))
-        .collect();
-    sqlx::query("INSERT INTO dedup_keys (bucket, hash) SELECT $1, unnest($2::uuid[])")
-        .bind(minute)
-        .bind(&fresh)
-        .execute(&mut *conn)
-        .await
-        .map_err(StoreError::from_sqlx("recording dedup keys"))?;
+        .zip(hashes)
+        .filter(|(_, h)| !seen.contains(h))
+        .unzip();
+    sqlx::query(
+        "INSERT INTO dedup_keys (bucket, workspace_id, hash)
+         SELECT $1, * FROM unnest($2::text[], $3::uuid[])",
+    )
+    .bind(minute)
+    .bind(&workspaces)
+    .bind(&hashes)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx("recording dedup keys"))?;
     Ok(seen)
 }
 
-/// Makes sure a dedup partition covers `minute`. The caller holds the ingest lock, so no other
-/// transaction creates partitions at the same time.
+/// Makes sure a dedup partition covers `minute`. Ingest of several workspaces runs at once, so
+/// the one that creates a partition takes `DEDUP_DDL_LOCK` and looks again under it (a
+/// statement sees what committed before it started).
 async fn dedup_partition_ensure(
     conn: &mut PgConnection,
     minute: i32,
     dedup: Dedup,
 ) -> Result<(), StoreError> {
+    if dedup_partition_covers(conn, minute).await? {
+        return Ok(());
+    }
+    ingest_lock::take(
+        conn,
+        ingest_lock::DEDUP_DDL_LOCK,
+        "taking the dedup partition lock",
+    )
+    .await?;
+    if !dedup_partition_covers(conn, minute).await? {
+        dedup_partition_create(conn, minute, dedup).await?;
+    }
+    Ok(())
+}
+
+async fn dedup_partition_covers(conn: &mut PgConnection, minute: i32) -> Result<bool, StoreError> {
     let covered: Option<i32> =
         sqlx::query_scalar("SELECT lo FROM dedup_buckets WHERE lo <= $1 AND hi > $1")
             .bind(minute)
             .fetch_optional(&mut *conn)
             .await
             .map_err(StoreError::from_sqlx("finding the dedup partition"))?;
-    if covered.is_none() {
-        dedup_partition_create(conn, minute, dedup).await?;
-    }
-    Ok(())
+    Ok(covered.is_some())
 }
 
 async fn dedup_partition_create(

@@ -58,7 +58,8 @@ impl Store {
             "SELECT (SELECT count(*) FROM hosts
                      WHERE stopped_at IS NULL
                        AND seen_at > $1 - make_interval(secs => $2)) AS live,
-                    (SELECT count(*) FROM lanes l, ingest_head h
+                    (SELECT count(*) FROM lanes l
+                     LEFT JOIN workspace_heads h ON h.workspace_id = l.workspace_id
                      WHERE l.retired_at IS NULL AND l.paused_at IS NULL
                        AND (l.owner IS NOT NULL OR l.cursor < h.last_id
                             OR l.next_due IS NOT NULL)) AS lanes",

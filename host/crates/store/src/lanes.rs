@@ -68,7 +68,10 @@ impl Store {
         sqlx::query(
             "INSERT INTO lanes (workspace_id, destination_id, ordering, start_id, cursor, claimed_to)
              SELECT c.w, c.d, c.o, h.last_id, h.last_id, h.last_id
-             FROM UNNEST($1::text[], $2::text[], $3::ordering_scope[]) AS c(w, d, o), ingest_head h
+             FROM UNNEST($1::text[], $2::text[], $3::ordering_scope[]) AS c(w, d, o)
+             CROSS JOIN LATERAL (
+                 SELECT coalesce((SELECT last_id FROM workspace_heads w
+                                  WHERE w.workspace_id = c.w), 0) AS last_id) h
              ON CONFLICT (workspace_id, destination_id) DO UPDATE
              SET ordering = excluded.ordering, retired_at = NULL, updated_at = now()
              WHERE lanes.ordering IS DISTINCT FROM excluded.ordering

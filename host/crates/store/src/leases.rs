@@ -151,8 +151,9 @@ impl Store {
         // Free lanes behind the head whose sources wrote nothing since: catch them up.
         sqlx::query(
             "UPDATE lanes l SET cursor = h.last_id, claimed_to = greatest(l.claimed_to, h.last_id)
-             FROM ingest_head h
-             WHERE l.retired_at IS NULL AND l.owner IS NULL AND l.cursor < h.last_id
+             FROM workspace_heads h
+             WHERE h.workspace_id = l.workspace_id
+               AND l.retired_at IS NULL AND l.owner IS NULL AND l.cursor < h.last_id
                AND l.claimed_to <= l.cursor
                AND NOT EXISTS (
                    SELECT 1 FROM routes r
@@ -174,8 +175,10 @@ impl Store {
                          WHEN l.owner IS NULL AND l.next_due <= $1 THEN 'retry due'
                          WHEN l.owner IS NULL AND l.cursor < h.last_id THEN 'events waiting'
                     END AS reason,
-                    l.owner IS NOT NULL OR l.next_due IS NOT NULL OR l.cursor < h.last_id AS busy
-             FROM lanes l, ingest_head h
+                    l.owner IS NOT NULL OR l.next_due IS NOT NULL
+                        OR l.cursor < coalesce(h.last_id, 0) AS busy
+             FROM lanes l
+             LEFT JOIN workspace_heads h ON h.workspace_id = l.workspace_id
              WHERE l.retired_at IS NULL AND l.paused_at IS NULL",
         )
         .bind(now)

@@ -75,7 +75,8 @@ fn read_sql(sources: usize) -> String {
     format!(
         "SELECT h.last_id, w.dataset, w.id, w.source_id, w.user_key, w.message_id,
                 w.received_at, w.event, w.running
-         FROM ingest_head h
+         FROM (SELECT coalesce((SELECT last_id FROM workspace_heads WHERE workspace_id = $1), 0)
+                   AS last_id) h
          LEFT JOIN (
              SELECT e.*, sum(e.size) OVER (ORDER BY e.id) AS running
              FROM {merged} e

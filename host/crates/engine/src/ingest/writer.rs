@@ -1,5 +1,9 @@
-//! Group commit: every request on this host goes through one writer task, which appends
+//! Group commit: every request on this host goes through a writer task, which appends
 //! whatever requests are waiting in one transaction (`store::append`) and answers each.
+//!
+//! There are `ingest_writers` of them, and a workspace's requests always go to the same one
+//! (by a hash of its id): workspaces on different writers commit at once (their ingest locks
+//! are their own, `store::ingest_lock`), and one workspace's requests keep their order.
 //!
 //! There is no artificial delay: while one transaction commits, the next requests queue up and
 //! form the next group, so under load groups grow by themselves and one fsync serves many
@@ -58,24 +62,45 @@ struct Pending {
     reply: oneshot::Sender<Result<AppendOutcome, WriteError>>,
 }
 
-/// Handle to the writer task; cheap to clone.
+/// Handle to the writer tasks; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Pending>,
+    txs: Arc<[mpsc::Sender<Pending>]>,
 }
 
 impl Writer {
-    /// Starts the writer task.
+    /// Starts `writers` writer tasks (at least one).
     pub fn start(
+        writers: usize,
         store: Store,
         dedup: Dedup,
         wakers: Wakers,
         maintenance: Arc<Notify>,
         me: Uuid,
     ) -> Writer {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(rx, store, dedup, wakers, maintenance, me));
-        Writer { tx }
+        let txs: Vec<mpsc::Sender<Pending>> = (0..writers.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(run(
+                    rx,
+                    store.clone(),
+                    dedup,
+                    wakers.clone(),
+                    maintenance.clone(),
+                    me,
+                ));
+                tx
+            })
+            .collect();
+        Writer { txs: txs.into() }
+    }
+
+    /// The writer of a workspace: always the same one.
+    fn writer_of(&self, workspace: &str) -> &mpsc::Sender<Pending> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        workspace.hash(&mut h);
+        &self.txs[(h.finish() % self.txs.len() as u64) as usize]
     }
 
     /// Appends one request; answers after its commit.
@@ -86,7 +111,7 @@ impl Writer {
     ) -> Result<AppendOutcome, WriteError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || WriteError::Unavailable("the ingest writer is stopping".into());
-        self.tx
+        self.writer_of(&request.workspace_id)
             .send(Pending {
                 request,
                 destinations,

@@ -188,10 +188,7 @@ impl World {
             .unwrap()
             .remove(0);
         // Which events were accepted: ids are handed out in order to the fresh ones.
-        let ids: Vec<i64> = match out.first_id {
-            Some(first) => (first..first + out.accepted as i64).collect(),
-            None => vec![],
-        };
+        let ids: Vec<i64> = out.ids.clone();
         let accepted: Vec<(i64, String)> =
             sqlx::query_as("SELECT id, user_key FROM events WHERE id = ANY($1) ORDER BY id")
                 .bind(&ids)

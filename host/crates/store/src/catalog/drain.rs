@@ -84,10 +84,7 @@ pub(super) async fn start_drain(
     if is_draining(tx, workspace, id).await? {
         return Ok(None);
     }
-    let head: i64 = sqlx::query_scalar("SELECT last_id FROM ingest_head")
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(err("reading the ingest head"))?;
+    let head = super::rows::workspace_head(tx, workspace).await?;
     sqlx::query(
         "UPDATE routes SET until_id = $3
          WHERE workspace_id = $1 AND destination_id = $2 AND until_id IS NULL",

@@ -74,7 +74,7 @@ pub(super) async fn insert_destination(
             d.id
         )));
     }
-    let start_id = start_id(tx, start).await?;
+    let start_id = start_id(tx, &d.workspace, start).await?;
     sqlx::query(
         "INSERT INTO lanes AS l (workspace_id, destination_id, ordering, start_id, cursor,
                                  claimed_to)
@@ -128,20 +128,28 @@ pub(super) async fn link_new(
     Ok(())
 }
 
-/// The id after which a new lane's jobs begin.
-pub(super) async fn start_id(tx: &mut Tx, start: DestinationStart) -> Result<i64, CatalogError> {
+/// The id after which a new lane's jobs begin: its workspace's head (`Now`), or before the
+/// first retained event (of any workspace: an id below the workspace's own is as good).
+pub(super) async fn start_id(
+    tx: &mut Tx,
+    workspace: &str,
+    start: DestinationStart,
+) -> Result<i64, CatalogError> {
     let sql = match start {
-        DestinationStart::Now => "SELECT last_id FROM ingest_head",
+        DestinationStart::Now => {
+            "SELECT coalesce((SELECT last_id FROM workspace_heads WHERE workspace_id = $1), 0)"
+        }
         // The first retained event's predecessor: every retained event is the lane's.
         DestinationStart::Earliest => {
-            "SELECT coalesce((SELECT min(id) - 1 FROM events), (SELECT last_id FROM ingest_head))"
+            "SELECT coalesce((SELECT min(id) - 1 FROM events),
+                             (SELECT last_id FROM workspace_heads WHERE workspace_id = $1), 0)"
         }
         DestinationStart::At(_) => {
-            "SELECT coalesce((SELECT min(id) - 1 FROM events WHERE received_at >= $1),
-                             (SELECT last_id FROM ingest_head))"
+            "SELECT coalesce((SELECT min(id) - 1 FROM events WHERE received_at >= $2),
+                             (SELECT last_id FROM workspace_heads WHERE workspace_id = $1), 0)"
         }
     };
-    let mut q = sqlx::query_scalar(sql);
+    let mut q = sqlx::query_scalar(sql).bind(workspace);
     if let DestinationStart::At(t) = start {
         q = q.bind(t);
     }
@@ -356,10 +364,7 @@ pub(super) async fn set_links(tx: &mut Tx, s: &SourceWrite) -> Result<(), Catalo
             Some(_) => {}
         }
     }
-    let head: i64 = sqlx::query_scalar("SELECT last_id FROM ingest_head")
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(err("reading the ingest head"))?;
+    let head = workspace_head(tx, &s.workspace).await?;
     sqlx::query(
         "UPDATE routes SET until_id = $4
          WHERE workspace_id = $1 AND source_id = $2 AND until_id IS NULL
@@ -428,4 +433,15 @@ pub(super) async fn set_links(tx: &mut Tx, s: &SourceWrite) -> Result<(), Catalo
             .map_err(err("writing a link"))?;
     }
     Ok(())
+}
+
+/// The workspace's ingest head: its last committed event id (0 before its first).
+pub(super) async fn workspace_head(tx: &mut Tx, workspace: &str) -> Result<i64, CatalogError> {
+    sqlx::query_scalar(
+        "SELECT coalesce((SELECT last_id FROM workspace_heads WHERE workspace_id = $1), 0)",
+    )
+    .bind(workspace)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(err("reading the workspace's ingest head"))
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use libtest_mimic::Trial;
-use sluice_store::ingest_lock::INGEST_LOCK;
+use sluice_store::ingest_lock::{INGEST_LOCK, workspace_key};
 
 use crate::fixtures::*;
 use crate::harness::{Db, trial};
@@ -11,7 +11,7 @@ use crate::harness::{Db, trial};
 pub fn tests() -> Vec<Trial> {
     vec![
         trial(
-            "append_gives_each_request_consecutive_ids_in_order_and_moves_the_head",
+            "append_gives_each_request_increasing_ids_in_order_and_moves_the_head",
             consecutive_ids,
         ),
         trial(
@@ -19,8 +19,12 @@ pub fn tests() -> Vec<Trial> {
             dedup,
         ),
         trial(
-            "append_waits_for_the_ingest_lock_so_ids_follow_commit_order",
+            "append_waits_for_its_workspaces_lock_so_ids_follow_commit_order_and_other_workspaces_go_on",
             lock_orders_commits,
+        ),
+        trial(
+            "append_and_a_dataset_rotation_wait_for_each_other",
+            a_rotation_waits_for_ingest_in_flight_and_holds_new_ingest_back,
         ),
     ]
 }
@@ -110,17 +114,8 @@ async fn dedup(db: Db) {
     assert_eq!(left, 1, "only the key written after the window is left");
 }
 
-async fn lock_orders_commits(db: Db) {
-    // Another writer holds the ingest lock in an open transaction.
-    let mut holder = db.pool.begin().await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(INGEST_LOCK)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    let store = db.store.clone();
-    let append = tokio::spawn(async move { append_users(&store, "web", &[("u", "m1")]).await });
-    // The append waits for the lock (seen from the server), and has taken no id yet.
+/// Waits until some advisory lock request is waiting (seen from the server).
+async fn until_a_lock_waits(db: &Db) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let waiting: i64 = sqlx::query_scalar(
@@ -129,56 +124,134 @@ async fn lock_orders_commits(db: Db) {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-        if waiting == 1 {
-            break;
+        if waiting > 0 {
+            return;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "the append never waited for the lock"
         );
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+async fn lock_orders_commits(db: Db) {
+    // Another writer of the workspace holds its ingest locks in an open transaction, as an
+    // ingest transaction does.
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(INGEST_LOCK)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(workspace_key(WS))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let store = db.store.clone();
+    let append = tokio::spawn(async move { append_users(&store, "web", &[("u", "m1")]).await });
+    until_a_lock_waits(&db).await;
     let taken: Option<i64> =
         sqlx::query_scalar("SELECT last_value FROM event_id_seq WHERE is_called")
             .fetch_optional(&db.pool)
             .await
             .unwrap();
     assert_eq!(taken, None, "no id handed out while the lock is held");
+
+    // Another workspace does not wait: its append commits while the first one still waits.
+    let other = sluice_store::AppendRequest {
+        workspace_id: "other-ws".into(),
+        ..request("shop", t0(), vec![event("v", "o1", 10)])
+    };
+    let out = db
+        .store
+        .event_append(&[&other], Some(DEDUP), None)
+        .await
+        .unwrap();
+    assert_eq!(out[0].ids, vec![1], "the other workspace went first");
+    assert!(!append.is_finished(), "the first append still waits");
+
     // The holder takes ids as an ingest transaction does, while the append waits, and commits
     // first: the append's ids must come after the holder's.
     let holder_last: i64 = sqlx::query_scalar(
-        "WITH r AS (SELECT setval('event_id_seq', nextval('event_id_seq') + 2) AS last)
-         UPDATE ingest_head SET last_id = r.last FROM r RETURNING r.last",
+        "WITH ids AS (SELECT nextval('event_id_seq') AS id FROM generate_series(1, 3))
+         INSERT INTO workspace_heads (workspace_id, last_id) SELECT $1, max(id) FROM ids
+         ON CONFLICT (workspace_id) DO UPDATE SET last_id = excluded.last_id
+         RETURNING last_id",
     )
+    .bind(WS)
     .fetch_one(&mut *holder)
     .await
     .unwrap();
     holder.commit().await.unwrap();
     let first = append.await.unwrap();
     assert_eq!(
-        first.first_id,
-        Some(holder_last + 1),
+        first.ids,
+        vec![holder_last + 1],
         "the append's id follows those of the writer that committed before it"
     );
-    // A later append takes the very next id, and the head follows the last commit.
+    // A later append takes the very next ids, and the workspace's head follows its last
+    // commit; the other workspace's head is its own.
     let second = append_users(&db.store, "web", &[("u", "m2"), ("u", "m3")]).await;
-    assert_eq!(second.first_id, Some(holder_last + 2));
-    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, message_id FROM events ORDER BY id")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-    let got: Vec<(i64, &str)> = rows.iter().map(|(i, m)| (*i, m.as_str())).collect();
+    assert_eq!(second.ids, vec![holder_last + 2, holder_last + 3]);
+    let heads: Vec<(String, i64)> =
+        sqlx::query_as("SELECT workspace_id, last_id FROM workspace_heads ORDER BY workspace_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(
-        got,
+        heads,
         vec![
-            (holder_last + 1, "m1"),
-            (holder_last + 2, "m2"),
-            (holder_last + 3, "m3")
+            (WS.to_string(), holder_last + 3),
+            ("other-ws".to_string(), 1)
         ]
     );
     let head: i64 = sqlx::query_scalar("SELECT last_id FROM ingest_head")
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert_eq!(head, holder_last + 3);
+    assert_eq!(
+        head,
+        holder_last + 3,
+        "ingest_head: the highest id committed"
+    );
+}
+
+async fn a_rotation_waits_for_ingest_in_flight_and_holds_new_ingest_back(db: Db) {
+    // A rotation holds the store-wide lock exclusively: an append waits for it.
+    let mut rotation = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(INGEST_LOCK)
+        .execute(&mut *rotation)
+        .await
+        .unwrap();
+    let store = db.store.clone();
+    let append = tokio::spawn(async move { append_users(&store, "web", &[("u", "m1")]).await });
+    until_a_lock_waits(&db).await;
+    assert!(!append.is_finished());
+    rotation.commit().await.unwrap();
+    assert_eq!(append.await.unwrap().accepted, 1);
+
+    // And the other way round: an ingest in flight (the lock held shared) holds a rotation back.
+    let mut ingest = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(INGEST_LOCK)
+        .execute(&mut *ingest)
+        .await
+        .unwrap();
+    let pool = db.pool.clone();
+    let rotate = tokio::spawn(async move {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(INGEST_LOCK)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    });
+    until_a_lock_waits(&db).await;
+    assert!(!rotate.is_finished());
+    ingest.commit().await.unwrap();
+    rotate.await.unwrap();
 }
