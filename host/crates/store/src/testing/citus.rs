@@ -38,13 +38,13 @@ enum Slot {
 }
 
 static SLOT: Mutex<Slot> = Mutex::new(Slot::NotStarted);
+/// Test databases being dropped (each thread holds the cluster until it is done).
+static PENDING_DROPS: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
 
 /// The run's cluster, started on first use. Blocks (it may build Citus): call it outside any
 /// async runtime. Panics (failing the calling trial) when the cluster cannot start.
 pub(crate) fn cluster() -> Arc<TestCluster> {
-    // A trial that panicked while holding the lock cannot have left a half state behind that
-    // matters: the slot is only ever replaced whole.
-    let mut slot = SLOT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut slot = lock(&SLOT);
     match &*slot {
         Slot::Running(cluster) => return cluster.clone(),
         Slot::Failed(message) => panic!("the Citus test cluster did not start: {message}"),
@@ -109,12 +109,14 @@ fn start() -> Result<TestCluster, String> {
     Ok(TestCluster { cluster, _dir: dir })
 }
 
-/// Stops the cluster if a trial started it.
+/// Stops the cluster if a trial started it, once the test databases are dropped.
 pub(crate) async fn stop() {
-    let taken = {
-        let mut slot = SLOT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        std::mem::replace(&mut *slot, Slot::NotStarted)
-    };
+    let drops = std::mem::take(&mut *lock(&PENDING_DROPS));
+    for drop in drops {
+        // A drop thread that panicked has nothing left to do here.
+        let _ = tokio::task::spawn_blocking(move || drop.join()).await;
+    }
+    let taken = std::mem::replace(&mut *lock(&SLOT), Slot::NotStarted);
     let Slot::Running(cluster) = taken else {
         return;
     };
@@ -124,8 +126,8 @@ pub(crate) async fn stop() {
                 eprintln!("stopping the Citus test cluster failed: {e}");
             }
         }
-        // A trial still holds it (it cannot, once libtest-mimic has returned): dropping the
-        // last reference stops the nodes.
+        // Something still holds it (nothing should, once the trials and the drops are done):
+        // dropping the last reference stops the nodes.
         Err(_still_shared) => {}
     }
 }
@@ -146,7 +148,9 @@ pub(crate) async fn database(test: &TestCluster) -> Db {
     Db::open(name, url).await
 }
 
-/// Runs `test` on a fresh database, then drops the database, whether the test passed or not.
+/// Runs `test` on a fresh database, then has the database dropped, whether the test passed or
+/// not. The drop takes seconds (it waits for Citus's daemons and each node's checkpoint), so it
+/// runs on a thread of its own and the next test does not wait for it; [`stop`] does.
 pub(crate) async fn run<F, Fut>(test_cluster: Arc<TestCluster>, test: F)
 where
     F: FnOnce(Db) -> Fut,
@@ -155,10 +159,32 @@ where
     let db = database(&test_cluster).await;
     let name = db.name.clone();
     let outcome = AssertUnwindSafe(test(db)).catch_unwind().await;
-    if let Err(e) = test_cluster.cluster.drop_database(&name).await {
-        eprintln!("dropping the test database {name} on the Citus cluster failed: {e}");
-    }
+    let drop = std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("dropping the test database {name}: no runtime: {e}");
+                return;
+            }
+        };
+        let dropped = rt.block_on(test_cluster.cluster.drop_database(&name));
+        if let Err(e) = dropped {
+            eprintln!("dropping the test database {name} on the Citus cluster failed: {e}");
+        }
+    });
+    lock(&PENDING_DROPS).push(drop);
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// A lock whose holder may have panicked: what it guards is replaced whole, never left half
+/// updated, so the value is still good.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

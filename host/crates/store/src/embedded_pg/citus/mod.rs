@@ -208,9 +208,9 @@ impl CitusCluster {
     pub async fn drop_database(&self, name: &str) -> Result<(), CitusError> {
         check_name(name)?;
         let sql = [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")];
-        // The coordinator first: its sessions hold connections to the workers' copies.
-        self.coordinator.execute("postgres", &sql).await?;
-        try_join_all(self.workers.iter().map(|w| w.execute("postgres", &sql))).await?;
+        // All nodes at once: FORCE ends the coordinator's connections to a worker's copy too,
+        // and a connection that tries again waits for the drop and then fails.
+        try_join_all(self.nodes().map(|node| node.execute("postgres", &sql))).await?;
         Ok(())
     }
 
