@@ -19,6 +19,11 @@ impl PgBinaries {
     pub fn pg_ctl(&self) -> PathBuf {
         self.bin_dir.join("pg_ctl")
     }
+    /// The `pg_config` of this very server (Debian ships one per major beside `initdb`), so an
+    /// extension built against it lands where this server loads extensions from.
+    pub fn pg_config(&self) -> PathBuf {
+        self.bin_dir.join("pg_config")
+    }
 
     /// Looks in the usual places; `None` if no directory has both `initdb` and `pg_ctl`.
     pub fn find() -> Option<PgBinaries> {

@@ -11,8 +11,11 @@
 //!   `/var/lib/sluice/pg-<hash of the data dir>` instead, and the log says so.
 //! - The server runs in its own process group so that a Ctrl-C aimed at `sluice` does not stop
 //!   the database before `sluice` has written its last job outcomes; `stop` shuts it down.
+//! - [`ServerOptions`] add a TCP port on 127.0.0.1 and settings for other uses of the same
+//!   machinery (the nodes of a [`citus::CitusCluster`]); `sluice serve` uses the defaults.
 
 mod binaries;
+pub mod citus;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -51,6 +54,25 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EmbeddedPgEr
     move |source| EmbeddedPgError::Io { context, source }
 }
 
+/// How to run a cluster beyond the defaults that suit `sluice serve`.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Also listen on `127.0.0.1:<port>`, and give a TCP URL (Citus nodes connect to each
+    /// other over TCP). The Unix socket stays, named after this port.
+    pub tcp_port: Option<u16>,
+    /// `name = value` settings given after the defaults, so they override them. Applied at
+    /// every start, not written to the cluster's files; an adopted server keeps its own.
+    pub settings: Vec<(String, String)>,
+}
+
+/// The user the server runs as when we are root.
+#[derive(Debug, Clone)]
+struct RunAs {
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    home: PathBuf,
+}
+
 /// A running private cluster. Call [`EmbeddedPostgres::stop`] on shutdown; if the value is
 /// dropped without it (a panic unwinding through `sluice::run`), the server is stopped then.
 #[derive(Debug)]
@@ -58,7 +80,7 @@ pub struct EmbeddedPostgres {
     bins: PgBinaries,
     cluster_dir: PathBuf,
     socket_dir: PathBuf,
-    run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    run_as: Option<RunAs>,
     url: String,
     stopped: bool,
 }
@@ -76,9 +98,11 @@ impl Drop for EmbeddedPostgres {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        if let Some((uid, gid)) = self.run_as {
+        if let Some(user) = &self.run_as {
             use std::os::unix::process::CommandExt;
-            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+            cmd.uid(user.uid.as_raw())
+                .gid(user.gid.as_raw())
+                .env("HOME", &user.home);
         }
         let _ = cmd.status();
     }
@@ -87,6 +111,14 @@ impl Drop for EmbeddedPostgres {
 impl EmbeddedPostgres {
     /// Initialises (first run), adopts (left running) or starts the cluster for `data_dir`.
     pub async fn start(data_dir: &Path) -> Result<EmbeddedPostgres, EmbeddedPgError> {
+        EmbeddedPostgres::start_with(data_dir, &ServerOptions::default()).await
+    }
+
+    /// [`EmbeddedPostgres::start`] with a TCP port and extra settings.
+    pub async fn start_with(
+        data_dir: &Path,
+        options: &ServerOptions,
+    ) -> Result<EmbeddedPostgres, EmbeddedPgError> {
         let bins = PgBinaries::find().ok_or(EmbeddedPgError::NoBinaries)?;
         std::fs::create_dir_all(data_dir).map_err(io(format!("create {}", data_dir.display())))?;
         let data_dir = data_dir
@@ -98,7 +130,11 @@ impl EmbeddedPostgres {
                 .ok()
                 .flatten()
                 .ok_or(EmbeddedPgError::NoPostgresUser)?;
-            Some((user.uid, user.gid))
+            Some(RunAs {
+                uid: user.uid,
+                gid: user.gid,
+                home: user.dir,
+            })
         } else {
             None
         };
@@ -120,7 +156,7 @@ impl EmbeddedPostgres {
         for dir in [&root, &socket_dir] {
             std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
         }
-        if let Some((uid, gid)) = run_as {
+        if let Some(&RunAs { uid, gid, .. }) = run_as.as_ref() {
             for dir in [&root, &socket_dir] {
                 nix::unistd::chown(dir.as_path(), Some(uid), Some(gid)).map_err(|e| {
                     EmbeddedPgError::Io {
@@ -131,10 +167,13 @@ impl EmbeddedPostgres {
             }
         }
 
-        let url = format!(
-            "postgres://postgres@localhost/postgres?host={}&port={SOCKET_PORT}",
-            socket_dir.display()
-        );
+        let url = match options.tcp_port {
+            Some(port) => format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            None => format!(
+                "postgres://postgres@localhost/postgres?host={}&port={SOCKET_PORT}",
+                socket_dir.display()
+            ),
+        };
         let pg = EmbeddedPostgres {
             bins,
             cluster_dir,
@@ -150,7 +189,7 @@ impl EmbeddedPostgres {
         if pg.is_running().await {
             tracing::info!(cluster = %pg.cluster_dir.display(), "adopting the embedded postgres left running by an earlier sluice");
         } else {
-            pg.start_server(&root).await?;
+            pg.start_server(&root, options).await?;
             tracing::info!(cluster = %pg.cluster_dir.display(), "started embedded postgres");
         }
         Ok(pg)
@@ -202,14 +241,27 @@ impl EmbeddedPostgres {
         matches!(cmd.output().await, Ok(out) if out.status.success())
     }
 
-    async fn start_server(&self, root: &Path) -> Result<(), EmbeddedPgError> {
+    async fn start_server(
+        &self,
+        root: &Path,
+        server: &ServerOptions,
+    ) -> Result<(), EmbeddedPgError> {
+        let listen = match server.tcp_port {
+            Some(port) => format!("-c listen_addresses=127.0.0.1 -p {port}"),
+            None => format!("-c listen_addresses='' -p {SOCKET_PORT}"),
+        };
         // Room for several hosts (each with its pool) and tools; a buffer pool and WAL budget
         // sized for a queue that writes continuously (the defaults checkpoint every 1 GB).
-        let options = format!(
-            "-c listen_addresses='' -k {} -p {SOCKET_PORT} -c max_connections=200 \
+        let mut options = format!(
+            "{listen} -k {} -c max_connections=200 \
              -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=15min",
             self.socket_dir.display()
         );
+        for (name, value) in &server.settings {
+            // pg_ctl hands `-o` to a shell: quote each setting as one word.
+            options.push_str(" -c ");
+            options.push_str(&shell_quote(&format!("{name}={value}")));
+        }
         let mut cmd = self.command(self.bins.pg_ctl());
         cmd.arg("start")
             .arg("-D")
@@ -238,8 +290,12 @@ impl EmbeddedPostgres {
     fn command(&self, program: PathBuf) -> Command {
         let mut cmd = Command::new(program);
         cmd.stdin(std::process::Stdio::null()).kill_on_drop(false);
-        if let Some((uid, gid)) = self.run_as {
-            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+        if let Some(user) = &self.run_as {
+            // HOME too: the server's own libpq (Citus connecting to other nodes) reads
+            // `$HOME/.postgresql/`, and root's home is closed to the `postgres` user.
+            cmd.uid(user.uid.as_raw())
+                .gid(user.gid.as_raw())
+                .env("HOME", &user.home);
         }
         cmd
     }
@@ -258,6 +314,11 @@ async fn run(mut cmd: Command, action: &str) -> Result<String, EmbeddedPgError> 
         action: action.to_string(),
         detail: format!("{} ({detail})", out.status),
     })
+}
+
+/// `s` as one single-quoted POSIX shell word.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// Whether every directory from `/` down to `dir` can be traversed by other users.

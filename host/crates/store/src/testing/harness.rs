@@ -1,6 +1,11 @@
 //! One embedded PostgreSQL for the whole run; each test gets its own database, cloned from a
 //! template that is migrated once.
+//!
+//! The same trials can also run on a Citus cluster (`testing::citus`): trials built inside
+//! [`on_citus`] are named `citus::<name>` and get their database on the cluster, which the
+//! first of them starts. A test body does not know which backend it runs on.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,6 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::Store;
 use crate::embedded_pg::EmbeddedPostgres;
 use libtest_mimic::Trial;
+
+use super::citus;
 
 const TEMPLATE: &str = "sluice_template";
 
@@ -47,10 +54,12 @@ impl TestPg {
         TestPg { pg, _dir: dir }
     }
 
+    /// Stops the server, and the Citus cluster if a trial started one.
     pub async fn stop(self) {
         if let Err(e) = self.pg.stop().await {
             eprintln!("stopping the test PostgreSQL failed: {e}");
         }
+        citus::stop().await;
     }
 }
 
@@ -63,6 +72,10 @@ pub struct Db {
     pub store: Store,
     /// For queries the store does not offer (assertions).
     pub pool: sqlx::PgPool,
+    /// The database's name (the same on every node of a Citus cluster).
+    pub name: String,
+    /// Its URL (on Citus, the coordinator's).
+    pub url: String,
 }
 
 impl Db {
@@ -83,6 +96,11 @@ impl Db {
         .expect("create the test database");
         admin.close().await;
         let url = db_url(server, &name);
+        Db::open(name, url).await
+    }
+
+    /// The store (migrations are already applied) and a pool on the database at `url`.
+    pub(crate) async fn open(name: String, url: String) -> Db {
         let store = Store::connect(&url)
             .await
             .expect("open the store")
@@ -92,25 +110,77 @@ impl Db {
             .connect(&url)
             .await
             .expect("connect");
-        Db { store, pool }
+        Db {
+            store,
+            pool,
+            name,
+            url,
+        }
     }
 }
 
-/// A test: an async fn given a fresh database.
+/// Where the trials being built will run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Postgres,
+    Citus,
+}
+
+thread_local! {
+    /// Read by [`trial`] when it builds a trial; set by [`on_citus`] around a builder.
+    static BUILDING_FOR: Cell<Backend> = const { Cell::new(Backend::Postgres) };
+}
+
+/// The trials `build` makes (e.g. a test module's `tests`), to run on the Citus test cluster
+/// instead of the plain server: named `citus::<name>`, each with its own database on the
+/// cluster (migrated, like the plain ones).
+pub fn on_citus(build: impl FnOnce() -> Vec<Trial>) -> Vec<Trial> {
+    /// Restores the plain backend even if `build` panics.
+    struct Restore(Backend);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BUILDING_FOR.set(self.0);
+        }
+    }
+    let _restore = Restore(BUILDING_FOR.replace(Backend::Citus));
+    build()
+}
+
+/// Another fresh database on the Citus test cluster (for a Citus trial that needs two); it
+/// goes away with the cluster at the end of the run. Blocks while the cluster starts.
+pub async fn citus_db() -> Db {
+    let cluster = tokio::task::spawn_blocking(citus::cluster)
+        .await
+        .expect("start the Citus test cluster");
+    citus::database(&cluster).await
+}
+
+/// A test: an async fn given a fresh database (on the Citus cluster when built inside
+/// [`on_citus`]).
 pub fn trial<F, Fut>(name: &'static str, test: F) -> Trial
 where
     F: FnOnce(Db) -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
-    Trial::test(name, move || {
+    let backend = BUILDING_FOR.get();
+    let full_name = match backend {
+        Backend::Postgres => name.to_string(),
+        Backend::Citus => format!("citus::{name}"),
+    };
+    Trial::test(full_name, move || {
+        // Before the runtime exists: the first Citus trial may block for minutes (building
+        // Citus, starting the cluster), and that must not happen on a runtime thread.
+        let cluster = (backend == Backend::Citus).then(citus::cluster);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(async move {
-            let db = Db::create().await;
-            test(db).await;
+            match cluster {
+                None => test(Db::create().await).await,
+                Some(cluster) => citus::run(cluster, test).await,
+            }
         });
         Ok(())
     })

@@ -1,13 +1,15 @@
 //! Test support for crates that test against the store (feature `testing`): one embedded
 //! PostgreSQL per test binary, a fresh database per test cloned from a migrated template, and
-//! fixtures that build events, lanes and rows.
+//! fixtures that build events, lanes and rows. Trials built inside [`on_citus`] run on a
+//! Citus cluster (a coordinator and two workers, started by the first of them) instead.
 //!
 //! Test code: a failure to set up panics with what failed.
 
+mod citus;
 pub mod fixtures;
 pub mod harness;
 
-pub use harness::{Db, TestPg, trial};
+pub use harness::{Db, TestPg, citus_db, on_citus, trial};
 
 /// A test binary's `main`: starts the embedded PostgreSQL, runs `trials` with libtest-mimic's
 /// command line (filters, `--list`, …), stops the server, and exits with the result.

@@ -9,6 +9,7 @@ mod backlog;
 mod catalog;
 mod catalog_drain;
 mod catalog_secrets;
+mod citus;
 mod datasets;
 mod job_list;
 mod lanes;
@@ -39,5 +40,8 @@ fn main() -> ExitCode {
     trials.extend(plugins::tests());
     trials.extend(operator::tests());
     trials.extend(sql_docs::tests());
+    // The Citus test cluster itself; the trials above do not run on it yet (the migrations do
+    // not distribute the tables).
+    trials.extend(citus::tests());
     sluice_store::testing::main(trials)
 }

@@ -1,0 +1,118 @@
+//! The Citus test cluster itself (a coordinator and two workers, started by the harness): a
+//! test database there is a working Citus database of its own. The store's migrations are not
+//! distributed yet, so these trials make their own tables.
+
+use libtest_mimic::Trial;
+use sqlx::Row;
+
+use crate::harness::{self, Db, trial};
+
+pub fn tests() -> Vec<Trial> {
+    harness::on_citus(|| {
+        vec![
+            trial(
+                "distributed_and_reference_tables_round_trip",
+                distributed_and_reference_tables_round_trip,
+            ),
+            trial(
+                "test_databases_do_not_see_each_other",
+                test_databases_do_not_see_each_other,
+            ),
+        ]
+    })
+}
+
+async fn exec(db: &Db, sql: &'static str) {
+    sqlx::raw_sql(sql)
+        .execute(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A table distributed by workspace (shards on both workers) and a reference table: rows go in
+/// through the coordinator and come back, joined.
+async fn distributed_and_reference_tables_round_trip(db: Db) {
+    exec(
+        &db,
+        "CREATE TABLE t_events (workspace_id text, id bigint, body text, \
+             PRIMARY KEY (workspace_id, id));
+         SELECT create_distributed_table('t_events', 'workspace_id');
+         CREATE TABLE t_workspaces (id text PRIMARY KEY, name text);
+         SELECT create_reference_table('t_workspaces');
+         INSERT INTO t_workspaces SELECT 'ws' || i, 'workspace ' || i FROM generate_series(0, 9) i;
+         INSERT INTO t_events SELECT 'ws' || (i % 10), i, 'e' || i FROM generate_series(1, 1000) i;",
+    )
+    .await;
+
+    let workers: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT nodeport) FROM pg_dist_shard_placement
+         JOIN pg_dist_shard USING (shardid) WHERE logicalrelid = 't_events'::regclass",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("placements");
+    assert_eq!(workers, 2, "the shards are spread over both workers");
+
+    let rows = sqlx::query(
+        "SELECT w.name, count(*) AS n, min(e.id) AS first FROM t_events e
+         JOIN t_workspaces w ON w.id = e.workspace_id
+         GROUP BY w.name ORDER BY w.name",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("a join of the distributed and the reference table");
+    assert_eq!(rows.len(), 10);
+    assert_eq!(rows[0].get::<String, _>("name"), "workspace 0");
+    assert_eq!(rows[0].get::<i64, _>("n"), 100);
+    assert_eq!(rows[0].get::<i64, _>("first"), 10);
+
+    // A statement filtered on the distribution column goes to one shard.
+    let body: String =
+        sqlx::query_scalar("SELECT body FROM t_events WHERE workspace_id = $1 AND id = $2")
+            .bind("ws7")
+            .bind(17_i64)
+            .fetch_one(&db.pool)
+            .await
+            .expect("a router query");
+    assert_eq!(body, "e17");
+}
+
+/// Two test databases on the one cluster: the same distributed table in both, each sees only
+/// its own rows (the workers hold a copy of each database).
+async fn test_databases_do_not_see_each_other(db: Db) {
+    let other = harness::citus_db().await;
+    assert_ne!(db.name, other.name);
+    for (d, tag) in [(&db, "mine"), (&other, "theirs")] {
+        exec(
+            d,
+            "CREATE TABLE t_items (workspace_id text, id int, tag text, PRIMARY KEY (workspace_id, id));
+             SELECT create_distributed_table('t_items', 'workspace_id');",
+        )
+        .await;
+        sqlx::query(
+            "INSERT INTO t_items SELECT 'ws' || (i % 4), i, $1 FROM generate_series(1, 40) i",
+        )
+        .bind(tag)
+        .execute(&d.pool)
+        .await
+        .expect("insert");
+    }
+    sqlx::query("DELETE FROM t_items WHERE id > 20")
+        .execute(&other.pool)
+        .await
+        .expect("delete in the other database");
+
+    for (d, tag, n) in [(&db, "mine", 40_i64), (&other, "theirs", 20)] {
+        let (count, tags): (i64, Vec<String>) =
+            sqlx::query_as("SELECT count(*), array_agg(DISTINCT tag) FROM t_items")
+                .fetch_one(&d.pool)
+                .await
+                .expect("count");
+        assert_eq!(
+            (count, tags),
+            (n, vec![tag.to_string()]),
+            "database {}",
+            d.name
+        );
+    }
+}
