@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -63,7 +64,10 @@ pub struct Browser {
 impl Browser {
     pub async fn start() -> Browser {
         ensure_installed();
+        // A process group of its own: a test that fails kills chromedriver and the Chromium it
+        // started together (killed alone, chromedriver would leave Chromium running).
         let mut driver = Command::new(CHROMEDRIVER)
+            .process_group(0)
             .args(["--port=0", "--allowed-ips=127.0.0.1"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -195,7 +199,13 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // A failed test never reaches close(): do not leave chromedriver running.
+        // A failed test never reaches close(): do not leave chromedriver or Chromium running.
+        if let Ok(pid) = i32::try_from(self.driver.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
