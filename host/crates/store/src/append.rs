@@ -84,7 +84,7 @@ impl Store {
             .map_err(StoreError::from_sqlx("starting the ingest transaction"))?;
         let workspaces: Vec<&str> = requests.iter().map(|r| &*r.workspace_id).collect();
         ingest_lock::take_for_ingest(&mut tx, &workspaces).await?;
-        let keep = events_new(&mut tx, requests, dedup).await?;
+        let keep = events_new(&mut tx, requests, dedup, self.distributed).await?;
         let total: usize = keep.iter().flatten().filter(|k| **k).count();
         let mut ids = Vec::new();
         if total > 0 {
@@ -109,6 +109,7 @@ async fn events_new(
     conn: &mut PgConnection,
     requests: &[&AppendRequest],
     dedup: Option<Dedup>,
+    distributed: bool,
 ) -> Result<Vec<Vec<bool>>, StoreError> {
     let hashes: Vec<Vec<Uuid>> = requests
         .iter()
@@ -140,7 +141,7 @@ async fn events_new(
         .filter(|(_, k)| **k)
         .map(|(c, _)| c)
         .collect();
-    let seen = dedup::dedup_keys_check(conn, now_minute, d, candidates).await?;
+    let seen = dedup::dedup_keys_check(conn, now_minute, d, candidates, distributed).await?;
     for (h, k) in hashes.iter().flatten().zip(keep.iter_mut().flatten()) {
         *k = *k && !seen.contains(h);
     }

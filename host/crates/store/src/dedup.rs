@@ -67,24 +67,33 @@ pub(crate) async fn dedup_keys_check(
     minute: i32,
     dedup: Dedup,
     candidates: Vec<(&str, Uuid)>,
+    distributed: bool,
 ) -> Result<HashSet<Uuid>, StoreError> {
     dedup_partition_ensure(conn, minute, dedup).await?;
     let (workspaces, hashes): (Vec<&str>, Vec<Uuid>) = candidates.into_iter().unzip();
-    // Keys recorded before they carried their workspace have '' (migration 0012).
-    let seen: HashSet<Uuid> = sqlx::query_scalar(
+    // Keys recorded before they carried their workspace have '' (migration 0012). Citus cannot
+    // push a LIMIT inside a lateral join over an array down to the shards; there, one query
+    // per shard filtered on the group's workspaces does it (the planner there sees each
+    // shard's small partition, not a stale estimate of the whole).
+    let sql = if distributed {
+        "SELECT DISTINCT d.hash FROM dedup_keys d
+         WHERE d.workspace_id = ANY ($1::text[] || '{\"\"}'::text[])
+           AND d.hash = ANY ($2::uuid[]) AND d.bucket >= $3"
+    } else {
         "SELECT c.h FROM unnest($1::text[], $2::uuid[]) AS c(w, h),
              LATERAL (SELECT 1 FROM dedup_keys d
                       WHERE d.hash = c.h AND d.workspace_id IN (c.w, '') AND d.bucket >= $3
-                      LIMIT 1) x",
-    )
-    .bind(&workspaces)
-    .bind(&hashes)
-    .bind(minute.saturating_sub(dedup.window_minutes()))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(StoreError::from_sqlx("looking up dedup keys"))?
-    .into_iter()
-    .collect();
+                      LIMIT 1) x"
+    };
+    let seen: HashSet<Uuid> = sqlx::query_scalar(sql)
+        .bind(&workspaces)
+        .bind(&hashes)
+        .bind(minute.saturating_sub(dedup.window_minutes()))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx("looking up dedup keys"))?
+        .into_iter()
+        .collect();
     let (workspaces, hashes): (Vec<&str>, Vec<Uuid>) = workspaces
         .into_iter()
         .zip(hashes)

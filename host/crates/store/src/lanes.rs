@@ -67,13 +67,12 @@ impl Store {
         let ordering: Vec<OrderingScope> = specs.iter().map(|s| s.ordering).collect();
         sqlx::query(
             "INSERT INTO lanes (workspace_id, destination_id, ordering, start_id, cursor, claimed_to)
-             SELECT c.w, c.d, c.o, h.last_id, h.last_id, h.last_id
+             SELECT c.w, c.d, c.o, coalesce(h.last_id, 0), coalesce(h.last_id, 0),
+                    coalesce(h.last_id, 0)
              FROM UNNEST($1::text[], $2::text[], $3::ordering_scope[]) AS c(w, d, o)
-             CROSS JOIN LATERAL (
-                 SELECT coalesce((SELECT last_id FROM workspace_heads w
-                                  WHERE w.workspace_id = c.w), 0) AS last_id) h
+             LEFT JOIN workspace_heads h ON h.workspace_id = c.w
              ON CONFLICT (workspace_id, destination_id) DO UPDATE
-             SET ordering = excluded.ordering, retired_at = NULL, updated_at = now()
+             SET ordering = excluded.ordering, retired_at = NULL, updated_at = excluded.updated_at
              WHERE lanes.ordering IS DISTINCT FROM excluded.ordering
                 OR lanes.retired_at IS NOT NULL",
         )

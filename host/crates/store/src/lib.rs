@@ -150,6 +150,9 @@ pub struct Store {
     /// also commit on `pool`, so a lease is never younger in the store than its owner thinks).
     lane_pool: PgPool,
     url: String,
+    /// The database is a Citus coordinator and the schema is distributed (migration 0013):
+    /// the few statements whose best form differs take the distributed one.
+    distributed: bool,
     /// Seals and opens destination configs (`catalog`).
     sealer: Option<std::sync::Arc<sealer::Sealer>>,
 }
@@ -179,12 +182,29 @@ impl Store {
             .connect_with(options.options([("synchronous_commit", "off")]))
             .await
             .map_err(StoreError::from_sqlx("connecting"))?;
+        let distributed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(StoreError::from_sqlx("checking for Citus"))?;
+        if distributed {
+            tracing::info!(
+                "the database is a Citus coordinator: the schema is distributed by workspace"
+            );
+        }
         Ok(Store {
             pool,
             lane_pool,
             url: url.to_string(),
+            distributed,
             sealer: None,
         })
+    }
+
+    /// Whether the schema is distributed over a Citus cluster.
+    pub fn is_distributed(&self) -> bool {
+        self.distributed
     }
 
     /// The store, sealing and opening destination configs with `sealer`.

@@ -31,7 +31,8 @@ impl Store {
              INSERT INTO host_plugins (incarnation, plugin, sha256, version)
              SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[])
              ON CONFLICT (incarnation, plugin) DO UPDATE
-                 SET sha256 = excluded.sha256, version = excluded.version, loaded_at = now()
+                 SET sha256 = excluded.sha256, version = excluded.version,
+                     loaded_at = excluded.loaded_at
                  WHERE host_plugins.sha256 <> excluded.sha256
                     OR host_plugins.version <> excluded.version",
         )

@@ -1,5 +1,6 @@
-//! The lane engine and the store together, against a real PostgreSQL: random histories checked
-//! against a simple model (see `histories.rs`).
+//! The lane engine and the store together, against a real PostgreSQL and again on a Citus
+//! cluster (the schema distributed by workspace): random histories checked against a simple
+//! model (see `histories.rs`).
 
 mod histories;
 
@@ -8,5 +9,7 @@ use std::process::ExitCode;
 use sluice_store::testing::{fixtures, harness};
 
 fn main() -> ExitCode {
-    sluice_store::testing::main(histories::tests())
+    let mut trials = histories::tests();
+    trials.extend(harness::on_citus(histories::tests));
+    sluice_store::testing::main(trials)
 }

@@ -137,7 +137,7 @@ fn log_branch(
                        ELSE 'pending' END::job_status AS state,
                   CASE WHEN e.id <= l.cursor THEN 1 ELSE 0 END AS attempt
            FROM lanes l
-           LEFT JOIN workspace_heads h ON h.workspace_id = l.workspace_id
+           JOIN workspace_heads h ON h.workspace_id = l.workspace_id
            JOIN routes r ON r.workspace_id = l.workspace_id AND r.destination_id = l.destination_id
            CROSS JOIN LATERAL (
              SELECT e.id, e.source_id, e.user_key, e.message_id, e.received_at

@@ -18,16 +18,19 @@ use super::sealed::audited;
 use super::write::{Audit, OwnedChange, Tx, err};
 use crate::Store;
 
-/// Draining destinations whose lane is past every link's end, with no unfinished job.
+/// Draining destinations whose lane is past every link's end, with no unfinished job. The
+/// subqueries follow the lane (distributed by workspace under Citus), not the destination (a
+/// reference table), so that they stay on the lane's shard.
 const DRAINED: &str = "
     SELECT d.workspace_id, d.id FROM destinations d
     JOIN lanes l ON l.workspace_id = d.workspace_id AND l.destination_id = d.id
     WHERE d.draining_since IS NOT NULL
       AND l.cursor >= coalesce((SELECT max(r.until_id) FROM routes r
-                                WHERE r.workspace_id = d.workspace_id
-                                  AND r.destination_id = d.id), 0)
+                                WHERE r.workspace_id = l.workspace_id
+                                  AND r.destination_id = l.destination_id), 0)
       AND NOT EXISTS (SELECT 1 FROM job_state s
-                      WHERE s.workspace_id = d.workspace_id AND s.destination_id = d.id
+                      WHERE s.workspace_id = l.workspace_id
+                        AND s.destination_id = l.destination_id
                         AND s.state IN ('pending', 'failed'))
     ORDER BY d.workspace_id, d.id";
 

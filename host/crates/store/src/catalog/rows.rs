@@ -83,7 +83,8 @@ pub(super) async fn insert_destination(
          SET ordering = excluded.ordering, start_id = excluded.start_id,
              cursor = excluded.cursor, claimed_to = excluded.claimed_to, retired_at = NULL,
              owner = NULL, lease_until = NULL, owner_epoch = l.owner_epoch + 1, next_due = NULL,
-             paused_at = NULL, paused_by = NULL, plugin_error = NULL, updated_at = now()
+             paused_at = NULL, paused_by = NULL, plugin_error = NULL,
+             updated_at = excluded.updated_at
          WHERE l.retired_at IS NOT NULL",
     )
     .bind(&d.workspace)

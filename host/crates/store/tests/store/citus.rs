@@ -1,6 +1,7 @@
 //! The Citus test cluster itself (a coordinator and two workers, started by the harness): a
-//! test database there is a working Citus database of its own. The store's migrations are not
-//! distributed yet, so these trials make their own tables.
+//! test database there is a working Citus database of its own, and the migrations distribute
+//! the schema by workspace (migration 0013). Every other store trial also runs there
+//! (`citus::…`, main.rs).
 
 use libtest_mimic::Trial;
 use sqlx::Row;
@@ -17,6 +18,10 @@ pub fn tests() -> Vec<Trial> {
             trial(
                 "test_databases_do_not_see_each_other",
                 test_databases_do_not_see_each_other,
+            ),
+            trial(
+                "the_migrations_distribute_workspace_tables_by_workspace_and_the_rest_as_reference_tables",
+                the_schema_is_distributed,
             ),
         ]
     })
@@ -115,4 +120,43 @@ async fn test_databases_do_not_see_each_other(db: Db) {
             d.name
         );
     }
+}
+
+/// Every table that holds a workspace's data is distributed by `workspace_id`, all colocated
+/// with `events` (a lane's statements join them on one worker); the global ones are reference
+/// tables; no table is left on the coordinator alone.
+async fn the_schema_is_distributed(db: Db) {
+    let tables: Vec<(String, Option<String>, Option<String>, Option<i32>)> = sqlx::query_as(
+        "SELECT c.relname::text, p.partmethod::text,
+                column_to_column_name(p.logicalrelid, p.partkey), p.colocationid
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+           AND c.relname <> '_sqlx_migrations'
+         ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("list tables");
+    let events_group = tables
+        .iter()
+        .find(|t| t.0 == "events")
+        .and_then(|t| t.3)
+        .expect("events is distributed");
+    assert!(tables.len() > 15, "{tables:?}");
+    for (table, method, column, group) in &tables {
+        if crate::schema::GLOBAL.contains(&table.as_str()) {
+            assert_eq!(method.as_deref(), Some("n"), "{table} is a reference table");
+        } else {
+            assert_eq!(method.as_deref(), Some("h"), "{table} is hash-distributed");
+            assert_eq!(column.as_deref(), Some("workspace_id"), "{table}'s column");
+            assert_eq!(
+                *group,
+                Some(events_group),
+                "{table} is colocated with events"
+            );
+        }
+    }
+    // Running it again changes nothing (a database that got Citus later runs it by hand).
+    exec(&db, "SELECT sluice_distribute()").await;
 }

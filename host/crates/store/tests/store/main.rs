@@ -1,5 +1,6 @@
 //! Store tests: the job store's contracts, each checked at the layer that owns it, against a
-//! real PostgreSQL (one embedded server for the run, one database per test). The model-based
+//! real PostgreSQL (one embedded server for the run, one database per test), and again on a
+//! Citus cluster (a coordinator and two workers, the schema distributed by workspace). The model-based
 //! test of the lane engine and the store together is the engine's (`host/crates/engine/tests/model`).
 
 mod admin;
@@ -21,9 +22,11 @@ mod sql_docs;
 
 use std::process::ExitCode;
 
+use libtest_mimic::Trial;
 use sluice_store::testing::{fixtures, harness};
 
-fn main() -> ExitCode {
+/// Every contract, checked the same way on plain PostgreSQL and on the Citus test cluster.
+fn contracts() -> Vec<Trial> {
     let mut trials = Vec::new();
     trials.extend(admin::tests());
     trials.extend(job_list::tests());
@@ -40,8 +43,13 @@ fn main() -> ExitCode {
     trials.extend(plugins::tests());
     trials.extend(operator::tests());
     trials.extend(sql_docs::tests());
-    // The Citus test cluster itself; the trials above do not run on it yet (the migrations do
-    // not distribute the tables).
+    trials
+}
+
+fn main() -> ExitCode {
+    let mut trials = contracts();
+    // The same trials on Citus (names `citus::…`), and the cluster's own.
+    trials.extend(harness::on_citus(contracts));
     trials.extend(citus::tests());
     sluice_store::testing::main(trials)
 }

@@ -91,7 +91,8 @@ async fn every_query_runs(db: Db) {
     // The blocks did what the page says, in order: retried, aborted 4, replayed it, paused
     // and resumed.
     let actions: Vec<(String, i32)> =
-        sqlx::query_as("SELECT action, jobs FROM operator_audit ORDER BY id")
+        // In time order, as the page reads it (on Citus, ids are unique but not in time order).
+        sqlx::query_as("SELECT action, jobs FROM operator_audit ORDER BY at, id")
             .fetch_all(&db.pool)
             .await
             .unwrap();
