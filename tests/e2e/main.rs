@@ -8,6 +8,7 @@ mod admin;
 mod backfill;
 mod browser_sdks;
 mod catalog;
+mod citus;
 mod cli;
 mod clients;
 mod compile_cache;

@@ -1,6 +1,7 @@
 //! Test harness: the real binary, real embedded Postgres, real compiled plugins, a local sink.
 
 pub mod browser;
+pub mod citus;
 pub mod mock_api;
 pub mod pg;
 pub mod plugins;
