@@ -103,14 +103,16 @@ async fn three_workspaces_on_two_workers_are_delivered_in_order_and_signed() {
     .await;
     let received = sink.received();
     assert_in_order_exactly_once(&received, 30, 20);
-    assert!(received.iter().all(|r| r.signature_ok), "every delivery signed");
+    assert!(
+        received.iter().all(|r| r.signature_ok),
+        "every delivery signed"
+    );
     // Each workspace's events are in its own shard, read back through the coordinator.
-    let per_workspace: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT workspace_id, count(*) FROM events GROUP BY 1 ORDER BY 1",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("counts");
+    let per_workspace: Vec<(String, i64)> =
+        sqlx::query_as("SELECT workspace_id, count(*) FROM events GROUP BY 1 ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .expect("counts");
     let mut expected: Vec<(String, i64)> = workspaces.iter().map(|w| (w.clone(), 200)).collect();
     expected.sort();
     assert_eq!(per_workspace, expected);
@@ -172,4 +174,159 @@ async fn kill9_mid_delivery_on_citus_loses_nothing_and_keeps_order() {
         }
         assert_eq!(next, 50, "{user}: every event");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_retry_now_abort_and_replay_by_sql_on_citus() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let url = citus::database().await;
+    let pool = sqlx::PgPool::connect(&url).await.expect("the coordinator");
+    let ws = spread_workspaces(&pool).await.remove(0);
+    // user-1's and user-2's first events are refused until fixed.
+    let fixed = Arc::new(AtomicBool::new(false));
+    let f = fixed.clone();
+    let (one, two) = (format!("{ws}-user-1-0"), format!("{ws}-user-2-0"));
+    let sink = Sink::with(SECRET, move |r| {
+        let refused = r.message_id == one || r.message_id == two;
+        if refused && !f.load(Ordering::SeqCst) {
+            500
+        } else {
+            200
+        }
+    });
+    // An hour's backoff: only an operator brings the jobs back.
+    let retry = r#"{ min_backoff = "1h", max_backoff = "2h", max_attempts = 5, window = "3h" }"#;
+    let sluice = Sluice::start_on(&url, &config(std::slice::from_ref(&ws), &sink, retry), "");
+    post(&sluice, &ws, &workspace_events(&ws, 5, 10)).await;
+    let hook = format!("hook-{ws}");
+    wait_until(Duration::from_secs(60), "two failed jobs", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM failed_jobs")
+            .fetch_one(&pool)
+            .await
+            .expect("failed jobs");
+        (n == 2 && sink.accepted().len() >= 30).then_some(())
+    })
+    .await;
+
+    // user-1: aborted (with the jobs parked behind it), then replayed once the receiver is
+    // fixed. user-2: retried now.
+    let aborted: i32 =
+        sqlx::query_scalar("SELECT sluice_abort($1, $2, ARRAY(SELECT event_id FROM failed_jobs WHERE message_id = $3), 'test')")
+            .bind(&ws)
+            .bind(&hook)
+            .bind(format!("{ws}-user-1-0"))
+            .fetch_one(&pool)
+            .await
+            .expect("abort");
+    assert!(aborted >= 1, "aborted {aborted}");
+    fixed.store(true, Ordering::SeqCst);
+    let retried: i32 = sqlx::query_scalar("SELECT sluice_retry_now($1, $2, NULL, 'test')")
+        .bind(&ws)
+        .bind(&hook)
+        .fetch_one(&pool)
+        .await
+        .expect("retry now");
+    assert_eq!(retried, 1);
+    let replayed: i32 = sqlx::query_scalar("SELECT sluice_replay($1, $2, NULL, 'test')")
+        .bind(&ws)
+        .bind(&hook)
+        .fetch_one(&pool)
+        .await
+        .expect("replay");
+    assert!(replayed >= 1, "replayed {replayed}");
+    wait_until(Duration::from_secs(60), "every user's events", || async {
+        (sink.accepted().len() >= 50).then_some(())
+    })
+    .await;
+    // user-1's first event was aborted, so its later ones went on; the replay then delivered
+    // it. Everyone else in order.
+    let by_user = accepted_by_user(&sink.received());
+    for (user, seqs) in &by_user {
+        let expected: Vec<i64> = if user.ends_with("-user-1") {
+            (1..10).chain([0]).collect()
+        } else {
+            (0..10).collect()
+        };
+        assert_eq!(seqs, &expected, "{user}");
+    }
+    assert_eq!(by_user.len(), 5);
+    let audit: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM operator_audit ORDER BY at, id")
+            .fetch_all(&pool)
+            .await
+            .expect("the audit");
+    assert_eq!(audit, ["abort", "retry_now", "replay"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_rotate_and_are_dropped_on_citus() {
+    let url = citus::database().await;
+    let pool = sqlx::PgPool::connect(&url).await.expect("the coordinator");
+    let ws = spread_workspaces(&pool).await.remove(0);
+    let sink = Sink::ok(SECRET);
+    let sluice = Sluice::start_on(
+        &url,
+        &config(
+            std::slice::from_ref(&ws),
+            &sink,
+            r#"{ min_backoff = "1s" }"#,
+        ),
+        "maintenance_interval = \"200ms\"\n\n[server.datasets]\nmax_events = 50",
+    );
+    let newest = || async {
+        sqlx::query_scalar::<_, i32>("SELECT max(dataset) FROM datasets")
+            .fetch_one(&pool)
+            .await
+            .expect("datasets")
+    };
+    // 50 events at a time, each batch filling a dataset: maintenance closes it and opens the
+    // next (a rotation: partitions created on the distributed tables).
+    for (i, chunk) in workspace_events(&ws, 10, 20).chunks(50).enumerate() {
+        post(&sluice, &ws, chunk).await;
+        let want = i as i32 + 2;
+        wait_until(Duration::from_secs(30), "a rotation", || async {
+            (newest().await >= want).then_some(())
+        })
+        .await;
+    }
+    wait_until(Duration::from_secs(60), "200 deliveries", || async {
+        (sink.accepted().len() >= 200).then_some(())
+    })
+    .await;
+    assert_in_order_exactly_once(&sink.received(), 10, 20);
+    // Delivered datasets are dropped: their partitions and every shard of them.
+    wait_until(
+        Duration::from_secs(60),
+        "the delivered datasets dropped",
+        || async {
+            let left: Vec<i32> = sqlx::query_scalar("SELECT dataset FROM datasets")
+                .fetch_all(&pool)
+                .await
+                .expect("datasets");
+            (left == [5]).then_some(())
+        },
+    )
+    .await;
+    let shards_of_dataset_1: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_dist_shard WHERE logicalrelid::text = 'events_ds_1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("shards");
+    assert_eq!(shards_of_dataset_1, 0);
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('events_ds_1')::text")
+        .fetch_one(&pool)
+        .await
+        .expect("the partition");
+    assert_eq!(table, None);
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events")
+            .fetch_one(&pool)
+            .await
+            .expect("events left"),
+        0,
+        "every delivered event went with its dataset"
+    );
 }
