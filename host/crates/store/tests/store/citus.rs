@@ -122,11 +122,14 @@ async fn test_databases_do_not_see_each_other(db: Db) {
     }
 }
 
+/// A table, and how Citus distributes it: method (`h` hash, `n` reference), column, colocation.
+type Distribution = (String, Option<String>, Option<String>, Option<i32>);
+
 /// Every table that holds a workspace's data is distributed by `workspace_id`, all colocated
 /// with `events` (a lane's statements join them on one worker); the global ones are reference
 /// tables; no table is left on the coordinator alone.
 async fn the_schema_is_distributed(db: Db) {
-    let tables: Vec<(String, Option<String>, Option<String>, Option<i32>)> = sqlx::query_as(
+    let tables: Vec<Distribution> = sqlx::query_as(
         "SELECT c.relname::text, p.partmethod::text,
                 column_to_column_name(p.logicalrelid, p.partkey), p.colocationid
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
