@@ -351,7 +351,8 @@ pub async fn wait_drained(database_url: &str, timeout: Duration) -> anyhow::Resu
     let deadline = Instant::now() + timeout;
     loop {
         let (behind, open): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM lanes l, ingest_head h
+            "SELECT (SELECT count(*) FROM lanes l
+                     JOIN workspace_heads h ON h.workspace_id = l.workspace_id
                      WHERE l.retired_at IS NULL AND l.cursor < h.last_id),
                     (SELECT count(*) FROM job_state WHERE state IN ('pending', 'failed'))",
         )

@@ -3,6 +3,8 @@
 //!
 //! Every Sluice figure is put next to what a peer or a physical limit does in the same run:
 //! - **ingest** vs raw COPY of the same events (`copy-limit.sh`);
+//! - **four workspaces ingesting at once** with four ingest writers vs one (per-workspace
+//!   ingest locks);
 //! - **no-op delivery** (the `devnull` plugin) of a 100k / 1M (/ 10M) backlog vs the classic
 //!   `FOR UPDATE SKIP LOCKED` queue draining the same backlog (`naive-queue.sh`);
 //! - **webhook delivery** to nginx vs what `wrk` gets from that nginx;
@@ -27,6 +29,7 @@ mod operator;
 mod plugins;
 mod tools;
 mod trickle;
+mod workspaces;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -48,11 +51,12 @@ pub struct Options {
     pub only: Vec<String>,
 }
 
-pub const SCENARIOS: [&str; 14] = [
+pub const SCENARIOS: [&str; 15] = [
     "latency",
     "idle",
     "slow-sink",
     "ingest",
+    "ingest-workspaces",
     "slow-clients",
     "delivery",
     "webhook",
@@ -174,6 +178,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         eprintln!("bench: {scenario} ...");
         let result = match scenario {
             "ingest" => bench.ingest().await,
+            "ingest-workspaces" => bench.ingest_workspaces().await,
             "delivery" => bench.delivery().await,
             "webhook" => bench.webhook().await,
             "latency" => bench.latency().await,
