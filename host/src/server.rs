@@ -160,8 +160,7 @@ async fn serve(
 
     let listener = match listener {
         Some(l) => l,
-        None => TcpListener::bind(server.listen)
-            .await
+        None => ingest::server::bind(server.listen)
             .with_context(|| format!("binding {}", server.listen))?,
     };
     // The admin API binds before ingest announces itself, so that its address is logged

@@ -5,6 +5,10 @@
 //! - **ingest** vs raw COPY of the same events (`copy-limit.sh`);
 //! - **four workspaces ingesting at once** with four ingest writers vs one (per-workspace
 //!   ingest locks);
+//! - **browser** traffic: 1,000 clients sending the two browser SDKs' single events and small
+//!   batches with CORS, a connection per request, vs batch ingest on the same host; p50/p99;
+//! - **stalled uploads**: 200 and 400 uploads of 3,999,000 of 4,000,000 bytes that stall, vs
+//!   `ingest_memory` (256 MiB) plus its documented overhead in the host's RSS;
 //! - **no-op delivery** (the `devnull` plugin) of a 100k / 1M (/ 10M) backlog vs the classic
 //!   `FOR UPDATE SKIP LOCKED` queue draining the same backlog (`naive-queue.sh`);
 //! - **webhook delivery** to nginx vs what `wrk` gets from that nginx;
@@ -21,12 +25,15 @@
 //! processes, receivers, load) and stops it all at the end.
 
 mod backfill;
+mod browser;
+mod browser_sdk;
 mod catalog;
 mod env;
 mod fairness;
 mod load;
 mod operator;
 mod plugins;
+mod stalled_uploads;
 mod tools;
 mod trickle;
 mod workspaces;
@@ -51,13 +58,15 @@ pub struct Options {
     pub only: Vec<String>,
 }
 
-pub const SCENARIOS: [&str; 15] = [
+pub const SCENARIOS: [&str; 17] = [
     "latency",
     "idle",
     "slow-sink",
     "ingest",
     "ingest-workspaces",
     "slow-clients",
+    "browser",
+    "stalled-uploads",
     "delivery",
     "webhook",
     "flood",
@@ -185,6 +194,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             "idle" => bench.idle().await,
             "slow-sink" => bench.slow_sink().await,
             "slow-clients" => bench.slow_clients().await,
+            "browser" => bench.browser().await,
+            "stalled-uploads" => bench.stalled_uploads().await,
             "flood" => bench.flood().await,
             "two-hosts" => bench.two_hosts().await,
             "plugins" => bench.plugins().await,

@@ -199,7 +199,20 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
         .sum()
 }
 
-/// `root` and its child processes (one level: PostgreSQL's backends and workers).
+/// How many times a listening socket's accept queue was full, machine-wide since boot
+/// (`TcpExt: ListenOverflows` in `/proc/net/netstat`); a client whose connection was dropped
+/// there retransmits its SYN a second later.
+pub fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+}
+
 /// Resident memory of a process, from `/proc/PID/status` (0 when unreadable).
 pub fn rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -212,6 +225,7 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// `root` and its child processes (one level: PostgreSQL's backends and workers).
 pub fn with_children(root: u32) -> Vec<u32> {
     let mut pids = vec![root];
     if let Ok(entries) = std::fs::read_dir("/proc") {

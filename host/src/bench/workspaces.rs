@@ -10,6 +10,8 @@ use super::load::{self, Shape};
 use super::{Bench, Row};
 
 const WORKSPACES: usize = 4;
+/// Connections per workspace: enough requests in flight that one writer is the limit.
+const CONNECTIONS: usize = 8;
 
 /// Four workspaces, each with a source (`wk_<i>`) feeding a no-op destination, and `writers`
 /// ingest writers.
@@ -30,10 +32,10 @@ fn config(plugins_dir: &Path, writers: usize) -> String {
 }
 
 impl Bench {
-    /// Events/s of four workspaces ingesting at once (two connections each), with `writers`
+    /// Events/s of four workspaces ingesting at once (CONNECTIONS each), with `writers`
     /// ingest writers.
     async fn four_workspaces(&mut self, writers: usize, total: u64) -> anyhow::Result<f64> {
-        let label = format!("workspaces-{writers}");
+        let label = format!("workspaces_{writers}");
         let db = self.pg.fresh_db(&label).await?;
         let host = Host::start(
             &self.host_dir(&label),
@@ -51,9 +53,9 @@ impl Bench {
         let mut loads = tokio::task::JoinSet::new();
         for i in 0..WORKSPACES {
             let (url, key, run) = (url.clone(), format!("wk_{i}"), format!("{label}-{i}"));
-            loads.spawn(
-                async move { load::ingest(&url, &key, per_workspace, shape, 2, &run).await },
-            );
+            loads.spawn(async move {
+                load::ingest(&url, &key, per_workspace, shape, CONNECTIONS, &run).await
+            });
         }
         while let Some(done) = loads.join_next().await {
             done??;
@@ -67,7 +69,7 @@ impl Bench {
         let one = self.four_workspaces(1, total).await?;
         let four = self.four_workspaces(4, total).await?;
         self.rows.push(Row::ratio(
-            "ingest: 4 workspaces at once (2 connections each), 4 writers",
+            "ingest: 4 workspaces at once (8 connections each), 4 writers",
             four,
             "events/s",
             "1 writer (one transaction at a time)",

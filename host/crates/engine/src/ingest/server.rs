@@ -77,6 +77,27 @@ impl Registry {
     }
 }
 
+/// A connection's read buffer at most (see `serve`).
+const MAX_READ_BUFFER: usize = 64 * 1024;
+
+/// Pending connections the kernel queues for `accept`: browser traffic opens many short
+/// connections at once, and tokio's own default (128) made the kernel drop SYNs (the client
+/// retries a second later). The kernel caps it at `net.core.somaxconn`.
+pub const ACCEPT_BACKLOG: u32 = 1024;
+
+/// Binds the ingest listener with [`ACCEPT_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's and tokio's bind do: a restarted host rebinds at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// Serves `app` on `listener` until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
@@ -89,6 +110,10 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        // hyper grows a connection's read buffer up to ~400 KB while a body streams in fast;
+        // with many uploads at once that was heap beyond `ingest_memory` (the RSS budget).
+        // 64 KiB still holds any request head (and bodies stream through it).
+        .max_buf_size(MAX_READ_BUFFER)
         .keep_alive(true);
     let builder = Arc::new(builder);
     let registry = Arc::new(Registry {
