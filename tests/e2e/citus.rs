@@ -1,6 +1,8 @@
 //! The real binary on a Citus cluster (a coordinator and two workers; `harness::citus`), with
 //! the schema distributed by workspace (migration 0013): three workspaces whose shards are on
-//! both workers, delivered in order and signed; `kill -9` of the host mid-delivery.
+//! both workers, delivered in order and signed; `kill -9` of the host mid-delivery; operator
+//! abort, retry now and replay by SQL; datasets rotated and dropped; a rolling restart of three
+//! hosts under load (the same test as on plain PostgreSQL, `hosts.rs`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -329,4 +331,9 @@ async fn datasets_rotate_and_are_dropped_on_citus() {
         0,
         "every delivered event went with its dataset"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_three_hosts_on_citus_loses_nothing_and_interleaves_nobody() {
+    crate::hosts::rolling_restart_under_load(&citus::database().await).await;
 }

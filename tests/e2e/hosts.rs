@@ -198,13 +198,20 @@ async fn three_hosts_one_killed_mid_delivery_lose_nothing_and_keep_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_loses_nothing_and_interleaves_nobody() {
     let pg = SharedPg::start().await;
+    rolling_restart_under_load(&pg.url).await;
+}
+
+/// Three hosts on `database_url` under load, each restarted in turn (SIGTERM, kill -9,
+/// SIGTERM): every acknowledged event is delivered, each user's first deliveries in order
+/// (also run on Citus, `citus.rs`).
+pub(crate) async fn rolling_restart_under_load(database_url: &str) {
     let sink = Sink::with(SECRET, |_| {
         std::thread::sleep(Duration::from_micros(200));
         200
     });
     let config = three_destinations(&sink);
     let mut hosts: Vec<Sluice> = (0..3)
-        .map(|_| Sluice::start_on(&pg.url, &config, HOSTS))
+        .map(|_| Sluice::start_on(database_url, &config, HOSTS))
         .collect();
     let addrs: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(
         hosts.iter().map(|h| Some(h.addr.clone())).collect(),
