@@ -238,7 +238,7 @@ async fn operator_retry_now_abort_and_replay_by_sql_on_citus() {
         .await
         .expect("replay");
     assert!(replayed >= 1, "replayed {replayed}");
-    wait_until(Duration::from_secs(60), "every user's events", || async {
+    wait_until(Duration::from_secs(120), "every user's events", || async {
         (sink.accepted().len() >= 50).then_some(())
     })
     .await;
