@@ -62,10 +62,15 @@ pub struct AppendOutcome {
     pub accepted: usize,
     /// Events dropped as already seen within the dedup window.
     pub duplicates: usize,
-    /// The first of `ids`.
-    pub first_id: Option<i64>,
     /// The ids of the accepted events, in request order (increasing).
     pub ids: Vec<i64>,
+}
+
+impl AppendOutcome {
+    /// The id of the request's first accepted event.
+    pub fn first_id(&self) -> Option<i64> {
+        self.ids.first().copied()
+    }
 }
 
 impl Store {
@@ -86,20 +91,22 @@ impl Store {
         ingest_lock::take_for_ingest(&mut tx, &workspaces).await?;
         let keep = events_new(&mut tx, requests, dedup, self.distributed).await?;
         let total: usize = keep.iter().flatten().filter(|k| **k).count();
-        let mut ids = Vec::new();
-        if total > 0 {
-            let dataset;
-            (ids, dataset) = ids_take(&mut tx, total).await?;
-            heads_move(&mut tx, requests, &keep, &ids).await?;
-            events_copy(&mut tx, requests, &keep, dataset, &ids).await?;
+        let outcomes = if total > 0 {
+            let (ids, dataset) = ids_take(&mut tx, total).await?;
+            let given = outcomes(requests, &keep, &ids);
+            heads_move(&mut tx, requests, &given).await?;
+            events_copy(&mut tx, requests, &keep, &given, dataset).await?;
             if let Some(payload) = notify {
                 notify::notify(&mut *tx, payload, "notifying other hosts").await?;
             }
-        }
+            given
+        } else {
+            outcomes(requests, &keep, &[])
+        };
         tx.commit()
             .await
             .map_err(StoreError::from_sqlx("committing the ingest transaction"))?;
-        Ok(outcomes(requests, &keep, &ids))
+        Ok(outcomes)
     }
 }
 
@@ -179,18 +186,16 @@ async fn ids_take(conn: &mut PgConnection, total: usize) -> Result<(Vec<i64>, i3
 async fn heads_move(
     conn: &mut PgConnection,
     requests: &[&AppendRequest],
-    keep: &[Vec<bool>],
-    ids: &[i64],
+    outcomes: &[AppendOutcome],
 ) -> Result<(), StoreError> {
     let mut heads: Vec<(&str, i64)> = Vec::new();
-    let mut next = ids.iter();
-    for (request, keep) in requests.iter().zip(keep) {
-        for _ in keep.iter().filter(|k| **k) {
-            let Some(&id) = next.next() else { break };
-            match heads.iter_mut().find(|(w, _)| *w == &*request.workspace_id) {
-                Some((_, last)) => *last = (*last).max(id),
-                None => heads.push((&request.workspace_id, id)),
-            }
+    for (request, outcome) in requests.iter().zip(outcomes) {
+        let Some(&last) = outcome.ids.last() else {
+            continue;
+        };
+        match heads.iter_mut().find(|(w, _)| *w == &*request.workspace_id) {
+            Some((_, head)) => *head = (*head).max(last),
+            None => heads.push((&request.workspace_id, last)),
         }
     }
     let (workspaces, last_ids): (Vec<&str>, Vec<i64>) = heads.into_iter().unzip();
@@ -207,19 +212,18 @@ async fn heads_move(
     Ok(())
 }
 
-/// Step 4: COPYs the kept events into `dataset`, with consecutive ids from `first_id`.
+/// Step 4: COPYs the kept events into `dataset`, with the ids `outcomes` gave them.
 async fn events_copy(
     conn: &mut PgConnection,
     requests: &[&AppendRequest],
     keep: &[Vec<bool>],
+    outcomes: &[AppendOutcome],
     dataset: i32,
-    ids: &[i64],
 ) -> Result<(), StoreError> {
     let mut copy = CopyEncoder::new();
-    let mut next = ids.iter();
-    for (request, keep) in requests.iter().zip(keep) {
-        for (event, _) in request.events.iter().zip(keep).filter(|(_, k)| **k) {
-            let Some(&id) = next.next() else { break };
+    for ((request, keep), outcome) in requests.iter().zip(keep).zip(outcomes) {
+        let kept = request.events.iter().zip(keep).filter(|(_, k)| **k);
+        for ((event, _), &id) in kept.zip(&outcome.ids) {
             copy.row(dataset, id, request, event);
         }
     }
@@ -239,7 +243,8 @@ async fn events_copy(
     Ok(())
 }
 
-/// What happened to each request: the kept events of the group got `ids`, in request order.
+/// What happened to each request: the kept events of the group get `ids`, in request order
+/// (none yet when `ids` is empty).
 fn outcomes(requests: &[&AppendRequest], keep: &[Vec<bool>], ids: &[i64]) -> Vec<AppendOutcome> {
     let mut next = ids.iter().copied();
     requests
@@ -247,12 +252,10 @@ fn outcomes(requests: &[&AppendRequest], keep: &[Vec<bool>], ids: &[i64]) -> Vec
         .zip(keep)
         .map(|(request, keep)| {
             let accepted = keep.iter().filter(|k| **k).count();
-            let ids: Vec<i64> = next.by_ref().take(accepted).collect();
             AppendOutcome {
                 accepted,
                 duplicates: request.events.len() - accepted,
-                first_id: ids.first().copied(),
-                ids,
+                ids: next.by_ref().take(accepted).collect(),
             }
         })
         .collect()

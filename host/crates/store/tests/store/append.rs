@@ -49,9 +49,9 @@ async fn consecutive_ids(db: Db) {
         .event_append(&[&a, &b], Some(DEDUP), None)
         .await
         .unwrap();
-    assert_eq!(out[0].first_id, Some(1));
+    assert_eq!(out[0].first_id(), Some(1));
     assert_eq!(out[0].accepted, 2);
-    assert_eq!(out[1].first_id, Some(3));
+    assert_eq!(out[1].first_id(), Some(3));
     assert_eq!(out[1].accepted, 3);
     let rows: Vec<(i64, String, String)> =
         sqlx::query_as("SELECT id, source_id, message_id FROM events ORDER BY id")
