@@ -2,7 +2,10 @@
 //! the schema distributed by workspace (migration 0013): three workspaces whose shards are on
 //! both workers, delivered in order and signed; `kill -9` of the host mid-delivery; operator
 //! abort, retry now and replay by SQL; datasets rotated and dropped; a rolling restart of three
-//! hosts under load (the same test as on plain PostgreSQL, `hosts.rs`).
+//! hosts under load (the same test as on plain PostgreSQL, `hosts.rs`); a worker stopped
+//! mid-load (`worker_outage.rs`).
+
+mod worker_outage;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -11,20 +14,25 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
+/// The port of the worker holding `ws`'s `events` shard.
+async fn worker_port_of(pool: &sqlx::PgPool, ws: &str) -> i32 {
+    sqlx::query_scalar(
+        "SELECT p.nodeport FROM pg_dist_shard_placement p
+         WHERE p.shardid = get_shard_id_for_distribution_column('events', $1)",
+    )
+    .bind(ws)
+    .fetch_one(pool)
+    .await
+    .expect("the shard placement of a workspace")
+}
+
 /// Three workspace ids whose `events` shards are on both workers: the test checks it rather
 /// than trusting the hash.
 async fn spread_workspaces(pool: &sqlx::PgPool) -> Vec<String> {
     let mut chosen: Vec<(String, i32)> = Vec::new();
     for i in 0..50 {
         let ws = format!("ws-{i}");
-        let port: i32 = sqlx::query_scalar(
-            "SELECT p.nodeport FROM pg_dist_shard_placement p
-             WHERE p.shardid = get_shard_id_for_distribution_column('events', $1)",
-        )
-        .bind(&ws)
-        .fetch_one(pool)
-        .await
-        .expect("the shard placement of a workspace");
+        let port = worker_port_of(pool, &ws).await;
         let ports: HashSet<i32> = chosen.iter().map(|(_, p)| *p).collect();
         // The third must add the worker that is missing, if one is.
         if chosen.len() < 2 || ports.len() == 2 || !ports.contains(&port) {

@@ -41,15 +41,7 @@ pub fn cluster() -> Arc<Cluster> {
 fn start() -> Cluster {
     let source = CitusSource::from_env();
     ensure_citus_installed(&source).expect("Citus installed (built from the vendored tarball)");
-    let dir = tempfile::Builder::new()
-        .prefix("sluice-e2e-citus-")
-        .tempdir()
-        .expect("a directory for the cluster")
-        .keep();
-    // The servers run as `postgres` when we are root: they must reach the directory.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    watch(&dir);
+    let dir = cluster_dir();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -71,6 +63,43 @@ fn start() -> Cluster {
         cluster
     });
     Cluster { cluster }
+}
+
+/// A directory for a cluster's nodes, watched (see [`watch`]).
+fn cluster_dir() -> std::path::PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix("sluice-e2e-citus-")
+        .tempdir()
+        .expect("a directory for the cluster")
+        .keep();
+    // The servers run as `postgres` when we are root: they must reach the directory.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    watch(&dir);
+    dir
+}
+
+/// A cluster of the calling test's own, with one migrated database (its coordinator URL), for
+/// a test that stops a node: the shared cluster's nodes stay up for the other tests. Its nodes
+/// stop when it drops, or when this process exits.
+pub async fn own_cluster() -> (CitusCluster, String) {
+    // Through the shared cluster, so that Citus is built once, not by two tests at once.
+    tokio::task::spawn_blocking(cluster)
+        .await
+        .expect("the Citus test cluster");
+    let cluster = CitusCluster::start(&cluster_dir(), WORKERS)
+        .await
+        .expect("start a Citus cluster of the test's own");
+    let url = cluster
+        .create_database("sluice_e2e")
+        .await
+        .expect("a database on it");
+    Store::connect(&url)
+        .await
+        .expect("migrate the database")
+        .close()
+        .await;
+    (cluster, url)
 }
 
 /// Starts a process that waits for this one to exit, then stops every node under `dir` and

@@ -89,7 +89,7 @@ impl Store {
             .map_err(StoreError::from_sqlx("starting the ingest transaction"))?;
         let workspaces: Vec<&str> = requests.iter().map(|r| &*r.workspace_id).collect();
         ingest_lock::take_for_ingest(&mut tx, &workspaces).await?;
-        let keep = events_new(&mut tx, requests, dedup, self.distributed).await?;
+        let keep = events_new(&mut tx, requests, dedup, self.dedup_probe).await?;
         let total: usize = keep.iter().flatten().filter(|k| **k).count();
         let outcomes = if total > 0 {
             let (ids, dataset) = ids_take(&mut tx, total).await?;
@@ -116,7 +116,7 @@ async fn events_new(
     conn: &mut PgConnection,
     requests: &[&AppendRequest],
     dedup: Option<Dedup>,
-    distributed: bool,
+    probe: dedup::DedupProbe,
 ) -> Result<Vec<Vec<bool>>, StoreError> {
     let hashes: Vec<Vec<Uuid>> = requests
         .iter()
@@ -148,7 +148,7 @@ async fn events_new(
         .filter(|(_, k)| **k)
         .map(|(c, _)| c)
         .collect();
-    let seen = dedup::dedup_keys_check(conn, now_minute, d, candidates, distributed).await?;
+    let seen = dedup::dedup_keys_check(conn, now_minute, d, candidates, probe).await?;
     for (h, k) in hashes.iter().flatten().zip(keep.iter_mut().flatten()) {
         *k = *k && !seen.contains(h);
     }

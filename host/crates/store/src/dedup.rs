@@ -56,10 +56,45 @@ pub fn dedup_hash(source_id: &str, message_id: &str) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
+/// How the dedup probe is written for the database at hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DedupProbe {
+    /// Plain PostgreSQL: one index lookup per key (a LIMIT 1 in a lateral join), which also
+    /// finds the keys recorded before they carried their workspace (`''`, migration 0012).
+    PerKey,
+    /// Citus: it cannot push a LIMIT inside a lateral join over an array down to the shards,
+    /// so one query per shard, filtered on the group's workspaces (each shard's planner sees
+    /// its own small partition, not a stale estimate of the whole). Keys without a workspace
+    /// are looked for only while some may be in the window (`legacy_until`, their newest
+    /// bucket, read once at connect): the shard of `''` sits on one worker, and probing it
+    /// would make every workspace's ingest depend on that worker being up.
+    PerShard { legacy_until: Option<i32> },
+}
+
+impl DedupProbe {
+    /// The probe for `conn`'s database: `PerShard` when the schema is distributed.
+    pub(crate) async fn detect(
+        conn: &mut PgConnection,
+        distributed: bool,
+    ) -> Result<DedupProbe, StoreError> {
+        if !distributed {
+            return Ok(DedupProbe::PerKey);
+        }
+        let legacy_until: Option<i32> =
+            sqlx::query_scalar("SELECT max(bucket) FROM dedup_keys WHERE workspace_id = ''")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(StoreError::from_sqlx(
+                    "looking for dedup keys without a workspace",
+                ))?;
+        Ok(DedupProbe::PerShard { legacy_until })
+    }
+}
+
 /// Of `candidates`, the hashes seen within the window; the others are recorded in the
 /// partition of `minute`. The caller holds the ingest lock, which makes probe-then-insert safe.
 ///
-/// Each probe is forced to be an index lookup (a LIMIT 1 per hash): a planner with stale
+/// Each probe is forced to be an index lookup (see [`DedupProbe`]): a planner with stale
 /// statistics would otherwise scan whole partitions for a big group. The indexes are hash
 /// indexes: the keys are random, and a random insert into a btree costs several times more.
 pub(crate) async fn dedup_keys_check(
@@ -67,28 +102,33 @@ pub(crate) async fn dedup_keys_check(
     minute: i32,
     dedup: Dedup,
     candidates: Vec<(&str, Uuid)>,
-    distributed: bool,
+    probe: DedupProbe,
 ) -> Result<HashSet<Uuid>, StoreError> {
     dedup_partition_ensure(conn, minute, dedup).await?;
     let (workspaces, hashes): (Vec<&str>, Vec<Uuid>) = candidates.into_iter().unzip();
-    // Keys recorded before they carried their workspace have '' (migration 0012). Citus cannot
-    // push a LIMIT inside a lateral join over an array down to the shards; there, one query
-    // per shard filtered on the group's workspaces does it (the planner there sees each
-    // shard's small partition, not a stale estimate of the whole).
-    let sql = if distributed {
-        "SELECT DISTINCT d.hash FROM dedup_keys d
-         WHERE d.workspace_id = ANY ($1::text[] || '{\"\"}'::text[])
-           AND d.hash = ANY ($2::uuid[]) AND d.bucket >= $3"
-    } else {
-        "SELECT c.h FROM unnest($1::text[], $2::uuid[]) AS c(w, h),
-             LATERAL (SELECT 1 FROM dedup_keys d
-                      WHERE d.hash = c.h AND d.workspace_id IN (c.w, '') AND d.bucket >= $3
-                      LIMIT 1) x"
+    let oldest = minute.saturating_sub(dedup.window_minutes());
+    let sql = match probe {
+        DedupProbe::PerKey => {
+            "SELECT c.h FROM unnest($1::text[], $2::uuid[]) AS c(w, h),
+                 LATERAL (SELECT 1 FROM dedup_keys d
+                          WHERE d.hash = c.h AND d.workspace_id IN (c.w, '') AND d.bucket >= $3
+                          LIMIT 1) x"
+        }
+        DedupProbe::PerShard { legacy_until } if legacy_until.is_some_and(|l| l >= oldest) => {
+            "SELECT DISTINCT d.hash FROM dedup_keys d
+             WHERE d.workspace_id = ANY ($1::text[] || '{\"\"}'::text[])
+               AND d.hash = ANY ($2::uuid[]) AND d.bucket >= $3"
+        }
+        DedupProbe::PerShard { .. } => {
+            "SELECT DISTINCT d.hash FROM dedup_keys d
+             WHERE d.workspace_id = ANY ($1::text[])
+               AND d.hash = ANY ($2::uuid[]) AND d.bucket >= $3"
+        }
     };
     let seen: HashSet<Uuid> = sqlx::query_scalar(sql)
         .bind(&workspaces)
         .bind(&hashes)
-        .bind(minute.saturating_sub(dedup.window_minutes()))
+        .bind(oldest)
         .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::from_sqlx("looking up dedup keys"))?

@@ -117,11 +117,27 @@ fn is_connection_error(e: &sqlx::Error) -> bool {
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
         // Class 08 (connection exception), 57P01-03 (shutdown, crash, starting up).
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            code.starts_with("08")
+                || matches!(code, "57P01" | "57P02" | "57P03")
+                || citus_lost_worker(code, db.message())
+        }
         _ => false,
     }
+}
+
+/// A Citus coordinator that loses a worker mid-COPY reports it as an I/O error (58030,
+/// "failed to COPY to shard …"), or relays the worker's shutdown message without its code
+/// (as XX000): both mean the worker is unreachable, not that the statement was wrong.
+fn citus_lost_worker(code: &str, message: &str) -> bool {
+    const SHUTDOWN: [&str; 3] = [
+        "terminating connection due to administrator command",
+        "the database system is shutting down",
+        "server closed the connection unexpectedly",
+    ];
+    code == "58030" || (code == "XX000" && SHUTDOWN.iter().any(|m| message.starts_with(m)))
 }
 
 /// Pool settings.
@@ -153,6 +169,8 @@ pub struct Store {
     /// The database is a Citus coordinator and the schema is distributed (migration 0013):
     /// the few statements whose best form differs take the distributed one.
     distributed: bool,
+    /// How ingest probes the dedup keys (differs on Citus).
+    dedup_probe: dedup::DedupProbe,
     /// Seals and opens destination configs (`catalog`).
     sealer: Option<std::sync::Arc<sealer::Sealer>>,
 }
@@ -193,11 +211,18 @@ impl Store {
                 "the database is a Citus coordinator: the schema is distributed by workspace"
             );
         }
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(StoreError::from_sqlx("connecting"))?;
+        let dedup_probe = dedup::DedupProbe::detect(&mut conn, distributed).await?;
+        drop(conn);
         Ok(Store {
             pool,
             lane_pool,
             url: url.to_string(),
             distributed,
+            dedup_probe,
             sealer: None,
         })
     }

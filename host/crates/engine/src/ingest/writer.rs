@@ -145,42 +145,94 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let requests: Vec<&AppendRequest> = group.iter().map(|p| &p.request).collect();
-        let workspaces: HashSet<&str> = requests.iter().map(|r| &*r.workspace_id).collect();
-        let workspaces: Vec<&str> = workspaces.into_iter().collect();
-        let payload = wake_payload(me, &workspaces);
-        let result = store
-            .event_append(&requests, Some(dedup), Some(&payload))
-            .await;
-        drop(requests);
-        match result {
-            Ok(outcomes) => {
-                let mut woken: HashSet<&str> = HashSet::new();
-                for (p, o) in group.iter().zip(&outcomes) {
-                    if o.accepted > 0 {
-                        for d in p.destinations.iter() {
-                            if woken.insert(d) {
-                                wakers.wake(d);
-                            }
-                        }
-                    }
-                }
-                maintenance.notify_one();
-                for (p, o) in group.into_iter().zip(outcomes) {
-                    let _ = p.reply.send(Ok(o));
-                }
-            }
-            Err(e) => {
-                let err = WriteError::from(&e);
-                if err.is_unavailable() {
-                    tracing::warn!(error = %e, requests = group.len(), "store unavailable; answering 503");
-                } else {
-                    tracing::error!(error = %e, requests = group.len(), "ingest write failed");
-                }
-                for p in group {
-                    let _ = p.reply.send(Err(err.clone()));
+        commit(group, &store, dedup, &wakers, &maintenance, me).await;
+    }
+}
+
+/// Appends `group` in one transaction and answers each request. When that fails and the
+/// group holds several workspaces, each workspace's requests are tried again in a transaction
+/// of their own: on Citus a workspace's rows live on one worker, and a worker that is down
+/// must cost only its own workspaces a 503, not every workspace that shared the group.
+async fn commit(
+    group: Vec<Pending>,
+    store: &Store,
+    dedup: Dedup,
+    wakers: &Wakers,
+    maintenance: &Notify,
+    me: Uuid,
+) {
+    let e = match try_commit(&group, store, dedup, me).await {
+        Ok(outcomes) => return answer(group, outcomes, wakers, maintenance),
+        Err(e) => e,
+    };
+    let mut by_workspace: Vec<Vec<Pending>> = Vec::new();
+    for p in group {
+        match by_workspace
+            .iter_mut()
+            .find(|g| g[0].request.workspace_id == p.request.workspace_id)
+        {
+            Some(g) => g.push(p),
+            None => by_workspace.push(vec![p]),
+        }
+    }
+    if by_workspace.len() == 1 {
+        return fail(by_workspace.into_iter().flatten().collect(), &e);
+    }
+    tracing::warn!(error = %e, workspaces = by_workspace.len(), "group commit failed; committing each workspace on its own");
+    for group in by_workspace {
+        match try_commit(&group, store, dedup, me).await {
+            Ok(outcomes) => answer(group, outcomes, wakers, maintenance),
+            Err(e) => fail(group, &e),
+        }
+    }
+}
+
+async fn try_commit(
+    group: &[Pending],
+    store: &Store,
+    dedup: Dedup,
+    me: Uuid,
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    let requests: Vec<&AppendRequest> = group.iter().map(|p| &p.request).collect();
+    let workspaces: HashSet<&str> = requests.iter().map(|r| &*r.workspace_id).collect();
+    let workspaces: Vec<&str> = workspaces.into_iter().collect();
+    let payload = wake_payload(me, &workspaces);
+    store
+        .event_append(&requests, Some(dedup), Some(&payload))
+        .await
+}
+
+/// Wakes the lanes fed by what was accepted, and answers each request with its outcome.
+fn answer(
+    group: Vec<Pending>,
+    outcomes: Vec<AppendOutcome>,
+    wakers: &Wakers,
+    maintenance: &Notify,
+) {
+    let mut woken: HashSet<&str> = HashSet::new();
+    for (p, o) in group.iter().zip(&outcomes) {
+        if o.accepted > 0 {
+            for d in p.destinations.iter() {
+                if woken.insert(d) {
+                    wakers.wake(d);
                 }
             }
         }
+    }
+    maintenance.notify_one();
+    for (p, o) in group.into_iter().zip(outcomes) {
+        let _ = p.reply.send(Ok(o));
+    }
+}
+
+fn fail(group: Vec<Pending>, e: &StoreError) {
+    let err = WriteError::from(e);
+    if err.is_unavailable() {
+        tracing::warn!(error = %e, requests = group.len(), "store unavailable; answering 503");
+    } else {
+        tracing::error!(error = %e, requests = group.len(), "ingest write failed");
+    }
+    for p in group {
+        let _ = p.reply.send(Err(err.clone()));
     }
 }

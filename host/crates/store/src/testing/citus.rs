@@ -109,6 +109,40 @@ fn start() -> Result<TestCluster, String> {
     Ok(TestCluster { cluster, _dir: dir })
 }
 
+/// A cluster of one test's own (for a test that stops a node), with a migrated database.
+/// The nodes stop when it is dropped, the directory after them.
+pub struct OwnCluster {
+    // Fields drop in this order: the connections, the nodes, then their directory.
+    pub db: Db,
+    pub cluster: CitusCluster,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a cluster of the caller's own: a coordinator and [`WORKERS`] workers. Citus must be
+/// installed already (a trial built by `on_citus` has seen to it).
+pub(crate) async fn own_cluster() -> OwnCluster {
+    let dir = tempfile::Builder::new()
+        .prefix("sluice-citus-own-")
+        .tempdir()
+        .expect("a directory for the cluster");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("the servers (postgres) reach the directory");
+    let cluster = CitusCluster::start(dir.path(), WORKERS)
+        .await
+        .expect("start a Citus cluster of the test's own");
+    let url = cluster
+        .create_database("sluice_own")
+        .await
+        .expect("a database on it");
+    let db = Db::open("sluice_own".into(), url).await;
+    OwnCluster {
+        db,
+        cluster,
+        _dir: dir,
+    }
+}
+
 /// Stops the cluster if a trial started it, once the test databases are dropped.
 pub(crate) async fn stop() {
     let drops = std::mem::take(&mut *lock(&PENDING_DROPS));

@@ -155,6 +155,12 @@ pub async fn citus_db() -> Db {
     citus::database(&cluster).await
 }
 
+/// A Citus cluster of the caller's own, with a migrated database: for a Citus trial that stops
+/// a node (the shared cluster serves other trials meanwhile).
+pub async fn citus_own_cluster() -> citus::OwnCluster {
+    citus::own_cluster().await
+}
+
 /// A test: an async fn given a fresh database (on the Citus cluster when built inside
 /// [`on_citus`]).
 pub fn trial<F, Fut>(name: &'static str, test: F) -> Trial

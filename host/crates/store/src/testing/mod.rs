@@ -9,7 +9,8 @@ mod citus;
 pub mod fixtures;
 pub mod harness;
 
-pub use harness::{Db, TestPg, citus_db, on_citus, trial};
+pub use citus::OwnCluster;
+pub use harness::{Db, TestPg, citus_db, citus_own_cluster, on_citus, trial};
 
 /// A test binary's `main`: starts the embedded PostgreSQL, runs `trials` with libtest-mimic's
 /// command line (filters, `--list`, …), stops the server, and exits with the result.

@@ -19,6 +19,10 @@ pub fn tests() -> Vec<Trial> {
             dedup,
         ),
         trial(
+            "append_finds_dedup_keys_recorded_before_they_carried_their_workspace",
+            dedup_legacy_keys,
+        ),
+        trial(
             "append_waits_for_its_workspaces_lock_so_ids_follow_commit_order_and_other_workspaces_go_on",
             lock_orders_commits,
         ),
@@ -112,6 +116,30 @@ async fn dedup(db: Db) {
         .await
         .unwrap();
     assert_eq!(left, 1, "only the key written after the window is left");
+}
+
+/// Keys recorded before migration 0012 have workspace `''`. They are still found within the
+/// window, by a store connected after they were written (on Citus the probe looks for them only
+/// if some exist, which it learns at connect).
+async fn dedup_legacy_keys(db: Db) {
+    let first = append_users(&db.store, "web", &[("u", "m1")]).await;
+    assert_eq!(first.accepted, 1);
+    // Rewrite the key as an old host wrote it (Citus cannot update a distribution column).
+    sqlx::raw_sql(
+        "INSERT INTO dedup_keys (bucket, workspace_id, hash)
+             SELECT bucket, '', hash FROM dedup_keys;
+         DELETE FROM dedup_keys WHERE workspace_id <> '';",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let store = sluice_store::Store::connect(&db.url).await.unwrap();
+    let again = append_users(&store, "web", &[("u", "m1"), ("u", "m2")]).await;
+    assert_eq!(
+        (again.accepted, again.duplicates),
+        (1, 1),
+        "the key without a workspace is found"
+    );
 }
 
 /// Waits until some advisory lock request is waiting (seen from the server).

@@ -16,6 +16,8 @@
 //!   already in place, so no test pays for `CREATE EXTENSION` and `citus_add_node`.
 //! - [`CitusCluster::stop`] stops every node (fast shutdown); dropping the cluster stops the
 //!   nodes still running, so a panicking test leaves no server behind.
+//! - [`CitusCluster::stop_worker`] and [`CitusCluster::start_worker`] take one worker down and
+//!   bring it back on the same port and data (a worker outage, for tests).
 
 mod install;
 
@@ -67,12 +69,13 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CitusError {
     move |source| CitusError::Io { context, source }
 }
 
-/// One running node.
+/// One node: running while `pg` is there.
 #[derive(Debug)]
 struct Node {
     name: String,
     port: u16,
-    pg: EmbeddedPostgres,
+    dir: PathBuf,
+    pg: Option<EmbeddedPostgres>,
 }
 
 impl Node {
@@ -105,6 +108,47 @@ impl Node {
         }
         conn.close().await.ok();
         Ok(())
+    }
+}
+
+impl Node {
+    /// `CREATE DATABASE name TEMPLATE template` on this node. The template must have no other
+    /// sessions, and Citus keeps a maintenance daemon in every database it has been used in
+    /// (the coordinator's connections while a template was set up start one on each worker).
+    /// Ending them is safe: the daemon exits cleanly and comes back when someone connects,
+    /// which may be between the two statements (55006, "being accessed by other users"):
+    /// then both run again.
+    async fn create_database_from(&self, name: &str, template: &str) -> Result<(), CitusError> {
+        let sql = [
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{template}' AND pid <> pg_backend_pid()"
+            ),
+            format!("CREATE DATABASE {name} TEMPLATE {template}"),
+        ];
+        self.execute_when_free(&sql).await
+    }
+
+    /// Runs `sql` on `postgres`, again while it fails with 55006 ("being accessed by other
+    /// users"): a Citus maintenance daemon came back between ending the sessions and the
+    /// statement that needs none.
+    async fn execute_when_free(&self, sql: &[String]) -> Result<(), CitusError> {
+        let mut attempt = 1;
+        loop {
+            match self.execute("postgres", sql).await {
+                Err(CitusError::Sql { source, .. })
+                    if attempt < 20
+                        && source
+                            .as_database_error()
+                            .and_then(|e| e.code())
+                            .is_some_and(|c| c == "55006") =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 }
 
@@ -188,18 +232,11 @@ impl CitusCluster {
     ) -> Result<String, CitusError> {
         check_name(name)?;
         check_name(template)?;
-        // CREATE DATABASE needs the template to have no other sessions, and Citus keeps a
-        // maintenance daemon in every database it has been used in (the coordinator's
-        // connections while a template was being set up start one on each worker). Ending
-        // them is safe: the daemon exits cleanly, and restarts when someone connects again.
-        let sql = [
-            format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = '{template}' AND pid <> pg_backend_pid()"
-            ),
-            format!("CREATE DATABASE {name} TEMPLATE {template}"),
-        ];
-        try_join_all(self.nodes().map(|node| node.execute("postgres", &sql))).await?;
+        try_join_all(
+            self.nodes()
+                .map(|node| node.create_database_from(name, template)),
+        )
+        .await?;
         Ok(self.coordinator.url(name))
     }
 
@@ -210,17 +247,58 @@ impl CitusCluster {
         let sql = [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")];
         // All nodes at once: FORCE ends the coordinator's connections to a worker's copy too,
         // and a connection that tries again waits for the drop and then fails.
-        try_join_all(self.nodes().map(|node| node.execute("postgres", &sql))).await?;
+        try_join_all(self.nodes().map(|node| node.execute_when_free(&sql))).await?;
         Ok(())
+    }
+
+    /// Each worker's port on 127.0.0.1 (as `pg_dist_node` and shard placements name it), in
+    /// the order [`CitusCluster::stop_worker`] numbers them.
+    pub fn worker_ports(&self) -> Vec<u16> {
+        self.workers.iter().map(|w| w.port).collect()
+    }
+
+    /// Stops worker `index` (fast shutdown): its shards are unreachable until
+    /// [`CitusCluster::start_worker`]. Stopping a stopped worker does nothing.
+    pub async fn stop_worker(&mut self, index: usize) -> Result<(), CitusError> {
+        let node = self.worker_mut(index)?;
+        if let Some(pg) = node.pg.take() {
+            pg.stop().await.map_err(|source| CitusError::Node {
+                node: node.name.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Starts worker `index` again, on its port and data. Starting a running worker does
+    /// nothing.
+    pub async fn start_worker(&mut self, index: usize) -> Result<(), CitusError> {
+        let node = self.worker_mut(index)?;
+        if node.pg.is_none() {
+            let started = start_node(node.name.clone(), node.dir.clone()).await?;
+            node.pg = started.pg;
+        }
+        Ok(())
+    }
+
+    fn worker_mut(&mut self, index: usize) -> Result<&mut Node, CitusError> {
+        let count = self.workers.len();
+        self.workers.get_mut(index).ok_or_else(|| CitusError::Io {
+            context: format!("worker {index}"),
+            source: std::io::Error::other(format!("the cluster has {count} workers")),
+        })
     }
 
     /// Stops every node (fast shutdown), the coordinator first.
     pub async fn stop(self) -> Result<(), CitusError> {
         let mut first_error = None;
         for node in std::iter::once(self.coordinator).chain(self.workers) {
-            let name = node.name;
-            if let Err(source) = node.pg.stop().await {
-                first_error.get_or_insert(CitusError::Node { node: name, source });
+            let Some(pg) = node.pg else { continue };
+            if let Err(source) = pg.stop().await {
+                first_error.get_or_insert(CitusError::Node {
+                    node: node.name,
+                    source,
+                });
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -311,7 +389,12 @@ async fn start_node(name: String, node_dir: PathBuf) -> Result<Node, CitusError>
             Ok(pg) => {
                 std::fs::write(&port_file, format!("{port}\n"))
                     .map_err(io(format!("write {}", port_file.display())))?;
-                return Ok(Node { name, port, pg });
+                return Ok(Node {
+                    name,
+                    port,
+                    dir: node_dir,
+                    pg: Some(pg),
+                });
             }
             Err(source) => last_error = Some(source),
         }
