@@ -180,23 +180,33 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
     Ok(server)
 }
 
-/// CPU time (user + system) used so far by `pids`, in seconds.
-pub fn cpu_seconds(pids: &[u32]) -> f64 {
+/// Seconds of CPU in fields `fields` (counted after the command name) of `/proc/PID/stat`:
+/// 11 and 12 are the process's user and system time, 13 and 14 its reaped children's.
+fn stat_seconds(pid: u32, fields: [usize; 2]) -> Option<f64> {
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .unwrap_or(100) as f64;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let a: f64 = f.get(fields[0])?.parse().ok()?;
+    let b: f64 = f.get(fields[1])?.parse().ok()?;
+    Some((a + b) / ticks)
+}
+
+/// CPU time (user + system) used so far by `pids`, in seconds.
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
     pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
-            // Fields after the command name (which may hold spaces) start after the last ')'.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = f.get(11)?.parse().ok()?;
-            let stime: f64 = f.get(12)?.parse().ok()?;
-            Some((utime + stime) / ticks)
-        })
+        .filter_map(|pid| stat_seconds(*pid, [11, 12]))
         .sum()
+}
+
+/// CPU time (user + system) used so far by a PostgreSQL server: its postmaster, the children
+/// it has reaped (backends that ended count there) and the children alive now, in seconds.
+pub fn server_cpu_seconds(postmaster: u32) -> f64 {
+    cpu_seconds(&with_children(postmaster)) + stat_seconds(postmaster, [13, 14]).unwrap_or(0.0)
 }
 
 /// How many times a listening socket's accept queue was full, machine-wide since boot

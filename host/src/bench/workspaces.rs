@@ -9,13 +9,13 @@ use super::env::Host;
 use super::load::{self, Shape};
 use super::{Bench, Row};
 
-const WORKSPACES: usize = 4;
+pub(super) const WORKSPACES: usize = 4;
 /// Connections per workspace: enough requests in flight that one writer is the limit.
-const CONNECTIONS: usize = 8;
+pub(super) const CONNECTIONS: usize = 8;
 
 /// Four workspaces, each with a source (`wk_<i>`) feeding a no-op destination, and `writers`
 /// ingest writers.
-fn config(plugins_dir: &Path, writers: usize) -> String {
+pub(super) fn config(plugins_dir: &Path, writers: usize) -> String {
     let cache = plugins_dir.with_file_name("plugin-cache");
     let mut t = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"{}\"\nplugin_cache_dir = \"{}\"\ndata_dir = \"data\"\ningest_writers = {writers}\n\n",
@@ -29,6 +29,27 @@ fn config(plugins_dir: &Path, writers: usize) -> String {
         ));
     }
     t
+}
+
+/// The [`WORKSPACES`] workspaces' clients at once, each sending `per_workspace` events over
+/// [`CONNECTIONS`] connections (write keys `wk_<i>`, as [`config`] gives them).
+pub(super) async fn ingest_all(
+    url: &str,
+    label: &str,
+    per_workspace: u64,
+    shape: Shape,
+) -> anyhow::Result<()> {
+    let mut loads = tokio::task::JoinSet::new();
+    for i in 0..WORKSPACES {
+        let (url, key, run) = (url.to_string(), format!("wk_{i}"), format!("{label}-{i}"));
+        loads.spawn(async move {
+            load::ingest(&url, &key, per_workspace, shape, CONNECTIONS, &run).await
+        });
+    }
+    while let Some(done) = loads.join_next().await {
+        done??;
+    }
+    Ok(())
 }
 
 impl Bench {
@@ -48,18 +69,8 @@ impl Bench {
             batch: 100,
         };
         let per_workspace = total / WORKSPACES as u64;
-        let url = host.url("/v1/batch");
         let started = std::time::Instant::now();
-        let mut loads = tokio::task::JoinSet::new();
-        for i in 0..WORKSPACES {
-            let (url, key, run) = (url.clone(), format!("wk_{i}"), format!("{label}-{i}"));
-            loads.spawn(async move {
-                load::ingest(&url, &key, per_workspace, shape, CONNECTIONS, &run).await
-            });
-        }
-        while let Some(done) = loads.join_next().await {
-            done??;
-        }
+        ingest_all(&host.url("/v1/batch"), &label, per_workspace, shape).await?;
         Ok((per_workspace * WORKSPACES as u64) as f64 / started.elapsed().as_secs_f64())
     }
 

@@ -251,6 +251,19 @@ impl CitusCluster {
         Ok(())
     }
 
+    /// Each running node's name (`coordinator`, `worker-1`, …) and postmaster pid, for CPU
+    /// accounting (`sluice bench --scenario citus`).
+    pub fn postmaster_pids(&self) -> Vec<(String, u32)> {
+        self.nodes()
+            .filter_map(|node| {
+                let pg = node.pg.as_ref()?;
+                let text = std::fs::read_to_string(pg.cluster_dir().join("postmaster.pid")).ok()?;
+                let pid = text.lines().next()?.trim().parse().ok()?;
+                Some((node.name.clone(), pid))
+            })
+            .collect()
+    }
+
     /// Each worker's port on 127.0.0.1 (as `pg_dist_node` and shard placements name it), in
     /// the order [`CitusCluster::stop_worker`] numbers them.
     pub fn worker_ports(&self) -> Vec<u16> {
