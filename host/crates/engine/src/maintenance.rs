@@ -5,7 +5,8 @@
 //! - **datasets**: rotation, dropping and compaction (`store::datasets`);
 //! - **drains**: deleting destinations deleted with `drain` once they have delivered what they
 //!   had (`store::catalog::drain`); a pass that leaves one draining keeps polling;
-//! - **dedup**: dropping dedup partitions older than the window;
+//! - **dedup**: creating the next dedup partition before ingest needs it, and dropping
+//!   partitions older than the window;
 //! - **lane stats**: removing `lane_stats` rows older than a day (at most every ten minutes).
 //!
 //! At start it frees the lanes of earlier incarnations on this machine whose process is gone
@@ -171,6 +172,14 @@ impl Maintenance {
             }
         }
         if !self.dedup.window.is_zero() {
+            match self.store.dedup_prepare(self.dedup, now).await {
+                Ok(false) => {}
+                Ok(true) => tracing::debug!("the next dedup partition is created"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "maintenance: creating the next dedup partition failed");
+                    busy = true;
+                }
+            }
             match self.store.dedup_expire(self.dedup, now).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(partitions = n, "dedup partitions expired"),

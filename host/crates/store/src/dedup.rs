@@ -230,6 +230,52 @@ async fn dedup_partition_create(
 }
 
 impl Store {
+    /// Creates the dedup partition that follows the one `now` falls in, if it is not there
+    /// (maintenance): the next partition is always ready a whole window ahead. Ingest then
+    /// needs no DDL at a partition boundary: on one PostgreSQL that DDL pauses every
+    /// workspace's ingest, and on Citus it runs on every worker, so with one worker down no
+    /// workspace could ingest past the boundary; now only an outage longer than the window
+    /// meets one. Ingest still creates a partition when none covers its minute (after an idle
+    /// spell). Returns whether it created one.
+    pub async fn dedup_prepare(
+        &self,
+        dedup: Dedup,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let minute = minute_of(now);
+        let end: Option<i32> =
+            sqlx::query_scalar("SELECT hi FROM dedup_buckets WHERE lo <= $1 AND hi > $1")
+                .bind(minute)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx("finding the dedup partition"))?;
+        let Some(end) = end else {
+            return Ok(false);
+        };
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(StoreError::from_sqlx("connecting"))?;
+        if dedup_partition_covers(&mut conn, end).await? {
+            return Ok(false);
+        }
+        let mut tx = sqlx::Acquire::begin(&mut *conn)
+            .await
+            .map_err(StoreError::from_sqlx("starting a dedup partition"))?;
+        ddl::lock_timeout(&mut tx).await?;
+        match dedup_partition_ensure(&mut tx, end, dedup).await {
+            Ok(()) => {}
+            // Ingest holds the parent table: the next pass tries again.
+            Err(e) if ddl::is_lock_timeout(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        tx.commit()
+            .await
+            .map_err(StoreError::from_sqlx("committing a dedup partition"))?;
+        Ok(true)
+    }
+
     /// Drops dedup partitions whose newest minute is older than the window. Returns how many.
     pub async fn dedup_expire(
         &self,

@@ -50,7 +50,7 @@ pub use catalog::{
     SourceWrite,
 };
 pub use commit::{CommitResult, LaneCommit, NewJobRow, RowUpdate};
-pub use dedup::Dedup;
+pub use dedup::{Dedup, minute_of};
 pub use hosts::HostInfo;
 pub use lanes::LaneSpec;
 pub use leases::{AcquiredLane, OrphanLane};

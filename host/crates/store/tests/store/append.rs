@@ -23,6 +23,10 @@ pub fn tests() -> Vec<Trial> {
             dedup_legacy_keys,
         ),
         trial(
+            "dedup_prepare_creates_the_next_partition_before_ingest_needs_it",
+            dedup_prepare,
+        ),
+        trial(
             "append_waits_for_its_workspaces_lock_so_ids_follow_commit_order_and_other_workspaces_go_on",
             lock_orders_commits,
         ),
@@ -140,6 +144,36 @@ async fn dedup_legacy_keys(db: Db) {
         (1, 1),
         "the key without a workspace is found"
     );
+}
+
+/// Maintenance keeps the partition after the current one ready, so that ingest at the
+/// boundary finds it there.
+async fn dedup_prepare(db: Db) {
+    let buckets = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (i32, i32)>("SELECT lo, hi FROM dedup_buckets ORDER BY lo")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+    let m0 = sluice_store::minute_of(t0());
+    append_users(&db.store, "web", &[("u", "m1")]).await;
+    assert_eq!(buckets(db.pool.clone()).await, vec![(m0, m0 + 60)]);
+    let minutes = |n| t0() + time::Duration::minutes(n);
+    assert!(db.store.dedup_prepare(DEDUP, minutes(1)).await.unwrap());
+    assert!(
+        !db.store.dedup_prepare(DEDUP, minutes(52)).await.unwrap(),
+        "it is there already"
+    );
+    let both = vec![(m0, m0 + 60), (m0 + 60, m0 + 120)];
+    assert_eq!(buckets(db.pool.clone()).await, both);
+    // Ingest past the boundary uses it, and the window spans both.
+    append(&db.store, "web", minutes(30), vec![event("u", "m2", 5)]).await;
+    let later = append(&db.store, "web", minutes(61), vec![event("u", "m2", 5)]).await;
+    assert_eq!(
+        later.duplicates, 1,
+        "m2, 31 minutes old, is within the window"
+    );
+    assert_eq!(buckets(db.pool.clone()).await, both);
 }
 
 /// Waits until some advisory lock request is waiting (seen from the server).
