@@ -59,7 +59,7 @@ pub struct Options {
     pub only: Vec<String>,
 }
 
-pub const SCENARIOS: [&str; 18] = [
+pub const SCENARIOS: [&str; 19] = [
     "latency",
     "idle",
     "slow-sink",
@@ -71,6 +71,7 @@ pub const SCENARIOS: [&str; 18] = [
     "stalled-uploads",
     "delivery",
     "webhook",
+    "fanout",
     "flood",
     "two-hosts",
     "plugins",
@@ -131,6 +132,12 @@ impl Row {
         }
     }
 
+    /// Adds the host's CPU per delivered `unit` to the Sluice column.
+    fn with_host_cpu(mut self, us: f64, unit: &str) -> Row {
+        self.sluice = format!("{} (host CPU {us:.1} µs/{unit})", self.sluice);
+        self
+    }
+
     fn failed(scenario: &str, e: &anyhow::Error) -> Row {
         Row {
             scenario: scenario.into(),
@@ -154,6 +161,16 @@ fn thousands(v: f64) -> String {
         out.push(c);
     }
     if n < 0 { format!("-{out}") } else { out }
+}
+
+/// What draining a backlog measured.
+struct Drained {
+    /// Events delivered to every destination, per second.
+    events_per_s: f64,
+    /// Jobs (an event for one destination) per second.
+    jobs_per_s: f64,
+    /// The delivering host's CPU per job, in microseconds.
+    host_us_per_job: f64,
 }
 
 struct Bench {
@@ -214,6 +231,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             "citus" => bench.citus().await,
             "delivery" => bench.delivery().await,
             "webhook" => bench.webhook().await,
+            "fanout" => bench.fanout().await,
             "latency" => bench.latency().await,
             "idle" => bench.idle().await,
             "slow-sink" => bench.slow_sink().await,
@@ -288,16 +306,26 @@ impl Bench {
 
     /// Fills `events` through ingest with delivery off, then starts a host that delivers them;
     /// returns events per second from that host's start to the last delivery.
+    /// Fills a backlog of `events` from one source feeding `destinations` destinations of
+    /// `plugin` (the plugins not loaded), then starts a host that delivers it all.
     async fn drain(
         &mut self,
         label: &str,
         events: u64,
+        destinations: usize,
         plugin: &str,
         plugin_config: &str,
-    ) -> anyhow::Result<f64> {
+    ) -> anyhow::Result<Drained> {
         let db = self.pg.fresh_db(label).await?;
-        let config =
-            ConfigBuilder::new(&self.empty_plugins).destination("dest", plugin, plugin_config);
+        let mut config = ConfigBuilder::new(&self.empty_plugins);
+        for d in 0..destinations {
+            let id = if destinations == 1 {
+                "dest".to_string()
+            } else {
+                format!("dest-{d}")
+            };
+            config = config.destination(&id, plugin, plugin_config);
+        }
         let shape = Shape {
             users: 10_000,
             pad: 900,
@@ -316,17 +344,24 @@ impl Bench {
                 r.rate()
             );
         }
-        let mut config = config;
         config.plugins_dir = self.plugins.clone();
         let host = Host::start(
             &self.host_dir(&format!("{label}-drain")),
             &config.text(),
             &db,
         )?;
+        let pid = host.pid().context("the host's pid")?;
+        let cpu_before = tools::cpu_seconds(&[pid]);
         let done = wait_drained(&db, Duration::from_secs(3600)).await?;
+        let cpu = tools::cpu_seconds(&[pid]) - cpu_before;
         // From the host being up (listening) to the last delivery recorded.
         let secs = done.duration_since(host.ready).as_secs_f64();
-        Ok(events as f64 / secs)
+        let jobs = events * destinations as u64;
+        Ok(Drained {
+            events_per_s: events as f64 / secs,
+            jobs_per_s: jobs as f64 / secs,
+            host_us_per_job: cpu * 1e6 / jobs as f64,
+        })
     }
 
     async fn delivery(&mut self) -> anyhow::Result<()> {
@@ -343,22 +378,31 @@ impl Bench {
                 &self.pg.admin_url,
                 "jobs_per_s",
             )?;
-            let rate = self.drain(&format!("noop{n}"), n, "devnull", "{}").await?;
+            let drained = self
+                .drain(&format!("noop{n}"), n, 1, "devnull", "{}")
+                .await?;
+            let rate = drained.events_per_s;
             if n == 100_000 {
                 self.delivery_100k = Some(rate);
             }
-            self.rows.push(Row::ratio(
-                &format!("no-op delivery, {} backlog (10k users)", short(n)),
-                rate,
-                "events/s",
-                "naive queue",
-                naive,
-                2.0,
-            ));
+            self.rows.push(
+                Row::ratio(
+                    &format!("no-op delivery, {} backlog (10k users)", short(n)),
+                    rate,
+                    "events/s",
+                    "naive queue",
+                    naive,
+                    2.0,
+                )
+                .with_host_cpu(drained.host_us_per_job, "event"),
+            );
         }
         if self.opts.ten_million {
             let n = 10_000_000;
-            let rate = self.drain("noop10m", n, "devnull", "{}").await?;
+            let rate = self
+                .drain("noop10m", n, 1, "devnull", "{}")
+                .await?
+                .events_per_s;
             let base = self.delivery_100k.context("the 100k run is the baseline")?;
             self.rows.push(Row::ratio(
                 "no-op delivery, 10M backlog",
@@ -372,6 +416,39 @@ impl Bench {
         Ok(())
     }
 
+    /// One source feeding ten no-op destinations: each event written once, read by ten lanes.
+    async fn fanout(&mut self) -> anyhow::Result<()> {
+        const DESTINATIONS: usize = 10;
+        let events = self.sized(100_000, 20_000);
+        let jobs = events * DESTINATIONS as u64;
+        let naive = tools::peer_script(
+            &self.peers,
+            "naive-queue.sh",
+            &[&jobs.to_string(), "4"],
+            &self.pg.admin_url,
+            "jobs_per_s",
+        )?;
+        let drained = self
+            .drain("fanout", events, DESTINATIONS, "devnull", "{}")
+            .await?;
+        self.rows.push(
+            Row::ratio(
+                &format!(
+                    "fan-out: one source → {DESTINATIONS} no-op destinations, {} events ({} jobs)",
+                    short(events),
+                    short(jobs)
+                ),
+                drained.jobs_per_s,
+                "jobs/s",
+                &format!("naive queue draining {} jobs", short(jobs)),
+                naive,
+                5.0,
+            )
+            .with_host_cpu(drained.host_us_per_job, "job"),
+        );
+        Ok(())
+    }
+
     async fn webhook(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(
             tools::have("nginx") && tools::have("wrk"),
@@ -381,15 +458,18 @@ impl Bench {
         let wrk = tools::wrk(&nginx.url, 2, 64, Duration::from_secs(10), self.dir.path())?;
         let n = self.sized(100_000, 30_000);
         let config = format!("{{ url = \"{}\", secret = \"whsec_YmVuY2g=\" }}", nginx.url);
-        let rate = self.drain("webhook", n, "webhook", &config).await?;
-        self.rows.push(Row::ratio(
-            &format!("webhook delivery to nginx, {} backlog", short(n)),
-            rate,
-            "events/s",
-            "wrk -c64 on that nginx",
-            wrk,
-            0.5,
-        ));
+        let drained = self.drain("webhook", n, 1, "webhook", &config).await?;
+        self.rows.push(
+            Row::ratio(
+                &format!("webhook delivery to nginx, {} backlog", short(n)),
+                drained.events_per_s,
+                "events/s",
+                "wrk -c64 on that nginx",
+                wrk,
+                0.5,
+            )
+            .with_host_cpu(drained.host_us_per_job, "event"),
+        );
         Ok(())
     }
 
