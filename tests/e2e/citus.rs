@@ -10,7 +10,7 @@ mod worker_outage;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::harness::*;
 
@@ -80,16 +80,11 @@ fn workspace_events(ws: &str, users: usize, per_user: i64) -> Vec<Value> {
         .collect()
 }
 
+/// Sends `events` to `ws`'s source (`wk_<ws>`) in batches of 100, each accepted.
 async fn post(sluice: &Sluice, ws: &str, events: &[Value]) {
     for chunk in events.chunks(100) {
-        let resp = client()
-            .post(sluice.url("/v1/batch"))
-            .basic_auth(format!("wk_{ws}"), Some(""))
-            .json(&json!({ "batch": chunk }))
-            .send()
-            .await
-            .expect("ingest answers");
-        assert_eq!(resp.status(), 200, "{ws}: {:?}", resp.text().await);
+        let (status, body) = post_batch_as(sluice, &format!("wk_{ws}"), chunk).await;
+        assert_eq!(status, 200, "{ws}: {body}");
     }
 }
 

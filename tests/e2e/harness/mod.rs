@@ -115,9 +115,14 @@ pub fn client() -> reqwest::Client {
 
 /// POSTs a batch with Basic auth; returns status and JSON body.
 pub async fn post_batch(sluice: &Sluice, events: &[Value]) -> (u16, Value) {
+    post_batch_as(sluice, WRITE_KEY, events).await
+}
+
+/// [`post_batch`] with the source of `write_key`.
+pub async fn post_batch_as(sluice: &Sluice, write_key: &str, events: &[Value]) -> (u16, Value) {
     let resp = client()
         .post(sluice.url("/v1/batch"))
-        .basic_auth(WRITE_KEY, Some(""))
+        .basic_auth(write_key, Some(""))
         .json(&json!({ "batch": events, "sentAt": "2026-11-25T00:00:01Z" }))
         .send()
         .await
