@@ -27,11 +27,9 @@ async fn scalar(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
         .expect("a count")
 }
 
-/// Events `from..to` of every user (`seq` per user), round-robin over the users.
+/// Events `from..to` of every user, round by round (`harness::rounds`).
 fn seqs(from: i64, to: i64) -> Vec<serde_json::Value> {
-    (from..to)
-        .flat_map(|seq| (0..USERS).map(move |u| track(&format!("user-{u}"), seq)))
-        .collect()
+    rounds("", USERS, from, to)
 }
 
 async fn closed_datasets(pool: &sqlx::PgPool) -> i64 {

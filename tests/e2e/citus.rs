@@ -75,9 +75,7 @@ retry = {retry}
 
 /// `per_user` events for each of `users` users of `ws` (user ids carry the workspace).
 fn workspace_events(ws: &str, users: usize, per_user: i64) -> Vec<Value> {
-    (0..per_user)
-        .flat_map(|seq| (0..users).map(move |u| track(&format!("{ws}-user-{u}"), seq)))
-        .collect()
+    rounds(&format!("{ws}-"), users, 0, per_user)
 }
 
 /// Sends `events` to `ws`'s source (`wk_<ws>`) in batches of 100, each accepted.

@@ -16,11 +16,9 @@ const RETRY: &str =
     r#"{ min_backoff = "200ms", max_backoff = "500ms", max_attempts = 1000, window = "1h" }"#;
 const USERS: usize = 5;
 
-/// Events `from..to` of every user, round-robin over the users.
+/// Events `from..to` of every user, round by round (`harness::rounds`).
 fn seqs(from: i64, to: i64) -> Vec<serde_json::Value> {
-    (from..to)
-        .flat_map(|seq| (0..USERS).map(move |u| track(&format!("user-{u}"), seq)))
-        .collect()
+    rounds("", USERS, from, to)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

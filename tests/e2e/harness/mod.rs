@@ -85,6 +85,14 @@ pub fn track(user: &str, seq: i64) -> Value {
     })
 }
 
+/// Events `from..to` of each of `users` users (`{prefix}user-<u>`, `seq` per user), round by
+/// round: every user's event `from`, then every user's `from + 1`, and so on.
+pub fn rounds(prefix: &str, users: usize, from: i64, to: i64) -> Vec<Value> {
+    (from..to)
+        .flat_map(|seq| (0..users).map(move |u| track(&format!("{prefix}user-{u}"), seq)))
+        .collect()
+}
+
 /// `n` events spread round-robin over `users` users, each user's numbered from 0.
 pub fn events(users: usize, n: usize) -> Vec<Value> {
     (0..n)
