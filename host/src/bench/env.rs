@@ -43,9 +43,7 @@ impl BenchPg {
 
     /// The embedded cluster's postmaster pid, for CPU accounting.
     pub fn postmaster_pid(&self) -> Option<u32> {
-        let pg = self.embedded.as_ref()?;
-        let text = std::fs::read_to_string(pg.cluster_dir().join("postmaster.pid")).ok()?;
-        text.lines().next()?.trim().parse().ok()
+        self.embedded.as_ref()?.postmaster_pid()
     }
 
     /// A new empty database; its URL.

@@ -72,9 +72,9 @@ pub(crate) enum DedupProbe {
 }
 
 impl DedupProbe {
-    /// The probe for `conn`'s database: `PerShard` when the schema is distributed.
+    /// The probe for `pool`'s database: `PerShard` when the schema is distributed.
     pub(crate) async fn detect(
-        conn: &mut PgConnection,
+        pool: &sqlx::PgPool,
         distributed: bool,
     ) -> Result<DedupProbe, StoreError> {
         if !distributed {
@@ -82,7 +82,7 @@ impl DedupProbe {
         }
         let legacy_until: Option<i32> =
             sqlx::query_scalar("SELECT max(bucket) FROM dedup_keys WHERE workspace_id = ''")
-                .fetch_one(&mut *conn)
+                .fetch_one(pool)
                 .await
                 .map_err(StoreError::from_sqlx(
                     "looking for dedup keys without a workspace",
@@ -107,6 +107,9 @@ pub(crate) async fn dedup_keys_check(
     dedup_partition_ensure(conn, minute, dedup).await?;
     let (workspaces, hashes): (Vec<&str>, Vec<Uuid>) = candidates.into_iter().unzip();
     let oldest = minute.saturating_sub(dedup.window_minutes());
+    // The workspaces to look in; on Citus `''` too while keys without one may be in the
+    // window (on plain PostgreSQL the per-key probe always looks there).
+    let mut probed = workspaces.clone();
     let sql = match probe {
         DedupProbe::PerKey => {
             "SELECT c.h FROM unnest($1::text[], $2::uuid[]) AS c(w, h),
@@ -114,19 +117,17 @@ pub(crate) async fn dedup_keys_check(
                           WHERE d.hash = c.h AND d.workspace_id IN (c.w, '') AND d.bucket >= $3
                           LIMIT 1) x"
         }
-        DedupProbe::PerShard { legacy_until } if legacy_until.is_some_and(|l| l >= oldest) => {
-            "SELECT DISTINCT d.hash FROM dedup_keys d
-             WHERE d.workspace_id = ANY ($1::text[] || '{\"\"}'::text[])
-               AND d.hash = ANY ($2::uuid[]) AND d.bucket >= $3"
-        }
-        DedupProbe::PerShard { .. } => {
+        DedupProbe::PerShard { legacy_until } => {
+            if legacy_until.is_some_and(|l| l >= oldest) {
+                probed.push("");
+            }
             "SELECT DISTINCT d.hash FROM dedup_keys d
              WHERE d.workspace_id = ANY ($1::text[])
                AND d.hash = ANY ($2::uuid[]) AND d.bucket >= $3"
         }
     };
     let seen: HashSet<Uuid> = sqlx::query_scalar(sql)
-        .bind(&workspaces)
+        .bind(&probed)
         .bind(&hashes)
         .bind(oldest)
         .fetch_all(&mut *conn)
@@ -160,7 +161,7 @@ async fn dedup_partition_ensure(
     minute: i32,
     dedup: Dedup,
 ) -> Result<(), StoreError> {
-    if dedup_partition_covers(conn, minute).await? {
+    if dedup_partition_end(conn, minute).await?.is_some() {
         return Ok(());
     }
     ingest_lock::take(
@@ -169,20 +170,22 @@ async fn dedup_partition_ensure(
         "taking the dedup partition lock",
     )
     .await?;
-    if !dedup_partition_covers(conn, minute).await? {
+    if dedup_partition_end(conn, minute).await?.is_none() {
         dedup_partition_create(conn, minute, dedup).await?;
     }
     Ok(())
 }
 
-async fn dedup_partition_covers(conn: &mut PgConnection, minute: i32) -> Result<bool, StoreError> {
-    let covered: Option<i32> =
-        sqlx::query_scalar("SELECT lo FROM dedup_buckets WHERE lo <= $1 AND hi > $1")
-            .bind(minute)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(StoreError::from_sqlx("finding the dedup partition"))?;
-    Ok(covered.is_some())
+/// Where the dedup partition that covers `minute` ends (its `hi`), if there is one.
+async fn dedup_partition_end(
+    conn: &mut PgConnection,
+    minute: i32,
+) -> Result<Option<i32>, StoreError> {
+    sqlx::query_scalar("SELECT hi FROM dedup_buckets WHERE lo <= $1 AND hi > $1")
+        .bind(minute)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx("finding the dedup partition"))
 }
 
 async fn dedup_partition_create(
@@ -242,22 +245,15 @@ impl Store {
         dedup: Dedup,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let minute = minute_of(now);
-        let end: Option<i32> =
-            sqlx::query_scalar("SELECT hi FROM dedup_buckets WHERE lo <= $1 AND hi > $1")
-                .bind(minute)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(StoreError::from_sqlx("finding the dedup partition"))?;
-        let Some(end) = end else {
-            return Ok(false);
-        };
         let mut conn = self
             .pool
             .acquire()
             .await
             .map_err(StoreError::from_sqlx("connecting"))?;
-        if dedup_partition_covers(&mut conn, end).await? {
+        let Some(end) = dedup_partition_end(&mut conn, minute_of(now)).await? else {
+            return Ok(false);
+        };
+        if dedup_partition_end(&mut conn, end).await?.is_some() {
             return Ok(false);
         }
         let mut tx = sqlx::Acquire::begin(&mut *conn)

@@ -211,12 +211,7 @@ impl Store {
                 "the database is a Citus coordinator: the schema is distributed by workspace"
             );
         }
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(StoreError::from_sqlx("connecting"))?;
-        let dedup_probe = dedup::DedupProbe::detect(&mut conn, distributed).await?;
-        drop(conn);
+        let dedup_probe = dedup::DedupProbe::detect(&pool, distributed).await?;
         Ok(Store {
             pool,
             lane_pool,

@@ -205,6 +205,12 @@ impl EmbeddedPostgres {
         &self.cluster_dir
     }
 
+    /// The postmaster's pid (from `postmaster.pid`), for CPU accounting; `None` if unreadable.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.cluster_dir.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
     /// Fast shutdown: open transactions are rolled back, committed data is safe.
     pub async fn stop(mut self) -> Result<(), EmbeddedPgError> {
         let mut cmd = self.command(self.bins.pg_ctl());

@@ -75,14 +75,7 @@ fn start() -> Result<TestCluster, String> {
         }
         CitusInstall::AlreadyInstalled => {}
     }
-    let dir = tempfile::Builder::new()
-        .prefix("sluice-citus-tests-")
-        .tempdir()
-        .map_err(|e| format!("create a directory for the cluster: {e}"))?;
-    // The servers run as `postgres` when we are root: they must reach the directory.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| format!("chmod {}: {e}", dir.path().display()))?;
+    let dir = cluster_dir("sluice-citus-tests-")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -109,6 +102,19 @@ fn start() -> Result<TestCluster, String> {
     Ok(TestCluster { cluster, _dir: dir })
 }
 
+/// A temporary directory for a cluster's nodes. The servers run as `postgres` when we are
+/// root: they must reach it.
+fn cluster_dir(prefix: &str) -> Result<tempfile::TempDir, String> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| format!("create a directory for the cluster: {e}"))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {}: {e}", dir.path().display()))?;
+    Ok(dir)
+}
+
 /// A cluster of one test's own (for a test that stops a node), with a migrated database.
 /// The nodes stop when it is dropped, the directory after them.
 pub struct OwnCluster {
@@ -121,13 +127,7 @@ pub struct OwnCluster {
 /// Starts a cluster of the caller's own: a coordinator and [`WORKERS`] workers. Citus must be
 /// installed already (a trial built by `on_citus` has seen to it).
 pub(crate) async fn own_cluster() -> OwnCluster {
-    let dir = tempfile::Builder::new()
-        .prefix("sluice-citus-own-")
-        .tempdir()
-        .expect("a directory for the cluster");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("the servers (postgres) reach the directory");
+    let dir = cluster_dir("sluice-citus-own-").unwrap_or_else(|e| panic!("{e}"));
     let cluster = CitusCluster::start(dir.path(), WORKERS)
         .await
         .expect("start a Citus cluster of the test's own");

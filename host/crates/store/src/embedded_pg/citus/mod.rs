@@ -109,9 +109,7 @@ impl Node {
         conn.close().await.ok();
         Ok(())
     }
-}
 
-impl Node {
     /// `CREATE DATABASE name TEMPLATE template` on this node. The template must have no other
     /// sessions, and Citus keeps a maintenance daemon in every database it has been used in
     /// (the coordinator's connections while a template was set up start one on each worker).
@@ -255,12 +253,7 @@ impl CitusCluster {
     /// accounting (`sluice bench --scenario citus`).
     pub fn postmaster_pids(&self) -> Vec<(String, u32)> {
         self.nodes()
-            .filter_map(|node| {
-                let pg = node.pg.as_ref()?;
-                let text = std::fs::read_to_string(pg.cluster_dir().join("postmaster.pid")).ok()?;
-                let pid = text.lines().next()?.trim().parse().ok()?;
-                Some((node.name.clone(), pid))
-            })
+            .filter_map(|node| Some((node.name.clone(), node.pg.as_ref()?.postmaster_pid()?)))
             .collect()
     }
 
