@@ -32,11 +32,7 @@ impl Bench {
         let text = format!("{}{}", config.text(), admin_section());
         let db = self.pg.fresh_db("backfill").await?;
         let host = Host::start(&self.host_dir("backfill"), &text, &db)?;
-        let shape = Shape {
-            users: 10_000,
-            pad: 900,
-            batch: 100,
-        };
+        let shape = Shape::STANDARD;
         load::ingest(
             &host.url("/v1/batch"),
             "wk_flood",

@@ -86,11 +86,7 @@ impl Bench {
         let host = Host::start(&self.host_dir("browser"), &text, &db)?;
 
         // The baseline: batch ingest on this host, before the browsers.
-        let shape = Shape {
-            users: 10_000,
-            pad: 900,
-            batch: 100,
-        };
+        let shape = Shape::STANDARD;
         let batch_total = self.sized(100_000, 30_000);
         let batch = load::ingest(
             &host.url("/v1/batch"),

@@ -107,11 +107,7 @@ impl Bench {
             &config(&self.plugins, 4),
             database_url,
         )?;
-        let shape = Shape {
-            users: 10_000,
-            pad: 900,
-            batch: 100,
-        };
+        let shape = Shape::STANDARD;
         let per_workspace = total / WORKSPACES as u64;
         let url = host.url("/v1/batch");
         let host_pid = host.pid().context("the host's pid")?;

@@ -12,11 +12,7 @@ impl Bench {
     /// Ingest while 1,000 slow clients hold connections open (a byte of head a second).
     pub(super) async fn slow_clients(&mut self) -> anyhow::Result<()> {
         let total = self.sized(300_000, 60_000);
-        let shape = Shape {
-            users: 10_000,
-            pad: 900,
-            batch: 100,
-        };
+        let shape = Shape::STANDARD;
         let config = ConfigBuilder::new(&self.empty_plugins).destination("noop", "devnull", "{}");
         let baseline = match self.ingest_rate {
             Some(r) => r,
@@ -65,11 +61,7 @@ impl Bench {
                 .destination("flood", "devnull", "{}"),
         );
         let db = self.pg.fresh_db("flood").await?;
-        let shape = Shape {
-            users: 10_000,
-            pad: 900,
-            batch: 100,
-        };
+        let shape = Shape::STANDARD;
         {
             let filler = Host::start(&self.host_dir("flood-fill"), &config.text(), &db)?;
             load::ingest(
@@ -109,11 +101,7 @@ impl Bench {
                 config = config.destination(&format!("d{d}"), "devnull", "{}");
             }
             let db = self.pg.fresh_db(&format!("hosts{hosts}")).await?;
-            let shape = Shape {
-                users: 10_000,
-                pad: 900,
-                batch: 100,
-            };
+            let shape = Shape::STANDARD;
             {
                 let filler = Host::start(
                     &self.host_dir(&format!("hosts{hosts}-fill")),

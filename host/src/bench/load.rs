@@ -19,6 +19,15 @@ pub struct Shape {
     pub batch: usize,
 }
 
+impl Shape {
+    /// What most scenarios send: 10,000 users, ~1 KB events, batches of 100.
+    pub const STANDARD: Shape = Shape {
+        users: 10_000,
+        pad: 900,
+        batch: 100,
+    };
+}
+
 fn unix_nanos() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -35,6 +35,7 @@ mod load;
 mod operator;
 mod plugins;
 mod stalled_uploads;
+mod table;
 mod tools;
 mod trickle;
 mod workspaces;
@@ -46,6 +47,7 @@ use anyhow::Context;
 
 use env::{BenchPg, ConfigBuilder, Host, build_plugins, wait_drained};
 use load::{LatencyReceiver, Shape};
+use table::{Row, print_table, short, thousands};
 
 /// Options of `sluice bench`.
 #[derive(Debug, Clone)]
@@ -80,88 +82,6 @@ pub const SCENARIOS: [&str; 19] = [
     "catalog",
     "backfill",
 ];
-
-/// One line of the table.
-struct Row {
-    scenario: String,
-    sluice: String,
-    peer: String,
-    ratio: Option<f64>,
-    target: String,
-    met: Option<bool>,
-}
-
-impl Row {
-    fn ratio(
-        scenario: &str,
-        sluice: f64,
-        unit: &str,
-        peer_name: &str,
-        peer: f64,
-        target: f64,
-    ) -> Row {
-        let ratio = sluice / peer.max(1e-9);
-        Row {
-            scenario: scenario.into(),
-            sluice: format!("{} {unit}", thousands(sluice)),
-            peer: format!("{peer_name}: {} {unit}", thousands(peer)),
-            ratio: Some(ratio),
-            target: format!("≥ {target}×"),
-            met: Some(ratio >= target),
-        }
-    }
-
-    /// A ratio reported without a target (what the issue asks to measure, not to reach).
-    fn report(scenario: &str, sluice: f64, unit: &str, peer_name: &str, peer: f64) -> Row {
-        Row::report_text(
-            scenario,
-            format!("{} {unit}", thousands(sluice)),
-            format!("{peer_name}: {} {unit}", thousands(peer)),
-            sluice / peer.max(1e-9),
-        )
-    }
-
-    fn report_text(scenario: &str, sluice: String, peer: String, ratio: f64) -> Row {
-        Row {
-            scenario: scenario.into(),
-            sluice,
-            peer,
-            ratio: Some(ratio),
-            target: "reported".into(),
-            met: None,
-        }
-    }
-
-    /// Adds the host's CPU per delivered `unit` to the Sluice column.
-    fn with_host_cpu(mut self, us: f64, unit: &str) -> Row {
-        self.sluice = format!("{} (host CPU {us:.1} µs/{unit})", self.sluice);
-        self
-    }
-
-    fn failed(scenario: &str, e: &anyhow::Error) -> Row {
-        Row {
-            scenario: scenario.into(),
-            sluice: format!("error: {e:#}"),
-            peer: String::new(),
-            ratio: None,
-            target: String::new(),
-            met: Some(false),
-        }
-    }
-}
-
-fn thousands(v: f64) -> String {
-    let n = v.round() as i64;
-    let s = n.abs().to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 { format!("-{out}") } else { out }
-}
 
 /// What draining a backlog measured.
 struct Drained {
@@ -279,11 +199,7 @@ impl Bench {
         let db = self.pg.fresh_db("ingest").await?;
         let config = ConfigBuilder::new(&self.empty_plugins).destination("noop", "devnull", "{}");
         let host = Host::start(&self.host_dir("ingest"), &config.text(), &db)?;
-        let shape = Shape {
-            users: 10_000,
-            pad: 900,
-            batch: 100,
-        };
+        let shape = Shape::STANDARD;
         let r = load::ingest(&host.url("/v1/batch"), "wk_0", total, shape, 8, "ingest").await?;
         self.ingest_rate = Some(r.rate());
         let mut row = Row::ratio(
@@ -304,10 +220,9 @@ impl Bench {
         Ok(())
     }
 
-    /// Fills `events` through ingest with delivery off, then starts a host that delivers them;
-    /// returns events per second from that host's start to the last delivery.
-    /// Fills a backlog of `events` from one source feeding `destinations` destinations of
-    /// `plugin` (the plugins not loaded), then starts a host that delivers it all.
+    /// Fills a backlog of `events` through ingest from one source feeding `destinations`
+    /// destinations of `plugin`, with delivery off (the plugins not loaded), then starts a host
+    /// that delivers it all; rates are from that host's start to the last delivery.
     async fn drain(
         &mut self,
         label: &str,
@@ -326,11 +241,7 @@ impl Bench {
             };
             config = config.destination(&id, plugin, plugin_config);
         }
-        let shape = Shape {
-            users: 10_000,
-            pad: 900,
-            batch: 100,
-        };
+        let shape = Shape::STANDARD;
         {
             let filler = Host::start(
                 &self.host_dir(&format!("{label}-fill")),
@@ -631,48 +542,5 @@ impl Bench {
         self.rows.push(row);
         drop(host);
         Ok(())
-    }
-}
-
-fn short(n: u64) -> String {
-    match n {
-        n if n >= 1_000_000 && n.is_multiple_of(1_000_000) => format!("{}M", n / 1_000_000),
-        n if n >= 1_000 && n.is_multiple_of(1_000) => format!("{}k", n / 1_000),
-        n => n.to_string(),
-    }
-}
-
-fn print_table(rows: &[Row], took: Duration) {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_default();
-    let date = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    println!(
-        "\nsluice bench — {date} — {cores} cores ({model}), Sluice and PostgreSQL on the same machine; took {:.0}s\n",
-        took.as_secs_f64()
-    );
-    println!("| scenario | Sluice | peer or limit, same run | ratio | target | met |");
-    println!("|---|---|---|---|---|---|");
-    for r in rows {
-        let ratio = r.ratio.map(|x| format!("{x:.2}")).unwrap_or_default();
-        let met = match r.met {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "",
-        };
-        println!(
-            "| {} | {} | {} | {ratio} | {} | {met} |",
-            r.scenario, r.sluice, r.peer, r.target
-        );
     }
 }

@@ -63,11 +63,7 @@ impl Bench {
             config.text()
         );
         let host = Host::start(&self.host_dir(label), &text, &db)?;
-        let shape = Shape {
-            users: 10_000,
-            pad: 900,
-            batch: 100,
-        };
+        let shape = Shape::STANDARD;
         let r = load::ingest(&host.url("/v1/batch"), "wk_0", events, shape, 8, label).await?;
         anyhow::ensure!(r.events == events, "filled {} of {events} events", r.events);
         let middle = fail_some(&db).await?;

@@ -63,11 +63,7 @@ impl Bench {
             &config(&self.empty_plugins, writers),
             &db,
         )?;
-        let shape = Shape {
-            users: 10_000,
-            pad: 900,
-            batch: 100,
-        };
+        let shape = Shape::STANDARD;
         let per_workspace = total / WORKSPACES as u64;
         let started = std::time::Instant::now();
         ingest_all(&host.url("/v1/batch"), &label, per_workspace, shape).await?;
