@@ -104,6 +104,10 @@ enum Command {
         /// Run only these scenarios.
         #[arg(long = "scenario", value_parser = bench::SCENARIOS)]
         only: Vec<String>,
+        /// Write the run's table into the `<!-- sluice-bench:begin -->` blocks of this file
+        /// (repeatable; e.g. README.md, docs/scaling.md).
+        #[arg(long, value_name = "FILE")]
+        update: Vec<PathBuf>,
     },
     /// `jobs`, `destinations`, `plugins`, `stats`: the admin API from the command line.
     #[command(flatten)]
@@ -297,12 +301,16 @@ fn main() -> anyhow::Result<()> {
                 quick,
                 ten_million,
                 only,
+                update,
             } => {
+                let command = bench_command(quick, ten_million, &only);
                 bench::run(bench::Options {
                     peers,
                     quick,
                     ten_million,
                     only,
+                    update,
+                    command,
                 })
                 .await
             }
@@ -362,4 +370,20 @@ fn shutdown_on_signal() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// `sluice bench` with the options that shape its figures, as the documents show it.
+fn bench_command(quick: bool, ten_million: bool, only: &[String]) -> String {
+    let mut command = String::from("sluice bench");
+    if quick {
+        command.push_str(" --quick");
+    }
+    if ten_million {
+        command.push_str(" --ten-million");
+    }
+    for scenario in only {
+        command.push_str(" --scenario ");
+        command.push_str(scenario);
+    }
+    command
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use sluice_runtime::allowlist::Allowlist;
-use sluice_runtime::bindings::{JobContext, Request};
+use sluice_runtime::bindings::{BatchContext, BatchJob, JobContext, Request};
 use sluice_runtime::{InstanceSpec, NetworkPolicy, PluginInstance, PluginRuntime};
 
 /// What `plugin call` measured.
@@ -70,6 +70,10 @@ pub async fn call(
         destination_id: "cli".into(),
         attempt: 0,
     };
+    let batch = BatchContext {
+        workspace_id: context.workspace_id.clone(),
+        destination_id: context.destination_id.clone(),
+    };
 
     // The plugin sees the event as a stored job would be: validated and normalised by ingest
     // (messageId, receivedAt).
@@ -82,18 +86,25 @@ pub async fn call(
     };
     let normalized = sluice_engine::ingest::event::normalize(value, None, &meta)
         .map_err(|why| anyhow::anyhow!("--event is not a valid event: {why}"))?;
-    let event = normalized.json.as_str();
+    let job = [BatchJob {
+        job_id: context.job_id,
+        idempotency_key: context.idempotency_key.clone(),
+        message_id: context.message_id.clone(),
+        source_id: context.source_id.clone(),
+        attempt: context.attempt,
+        event: normalized.json,
+    }];
 
     let repeat = repeat.max(1);
     let mut first = None;
     let started = Instant::now();
     for _ in 0..repeat {
-        let result = instance
-            .transform(&context, event)
+        let mut results = instance
+            .transform_batch(&batch, &job)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         if first.is_none() {
-            first = Some(result);
+            first = results.pop();
         }
     }
     let transform_mean = started.elapsed() / repeat;

@@ -1,12 +1,14 @@
 //! The bridge between an author's [`Destination`] and the generated component exports.
 //!
 //! Contract: [`export_destination!`](crate::export_destination) exports [`Adapter<T>`] as the
-//! component's `plugin` interface (`configure`/`transform`/`send`). The adapter deserializes
+//! component's `plugin` interface (`configure`/`transform-batch`/`send`). The adapter deserializes
 //! the config JSON into `T::Config` (errors name the field path, see `config.rs`), keeps the
 //! configured instance (a successful `configure` replaces it, a failed one clears it),
-//! answers `transform`/`send` before a successful `configure` with retry failures coded
+//! answers `transform-batch`/`send` before a successful `configure` with retry failures coded
 //! `not_configured` instead of trapping, aborts events that do not parse (`invalid_event`),
-//! and always returns exactly one outcome per request, whatever the author's `send` returned.
+//! runs the author's per-event [`Destination::transform_json`] for each job of a
+//! `transform-batch` (one result per job, in order: authors write no batch code), and always
+//! returns exactly one outcome per request, whatever the author's `send` returned.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -51,16 +53,33 @@ impl<T: Destination> Guest for Adapter<T> {
         Ok(())
     }
 
-    fn transform(
-        context: wire::JobContext,
-        event: String,
-    ) -> Result<Vec<Vec<u8>>, wire::TransformError> {
-        let context = JobContext::from(context);
-        let result =
-            Adapter::<T>::with_instance(|instance| instance.transform_json(&context, &event));
-        result
-            .unwrap_or_else(|| Err(TransformError::Retry(not_configured())))
-            .map_err(Into::into)
+    fn transform_batch(
+        batch: wire::BatchContext,
+        jobs: Vec<wire::BatchJob>,
+    ) -> Vec<Result<Vec<Vec<u8>>, wire::TransformError>> {
+        let expected = jobs.len();
+        let results = Adapter::<T>::with_instance(|instance| {
+            // One context, refilled per job: the call's shared fields are copied once.
+            let mut context = JobContext {
+                workspace_id: batch.workspace_id,
+                destination_id: batch.destination_id,
+                ..JobContext::default()
+            };
+            jobs.into_iter()
+                .map(|job| {
+                    context.job_id = job.job_id;
+                    context.idempotency_key = job.idempotency_key;
+                    context.message_id = job.message_id;
+                    context.source_id = job.source_id;
+                    context.attempt = job.attempt;
+                    instance
+                        .transform_json(&context, &job.event)
+                        .map_err(Into::into)
+                })
+                .collect()
+        });
+        results
+            .unwrap_or_else(|| vec![Err(TransformError::Retry(not_configured()).into()); expected])
     }
 
     fn send(requests: Vec<wire::Request>) -> Vec<wire::Outcome> {
@@ -178,8 +197,8 @@ macro_rules! export_destination {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ConfigError;
     use crate::testing::job_context;
+    use crate::{ConfigError, Event};
 
     /// Answers each request by its body: "ok" delivers, anything else aborts; "short"
     /// configs return one outcome too few, to exercise the count guard.
@@ -240,6 +259,33 @@ mod tests {
         }
     }
 
+    fn wire_batch() -> wire::BatchContext {
+        let ctx = job_context(7);
+        wire::BatchContext {
+            workspace_id: ctx.workspace_id,
+            destination_id: ctx.destination_id,
+        }
+    }
+
+    fn wire_job(job_id: i64, event: &str) -> wire::BatchJob {
+        let ctx = job_context(job_id);
+        wire::BatchJob {
+            job_id,
+            idempotency_key: ctx.idempotency_key,
+            message_id: ctx.message_id,
+            source_id: ctx.source_id,
+            attempt: ctx.attempt,
+            event: event.into(),
+        }
+    }
+
+    /// `transform-batch` of one job with `event`.
+    fn transform_one(event: &str) -> Result<Vec<Vec<u8>>, wire::TransformError> {
+        let mut results = Exported::transform_batch(wire_batch(), vec![wire_job(7, event)]);
+        assert_eq!(results.len(), 1);
+        results.remove(0)
+    }
+
     fn wire_request(body: &str) -> wire::Request {
         wire::Request {
             context: wire_context(),
@@ -258,7 +304,7 @@ mod tests {
 
     #[test]
     fn calls_before_configure_retry_as_not_configured() {
-        let err = Exported::transform(wire_context(), "{}".into()).expect_err("unconfigured");
+        let err = transform_one("{}").expect_err("unconfigured");
         assert!(matches!(err, wire::TransformError::Retry(f) if f.code == "not_configured"));
         let outcomes = Exported::send(vec![wire_request("ok"), wire_request("ok")]);
         assert_eq!(outcomes.len(), 2);
@@ -309,16 +355,79 @@ mod tests {
     fn transform_defaults_to_the_event_json_and_aborts_invalid_events() {
         Exported::configure(r#"{"mode": "normal"}"#.into()).expect("valid");
         let event = r#"{"type":"track","messageId":"m-7","event":"Signed Up"}"#;
-        let payloads = Exported::transform(wire_context(), event.into()).expect("transformed");
+        let payloads = transform_one(event).expect("transformed");
         let parsed: serde_json::Value = serde_json::from_slice(&payloads[0]).expect("json payload");
         assert_eq!(
             parsed,
             serde_json::from_str::<serde_json::Value>(event).expect("json")
         );
 
-        let err = Exported::transform(wire_context(), r#"{"type":"track"}"#.into())
-            .expect_err("no messageId");
+        let err = transform_one(r#"{"type":"track"}"#).expect_err("no messageId");
         assert!(matches!(err, wire::TransformError::Abort(f) if f.code == "invalid_event"));
+    }
+
+    /// Its payload is the job context it was given, to check what `transform-batch` passes.
+    struct Stamp;
+
+    impl Destination for Stamp {
+        type Config = serde_json::Value;
+
+        fn configure(_: serde_json::Value) -> Result<Self, ConfigError> {
+            Ok(Stamp)
+        }
+
+        fn transform(
+            &self,
+            ctx: &JobContext,
+            event: &Event,
+        ) -> Result<Vec<Vec<u8>>, TransformError> {
+            if event.event.as_deref() == Some("skip") {
+                return Ok(Vec::new());
+            }
+            Ok(vec![format!("{ctx:?}").into_bytes()])
+        }
+
+        fn send(&self, requests: Vec<Request>) -> Vec<Outcome> {
+            vec![Outcome::Delivered; requests.len()]
+        }
+    }
+
+    #[test]
+    fn transform_batch_runs_the_per_event_transform_for_each_job_in_order() {
+        Adapter::<Stamp>::configure("{}".into()).expect("valid");
+        let track = |id: &str, name: &str| {
+            format!(r#"{{"type":"track","messageId":"{id}","event":"{name}"}}"#)
+        };
+        let mut jobs = vec![
+            wire_job(1, &track("m-1", "a")),
+            wire_job(2, r#"{"type":"track"}"#),
+            wire_job(3, &track("m-3", "skip")),
+            wire_job(4, &track("m-4", "b")),
+        ];
+        jobs[3].attempt = 5;
+        jobs[3].source_id = "other-source".into();
+        let results = Adapter::<Stamp>::transform_batch(wire_batch(), jobs);
+        assert_eq!(results.len(), 4, "one result per job");
+
+        let stamped = |r: &Result<Vec<Vec<u8>>, wire::TransformError>| {
+            let payloads = r.as_ref().expect("transformed");
+            String::from_utf8(payloads[0].clone()).expect("utf-8")
+        };
+        let mut first = job_context(1);
+        assert_eq!(stamped(&results[0]), format!("{first:?}"));
+        assert!(
+            matches!(&results[1], Err(wire::TransformError::Abort(f)) if f.code == "invalid_event")
+        );
+        assert_eq!(
+            results[2].as_ref().map(Vec::len).ok(),
+            Some(0),
+            "filtered out"
+        );
+        // Each job's own fields, the call's shared ones: nothing leaks from the job before.
+        first = job_context(4);
+        first.attempt = 5;
+        first.source_id = "other-source".into();
+        assert_eq!(stamped(&results[3]), format!("{first:?}"));
     }
 
     #[test]

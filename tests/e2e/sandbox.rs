@@ -63,6 +63,55 @@ async fn looping_allocating_panicking_and_denied_plugins_are_stopped_with_their_
     assert_eq!(health.status().as_u16(), 200, "the host is still serving");
 }
 
+/// `transform-batch` carries a call's jobs into the guest at once; a trap there must still cost
+/// only the job that caused it (the host transforms the call's jobs one by one after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_in_a_batched_transform_costs_only_the_job_that_caused_it() {
+    let sink = Sink::ok(SECRET);
+    let extra = format!(
+        "\n[[destination]]\nid = \"picky\"\nworkspace = \"acme\"\nplugin = \"misbehave\"\nconfig = {{ mode = \"panic\", only_event = \"Boom\", url = \"{}\" }}\nretry = {{ min_backoff = \"1h\", max_backoff = \"2h\" }}\n",
+        sink.url
+    );
+    let config = webhook_config(&sink.url, r#"{ min_backoff = "1s" }"#, &extra)
+        .replace(r#"destinations = ["hook"]"#, r#"destinations = ["picky"]"#);
+    let sluice = Sluice::start(&config);
+    // Eight users' first events in one request: one claim, one call of eight jobs.
+    let mut batch = events(8, 8);
+    batch[3]["event"] = "Boom".into();
+    post_all(&sluice, &batch, 8).await;
+
+    let pool = db(&sluice).await;
+    let failed: Vec<(String, String, i32)> =
+        wait_until(Duration::from_secs(30), "the one failed job", || async {
+            let states = states(&pool, "picky").await;
+            if states.get("delivered") != Some(&7) {
+                return None;
+            }
+            let rows: Vec<(String, String, i32)> = sqlx::query_as(
+                "SELECT message_id, error_code, attempt FROM failed_jobs WHERE destination_id = 'picky'",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            (!rows.is_empty()).then_some(rows)
+        })
+        .await;
+    assert_eq!(
+        failed,
+        vec![("user-3-0".to_string(), "plugin_trap".to_string(), 1)],
+        "only the Boom event's job failed, once"
+    );
+    assert!(
+        sluice
+            .find_log(|l| l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("transform-batch failed")))
+            .is_some(),
+        "the jobs shared a call whose batch trapped:\n{}",
+        sluice.log_text()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_plugin_file_is_rejected_by_name_and_the_rest_keep_serving() {
     let sink = Sink::ok(SECRET);

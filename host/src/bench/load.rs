@@ -134,6 +134,14 @@ pub async fn ingest(
 }
 
 /// Posts a batch every `interval` for `duration` (a steady load well below capacity).
+/// What a steady load sent.
+pub struct Sent {
+    /// Events acknowledged (2xx).
+    pub events: u64,
+    /// Each acknowledged request's time from send to answer (the answer comes after commit).
+    pub acks: Vec<Duration>,
+}
+
 pub async fn steady(
     url: &str,
     write_key: &str,
@@ -141,7 +149,7 @@ pub async fn steady(
     interval: Duration,
     duration: Duration,
     run: &str,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Sent> {
     let client = client()?;
     let pad = "x".repeat(shape.pad);
     let mut tick = tokio::time::interval(interval);
@@ -157,16 +165,23 @@ pub async fn steady(
             .basic_auth(write_key, Some(""))
             .header("content-type", "application/json")
             .body(body);
-        sends.spawn(async move { request.send().await.is_ok_and(|r| r.status().is_success()) });
+        sends.spawn(async move {
+            let started = Instant::now();
+            let ok = request.send().await.is_ok_and(|r| r.status().is_success());
+            ok.then(|| started.elapsed())
+        });
         n += 1;
     }
-    let mut ok = 0;
+    let mut acks = Vec::new();
     while let Some(r) = sends.join_next().await {
-        if matches!(r, Ok(true)) {
-            ok += 1;
+        if let Ok(Some(took)) = r {
+            acks.push(took);
         }
     }
-    Ok(ok * shape.batch as u64)
+    Ok(Sent {
+        events: acks.len() as u64 * shape.batch as u64,
+        acks,
+    })
 }
 
 /// A webhook receiver that records, per event, the time since the client stamped it.

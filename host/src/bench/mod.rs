@@ -29,8 +29,10 @@ mod browser;
 mod browser_sdk;
 mod catalog;
 mod citus;
+mod docs;
 mod env;
 mod fairness;
+mod latency;
 mod load;
 mod operator;
 mod plugins;
@@ -46,8 +48,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use env::{BenchPg, ConfigBuilder, Host, build_plugins, wait_drained};
-use load::{LatencyReceiver, Shape};
-use table::{Row, print_table, short, thousands};
+use load::Shape;
+use table::{Row, render_rows, short, thousands};
 
 /// Options of `sluice bench`.
 #[derive(Debug, Clone)]
@@ -59,6 +61,10 @@ pub struct Options {
     pub ten_million: bool,
     /// Run only these scenarios (all when empty).
     pub only: Vec<String>,
+    /// Documents whose `sluice-bench` blocks get this run's table (see `docs`).
+    pub update: Vec<PathBuf>,
+    /// How the run was invoked, shown above the table in those documents.
+    pub command: String,
 }
 
 pub const SCENARIOS: [&str; 19] = [
@@ -140,6 +146,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         dir,
     };
     let started = Instant::now();
+    // The scenario of each row, for the documents' per-scenario blocks.
+    let mut tags: Vec<&'static str> = Vec::new();
     for scenario in SCENARIOS {
         if !bench.opts.only.is_empty() && !bench.opts.only.iter().any(|o| o == scenario) {
             continue;
@@ -171,9 +179,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             eprintln!("bench: {scenario} failed: {e:#}");
             bench.rows.push(Row::failed(scenario, &e));
         }
+        tags.resize(bench.rows.len(), scenario);
     }
-    print_table(&bench.rows, started.elapsed());
+    let header = table::header(started.elapsed());
+    let rows: Vec<&Row> = bench.rows.iter().collect();
+    println!("\nsluice bench — {header}\n\n{}", render_rows(&rows));
     bench.pg.stop().await;
+    let run = docs::Run {
+        header: format!("`{}` (release build), {header}:", bench.opts.command),
+        rows: &bench.rows,
+        scenarios: &tags,
+        complete: bench.opts.only.is_empty(),
+    };
+    for path in &bench.opts.update {
+        let n = docs::update(path, &run)?;
+        eprintln!("bench: {}: {n} table(s) written", path.display());
+    }
     Ok(())
 }
 
@@ -381,58 +402,6 @@ impl Bench {
             )
             .with_host_cpu(drained.host_us_per_job, "event"),
         );
-        Ok(())
-    }
-
-    async fn latency(&mut self) -> anyhow::Result<()> {
-        let receiver = LatencyReceiver::default();
-        let url = receiver.start().await?;
-        let db = self.pg.fresh_db("latency").await?;
-        let config = ConfigBuilder::new(&self.plugins).destination(
-            "dest",
-            "webhook",
-            &format!("{{ url = \"{url}\", secret = \"whsec_YmVuY2g=\" }}"),
-        );
-        let host = Host::start(&self.host_dir("latency"), &config.text(), &db)?;
-        let shape = Shape {
-            users: 200,
-            pad: 900,
-            batch: 100,
-        };
-        let duration = Duration::from_secs(self.sized(20, 8));
-        let sent = load::steady(
-            &host.url("/v1/batch"),
-            "wk_0",
-            shape,
-            Duration::from_millis(100),
-            duration,
-            "lat",
-        )
-        .await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while (receiver.count() as u64) < sent && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // The first second warms up connections and plugin instances.
-        let (p50, p99) = receiver.percentiles(1000).context("nothing arrived")?;
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        self.rows.push(Row {
-            scenario: "latency at 1,000 events/s, client send → receiver: p50".into(),
-            sluice: format!("{:.1} ms", ms(p50)),
-            peer: String::new(),
-            ratio: None,
-            target: "< 10 ms".into(),
-            met: Some(ms(p50) < 10.0),
-        });
-        self.rows.push(Row {
-            scenario: "latency: p99".into(),
-            sluice: format!("{:.1} ms", ms(p99)),
-            peer: format!("{} of {sent} events arrived", receiver.count()),
-            ratio: None,
-            target: "< 50 ms".into(),
-            met: Some(ms(p99) < 50.0),
-        });
-        drop(host);
         Ok(())
     }
 

@@ -99,7 +99,8 @@ pub(super) fn short(n: u64) -> String {
     }
 }
 
-pub(super) fn print_table(rows: &[Row], took: Duration) {
+/// The line above a run's table: when, where, how long.
+pub(super) fn header(took: Duration) -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
@@ -114,12 +115,17 @@ pub(super) fn print_table(rows: &[Row], took: Duration) {
     let date = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    println!(
-        "\nsluice bench — {date} — {cores} cores ({model}), Sluice and PostgreSQL on the same machine; took {:.0}s\n",
+    format!(
+        "{date} — {cores} cores ({model}), Sluice and PostgreSQL on the same machine; took {:.0}s",
         took.as_secs_f64()
+    )
+}
+
+/// The rows as a Markdown table, ending with a newline.
+pub(super) fn render_rows(rows: &[&Row]) -> String {
+    let mut out = String::from(
+        "| scenario | Sluice | peer or limit, same run | ratio | target | met |\n|---|---|---|---|---|---|\n",
     );
-    println!("| scenario | Sluice | peer or limit, same run | ratio | target | met |");
-    println!("|---|---|---|---|---|---|");
     for r in rows {
         let ratio = r.ratio.map(|x| format!("{x:.2}")).unwrap_or_default();
         let met = match r.met {
@@ -127,9 +133,10 @@ pub(super) fn print_table(rows: &[Row], took: Duration) {
             Some(false) => "**no**",
             None => "",
         };
-        println!(
-            "| {} | {} | {} | {ratio} | {} | {met} |",
+        out.push_str(&format!(
+            "| {} | {} | {} | {ratio} | {} | {met} |\n",
             r.scenario, r.sluice, r.peer, r.target
-        );
+        ));
     }
+    out
 }

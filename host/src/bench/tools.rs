@@ -87,7 +87,18 @@ pub struct Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first: nginx's master then stops its workers (a SIGKILLed master leaves them
+    /// running, orphaned, one set per bench run). SIGKILL after a few seconds regardless.
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -53,7 +53,8 @@ impl Trickle {
             Duration::from_secs(secs),
             "trickle",
         )
-        .await?;
+        .await?
+        .events;
         let expected = sent as usize * self.lanes.len();
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.receiver.count() < expected && Instant::now() < deadline {

@@ -3,6 +3,11 @@
 //! Contract: a [`Secret`] always holds a non-empty HMAC key. `whsec_<base64>` is decoded (the
 //! Standard Webhooks format); a prefixed secret whose rest is not base64 is taken literally,
 //! prefix included, as is any other text. [`Secret::sign`] is the `webhook-signature` value.
+//!
+//! Inside a plugin (a `wasm32` build) signing is done by the host, natively, through the WIT
+//! `signing` import: the HMAC compiled to WebAssembly cost several times more per delivery.
+//! The host key is created on the first signature and kept with the secret (clones share it).
+//! Native builds (unit tests, `sluice sink`) compute the same value here.
 
 use std::fmt;
 
@@ -26,10 +31,22 @@ pub enum SecretError {
 }
 
 /// A webhook signing key. Its `Debug` output never shows the key.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Secret {
     key: Vec<u8>,
+    /// The key on the host's side, made on first use (a component's instance is single
+    /// threaded, hence `Rc`).
+    #[cfg(target_arch = "wasm32")]
+    host: std::cell::OnceCell<std::rc::Rc<crate::bindings::sluice::destination::signing::HmacKey>>,
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -53,7 +70,11 @@ impl Secret {
         if key.is_empty() {
             return Err(SecretError::Empty);
         }
-        Ok(Secret { key })
+        Ok(Secret {
+            key,
+            #[cfg(target_arch = "wasm32")]
+            host: std::cell::OnceCell::new(),
+        })
     }
 
     /// The HMAC key bytes.
@@ -63,8 +84,19 @@ impl Secret {
 
     /// The `webhook-signature` value for message `id` sent at `timestamp` (Unix seconds).
     pub fn sign(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
-        let mac = self.mac(id, &timestamp.to_string(), body);
-        format!("{VERSION},{}", STANDARD.encode(mac.finalize().into_bytes()))
+        #[cfg(target_arch = "wasm32")]
+        {
+            use crate::bindings::sluice::destination::signing::HmacKey;
+            let key = self
+                .host
+                .get_or_init(|| std::rc::Rc::new(HmacKey::new(&self.key)));
+            key.sign_webhook(id, timestamp, body)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let mac = self.mac(id, &timestamp.to_string(), body);
+            format!("{VERSION},{}", STANDARD.encode(mac.finalize().into_bytes()))
+        }
     }
 
     /// The HMAC over `{id}.{timestamp}.{body}`, not yet finalized.

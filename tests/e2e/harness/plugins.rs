@@ -1,9 +1,10 @@
 //! The plugins the tests run, compiled once per test run with `sluice plugin build` (which is
 //! itself under test here) into `target/e2e/plugins`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// Plugin crates built for the tests: the shipped plugins and the misbehaving test guest.
 const CRATES: [&str; 5] = [
@@ -39,16 +40,7 @@ pub fn plugins_dir() -> PathBuf {
         .get_or_init(|| {
             let out = e2e_dir().join("plugins");
             for krate in CRATES {
-                let status = Command::new(crate::harness::sluice_bin())
-                    .args(["plugin", "build"])
-                    .arg(repo_root().join(krate))
-                    .arg("--out")
-                    .arg(&out)
-                    .arg("--target-dir")
-                    .arg(guests_target_dir())
-                    .status()
-                    .expect("run sluice plugin build");
-                assert!(status.success(), "sluice plugin build {krate} failed");
+                build_plugin(krate, &out);
             }
             out
         })
@@ -87,30 +79,34 @@ pub fn wrong_world_wasm() -> PathBuf {
         .clone()
 }
 
-/// `tests/plugins/wit-0.1.0` (built against the frozen WIT 0.1.0), built with `sluice plugin
-/// build` into its own directory on first use; returns that directory.
-pub fn wit_0_1_0_dir() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            plugins_dir();
-            let out = e2e_dir().join("plugins-wit-0.1.0");
-            let status = Command::new(crate::harness::sluice_bin())
-                .args(["plugin", "build"])
-                .arg(repo_root().join("tests/plugins/wit-0.1.0"))
-                .arg("--out")
-                .arg(&out)
-                .arg("--target-dir")
-                .arg(guests_target_dir())
-                .status()
-                .expect("run sluice plugin build");
-            assert!(
-                status.success(),
-                "sluice plugin build tests/plugins/wit-0.1.0 failed"
-            );
-            out
-        })
-        .clone()
+/// `tests/plugins/wit-<version>` (a guest built against a frozen copy of that WIT), built with
+/// `sluice plugin build` into its own directory on first use; returns that directory.
+pub fn frozen_plugin_dir(version: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    // Held while building: two tests asking at once build once (cargo would lock anyway).
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(dir) = built.get(version) {
+        return dir.clone();
+    }
+    plugins_dir();
+    let out = e2e_dir().join(format!("plugins-wit-{version}"));
+    build_plugin(&format!("tests/plugins/wit-{version}"), &out);
+    built.insert(version.to_string(), out.clone());
+    out
+}
+
+/// `sluice plugin build` of the crate at `krate` (relative to the repository) into `out`.
+fn build_plugin(krate: &str, out: &std::path::Path) {
+    let status = Command::new(crate::harness::sluice_bin())
+        .args(["plugin", "build"])
+        .arg(repo_root().join(krate))
+        .arg("--out")
+        .arg(out)
+        .arg("--target-dir")
+        .arg(guests_target_dir())
+        .status()
+        .expect("run sluice plugin build");
+    assert!(status.success(), "sluice plugin build {krate} failed");
 }
 
 /// For tests that change plugins: a data directory `dir` (readable by the embedded

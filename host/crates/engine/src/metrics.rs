@@ -51,6 +51,14 @@ fn describe() {
         "Attempts ended, per destination and outcome (delivered, skipped, failed, aborted, throttled), and jobs its filter kept from the destination (filtered)."
     );
     describe_histogram!(
+        "sluice_ingest_commit_seconds",
+        "From a request's events reaching the ingest writer to their commit: the group-commit wait and the transaction (the part of an ingest request's answer that makes it durable)."
+    );
+    describe_histogram!(
+        "sluice_delivery_wait_seconds",
+        "From an event's arrival (receivedAt) to the start of the plugin call that delivers it, averaged over the call's jobs, per destination: commit, wake-up, the lane's read and its wait for earlier calls."
+    );
+    describe_histogram!(
         "sluice_plugin_call_seconds",
         "One plugin call (transform of every job, then send), per destination."
     );
@@ -117,6 +125,17 @@ pub fn jobs(destination: &str, what: JobMetric, n: u64) {
     stats::count(destination, what, n);
     counter!("sluice_jobs_total", "destination" => destination.to_string(), "outcome" => what.label())
         .increment(n);
+}
+
+/// A request's events were committed `took` after they reached the ingest writer.
+pub fn ingest_commit(took: Duration) {
+    histogram!("sluice_ingest_commit_seconds").record(took.as_secs_f64());
+}
+
+/// A call started, its jobs having waited `mean` on average since they arrived.
+pub fn delivery_wait(destination: &str, mean: Duration) {
+    histogram!("sluice_delivery_wait_seconds", "destination" => destination.to_string())
+        .record(mean.as_secs_f64());
 }
 
 pub fn plugin_call(destination: &str, took: Duration) {

@@ -1,4 +1,5 @@
-//! The host side of the plugin imports (`http`, `log`) and the per-instance store state.
+//! The host side of the plugin imports (`http`, `log`, `signing`) and the per-instance store
+//! state. (`compat` serves the 0.1.x imports of older plugins with the same code.)
 //!
 //! Outbound HTTP is executed here, with the host's pooled client, so that the allowlist, the
 //! timeouts and the response size cap cannot be bypassed by the guest. WASI is linked only
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -17,12 +18,13 @@ use bytes::Bytes;
 use http_body_util::Full;
 
 use super::allowlist::Allowlist;
-use super::bindings::sluice::destination::{http, log, types};
+use super::bindings::sluice::destination::{http, log, signing, types};
 use super::bindings::{HttpError, HttpRequest, HttpResponse, Level};
 use super::limiter::{Limiter, Signal};
 use super::limits::{CallClock, LogBudget, MemoryLimiter};
 use super::outbound::{Outbound, OutboundError};
 use super::redact::{Scrubber, redact_url};
+use super::signing::HmacKey;
 
 /// Where a too-large response's `other` error message starts; the SDK maps it to the failure
 /// code `http_response_too_large` (the WIT's `http-error` cannot grow a case in a minor
@@ -137,6 +139,41 @@ impl WasiView for HostState {
 }
 
 impl types::Host for HostState {}
+
+impl signing::Host for HostState {}
+
+/// An `Err` traps the guest: a handle it does not own means its bindings are broken.
+impl signing::HostHmacKey for HostState {
+    async fn new(&mut self, key: Vec<u8>) -> wasmtime::Result<Resource<HmacKey>> {
+        Ok(self.table.push(HmacKey::new(&key))?)
+    }
+
+    async fn sign_webhook(
+        &mut self,
+        key: Resource<HmacKey>,
+        id: String,
+        timestamp: u64,
+        body: Vec<u8>,
+    ) -> wasmtime::Result<String> {
+        Ok(self.table.get(&key)?.sign_webhook(&id, timestamp, &body))
+    }
+
+    async fn hmac_sha256(
+        &mut self,
+        key: Resource<HmacKey>,
+        parts: Vec<Vec<u8>>,
+    ) -> wasmtime::Result<Vec<u8>> {
+        Ok(self
+            .table
+            .get(&key)?
+            .hmac_sha256(parts.iter().map(Vec::as_slice)))
+    }
+
+    async fn drop(&mut self, key: Resource<HmacKey>) -> wasmtime::Result<()> {
+        self.table.delete(key)?;
+        Ok(())
+    }
+}
 
 impl log::Host for HostState {
     async fn enabled(&mut self, level: Level) -> bool {

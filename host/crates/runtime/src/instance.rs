@@ -1,5 +1,8 @@
 //! One configured plugin instance serving one destination.
 //!
+//! A plugin built against WIT 0.2 transforms a call's jobs in one `transform-batch`; one built
+//! against 0.1.x gets a `transform` per job, which [`PluginInstance::transform_batch`] hides.
+//!
 //! Instances are reused for many calls (instantiation costs ~10-20 µs, a call well under one).
 //! After a trap the instance's state is unknown: it is marked poisoned and the owner drops it.
 //! A guest failure that the plugin returns (`retry`, `abort`) is not a trap and leaves the
@@ -11,10 +14,12 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::PluginRuntime;
 use super::allowlist::Allowlist;
-use super::bindings::{Destination, Failure, JobContext, Outcome, Request, TransformError};
+use super::bindings::{
+    BatchContext, BatchJob, Destination, Failure, Outcome, Request, TransformError, v0_1,
+};
 use super::host_api::{HostState, InstanceLimits, Labels};
 use super::limiter::Limiter;
-use super::loader::LoadedPlugin;
+use super::loader::{LoadedPlugin, Pre};
 use super::outbound::Outbound;
 use super::redact::Scrubber;
 
@@ -92,16 +97,30 @@ pub struct InstanceSpec {
     pub limiter: Arc<Limiter>,
 }
 
+/// What `transform-batch` returns: one result per job, in order.
+pub type Transformed = Vec<Result<Vec<Vec<u8>>, TransformError>>;
+
 pub struct PluginInstance {
+    sandbox: Sandbox,
+    bindings: Bindings,
+}
+
+/// The instance's store and health, apart from its exports so that a call can borrow both.
+struct Sandbox {
     store: Store<HostState>,
-    bindings: Destination,
     poisoned: bool,
+}
+
+/// The instance's exports, in the world its plugin was built against.
+enum Bindings {
+    V0_2(Destination),
+    V0_1(v0_1::Destination),
 }
 
 impl PluginInstance {
     /// The destination's adaptive limit on requests in flight (shared by its instances).
     pub fn concurrency_limit(&self) -> usize {
-        self.store.data().concurrency_limit()
+        self.sandbox.store.data().concurrency_limit()
     }
 
     /// Instantiates the plugin and runs `configure`.
@@ -141,22 +160,36 @@ impl PluginInstance {
         // Instantiation runs guest start code, so it gets the same deadline as a call.
         store.data_mut().clock.begin();
         store.set_epoch_deadline(1);
-        let bindings = match spec.plugin.pre.instantiate_async(&mut store).await {
+        let bindings = match &spec.plugin.pre {
+            Pre::V0_2(pre) => pre.instantiate_async(&mut store).await.map(Bindings::V0_2),
+            Pre::V0_1(pre) => pre.instantiate_async(&mut store).await.map(Bindings::V0_1),
+        };
+        let bindings = match bindings {
             Ok(b) => b,
             Err(e) => return Err(classify(store.data(), &e)),
         };
         let mut instance = PluginInstance {
-            store,
+            sandbox: Sandbox {
+                store,
+                poisoned: false,
+            },
             bindings,
-            poisoned: false,
         };
-        instance.begin();
-        let result = instance
-            .bindings
-            .sluice_destination_plugin()
-            .call_configure(&mut instance.store, &spec.config_json)
-            .await;
-        match instance.finish(result)? {
+        instance.sandbox.begin();
+        let config = &spec.config_json;
+        let result = match &instance.bindings {
+            Bindings::V0_2(b) => {
+                b.sluice_destination_plugin()
+                    .call_configure(&mut instance.sandbox.store, config)
+                    .await
+            }
+            Bindings::V0_1(b) => {
+                b.sluice_destination_plugin()
+                    .call_configure(&mut instance.sandbox.store, config)
+                    .await
+            }
+        };
+        match instance.sandbox.finish(result)? {
             Ok(()) => Ok(instance),
             Err(message) => Err(CallError {
                 code: CallErrorCode::Config,
@@ -170,43 +203,94 @@ impl PluginInstance {
 
     /// The most linear memory this instance has had, in bytes.
     pub fn peak_memory(&self) -> usize {
-        self.store.data().limiter.peak
+        self.sandbox.store.data().limiter.peak
     }
 
     /// Whether the instance trapped and must be dropped.
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned
+        self.sandbox.poisoned
     }
 
-    /// `transform` of one event.
-    pub async fn transform(
+    /// `transform` of a call's jobs: exactly one result per job, or an error for the whole
+    /// call (a trap, the deadline, the memory cap: the call's deadline covers all its jobs; a
+    /// wrong number of results is `plugin_protocol`). On an error the instance is poisoned and
+    /// the caller may run the jobs one by one on fresh instances to find the one at fault.
+    pub async fn transform_batch(
         &mut self,
-        context: &JobContext,
-        event: &str,
-    ) -> Result<Result<Vec<Vec<u8>>, TransformError>, CallError> {
-        self.begin();
-        self.store.data_mut().current_job = Some(context.job_id);
-        let result = self
-            .bindings
-            .sluice_destination_plugin()
-            .call_transform(&mut self.store, context, event)
-            .await;
-        let mut result = self.finish(result)?;
-        if let Err(TransformError::Retry(f) | TransformError::Abort(f)) = &mut result {
-            scrub_failure(self.scrubber(), f);
+        batch: &BatchContext,
+        jobs: &[BatchJob],
+    ) -> Result<Transformed, CallError> {
+        let mut results = match &self.bindings {
+            Bindings::V0_2(b) => {
+                let b = b.sluice_destination_plugin();
+                self.sandbox.begin();
+                if let [job] = jobs {
+                    self.sandbox.store.data_mut().current_job = Some(job.job_id);
+                }
+                let result = b
+                    .call_transform_batch(&mut self.sandbox.store, batch, jobs)
+                    .await;
+                self.sandbox.finish(result)?
+            }
+            Bindings::V0_1(b) => {
+                let b = b.sluice_destination_plugin();
+                let mut results = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    let context = crate::compat::job_context(batch, job);
+                    self.sandbox.begin();
+                    self.sandbox.store.data_mut().current_job = Some(job.job_id);
+                    let result = b
+                        .call_transform(&mut self.sandbox.store, &context, &job.event)
+                        .await;
+                    results.push(self.sandbox.finish(result)?.map_err(Into::into));
+                }
+                results
+            }
+        };
+        if results.len() != jobs.len() {
+            self.sandbox.poisoned = true;
+            return Err(CallError {
+                code: CallErrorCode::Protocol,
+                message: format!(
+                    "transform-batch returned {} results for {} jobs",
+                    results.len(),
+                    jobs.len()
+                ),
+            });
         }
-        Ok(result)
+        let scrubber = self.scrubber().clone();
+        for result in &mut results {
+            if let Err(TransformError::Retry(f) | TransformError::Abort(f)) = result {
+                scrub_failure(&scrubber, f);
+            }
+        }
+        Ok(results)
     }
 
     /// `send` of a batch; exactly one outcome per request or a `plugin_protocol` error.
     pub async fn send(&mut self, requests: &[Request]) -> Result<Vec<Outcome>, CallError> {
-        self.begin();
-        let result = self
-            .bindings
-            .sluice_destination_plugin()
-            .call_send(&mut self.store, requests)
-            .await;
-        let mut outcomes = self.finish(result)?;
+        self.sandbox.begin();
+        let mut outcomes = match &self.bindings {
+            Bindings::V0_2(b) => {
+                let result = b
+                    .sluice_destination_plugin()
+                    .call_send(&mut self.sandbox.store, requests)
+                    .await;
+                self.sandbox.finish(result)?
+            }
+            Bindings::V0_1(b) => {
+                let requests: Vec<_> = requests.iter().map(Into::into).collect();
+                let result = b
+                    .sluice_destination_plugin()
+                    .call_send(&mut self.sandbox.store, &requests)
+                    .await;
+                self.sandbox
+                    .finish(result)?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect()
+            }
+        };
         let scrubber = self.scrubber().clone();
         for outcome in &mut outcomes {
             if let Outcome::Retry(f) | Outcome::Abort(f) | Outcome::TooLarge(f) = outcome {
@@ -214,7 +298,7 @@ impl PluginInstance {
             }
         }
         if outcomes.len() != requests.len() {
-            self.poisoned = true;
+            self.sandbox.poisoned = true;
             return Err(CallError {
                 code: CallErrorCode::Protocol,
                 message: format!(
@@ -229,9 +313,11 @@ impl PluginInstance {
 
     /// Masks this destination's secrets (and URL credentials) in text the plugin produced.
     pub fn scrubber(&self) -> &Arc<Scrubber> {
-        &self.store.data().scrubber
+        &self.sandbox.store.data().scrubber
     }
+}
 
+impl Sandbox {
     fn begin(&mut self) {
         let data = self.store.data_mut();
         data.clock.begin();

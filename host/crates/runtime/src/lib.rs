@@ -3,7 +3,8 @@
 //!
 //! - `loader`: plugins directory → compiled, validated [`LoadedPlugin`]s
 //! - `instance`: a configured instance serving one destination ([`PluginInstance`])
-//! - `host_api`: the `http`/`log` imports and the per-instance store state
+//! - `host_api`: the `http`/`log`/`signing` imports and the per-instance store state;
+//!   `signing`: the native HMAC behind `signing`; `compat`: plugins built against WIT 0.1.x
 //! - `limits`: deadline and memory cap; `allowlist`: outbound host patterns;
 //!   `net_policy`: the addresses any host may resolve to (SSRF guard); `outbound`: HTTP client
 //! - `manifest`: the `NAME.toml` beside each plugin
@@ -11,6 +12,7 @@
 
 pub mod allowlist;
 pub mod bindings;
+mod compat;
 pub mod host_api;
 pub mod instance;
 pub mod limiter;
@@ -22,6 +24,7 @@ pub mod net_policy;
 pub mod outbound;
 pub mod redact;
 pub mod secret_refs;
+pub mod signing;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -100,6 +103,11 @@ impl PluginRuntime {
         Destination::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("linking the sluice host interfaces")?;
+        // The 0.1.1 interfaces too: plugins built against 0.1.x import them (their names carry
+        // the version, so both sets live side by side).
+        bindings::v0_1::Destination::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking the sluice 0.1 host interfaces")?;
 
         start_epoch_ticker(&engine)?;
         Ok(PluginRuntime {

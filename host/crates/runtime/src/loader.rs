@@ -1,9 +1,11 @@
 //! Loading plugins from the plugins directory: `NAME.wasm` + manifest `NAME.toml`.
 //!
 //! Each component is compiled once and cached on disk by wasmtime's compile cache (see
-//! `PluginRuntime::new`), then checked against the `sluice:destination@0.1.1` world: a component
-//! that imports something the host does not provide, or lacks an export, is rejected with the
-//! mismatch named. A bad plugin never stops the others from loading.
+//! `PluginRuntime::new`), then checked against the world it was built for: the
+//! `sluice:destination@0.2.0` world, or the 0.1.1 one for a component that exports the 0.1.x
+//! `plugin` interface (older plugins keep loading). A component that imports something the host
+//! does not provide, or lacks an export, is rejected with the mismatch named. A bad plugin never
+//! stops the others from loading.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,12 +14,22 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::PluginRuntime;
-use super::bindings::DestinationPre;
+use super::bindings::{DestinationPre, v0_1};
 use super::host_api::HostState;
 use super::manifest::{Manifest, ManifestError};
 
-/// The WIT world every plugin must implement.
-pub const WORLD: &str = "sluice:destination/destination@0.1.1";
+/// The WIT world plugins are built against today.
+pub const WORLD: &str = "sluice:destination/destination@0.2.0";
+/// The older world the host still serves, for components that export its `plugin` interface.
+pub const WORLD_0_1: &str = "sluice:destination/destination@0.1.1";
+/// The export that marks a component built against 0.1.x.
+const PLUGIN_EXPORT_0_1: &str = "sluice:destination/plugin@0.1.";
+
+/// A plugin ready to instantiate, in the world it was built for.
+pub(crate) enum Pre {
+    V0_2(DestinationPre<HostState>),
+    V0_1(v0_1::DestinationPre<HostState>),
+}
 
 /// A compiled, validated plugin, ready to instantiate.
 pub struct LoadedPlugin {
@@ -25,7 +37,18 @@ pub struct LoadedPlugin {
     pub manifest: Manifest,
     pub wasm_path: PathBuf,
     pub sha256: String,
-    pub(crate) pre: DestinationPre<HostState>,
+    pub(crate) pre: Pre,
+}
+
+impl LoadedPlugin {
+    /// The WIT world the plugin was built against (`sluice:destination/destination@0.2.0`, or
+    /// `@0.1.1` for any 0.1.x).
+    pub fn world(&self) -> &'static str {
+        match self.pre {
+            Pre::V0_2(_) => WORLD,
+            Pre::V0_1(_) => WORLD_0_1,
+        }
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -35,6 +58,7 @@ impl std::fmt::Debug for LoadedPlugin {
             .field("version", &self.manifest.version)
             .field("wasm_path", &self.wasm_path)
             .field("sha256", &self.sha256)
+            .field("world", &self.world())
             .finish()
     }
 }
@@ -76,10 +100,16 @@ pub enum LoadError {
     CompileTask(tokio::task::JoinError),
     #[error("is not a valid WebAssembly component: {0:#}")]
     NotAComponent(wasmtime::Error),
-    #[error("does not match the `{world}` world (imports): {0:#}", world = WORLD)]
-    Imports(wasmtime::Error),
-    #[error("does not match the `{world}` world (exports): {0:#}", world = WORLD)]
-    Exports(wasmtime::Error),
+    #[error("does not match the `{world}` world (imports): {error:#}")]
+    Imports {
+        world: &'static str,
+        error: wasmtime::Error,
+    },
+    #[error("does not match the `{world}` world (exports): {error:#}")]
+    Exports {
+        world: &'static str,
+        error: wasmtime::Error,
+    },
 }
 
 impl PluginRuntime {
@@ -146,17 +176,32 @@ impl PluginRuntime {
         if self.cache.is_some() {
             tracing::info!(plugin = %manifest.name, sha256 = %&sha256[..12], from_cache, "plugin compiled");
         }
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(LoadError::Imports)?;
-        let pre = DestinationPre::new(instance_pre).map_err(LoadError::Exports)?;
+        let pre = self.pre(&component)?;
         Ok(LoadedPlugin {
             name: manifest.name.clone(),
             manifest,
             wasm_path: wasm_path.to_path_buf(),
             sha256,
             pre,
+        })
+    }
+
+    /// The component linked and checked against the world its `plugin` export belongs to.
+    fn pre(&self, component: &Component) -> Result<Pre, LoadError> {
+        let built_for_0_1 = component
+            .component_type()
+            .exports(&self.engine)
+            .any(|(name, _)| name.starts_with(PLUGIN_EXPORT_0_1));
+        let world = if built_for_0_1 { WORLD_0_1 } else { WORLD };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|error| LoadError::Imports { world, error })?;
+        let exports = |error| LoadError::Exports { world, error };
+        Ok(if built_for_0_1 {
+            Pre::V0_1(v0_1::DestinationPre::new(instance_pre).map_err(exports)?)
+        } else {
+            Pre::V0_2(DestinationPre::new(instance_pre).map_err(exports)?)
         })
     }
 

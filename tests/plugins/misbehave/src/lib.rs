@@ -13,8 +13,10 @@
 //!   host caps a call's log lines).
 //!
 //! `loop`, `alloc` and `panic` misbehave in `transform` by default; `"stage": "send"` moves
-//! the misbehaviour into `send` instead, so both exports' sandboxing can be tested. Whenever
-//! the instance is not misbehaving, `send` acts as in `ok` (and needs `url`).
+//! the misbehaviour into `send` instead, so both exports' sandboxing can be tested. With
+//! `"only_event": NAME`, `transform` misbehaves only for events of that name (a host call of
+//! several jobs then fails for one job's sake). Whenever the instance is not misbehaving,
+//! `send` acts as in `ok` (and needs `url`).
 
 use std::hint::black_box;
 
@@ -43,6 +45,9 @@ pub struct Config {
     /// The `timeout-ms` of each POST (the host clamps it to the manifest's `http_timeout`).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Misbehave in `transform` only for events with this `event` name.
+    #[serde(default)]
+    pub only_event: Option<String>,
 }
 
 /// Which misbehaviour to show.
@@ -81,6 +86,7 @@ pub struct Misbehave {
     stage: Stage,
     url: Option<String>,
     timeout: Option<std::time::Duration>,
+    only_event: Option<String>,
 }
 
 impl Destination for Misbehave {
@@ -92,8 +98,9 @@ impl Destination for Misbehave {
             stage,
             url,
             timeout_ms,
+            only_event,
         } = config;
-        if matches!(mode, Mode::Ok | Mode::Chatty) && url.is_none() {
+        if (matches!(mode, Mode::Ok | Mode::Chatty) || only_event.is_some()) && url.is_none() {
             return Err(ConfigError::field("url", "required in ok mode"));
         }
         Ok(Misbehave {
@@ -101,11 +108,16 @@ impl Destination for Misbehave {
             stage,
             url,
             timeout: timeout_ms.map(std::time::Duration::from_millis),
+            only_event,
         })
     }
 
     fn transform(&self, _ctx: &JobContext, event: &Event) -> Result<Vec<Vec<u8>>, TransformError> {
-        if self.stage == Stage::Transform {
+        let chosen = self
+            .only_event
+            .as_ref()
+            .is_none_or(|name| event.event.as_deref() == Some(name.as_str()));
+        if self.stage == Stage::Transform && chosen {
             self.misbehave();
         }
         if self.mode == Mode::Chatty {

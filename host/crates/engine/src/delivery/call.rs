@@ -1,7 +1,11 @@
-//! One call through a destination's plugin: `transform` each job, then one `send` with every
-//! payload. The lane hands a call at most one job per ordering key, so the payloads of one call
-//! may go out concurrently — unless the plugin declares ordered batches, and then it is the
-//! plugin's promise to deliver a key's payloads in call order.
+//! One call through a destination's plugin: one `transform-batch` of every job, then one
+//! `send` with every payload. The lane hands a call at most one job per ordering key, so the
+//! payloads of one call may go out concurrently — unless the plugin declares ordered batches,
+//! and then it is the plugin's promise to deliver a key's payloads in call order.
+//!
+//! A trap (or deadline, or memory cap) in `transform-batch` says nothing about which job
+//! caused it, so the call's jobs are then transformed one per call, each on a healthy
+//! instance: only the job at fault pays a retry, as when transforms were per job.
 
 use std::time::Duration;
 
@@ -11,10 +15,9 @@ use super::pool::{InstancePool, Pooled};
 use super::retry::JobOutcome;
 use crate::lane::Job;
 use sluice_runtime::CallError;
-use sluice_runtime::bindings::{JobContext, Outcome, Request, TransformError};
-
-/// Transforms between two yields to the scheduler.
-const YIELD_EVERY: usize = 32;
+use sluice_runtime::bindings::{
+    BatchContext, BatchJob, JobContext, Outcome, Request, TransformError, job_context,
+};
 
 /// The code of a job that sent payloads and got no outcome back for them. `send` returns one
 /// outcome per request or fails the call, so this is a host bug guarded against: the job is
@@ -36,6 +39,7 @@ pub async fn deliver_call(pool: &InstancePool, workspace_id: &str, jobs: &[Job])
     );
     async {
         let started = std::time::Instant::now();
+        crate::metrics::delivery_wait(pool.destination_id(), mean_wait(jobs));
         let mut instance = pool.take().await?;
         let outcomes = run(pool, workspace_id, &mut instance, jobs).await;
         crate::metrics::plugin_call(pool.destination_id(), started.elapsed());
@@ -53,26 +57,43 @@ async fn run(
     instance: &mut Pooled,
     jobs: &[Job],
 ) -> Vec<JobOutcome> {
+    let batch = BatchContext {
+        workspace_id: workspace_id.to_string(),
+        destination_id: pool.destination_id().to_string(),
+    };
+    let inputs: Vec<BatchJob> = jobs
+        .iter()
+        .map(|job| batch_job(pool.destination_id(), job))
+        .collect();
     let mut tally = Tally::new(jobs.len());
-    for (i, job) in jobs.iter().enumerate() {
-        if instance.is_poisoned() {
-            // The previous transform trapped: carry on with a fresh instance.
-            match pool.take().await {
-                Ok(fresh) => *instance = fresh,
-                Err(e) => {
-                    tally.failed(i, e);
-                    continue;
-                }
+    match instance.transform_batch(&batch, &inputs).await {
+        Ok(results) => {
+            for (i, result) in results.into_iter().enumerate() {
+                tally.transformed(i, job_context(&batch, &inputs[i]), Ok(result));
             }
         }
-        // A call runs many transforms back to back without waiting on anything; let the lane
-        // loop and the database I/O in between, so that they are never stuck behind a call.
-        if i > 0 && i % YIELD_EVERY == 0 {
-            tokio::task::yield_now().await;
+        Err(e) if jobs.len() == 1 => {
+            tally.transformed(0, job_context(&batch, &inputs[0]), Err(e));
         }
-        let context = job_context(workspace_id, pool.destination_id(), job);
-        let result = instance.transform(&context, &job.event).await;
-        tally.transformed(i, context, result);
+        Err(e) => {
+            tracing::warn!(error = %e, "transform-batch failed; transforming the call's jobs one by one");
+            for (i, input) in inputs.iter().enumerate() {
+                if instance.is_poisoned() {
+                    match pool.take().await {
+                        Ok(fresh) => *instance = fresh,
+                        Err(e) => {
+                            tally.failed(i, e);
+                            continue;
+                        }
+                    }
+                }
+                let result = instance
+                    .transform_batch(&batch, std::slice::from_ref(input))
+                    .await
+                    .map(|mut one| one.remove(0));
+                tally.transformed(i, job_context(&batch, input), result);
+            }
+        }
     }
 
     if tally.requests.is_empty() {
@@ -198,15 +219,29 @@ impl Tally {
     }
 }
 
-fn job_context(workspace_id: &str, destination_id: &str, job: &Job) -> JobContext {
-    JobContext {
+/// How long the call's jobs have waited since they arrived, on average (the host's clock
+/// stamped `received_at`, so no clock skew enters; a negative span counts as zero).
+fn mean_wait(jobs: &[Job]) -> Duration {
+    if jobs.is_empty() {
+        return Duration::ZERO;
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let total: f64 = jobs
+        .iter()
+        .map(|j| (now - j.received_at).as_seconds_f64().max(0.0))
+        .sum();
+    Duration::from_secs_f64(total / jobs.len() as f64)
+}
+
+/// What `transform-batch` is told about `job`. The idempotency key is defined here, once.
+fn batch_job(destination_id: &str, job: &Job) -> BatchJob {
+    BatchJob {
         job_id: job.event_id,
         idempotency_key: format!("{}:{}", job.message_id, destination_id),
         message_id: job.message_id.clone(),
-        workspace_id: workspace_id.to_string(),
         source_id: job.source_id.clone(),
-        destination_id: destination_id.to_string(),
         attempt: job.attempt,
+        event: job.event.clone(),
     }
 }
 

@@ -110,6 +110,7 @@ impl Writer {
         destinations: Arc<[String]>,
     ) -> Result<AppendOutcome, WriteError> {
         let (reply, answer) = oneshot::channel();
+        let started = std::time::Instant::now();
         let stopped = || WriteError::Unavailable("the ingest writer is stopping".into());
         self.writer_of(&request.workspace_id)
             .send(Pending {
@@ -119,7 +120,11 @@ impl Writer {
             })
             .await
             .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let outcome = answer.await.map_err(|_| stopped())?;
+        if outcome.is_ok() {
+            crate::metrics::ingest_commit(started.elapsed());
+        }
+        outcome
     }
 }
 
