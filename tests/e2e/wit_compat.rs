@@ -2,6 +2,7 @@
 //! and delivering on the 0.2 host, which links the frozen 0.1.1 world beside 0.2 and calls
 //! their per-job `transform` where a 0.2 plugin gets `transform-batch`.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,13 +22,28 @@ async fn a_plugin_built_against_wit_0_1_1_still_loads_and_delivers() {
     let sluice = deliver_through_frozen(tmp.path(), "0.1.1", 4).await;
     // `log.enabled`, 0.1.1's addition, answered (the line is logged only if it said yes).
     wait_for_log(&sluice, "wit-0.1.1: sending").await;
-    // Its per-job `transform` ran once per event (the host does not batch a 0.1 plugin).
-    let transforms = sluice.count_log(|l| {
-        l["fields"]["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("wit-0.1.1: transform "))
-    });
-    assert_eq!(transforms, 4, "{}", sluice.log_text());
+    // Its per-job `transform` ran once per event (the host does not batch a 0.1 plugin). The
+    // log reaches us through a reader thread, so the last batch's lines may trail delivery:
+    // wait for them, then require one line per job, no job transformed twice.
+    let transformed = || {
+        sluice.logs(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("wit-0.1.1: transform "))
+        })
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "a transform line per event",
+        || async { (transformed().len() >= 4).then_some(()) },
+    )
+    .await;
+    let lines = transformed();
+    let jobs: BTreeSet<&str> = lines
+        .iter()
+        .filter_map(|l| l["fields"]["message"].as_str())
+        .collect();
+    assert_eq!((lines.len(), jobs.len()), (4, 4), "{}", sluice.log_text());
 }
 
 /// Starts a host in `dir` whose destination `old` runs the plugin built against WIT `version`,

@@ -6,13 +6,24 @@
 //! finishing what that lane has in flight), so that a host that starts or restarts gets its
 //! part of the work instead of watching the first host keep everything. Some host always has
 //! room: the shares add up to at least the number of lanes.
+//!
+//! The count is of the lanes that had work when it was made, so lanes that get work after it
+//! find every host at its share until the next count (which the ingest that gave them the work
+//! asks for). Two rules keep that from delaying them:
+//! - a host alone has no limit: there is no one to leave a lane to;
+//! - a lane refused for want of room looks again as soon as the next count is in
+//!   ([`HostShare::recounts`]), not after a fixed pause.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::watch;
 
 #[derive(Debug)]
 pub struct HostShare {
     held: AtomicUsize,
     share: AtomicUsize,
+    /// Bumped by every count.
+    counted: watch::Sender<u64>,
 }
 
 impl Default for HostShare {
@@ -21,6 +32,7 @@ impl Default for HostShare {
             held: AtomicUsize::new(0),
             // Until maintenance has counted, no limit.
             share: AtomicUsize::new(usize::MAX),
+            counted: watch::Sender::new(0),
         }
     }
 }
@@ -28,10 +40,19 @@ impl Default for HostShare {
 impl HostShare {
     /// Sets the share from the counts of live hosts and lanes with work.
     pub fn set(&self, hosts: i64, lanes: i64) {
-        let hosts = hosts.max(1) as usize;
-        let lanes = lanes.max(0) as usize;
-        self.share
-            .store(lanes.div_ceil(hosts).max(1), Ordering::Relaxed);
+        let share = match hosts.max(1) as usize {
+            // Alone, the host takes every lane that has work, however many there are now.
+            1 => usize::MAX,
+            hosts => (lanes.max(0) as usize).div_ceil(hosts).max(1),
+        };
+        self.share.store(share, Ordering::Relaxed);
+        self.counted.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Sees the counts made from now on: take it before [`HostShare::has_room`], so that a
+    /// count made in between is not missed, and wait on `changed()`.
+    pub fn recounts(&self) -> watch::Receiver<u64> {
+        self.counted.subscribe()
     }
 
     /// Whether this host may take one more lane.
@@ -78,7 +99,7 @@ mod tests {
             assert!(s.has_room());
             s.took();
         }
-        s.set(1, 4);
+        s.set(2, 8);
         assert!(!s.has_room());
         assert!(!s.claim_surplus(), "exactly at its share");
         s.set(3, 4);
@@ -87,6 +108,39 @@ mod tests {
         assert!(!s.claim_surplus());
         assert_eq!(s.held(), 2);
         s.gave_up();
+        assert!(s.has_room());
+    }
+
+    #[test]
+    fn a_host_alone_takes_every_lane_whatever_the_last_count() {
+        let s = HostShare::default();
+        for _ in 0..4 {
+            s.took();
+        }
+        // Counted when two lanes had work; a hundred more get some before the next count.
+        s.set(1, 2);
+        assert!(s.has_room(), "a host alone has no share to keep to");
+        assert!(!s.claim_surplus(), "nor another host to give a lane to");
+        s.set(2, 2);
+        assert!(!s.has_room(), "with a second host, the share applies again");
+    }
+
+    #[tokio::test]
+    async fn a_lane_refused_for_room_sees_the_next_count() {
+        let s = HostShare::default();
+        s.set(2, 2);
+        s.took();
+        let mut recounts = s.recounts();
+        assert!(!s.has_room());
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(10), recounts.changed())
+                .await
+                .is_err(),
+            "no count yet"
+        );
+        // A count made before the lane waits is seen all the same.
+        s.set(2, 4);
+        recounts.changed().await.expect("the share lives");
         assert!(s.has_room());
     }
 }

@@ -151,10 +151,17 @@ impl LaneRunner {
             if let Some(shape) = self.pool.shape() {
                 self.settings.shape = shape;
             }
+            let mut recounts = self.share.recounts();
             if !self.share.has_room() {
-                // This host holds its share; another host takes this lane. Look again later
-                // in case none does.
-                next_try = Some(Instant::now() + HANDOVER_RETRY);
+                // This host holds its share; another host takes this lane. Look again once
+                // the lanes are counted again (the count may be older than this lane's work),
+                // or later in case no host does.
+                tokio::select! {
+                    _ = recounts.changed() => {}
+                    _ = tokio::time::sleep(HANDOVER_RETRY) => {}
+                    _ = self.shutdown.cancelled() => break,
+                }
+                next_try = Some(Instant::now());
                 continue;
             }
             next_try = match self.acquire().await {
