@@ -1,10 +1,11 @@
-//! An idle host issues no SQL at all, and the counting that shows it is proven to see a busy
-//! host's statements.
+//! What the host's background work costs in statements: none at all while idle (and the
+//! counting that shows it is proven to see a busy host's statements), and under steady ingest
+//! a maintenance pass per `MIN_PASS_GAP`, not one per commit.
 
 use crate::delivery::FAST_RETRY;
 use crate::harness::*;
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_host_issues_no_statements() {
@@ -57,32 +58,8 @@ async fn an_idle_host_issues_no_statements() {
     )
     .await;
 
-    // From now on, PostgreSQL logs every statement with the client's application name.
-    for sql in [
-        "ALTER SYSTEM SET log_statement = 'all'",
-        "ALTER SYSTEM SET log_line_prefix = '%m [%p] app=%a '",
-        "SELECT pg_reload_conf()",
-    ] {
-        sqlx::query(sql).execute(&pool).await.unwrap();
-    }
-    // pg_reload_conf only signals the server: the window opens once a marker statement of
-    // ours shows in the log, so the settings are in effect for everything after it.
     let log = sluice.postgres_log();
-    let start = wait_until(
-        Duration::from_secs(10),
-        "statement logging to take effect",
-        || async {
-            sqlx::query("SELECT 'sluice-e2e idle window opens'")
-                .execute(&pool)
-                .await
-                .unwrap();
-            let text = read_log(&log);
-            String::from_utf8_lossy(&text)
-                .contains("sluice-e2e idle window opens")
-                .then_some(text.len())
-        },
-    )
-    .await;
+    let start = statement_log_on(&pool, &log).await;
     // A measurement window: what is observed is the absence of statements.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (idle_statements, end) = host_statements(&log, start);
@@ -107,6 +84,69 @@ async fn an_idle_host_issues_no_statements() {
         busy_statements.len(),
         busy_statements.join("\n")
     );
+}
+
+/// Ingest wakes maintenance at every commit. Commits one after the other (each request waits
+/// for its own) cost a maintenance pass per 200 ms (`maintenance::MIN_PASS_GAP`), not one per
+/// commit: each pass records a heartbeat (`UPDATE hosts`), counted here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_ingest_costs_a_maintenance_pass_per_gap_not_one_per_commit() {
+    let sink = Sink::ok(SECRET);
+    let sluice = Sluice::start_with_server(
+        &webhook_config(&sink.url, FAST_RETRY, ""),
+        "maintenance_interval = \"5s\"",
+    );
+    let pool = db(&sluice).await;
+    let log = sluice.postgres_log();
+    let start = statement_log_on(&pool, &log).await;
+    let started = Instant::now();
+    post_all(&sluice, &events(5, 60), 1).await;
+    let elapsed = started.elapsed();
+    let (statements, _) = host_statements(&log, start);
+    let passes = statements
+        .iter()
+        .filter(|s| s.contains("UPDATE hosts SET seen_at"))
+        .count();
+    // One at the first commit, then one per 200 ms at most (and one more for the window's
+    // edges).
+    let most = (elapsed.as_millis() / 200) as usize + 2;
+    assert!(
+        passes >= 1,
+        "no maintenance pass counted during ingest (the counting is broken)"
+    );
+    assert!(
+        passes <= most,
+        "{passes} maintenance passes for 60 commits in {elapsed:?}; expected at most {most}"
+    );
+}
+
+/// Turns on PostgreSQL's statement log (with the client's application name in each line) and
+/// returns the log's length once it is in effect: the statements after it are all logged.
+async fn statement_log_on(pool: &sqlx::PgPool, log: &std::path::Path) -> usize {
+    for sql in [
+        "ALTER SYSTEM SET log_statement = 'all'",
+        "ALTER SYSTEM SET log_line_prefix = '%m [%p] app=%a '",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::query(sql).execute(pool).await.unwrap();
+    }
+    // pg_reload_conf only signals the server: the window opens once a marker statement of
+    // ours shows in the log, so the settings are in effect for everything after it.
+    wait_until(
+        Duration::from_secs(10),
+        "statement logging to take effect",
+        || async {
+            sqlx::query("SELECT 'sluice-e2e statement window opens'")
+                .execute(pool)
+                .await
+                .unwrap();
+            let text = read_log(log);
+            String::from_utf8_lossy(&text)
+                .contains("sluice-e2e statement window opens")
+                .then_some(text.len())
+        },
+    )
+    .await
 }
 
 /// The PostgreSQL log; a log that is missing or unreadable fails the test (it would otherwise
