@@ -108,6 +108,14 @@ enum Command {
         /// (repeatable; e.g. README.md, docs/scaling.md).
         #[arg(long, value_name = "FILE")]
         update: Vec<PathBuf>,
+        /// Keep each host's log (JSON lines) in DIR, one file per host, named for its
+        /// scenario.
+        #[arg(long, value_name = "DIR")]
+        host_logs: Option<PathBuf>,
+        /// More for the hosts to log, as a RUST_LOG directive added to the default
+        /// (`warn,sluice=info`); e.g. `sqlx::query=debug` logs every statement with its time.
+        #[arg(long, value_name = "FILTER", requires = "host_logs")]
+        host_log_filter: Option<String>,
     },
     /// `jobs`, `destinations`, `plugins`, `stats`: the admin API from the command line.
     #[command(flatten)]
@@ -302,6 +310,8 @@ fn main() -> anyhow::Result<()> {
                 ten_million,
                 only,
                 update,
+                host_logs,
+                host_log_filter,
             } => {
                 let command = bench_command(quick, ten_million, &only);
                 bench::run(bench::Options {
@@ -311,6 +321,10 @@ fn main() -> anyhow::Result<()> {
                     only,
                     update,
                     command,
+                    host_logs: bench::HostLogs {
+                        dir: host_logs,
+                        filter: host_log_filter,
+                    },
                 })
                 .await
             }

@@ -144,14 +144,11 @@ impl Bench {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let mut pids = vec![pid];
-        if let Some(pm) = self.pg.postmaster_pid() {
-            pids.extend(tools::with_children(pm));
-        }
+        let cpu = || tools::host_and_server_cpu_seconds(Some(pid), self.pg.postmaster_pid());
         let window = Duration::from_secs(self.sized(20, 10));
-        let c0 = tools::cpu_seconds(&pids);
+        let c0 = cpu();
         tokio::time::sleep(window).await;
-        let c1 = tools::cpu_seconds(&pids);
+        let c1 = cpu();
         let pct = (c1 - c0) / window.as_secs_f64() * 100.0;
         let rss_mib = tools::rss_bytes(pid) as f64 / (1 << 20) as f64;
         pool.close().await;

@@ -99,9 +99,42 @@ pub async fn build_plugins(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the hosts' logs are kept, and what they log beyond the default (`--host-logs`,
+/// `--host-log-filter`): the statements behind a figure, for instance, with
+/// `sqlx::query=debug` (each statement with its time).
+#[derive(Debug, Clone, Default)]
+pub struct HostLogs {
+    pub dir: Option<PathBuf>,
+    pub filter: Option<String>,
+}
+
+static HOST_LOGS: std::sync::OnceLock<HostLogs> = std::sync::OnceLock::new();
+/// Numbers the kept logs: a scenario may start several hosts in one directory.
+static HOST_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sets [`HostLogs`] for the hosts of this run (once, before the first starts).
+pub fn keep_host_logs(logs: HostLogs) -> anyhow::Result<()> {
+    if let Some(dir) = &logs.dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the host log directory {}", dir.display()))?;
+    }
+    let _ = HOST_LOGS.set(logs);
+    Ok(())
+}
+
+/// The hosts' `RUST_LOG`: the scenarios read their info lines (addresses, lanes taken).
+fn host_log_filter() -> String {
+    match HOST_LOGS.get().and_then(|l| l.filter.as_deref()) {
+        Some(extra) => format!("warn,sluice=info,{extra}"),
+        None => "warn,sluice=info".into(),
+    }
+}
+
 /// A `sluice serve` process.
 pub struct Host {
     child: Option<Child>,
+    /// Named for its scenario's directory: the file its log is kept in, if logs are kept.
+    name: String,
     log: Arc<Mutex<Vec<Value>>>,
     pub addr: String,
     /// When it logged that it listens (plugins loaded, lanes started).
@@ -126,7 +159,7 @@ impl Host {
             .env("DATABASE_URL", database_url)
             // The hosts of one database share its secrets key.
             .env(crate::secrets_key::KEY_ENV, bench_secrets_key())
-            .env("RUST_LOG", "warn,sluice=info")
+            .env("RUST_LOG", host_log_filter())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -143,8 +176,12 @@ impl Host {
                 }
             }
         });
+        let name = dir
+            .file_name()
+            .map_or_else(|| "host".into(), |n| n.to_string_lossy().into_owned());
         let mut host = Host {
             child: Some(child),
+            name,
             log,
             addr: String::new(),
             ready: Instant::now(),
@@ -257,6 +294,13 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = HOST_LOGS.get().and_then(|l| l.dir.as_ref()) {
+            let n = HOST_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = dir.join(format!("{n:02}-{}.log", self.name));
+            if let Err(e) = std::fs::write(&path, self.log_text() + "\n") {
+                eprintln!("bench: cannot keep the host log {}: {e}", path.display());
+            }
+        }
     }
 }
 

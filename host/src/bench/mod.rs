@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+pub use env::HostLogs;
 use env::{BenchPg, ConfigBuilder, Host, build_plugins, wait_drained};
 use load::Shape;
 use table::{Row, render_rows, short, thousands};
@@ -65,6 +66,8 @@ pub struct Options {
     pub update: Vec<PathBuf>,
     /// How the run was invoked, shown above the table in those documents.
     pub command: String,
+    /// Where the hosts' logs are kept, and what more they log.
+    pub host_logs: env::HostLogs,
 }
 
 pub const SCENARIOS: [&str; 19] = [
@@ -112,13 +115,14 @@ struct Bench {
     ingest_rate: Option<f64>,
 }
 
-pub async fn run(opts: Options) -> anyhow::Result<()> {
+pub async fn run(mut opts: Options) -> anyhow::Result<()> {
     let peers = opts.peers.clone().unwrap_or_else(tools::default_peers);
     anyhow::ensure!(
         peers.join("naive-queue.sh").exists(),
         "no peer scripts in {} (pass --peers DIR)",
         peers.display()
     );
+    env::keep_host_logs(std::mem::take(&mut opts.host_logs))?;
     let dir = tempfile::Builder::new().prefix("sluice-bench-").tempdir()?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -435,16 +439,12 @@ impl Bench {
             .fetch_one(&pool)
             .await
         };
-        let mut pids = Vec::new();
-        pids.extend(host.pid());
-        if let Some(pm) = self.pg.postmaster_pid() {
-            pids.extend(tools::with_children(pm));
-        }
+        let cpu = || tools::host_and_server_cpu_seconds(host.pid(), self.pg.postmaster_pid());
         let window = Duration::from_secs(self.sized(20, 10));
         let x0 = xacts().await?;
-        let c0 = tools::cpu_seconds(&pids);
+        let c0 = cpu();
         tokio::time::sleep(window).await;
-        let c1 = tools::cpu_seconds(&pids);
+        let c1 = cpu();
         // Our own two counter queries are the only expected transactions (stats lag aside).
         let statements = xacts().await? - x0 - 1;
         let pct = (c1 - c0) / window.as_secs_f64() * 100.0;

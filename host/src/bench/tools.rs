@@ -220,6 +220,15 @@ pub fn server_cpu_seconds(postmaster: u32) -> f64 {
     cpu_seconds(&with_children(postmaster)) + stat_seconds(postmaster, [13, 14]).unwrap_or(0.0)
 }
 
+/// CPU time (user + system) used so far by a host and, when given, its PostgreSQL server
+/// (backends that ended count through the postmaster), in seconds. Take the difference of two
+/// calls: a fixed list of pids would lose the CPU of a backend that exits between them (a
+/// window could come out negative) and miss one that starts.
+pub fn host_and_server_cpu_seconds(host: Option<u32>, postmaster: Option<u32>) -> f64 {
+    cpu_seconds(&host.into_iter().collect::<Vec<_>>())
+        + postmaster.map(server_cpu_seconds).unwrap_or(0.0)
+}
+
 /// How many times a listening socket's accept queue was full, machine-wide since boot
 /// (`TcpExt: ListenOverflows` in `/proc/net/netstat`); a client whose connection was dropped
 /// there retransmits its SYN a second later.
