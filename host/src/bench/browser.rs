@@ -189,12 +189,14 @@ struct Measured {
 }
 
 async fn measure(host: &Host, pg: Option<u32>, per_client: usize) -> anyhow::Result<Measured> {
-    let groups = [
-        host.pid().into_iter().collect::<Vec<_>>(),
-        vec![std::process::id()],
-        pg.map(tools::with_children).unwrap_or_default(),
-    ];
-    let cpu = || groups.each_ref().map(|pids| tools::cpu_seconds(pids));
+    // PostgreSQL through its postmaster: a backend that ends during the run still counts.
+    let cpu = || {
+        [
+            tools::cpu_seconds(host.pid().as_slice()),
+            tools::cpu_seconds(&[std::process::id()]),
+            pg.map_or(0.0, tools::server_cpu_seconds),
+        ]
+    };
     let (cpu0, overflows0) = (cpu(), tools::listen_overflows());
     let started = Instant::now();
     let mut tally = run_clients(&host.url(""), per_client).await?;

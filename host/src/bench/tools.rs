@@ -225,8 +225,7 @@ pub fn server_cpu_seconds(postmaster: u32) -> f64 {
 /// calls: a fixed list of pids would lose the CPU of a backend that exits between them (a
 /// window could come out negative) and miss one that starts.
 pub fn host_and_server_cpu_seconds(host: Option<u32>, postmaster: Option<u32>) -> f64 {
-    cpu_seconds(&host.into_iter().collect::<Vec<_>>())
-        + postmaster.map(server_cpu_seconds).unwrap_or(0.0)
+    cpu_seconds(host.as_slice()) + postmaster.map_or(0.0, server_cpu_seconds)
 }
 
 /// How many times a listening socket's accept queue was full, machine-wide since boot
@@ -256,7 +255,7 @@ pub fn rss_bytes(pid: u32) -> u64 {
 }
 
 /// `root` and its child processes (one level: PostgreSQL's backends and workers).
-pub fn with_children(root: u32) -> Vec<u32> {
+fn with_children(root: u32) -> Vec<u32> {
     let mut pids = vec![root];
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
