@@ -20,11 +20,15 @@
 //! 1. take the ingest locks (the store-wide one shared, the workspaces' exclusive);
 //! 2. find the new events: drop repeats inside the group, then those seen within the window
 //!    (recording the others);
-//! 3. if any event is left: take its ids, move the workspaces' heads, and find the open
-//!    dataset;
+//! 3. if any event is left: take its ids, move the workspaces' heads, find the open dataset,
+//!    and NOTIFY the other hosts, if asked (delivered at commit);
 //! 4. COPY the events into the log;
-//! 5. NOTIFY the other hosts, if asked;
-//! 6. commit.
+//! 5. commit.
+//!
+//! On plain PostgreSQL steps 1–3 are one call of `sluice_ingest_prepare` (migration 0015): as
+//! separate statements they were about 13 round trips, most of a small request's commit. On
+//! Citus they stay separate statements, because the dedup probe takes a per-shard form there
+//! (`dedup::DedupProbe`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -33,7 +37,7 @@ use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::dedup::{self, Dedup, dedup_hash, minute_of};
+use super::dedup::{self, Dedup, DedupProbe, dedup_hash, minute_of};
 use super::{Store, StoreError, ingest_lock, notify};
 
 /// One validated event, ready to store.
@@ -73,6 +77,14 @@ impl AppendOutcome {
     }
 }
 
+/// What steps 1–3 found: which events are new (per request and event), their ids in group
+/// order, and the dataset they go to (`None` when no event is new).
+struct Prepared {
+    keep: Vec<Vec<bool>>,
+    ids: Vec<i64>,
+    dataset: Option<i32>,
+}
+
 impl Store {
     /// Appends a group of requests in one transaction; one outcome per request, in order.
     /// `notify` is the payload of a NOTIFY on [`notify::EVENTS_CHANNEL`] sent at commit, if any.
@@ -82,27 +94,22 @@ impl Store {
         dedup: Option<Dedup>,
         notify: Option<&str>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let dedup = dedup.filter(|d| !d.window.is_zero());
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(StoreError::from_sqlx("starting the ingest transaction"))?;
-        let workspaces: Vec<&str> = requests.iter().map(|r| &*r.workspace_id).collect();
-        ingest_lock::take_for_ingest(&mut tx, &workspaces).await?;
-        let keep = events_new(&mut tx, requests, dedup, self.dedup_probe).await?;
-        let total: usize = keep.iter().flatten().filter(|k| **k).count();
-        let outcomes = if total > 0 {
-            let (ids, dataset) = ids_take(&mut tx, total).await?;
-            let given = outcomes(requests, &keep, &ids);
-            heads_move(&mut tx, requests, &given).await?;
-            events_copy(&mut tx, requests, &keep, &given, dataset).await?;
-            if let Some(payload) = notify {
-                notify::notify(&mut *tx, payload, "notifying other hosts").await?;
+        let prepared = match self.dedup_probe {
+            DedupProbe::PerKey => prepare_in_one_call(&mut tx, requests, dedup, notify).await?,
+            DedupProbe::PerShard { legacy_until } => {
+                prepare_by_statements(&mut tx, requests, dedup, legacy_until, notify).await?
             }
-            given
-        } else {
-            outcomes(requests, &keep, &[])
         };
+        let outcomes = outcomes(requests, &prepared.keep, &prepared.ids);
+        if let Some(dataset) = prepared.dataset {
+            events_copy(&mut tx, requests, &prepared.keep, &outcomes, dataset).await?;
+        }
         tx.commit()
             .await
             .map_err(StoreError::from_sqlx("committing the ingest transaction"))?;
@@ -110,14 +117,102 @@ impl Store {
     }
 }
 
-/// Step 2: which events are new, per request and event: not repeated earlier in the group
-/// (the first one wins), and not seen within the dedup window, if there is one.
-async fn events_new(
+/// Steps 1–3 in one round trip (plain PostgreSQL): `sluice_ingest_prepare`. When no dedup
+/// partition covers the group's minute (after an idle spell; maintenance keeps the next one
+/// ready), the function writes nothing; the partition is created here and the call made again.
+async fn prepare_in_one_call(
     conn: &mut PgConnection,
     requests: &[&AppendRequest],
     dedup: Option<Dedup>,
-    probe: dedup::DedupProbe,
-) -> Result<Vec<Vec<bool>>, StoreError> {
+    notify: Option<&str>,
+) -> Result<Prepared, StoreError> {
+    let (hashes, mut keep) = in_group(requests);
+    let (workspaces, candidates): (Vec<&str>, Vec<Uuid>) =
+        candidates(requests, &hashes, &keep).into_iter().unzip();
+    let request_workspaces: Vec<&str> = requests.iter().map(|r| &*r.workspace_id).collect();
+    let lock_keys = ingest_lock::lock_keys(&request_workspaces);
+    let minute = group_minute(requests);
+    let oldest = dedup.map(|d| minute.saturating_sub(d.window_minutes()));
+    let mut created = false;
+    loop {
+        let row = sqlx::query(
+            "SELECT partition_missing, seen, ids, dataset
+             FROM sluice_ingest_prepare($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(ingest_lock::INGEST_LOCK)
+        .bind(&lock_keys)
+        .bind(&workspaces)
+        .bind(&candidates)
+        .bind(minute)
+        .bind(oldest)
+        .bind(notify::EVENTS_CHANNEL)
+        .bind(notify)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx("preparing the ingest write"))?;
+        let missing: bool = row.get("partition_missing");
+        match dedup {
+            Some(d) if missing && !created => {
+                dedup::dedup_partition_ensure(conn, minute, d).await?;
+                created = true;
+                continue;
+            }
+            _ if missing => {
+                return Err(StoreError::Query {
+                    action: "finding the dedup partition just created",
+                    source: sqlx::Error::RowNotFound,
+                });
+            }
+            _ => {}
+        }
+        let seen: Vec<Uuid> = row.get("seen");
+        let ids: Vec<i64> = row.get("ids");
+        let dataset: Option<i32> = row.get("dataset");
+        let seen: HashSet<Uuid> = seen.into_iter().collect();
+        for (h, k) in hashes.iter().flatten().zip(keep.iter_mut().flatten()) {
+            *k = *k && !seen.contains(h);
+        }
+        if !ids.is_empty() && dataset.is_none() {
+            return Err(no_open_dataset());
+        }
+        return Ok(Prepared { keep, ids, dataset });
+    }
+}
+
+/// Steps 1–3 as separate statements (Citus).
+async fn prepare_by_statements(
+    conn: &mut PgConnection,
+    requests: &[&AppendRequest],
+    dedup: Option<Dedup>,
+    legacy_until: Option<i32>,
+    notify: Option<&str>,
+) -> Result<Prepared, StoreError> {
+    let workspaces: Vec<&str> = requests.iter().map(|r| &*r.workspace_id).collect();
+    ingest_lock::take_for_ingest(conn, &workspaces).await?;
+    let keep = events_new(conn, requests, dedup, legacy_until).await?;
+    let total: usize = keep.iter().flatten().filter(|k| **k).count();
+    if total == 0 {
+        return Ok(Prepared {
+            keep,
+            ids: Vec::new(),
+            dataset: None,
+        });
+    }
+    let (ids, dataset) = ids_take(conn, total).await?;
+    heads_move(conn, requests, &outcomes(requests, &keep, &ids)).await?;
+    if let Some(payload) = notify {
+        notify::notify(&mut *conn, payload, "notifying other hosts").await?;
+    }
+    Ok(Prepared {
+        keep,
+        ids,
+        dataset: Some(dataset),
+    })
+}
+
+/// The dedup hash of every event, and which are not repeats of an earlier one in the group
+/// (the first one wins).
+fn in_group(requests: &[&AppendRequest]) -> (Vec<Vec<Uuid>>, Vec<Vec<bool>>) {
     let hashes: Vec<Vec<Uuid>> = requests
         .iter()
         .map(|r| {
@@ -128,34 +223,67 @@ async fn events_new(
         })
         .collect();
     let mut in_group: HashSet<Uuid> = HashSet::new();
-    let mut keep: Vec<Vec<bool>> = hashes
+    let keep: Vec<Vec<bool>> = hashes
         .iter()
         .map(|h| h.iter().map(|hash| in_group.insert(*hash)).collect())
         .collect();
-    let Some(d) = dedup.filter(|d| !d.window.is_zero()) else {
-        return Ok(keep);
-    };
-    let now_minute = minute_of(
-        requests
-            .first()
-            .map_or_else(OffsetDateTime::now_utc, |r| r.received_at),
-    );
-    let candidates: Vec<(&str, Uuid)> = requests
+    (hashes, keep)
+}
+
+/// The events `keep` still holds, in group order, as (workspace, hash).
+fn candidates<'a>(
+    requests: &[&'a AppendRequest],
+    hashes: &[Vec<Uuid>],
+    keep: &[Vec<bool>],
+) -> Vec<(&'a str, Uuid)> {
+    requests
         .iter()
-        .zip(&hashes)
+        .zip(hashes)
         .flat_map(|(r, hs)| hs.iter().map(move |h| (&*r.workspace_id, *h)))
         .zip(keep.iter().flatten())
         .filter(|(_, k)| **k)
         .map(|(c, _)| c)
-        .collect();
-    let seen = dedup::dedup_keys_check(conn, now_minute, d, candidates, probe).await?;
+        .collect()
+}
+
+/// The minute a group's dedup keys are recorded under: its first request's arrival.
+fn group_minute(requests: &[&AppendRequest]) -> i32 {
+    minute_of(
+        requests
+            .first()
+            .map_or_else(OffsetDateTime::now_utc, |r| r.received_at),
+    )
+}
+
+fn no_open_dataset() -> StoreError {
+    StoreError::Query {
+        action: "finding the open dataset",
+        source: sqlx::Error::RowNotFound,
+    }
+}
+
+/// Step 2 (Citus): which events are new, per request and event: not repeated earlier in the
+/// group, and not seen within the dedup window, if there is one.
+async fn events_new(
+    conn: &mut PgConnection,
+    requests: &[&AppendRequest],
+    dedup: Option<Dedup>,
+    legacy_until: Option<i32>,
+) -> Result<Vec<Vec<bool>>, StoreError> {
+    let (hashes, mut keep) = in_group(requests);
+    let Some(d) = dedup else {
+        return Ok(keep);
+    };
+    let candidates = candidates(requests, &hashes, &keep);
+    let seen =
+        dedup::dedup_keys_check(conn, group_minute(requests), d, candidates, legacy_until).await?;
     for (h, k) in hashes.iter().flatten().zip(keep.iter_mut().flatten()) {
         *k = *k && !seen.contains(h);
     }
     Ok(keep)
 }
 
-/// Step 3: takes `total` ids from the sequence, increasing (the caller holds its workspaces'
+/// Step 3 (Citus): takes `total` ids from the sequence, increasing (the caller holds its workspaces'
 /// locks, so they come after every id of those workspaces already committed), and finds the
 /// open dataset. One `nextval` per id: a block taken with `setval` could overlap the ids that
 /// another workspace's transaction takes at the same moment.
@@ -175,14 +303,11 @@ async fn ids_take(conn: &mut PgConnection, total: usize) -> Result<(Vec<i64>, i3
     // and does not depend on how the aggregate was planned.
     ids.sort_unstable();
     let dataset: Option<i32> = row.get("dataset");
-    let dataset = dataset.ok_or_else(|| StoreError::Query {
-        action: "finding the open dataset",
-        source: sqlx::Error::RowNotFound,
-    })?;
+    let dataset = dataset.ok_or_else(no_open_dataset)?;
     Ok((ids, dataset))
 }
 
-/// Step 3: moves each workspace's head to the last id it got in this group.
+/// Step 3 (Citus): moves each workspace's head to the last id it got in this group.
 async fn heads_move(
     conn: &mut PgConnection,
     requests: &[&AppendRequest],

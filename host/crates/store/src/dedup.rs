@@ -61,13 +61,16 @@ pub fn dedup_hash(source_id: &str, message_id: &str) -> Uuid {
 pub(crate) enum DedupProbe {
     /// Plain PostgreSQL: one index lookup per key (a LIMIT 1 in a lateral join), which also
     /// finds the keys recorded before they carried their workspace (`''`, migration 0012).
+    /// It runs inside `sluice_ingest_prepare` (migration 0015) with the rest of ingest's
+    /// statements.
     PerKey,
     /// Citus: it cannot push a LIMIT inside a lateral join over an array down to the shards,
     /// so one query per shard, filtered on the group's workspaces (each shard's planner sees
-    /// its own small partition, not a stale estimate of the whole). Keys without a workspace
-    /// are looked for only while some may be in the window (`legacy_until`, their newest
-    /// bucket, read once at connect): the shard of `''` sits on one worker, and probing it
-    /// would make every workspace's ingest depend on that worker being up.
+    /// its own small partition, not a stale estimate of the whole); [`dedup_keys_check`].
+    /// Keys without a workspace are looked for only while some may be in the window
+    /// (`legacy_until`, their newest bucket, read once at connect): the shard of `''` sits on
+    /// one worker, and probing it would make every workspace's ingest depend on that worker
+    /// being up.
     PerShard { legacy_until: Option<i32> },
 }
 
@@ -93,48 +96,39 @@ impl DedupProbe {
 
 /// Of `candidates`, the hashes seen within the window; the others are recorded in the
 /// partition of `minute`. The caller holds the ingest lock, which makes probe-then-insert safe.
+/// The per-shard probe of Citus ([`DedupProbe::PerShard`]; plain PostgreSQL probes inside
+/// `sluice_ingest_prepare`).
 ///
-/// Each probe is forced to be an index lookup (see [`DedupProbe`]): a planner with stale
-/// statistics would otherwise scan whole partitions for a big group. The indexes are hash
-/// indexes: the keys are random, and a random insert into a btree costs several times more.
+/// The indexes are hash indexes: the keys are random, and a random insert into a btree costs
+/// several times more.
 pub(crate) async fn dedup_keys_check(
     conn: &mut PgConnection,
     minute: i32,
     dedup: Dedup,
     candidates: Vec<(&str, Uuid)>,
-    probe: DedupProbe,
+    legacy_until: Option<i32>,
 ) -> Result<HashSet<Uuid>, StoreError> {
     dedup_partition_ensure(conn, minute, dedup).await?;
     let (workspaces, hashes): (Vec<&str>, Vec<Uuid>) = candidates.into_iter().unzip();
     let oldest = minute.saturating_sub(dedup.window_minutes());
-    // The workspaces to look in; on Citus `''` too while keys without one may be in the
-    // window (on plain PostgreSQL the per-key probe always looks there).
+    // The workspaces to look in, and `''` while keys without one may be in the window.
     let mut probed = workspaces.clone();
-    let sql = match probe {
-        DedupProbe::PerKey => {
-            "SELECT c.h FROM unnest($1::text[], $2::uuid[]) AS c(w, h),
-                 LATERAL (SELECT 1 FROM dedup_keys d
-                          WHERE d.hash = c.h AND d.workspace_id IN (c.w, '') AND d.bucket >= $3
-                          LIMIT 1) x"
-        }
-        DedupProbe::PerShard { legacy_until } => {
-            if legacy_until.is_some_and(|l| l >= oldest) {
-                probed.push("");
-            }
-            "SELECT DISTINCT d.hash FROM dedup_keys d
-             WHERE d.workspace_id = ANY ($1::text[])
-               AND d.hash = ANY ($2::uuid[]) AND d.bucket >= $3"
-        }
-    };
-    let seen: HashSet<Uuid> = sqlx::query_scalar(sql)
-        .bind(&probed)
-        .bind(&hashes)
-        .bind(oldest)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(StoreError::from_sqlx("looking up dedup keys"))?
-        .into_iter()
-        .collect();
+    if legacy_until.is_some_and(|l| l >= oldest) {
+        probed.push("");
+    }
+    let seen: HashSet<Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT d.hash FROM dedup_keys d
+         WHERE d.workspace_id = ANY ($1::text[])
+           AND d.hash = ANY ($2::uuid[]) AND d.bucket >= $3",
+    )
+    .bind(&probed)
+    .bind(&hashes)
+    .bind(oldest)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx("looking up dedup keys"))?
+    .into_iter()
+    .collect();
     let (workspaces, hashes): (Vec<&str>, Vec<Uuid>) = workspaces
         .into_iter()
         .zip(hashes)
@@ -156,7 +150,7 @@ pub(crate) async fn dedup_keys_check(
 /// Makes sure a dedup partition covers `minute`. Ingest of several workspaces runs at once, so
 /// the one that creates a partition takes `DEDUP_DDL_LOCK` and looks again under it (a
 /// statement sees what committed before it started).
-async fn dedup_partition_ensure(
+pub(crate) async fn dedup_partition_ensure(
     conn: &mut PgConnection,
     minute: i32,
     dedup: Dedup,

@@ -35,14 +35,20 @@ pub fn workspace_key(workspace_id: &str) -> i64 {
     i64::from_be_bytes(first)
 }
 
+/// The lock keys of `workspaces`, in the order they are taken (sorted, each once).
+pub(crate) fn lock_keys(workspaces: &[&str]) -> Vec<i64> {
+    let mut keys: Vec<i64> = workspaces.iter().map(|w| workspace_key(w)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 /// Takes the locks an ingest transaction into `workspaces` needs, waiting for their holders.
 pub(crate) async fn take_for_ingest(
     conn: &mut PgConnection,
     workspaces: &[&str],
 ) -> Result<(), StoreError> {
-    let mut keys: Vec<i64> = workspaces.iter().map(|w| workspace_key(w)).collect();
-    keys.sort_unstable();
-    keys.dedup();
+    let keys = lock_keys(workspaces);
     // The shared lock first, in a statement of its own: a transaction that held a workspace's
     // lock while queued behind a rotation would close a cycle with the rotation.
     sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")

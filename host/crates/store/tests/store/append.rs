@@ -19,6 +19,14 @@ pub fn tests() -> Vec<Trial> {
             dedup,
         ),
         trial(
+            "a_group_of_two_workspaces_moves_each_head_to_the_last_id_it_kept",
+            heads_of_a_mixed_group,
+        ),
+        trial(
+            "append_without_a_dedup_window_keeps_resends_and_still_drops_repeats_in_the_group",
+            no_dedup_window,
+        ),
+        trial(
             "append_finds_dedup_keys_recorded_before_they_carried_their_workspace",
             dedup_legacy_keys,
         ),
@@ -120,6 +128,96 @@ async fn dedup(db: Db) {
         .await
         .unwrap();
     assert_eq!(left, 1, "only the key written after the window is left");
+}
+
+/// One group, two workspaces, interleaved, with a repeat inside the group and a resend of an
+/// earlier group: the new events take ids in group order, each workspace's head moves to the
+/// last id it kept (not the group's last), and NOTIFY is sent only for a group with new events.
+async fn heads_of_a_mixed_group(db: Db) {
+    // A request of workspace `ws`, from its source `<ws>-web`, one user.
+    let in_ws = |ws: &str, messages: &[&str]| {
+        let events = messages.iter().map(|m| event("u", m, 5)).collect();
+        let mut r = request(&format!("{ws}-web"), t0(), events);
+        r.workspace_id = ws.into();
+        r
+    };
+    db.store
+        .event_append(&[&in_ws("beta", &["old"])], Some(DEDUP), None)
+        .await
+        .unwrap();
+    let a1 = in_ws("alpha", &["a1", "a2"]);
+    let b1 = in_ws("beta", &["old", "b1"]);
+    let a2 = in_ws("alpha", &["a2", "a3"]);
+    let b2 = in_ws("beta", &["b2", "b1"]);
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    listener
+        .listen(sluice_store::notify::EVENTS_CHANNEL)
+        .await
+        .unwrap();
+    let out = db
+        .store
+        .event_append(&[&a1, &b1, &a2, &b2], Some(DEDUP), Some("x alpha beta"))
+        .await
+        .unwrap();
+    let got: Vec<(usize, usize, Vec<i64>)> = out
+        .iter()
+        .map(|o| (o.accepted, o.duplicates, o.ids.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (2, 0, vec![2, 3]),
+            (1, 1, vec![4]),
+            (1, 1, vec![5]),
+            (1, 1, vec![6]),
+        ],
+        "`old` was seen in the window, a2 and b1 earlier in the group"
+    );
+    let heads: Vec<(String, i64)> =
+        sqlx::query_as("SELECT workspace_id, last_id FROM workspace_heads ORDER BY 1")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(heads, vec![("alpha".into(), 5), ("beta".into(), 6)]);
+    let note = listener.recv().await.unwrap();
+    assert_eq!(note.payload(), "x alpha beta");
+    // A group with nothing new moves no head and sends nothing.
+    let out = db
+        .store
+        .event_append(&[&a1], Some(DEDUP), Some("resend"))
+        .await
+        .unwrap();
+    assert_eq!((out[0].accepted, out[0].duplicates), (0, 2));
+    db.store
+        .event_append(&[&in_ws("beta", &["b3"])], Some(DEDUP), Some("next"))
+        .await
+        .unwrap();
+    let note = listener.recv().await.unwrap();
+    assert_eq!(note.payload(), "next", "the resend notified nobody");
+}
+
+/// A zero window turns dedup off: nothing is probed or recorded, a resend is stored again, and
+/// a repeat inside one group is still dropped.
+async fn no_dedup_window(db: Db) {
+    let off = sluice_store::Dedup {
+        window: Duration::ZERO,
+    };
+    let r = request("web", t0(), vec![event("u", "m1", 5), event("u", "m1", 5)]);
+    let first = db.store.event_append(&[&r], Some(off), None).await.unwrap();
+    let again = db.store.event_append(&[&r], Some(off), None).await.unwrap();
+    assert_eq!((first[0].accepted, first[0].duplicates), (1, 1));
+    assert_eq!((again[0].accepted, again[0].ids.clone()), (1, vec![2]));
+    let (keys, head): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM dedup_keys), (SELECT last_id FROM workspace_heads)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (keys, head),
+        (0, 2),
+        "no key recorded; the head at the resend"
+    );
 }
 
 /// Keys recorded before migration 0012 have workspace `''`. They are still found within the
