@@ -108,26 +108,32 @@ pub struct HostLogs {
     pub filter: Option<String>,
 }
 
-static HOST_LOGS: std::sync::OnceLock<HostLogs> = std::sync::OnceLock::new();
-/// Numbers the kept logs: a scenario may start several hosts in one directory.
-static HOST_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Sets [`HostLogs`] for the hosts of this run (once, before the first starts).
-pub fn keep_host_logs(logs: HostLogs) -> anyhow::Result<()> {
-    if let Some(dir) = &logs.dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the host log directory {}", dir.display()))?;
+impl HostLogs {
+    /// Creates the log directory, if logs are kept.
+    pub fn prepare(&self) -> anyhow::Result<()> {
+        if let Some(dir) = &self.dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the host log directory {}", dir.display()))?;
+        }
+        Ok(())
     }
-    let _ = HOST_LOGS.set(logs);
-    Ok(())
+
+    /// The hosts' `RUST_LOG`: the scenarios read their info lines (addresses, lanes taken).
+    fn filter(&self) -> String {
+        match self.filter.as_deref() {
+            Some(extra) => format!("warn,sluice=info,{extra}"),
+            None => "warn,sluice=info".into(),
+        }
+    }
 }
 
-/// The hosts' `RUST_LOG`: the scenarios read their info lines (addresses, lanes taken).
-fn host_log_filter() -> String {
-    match HOST_LOGS.get().and_then(|l| l.filter.as_deref()) {
-        Some(extra) => format!("warn,sluice=info,{extra}"),
-        None => "warn,sluice=info".into(),
-    }
+/// Where a host runs (its config file) and how its log is kept: one per scenario host,
+/// from `Bench::host_dir`.
+pub struct HostDir {
+    pub path: PathBuf,
+    pub logs: Arc<HostLogs>,
+    /// Numbers the kept logs of the run: a scenario may start several hosts in one directory.
+    pub seq: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A `sluice serve` process.
@@ -135,10 +141,17 @@ pub struct Host {
     child: Option<Child>,
     /// Named for its scenario's directory: the file its log is kept in, if logs are kept.
     name: String,
+    kept_log: Option<KeptLog>,
     log: Arc<Mutex<Vec<Value>>>,
     pub addr: String,
     /// When it logged that it listens (plugins loaded, lanes started).
     pub ready: Instant,
+}
+
+/// Where a host's log goes when it stops (`--host-logs`).
+struct KeptLog {
+    dir: PathBuf,
+    seq: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// One secrets key for every host this run starts.
@@ -149,7 +162,8 @@ fn bench_secrets_key() -> &'static str {
 
 impl Host {
     /// Starts `sluice serve` with `config` (written to `dir/sluice.toml`) on `database_url`.
-    pub fn start(dir: &Path, config: &str, database_url: &str) -> anyhow::Result<Host> {
+    pub fn start(host_dir: &HostDir, config: &str, database_url: &str) -> anyhow::Result<Host> {
+        let dir = &host_dir.path;
         std::fs::create_dir_all(dir)?;
         let config_path = dir.join("sluice.toml");
         std::fs::write(&config_path, config)?;
@@ -159,7 +173,7 @@ impl Host {
             .env("DATABASE_URL", database_url)
             // The hosts of one database share its secrets key.
             .env(crate::secrets_key::KEY_ENV, bench_secrets_key())
-            .env("RUST_LOG", host_log_filter())
+            .env("RUST_LOG", host_dir.logs.filter())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -179,9 +193,14 @@ impl Host {
         let name = dir
             .file_name()
             .map_or_else(|| "host".into(), |n| n.to_string_lossy().into_owned());
+        let kept_log = host_dir.logs.dir.as_ref().map(|logs| KeptLog {
+            dir: logs.clone(),
+            seq: host_dir.seq.clone(),
+        });
         let mut host = Host {
             child: Some(child),
             name,
+            kept_log,
             log,
             addr: String::new(),
             ready: Instant::now(),
@@ -294,9 +313,9 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         self.stop();
-        if let Some(dir) = HOST_LOGS.get().and_then(|l| l.dir.as_ref()) {
-            let n = HOST_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let path = dir.join(format!("{n:02}-{}.log", self.name));
+        if let Some(kept) = &self.kept_log {
+            let n = kept.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = kept.dir.join(format!("{n:02}-{}.log", self.name));
             if let Err(e) = std::fs::write(&path, self.log_text() + "\n") {
                 eprintln!("bench: cannot keep the host log {}: {e}", path.display());
             }

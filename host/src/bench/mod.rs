@@ -43,6 +43,7 @@ mod trickle;
 mod workspaces;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -113,6 +114,8 @@ struct Bench {
     delivery_100k: Option<f64>,
     /// Ingest rate of the plain ingest scenario (the baseline of slow-clients).
     ingest_rate: Option<f64>,
+    host_logs: Arc<env::HostLogs>,
+    host_seq: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub async fn run(mut opts: Options) -> anyhow::Result<()> {
@@ -122,7 +125,8 @@ pub async fn run(mut opts: Options) -> anyhow::Result<()> {
         "no peer scripts in {} (pass --peers DIR)",
         peers.display()
     );
-    env::keep_host_logs(std::mem::take(&mut opts.host_logs))?;
+    let host_logs = Arc::new(std::mem::take(&mut opts.host_logs));
+    host_logs.prepare()?;
     let dir = tempfile::Builder::new().prefix("sluice-bench-").tempdir()?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -147,6 +151,8 @@ pub async fn run(mut opts: Options) -> anyhow::Result<()> {
         rows: Vec::new(),
         delivery_100k: None,
         ingest_rate: None,
+        host_logs,
+        host_seq: Default::default(),
         dir,
     };
     let started = Instant::now();
@@ -207,8 +213,12 @@ impl Bench {
         if self.opts.quick { quick } else { full }
     }
 
-    fn host_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join("hosts").join(name)
+    fn host_dir(&self, name: &str) -> env::HostDir {
+        env::HostDir {
+            path: self.dir.path().join("hosts").join(name),
+            logs: self.host_logs.clone(),
+            seq: self.host_seq.clone(),
+        }
     }
 
     /// Ingest alone (the destination's plugin is not loaded) vs raw COPY.
