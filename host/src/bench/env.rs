@@ -18,6 +18,8 @@ pub struct BenchPg {
     /// URL of the `postgres` database (peers run there; scenarios get their own).
     pub admin_url: String,
     next_db: usize,
+    /// The databases of the scenario that runs, dropped when it ends.
+    scenario_dbs: Vec<String>,
 }
 
 impl BenchPg {
@@ -29,6 +31,7 @@ impl BenchPg {
                 embedded: None,
                 admin_url: url,
                 next_db: 0,
+                scenario_dbs: Vec::new(),
             });
         }
         let pg = EmbeddedPostgres::start(dir)
@@ -38,6 +41,7 @@ impl BenchPg {
             admin_url: pg.url().to_string(),
             embedded: Some(pg),
             next_db: 0,
+            scenario_dbs: Vec::new(),
         })
     }
 
@@ -60,7 +64,27 @@ impl BenchPg {
             .execute(&admin)
             .await?;
         admin.close().await;
-        Ok(with_db(&self.admin_url, &name))
+        let url = with_db(&self.admin_url, &name);
+        self.scenario_dbs.push(name);
+        Ok(url)
+    }
+
+    /// Drops the databases of the scenario that ended. Left behind, an earlier scenario's
+    /// tables (the 10M backlog's, say) get autovacuumed under a later scenario's figures, and
+    /// the idle rows count the whole cluster's CPU.
+    pub async fn drop_scenario_dbs(&mut self) -> anyhow::Result<()> {
+        let admin = sqlx::PgPool::connect(&self.admin_url).await?;
+        for name in self.scenario_dbs.drain(..) {
+            // FORCE: a pool the scenario dropped may still be closing its connections.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&admin)
+            .await
+            .with_context(|| format!("dropping the bench database {name}"))?;
+        }
+        admin.close().await;
+        Ok(())
     }
 
     pub async fn stop(self) {

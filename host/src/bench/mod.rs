@@ -189,6 +189,9 @@ pub async fn run(mut opts: Options) -> anyhow::Result<()> {
             eprintln!("bench: {scenario} failed: {e:#}");
             bench.rows.push(Row::failed(scenario, &e));
         }
+        if let Err(e) = bench.pg.drop_scenario_dbs().await {
+            eprintln!("bench: after {scenario}: {e:#}");
+        }
         tags.resize(bench.rows.len(), scenario);
     }
     let header = table::header(started.elapsed());
