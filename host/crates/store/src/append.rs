@@ -168,10 +168,7 @@ async fn prepare_in_one_call(
         let seen: Vec<Uuid> = row.get("seen");
         let ids: Vec<i64> = row.get("ids");
         let dataset: Option<i32> = row.get("dataset");
-        let seen: HashSet<Uuid> = seen.into_iter().collect();
-        for (h, k) in hashes.iter().flatten().zip(keep.iter_mut().flatten()) {
-            *k = *k && !seen.contains(h);
-        }
+        drop_seen(&hashes, &mut keep, &seen.into_iter().collect());
         if !ids.is_empty() && dataset.is_none() {
             return Err(no_open_dataset());
         }
@@ -230,6 +227,13 @@ fn in_group(requests: &[&AppendRequest]) -> (Vec<Vec<Uuid>>, Vec<Vec<bool>>) {
     (hashes, keep)
 }
 
+/// Drops from `keep` the events whose hash the dedup window has `seen`.
+fn drop_seen(hashes: &[Vec<Uuid>], keep: &mut [Vec<bool>], seen: &HashSet<Uuid>) {
+    for (h, k) in hashes.iter().flatten().zip(keep.iter_mut().flatten()) {
+        *k = *k && !seen.contains(h);
+    }
+}
+
 /// The events `keep` still holds, in group order, as (workspace, hash).
 fn candidates<'a>(
     requests: &[&'a AppendRequest],
@@ -277,9 +281,7 @@ async fn events_new(
     let candidates = candidates(requests, &hashes, &keep);
     let seen =
         dedup::dedup_keys_check(conn, group_minute(requests), d, candidates, legacy_until).await?;
-    for (h, k) in hashes.iter().flatten().zip(keep.iter_mut().flatten()) {
-        *k = *k && !seen.contains(h);
-    }
+    drop_seen(&hashes, &mut keep, &seen);
     Ok(keep)
 }
 
