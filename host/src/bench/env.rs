@@ -132,32 +132,52 @@ pub struct HostLogs {
     pub filter: Option<String>,
 }
 
-impl HostLogs {
+/// The run's host logs: its [`HostLogs`] and the numbering of the logs it keeps (a scenario
+/// may start several hosts in one directory). One per run, shared by every host it starts.
+pub struct RunLogs {
+    settings: HostLogs,
+    kept: std::sync::atomic::AtomicUsize,
+}
+
+impl RunLogs {
     /// Creates the log directory, if logs are kept.
-    pub fn prepare(&self) -> anyhow::Result<()> {
-        if let Some(dir) = &self.dir {
+    pub fn new(settings: HostLogs) -> anyhow::Result<Arc<RunLogs>> {
+        if let Some(dir) = &settings.dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the host log directory {}", dir.display()))?;
         }
-        Ok(())
+        Ok(Arc::new(RunLogs {
+            settings,
+            kept: Default::default(),
+        }))
     }
 
     /// The hosts' `RUST_LOG`: the scenarios read their info lines (addresses, lanes taken).
-    fn filter(&self) -> String {
-        match self.filter.as_deref() {
+    fn rust_log(&self) -> String {
+        match self.settings.filter.as_deref() {
             Some(extra) => format!("warn,sluice=info,{extra}"),
             None => "warn,sluice=info".into(),
         }
     }
+
+    /// Keeps the log of the host `name`, if logs are kept.
+    fn keep(&self, name: &str, text: impl FnOnce() -> String) {
+        let Some(dir) = &self.settings.dir else {
+            return;
+        };
+        let n = self.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{n:02}-{name}.log"));
+        if let Err(e) = std::fs::write(&path, text() + "\n") {
+            eprintln!("bench: cannot keep the host log {}: {e}", path.display());
+        }
+    }
 }
 
-/// Where a host runs (its config file) and how its log is kept: one per scenario host,
-/// from `Bench::host_dir`.
+/// Where a host runs (its config file) and the run's logs: one per scenario host, from
+/// `Bench::host_dir`.
 pub struct HostDir {
     pub path: PathBuf,
-    pub logs: Arc<HostLogs>,
-    /// Numbers the kept logs of the run: a scenario may start several hosts in one directory.
-    pub seq: Arc<std::sync::atomic::AtomicUsize>,
+    pub logs: Arc<RunLogs>,
 }
 
 /// A `sluice serve` process.
@@ -165,17 +185,11 @@ pub struct Host {
     child: Option<Child>,
     /// Named for its scenario's directory: the file its log is kept in, if logs are kept.
     name: String,
-    kept_log: Option<KeptLog>,
+    logs: Arc<RunLogs>,
     log: Arc<Mutex<Vec<Value>>>,
     pub addr: String,
     /// When it logged that it listens (plugins loaded, lanes started).
     pub ready: Instant,
-}
-
-/// Where a host's log goes when it stops (`--host-logs`).
-struct KeptLog {
-    dir: PathBuf,
-    seq: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// One secrets key for every host this run starts.
@@ -197,7 +211,7 @@ impl Host {
             .env("DATABASE_URL", database_url)
             // The hosts of one database share its secrets key.
             .env(crate::secrets_key::KEY_ENV, bench_secrets_key())
-            .env("RUST_LOG", host_dir.logs.filter())
+            .env("RUST_LOG", host_dir.logs.rust_log())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -217,14 +231,10 @@ impl Host {
         let name = dir
             .file_name()
             .map_or_else(|| "host".into(), |n| n.to_string_lossy().into_owned());
-        let kept_log = host_dir.logs.dir.as_ref().map(|logs| KeptLog {
-            dir: logs.clone(),
-            seq: host_dir.seq.clone(),
-        });
         let mut host = Host {
             child: Some(child),
             name,
-            kept_log,
+            logs: host_dir.logs.clone(),
             log,
             addr: String::new(),
             ready: Instant::now(),
@@ -337,13 +347,7 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         self.stop();
-        if let Some(kept) = &self.kept_log {
-            let n = kept.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let path = kept.dir.join(format!("{n:02}-{}.log", self.name));
-            if let Err(e) = std::fs::write(&path, self.log_text() + "\n") {
-                eprintln!("bench: cannot keep the host log {}: {e}", path.display());
-            }
-        }
+        self.logs.keep(&self.name, || self.log_text());
     }
 }
 

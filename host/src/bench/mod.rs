@@ -114,8 +114,7 @@ struct Bench {
     delivery_100k: Option<f64>,
     /// Ingest rate of the plain ingest scenario (the baseline of slow-clients).
     ingest_rate: Option<f64>,
-    host_logs: Arc<env::HostLogs>,
-    host_seq: Arc<std::sync::atomic::AtomicUsize>,
+    host_logs: Arc<env::RunLogs>,
 }
 
 pub async fn run(mut opts: Options) -> anyhow::Result<()> {
@@ -125,8 +124,7 @@ pub async fn run(mut opts: Options) -> anyhow::Result<()> {
         "no peer scripts in {} (pass --peers DIR)",
         peers.display()
     );
-    let host_logs = Arc::new(std::mem::take(&mut opts.host_logs));
-    host_logs.prepare()?;
+    let host_logs = env::RunLogs::new(std::mem::take(&mut opts.host_logs))?;
     let dir = tempfile::Builder::new().prefix("sluice-bench-").tempdir()?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -152,7 +150,6 @@ pub async fn run(mut opts: Options) -> anyhow::Result<()> {
         delivery_100k: None,
         ingest_rate: None,
         host_logs,
-        host_seq: Default::default(),
         dir,
     };
     let started = Instant::now();
@@ -220,7 +217,6 @@ impl Bench {
         env::HostDir {
             path: self.dir.path().join("hosts").join(name),
             logs: self.host_logs.clone(),
-            seq: self.host_seq.clone(),
         }
     }
 
