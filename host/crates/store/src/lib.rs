@@ -33,6 +33,7 @@ pub mod leases;
 pub mod notify;
 pub mod plugins;
 pub mod read;
+mod read_cache;
 pub mod sealer;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -173,6 +174,8 @@ pub struct Store {
     dedup_probe: dedup::DedupProbe,
     /// Seals and opens destination configs (`catalog`).
     sealer: Option<std::sync::Arc<sealer::Sealer>>,
+    /// Log reads shared by the lanes of one source (`read_cache`).
+    reads: std::sync::Arc<read_cache::ReadCache>,
 }
 
 impl Store {
@@ -219,6 +222,7 @@ impl Store {
             distributed,
             dedup_probe,
             sealer: None,
+            reads: Default::default(),
         })
     }
 

@@ -7,12 +7,17 @@
 //!
 //! Events in `(after, skip_rows_to]` that already have a `job_state` row for this destination
 //! are skipped: a previous owner parked them, and they are retried from their rows.
+//!
+//! The lanes of one source share their reads on a host (`read_cache`): a lane whose plain read
+//! (one source, no parked rows to skip) falls within what another lane just read is served
+//! from memory.
 
 use sqlx::{AssertSqlSafe, Row};
 use time::OffsetDateTime;
 
 use sluice_core::catalog::Link;
 
+use super::read_cache::Lookup;
 use super::{LaneId, Store, StoreError};
 
 /// One event of the log.
@@ -100,6 +105,37 @@ impl Store {
             .iter()
             .filter(|l| l.until_id.is_none_or(|u| u > after))
             .collect();
+        // A plain read of one source may be shared (see `read_cache`).
+        let shareable = match sources.as_slice() {
+            [link] if skip_rows_to <= after && link.from_id <= after && link.is_live() => {
+                Some(link.source.as_str())
+            }
+            _ => None,
+        };
+        let mut ticket = None;
+        if let Some(source) = shareable {
+            let mut may_wait = true;
+            loop {
+                match self.reads.lookup(
+                    &lane.workspace_id,
+                    source,
+                    &lane.destination_id,
+                    after,
+                    limits,
+                    may_wait,
+                ) {
+                    Lookup::Served(read) => return Ok(read),
+                    Lookup::Wait(done) => {
+                        done.await;
+                        may_wait = false;
+                    }
+                    Lookup::Read(t) => {
+                        ticket = Some(t);
+                        break;
+                    }
+                }
+            }
+        }
         let sql = read_sql(sources.len());
         let mut query = sqlx::query(AssertSqlSafe(sql))
             .bind(&lane.workspace_id)
@@ -160,10 +196,14 @@ impl Store {
             Some(last) if !exhausted => last.id,
             _ => head.max(after),
         };
-        Ok(LogRead {
+        let read = LogRead {
             events,
             read_to,
             exhausted,
-        })
+        };
+        if let Some(ticket) = ticket {
+            ticket.record(after, &read);
+        }
+        Ok(read)
     }
 }

@@ -30,6 +30,10 @@ pub fn tests() -> Vec<Trial> {
             "read_skips_events_a_previous_owner_parked",
             read_skips_parked,
         ),
+        trial(
+            "read_lanes_of_one_source_share_a_read_and_parked_or_mixed_reads_go_to_the_store",
+            read_shared,
+        ),
     ]
 }
 
@@ -420,4 +424,103 @@ async fn read_skips_parked(db: Db) {
         read.events.iter().map(|e| e.id).collect::<Vec<_>>(),
         vec![1, 2, 3]
     );
+}
+
+/// `read_cache`: the second lane of a source is served what the first read. The proof that it
+/// did not reach the store: an event removed behind the store's back after the first lane's
+/// read still comes, while a read the cache must not serve no longer sees it.
+async fn read_shared(db: Db) {
+    db.store
+        .lanes_sync(&[
+            spec("h1", &["web"], OrderingScope::User),
+            spec("h2", &["web"], OrderingScope::User),
+            spec("h3", &["web", "app"], OrderingScope::User),
+        ])
+        .await
+        .unwrap();
+    let web = links(&["web"]);
+    let limits = ReadLimits {
+        max_events: 10,
+        max_bytes: 1 << 20,
+    };
+    let ids = |r: &sluice_store::LogRead| r.events.iter().map(|e| e.id).collect::<Vec<_>>();
+    append_users(&db.store, "web", &[("a", "1"), ("b", "2")]).await;
+    // Both lanes read from the store first: a source read by one destination is not kept.
+    let first = db
+        .store
+        .log_read(&lane("h1"), &web, 0, 0, limits)
+        .await
+        .unwrap();
+    let second = db
+        .store
+        .log_read(&lane("h2"), &web, 0, 0, limits)
+        .await
+        .unwrap();
+    assert_eq!((ids(&first), ids(&second)), (vec![1, 2], vec![1, 2]));
+
+    append_users(&db.store, "web", &[("a", "3"), ("c", "4")]).await;
+    append_users(&db.store, "other", &[("a", "5")]).await;
+    let ahead = db
+        .store
+        .log_read(&lane("h1"), &web, 2, 0, limits)
+        .await
+        .unwrap();
+    assert_eq!(ids(&ahead), vec![3, 4]);
+    assert_eq!(ahead.read_to, 5);
+    sqlx::query("DELETE FROM events WHERE id = 4")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    // h2 is served h1's read: event 4 too, with the same stopping point.
+    let shared = db
+        .store
+        .log_read(&lane("h2"), &web, 2, 0, limits)
+        .await
+        .unwrap();
+    assert_eq!(ids(&shared), vec![3, 4], "served from h1's read");
+    assert_eq!(shared.read_to, 5);
+    assert!(
+        !shared.exhausted,
+        "the head may have moved on: the lane reads again"
+    );
+    // Cut by count, as the store cuts.
+    let cut = db
+        .store
+        .log_read(
+            &lane("h2"),
+            &web,
+            2,
+            0,
+            ReadLimits {
+                max_events: 1,
+                max_bytes: 1 << 20,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((ids(&cut), cut.read_to), (vec![3], 3));
+
+    // Rows a previous owner may have parked are per destination: the store answers.
+    let parked = db
+        .store
+        .log_read(&lane("h2"), &web, 2, 4, limits)
+        .await
+        .unwrap();
+    assert_eq!(ids(&parked), vec![3], "read from the store");
+    // So does a lane of two sources.
+    let mixed = db
+        .store
+        .log_read(&lane("h3"), &links(&["web", "app"]), 2, 0, limits)
+        .await
+        .unwrap();
+    assert_eq!(ids(&mixed), vec![3]);
+    // Past the shared stretch, the store again, and the lane sees the head.
+    let caught_up = db
+        .store
+        .log_read(&lane("h2"), &web, 5, 0, limits)
+        .await
+        .unwrap();
+    assert!(caught_up.events.is_empty() && caught_up.exhausted);
+    assert_eq!(caught_up.read_to, 5);
 }

@@ -1,0 +1,520 @@
+//! Log reads shared between the lanes of one source on this host.
+//!
+//! A source with ten destinations has ten lanes, and each reads the same events from the log:
+//! ten queries, ten times the rows decoded. Lanes of one source move through the log at about
+//! the same pace, so the events one lane read are the ones the next lane asks for a moment
+//! later. This keeps, per (workspace, source), the latest stretch of the log some lane read,
+//! and serves a lane's read from it when the stretch covers where that lane is.
+//!
+//! What makes a stretch safe to serve: a read in one snapshot sees every event of the
+//! workspace up to the head it returns (ids form a prefix, see `append`), and events are
+//! never changed once written. So when a read of one source returned the events in
+//! `(after, read_to]`, the stretch `(lo, hi]` holds *every* event of that source with an id in
+//! it, and any lane of that source may take its events from there instead of the store.
+//!
+//! Lanes of a fan-out also ask at the same moment (they start together, and a read of a big
+//! backlog takes a while), so a read already going to the store for that source is waited
+//! for, once, by a lane whose position it starts at or before: one query, many lanes.
+//!
+//! Only plain reads are recorded or served: one source, its link covering the whole stretch,
+//! and no parked rows to skip (those are per destination). A source read by one lane only is
+//! not copied at all: a stretch starts to be kept once a second destination reads the source.
+//! Bounded: at most `MAX_SEGMENT_BYTES` per source and `MAX_TOTAL_BYTES` in all (the least
+//! recently used stretch goes first), and a stretch not used for `MAX_IDLE` is dropped, so an
+//! event is never kept long (a dataset that maintenance moves or drops is long past every
+//! lane that reads it).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
+
+use super::read::{LogEvent, LogRead, ReadLimits};
+
+/// Largest stretch kept per source, in event bytes.
+const MAX_SEGMENT_BYTES: usize = 16 << 20;
+/// Largest total kept, in event bytes.
+const MAX_TOTAL_BYTES: usize = 64 << 20;
+/// A stretch unused for this long is dropped.
+const MAX_IDLE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    workspace: String,
+    source: String,
+}
+
+/// The events of one source in `(lo, hi]`, every one of them, in id order.
+#[derive(Debug)]
+struct Segment {
+    lo: i64,
+    hi: i64,
+    events: VecDeque<LogEvent>,
+    bytes: usize,
+    /// The destination that read the source last, and whether a second one has read it.
+    last_reader: String,
+    shared: bool,
+    used: Instant,
+    /// A read of this source going to the store: where it starts, and its end's signal.
+    reading: Option<(i64, Arc<Notify>)>,
+}
+
+impl Segment {
+    fn new(at: i64, reader: &str, now: Instant) -> Segment {
+        Segment {
+            lo: at,
+            hi: at,
+            events: VecDeque::new(),
+            bytes: 0,
+            last_reader: reader.to_owned(),
+            shared: false,
+            used: now,
+            reading: None,
+        }
+    }
+
+    /// Notes which destination reads the source: a second one makes it shared.
+    fn reader(&mut self, destination: &str, now: Instant) {
+        if self.last_reader != destination {
+            self.shared = true;
+            self.last_reader = destination.to_owned();
+        }
+        self.used = now;
+    }
+}
+
+/// What a lane's read should do.
+pub(crate) enum Lookup {
+    /// Take these events (from what another lane read).
+    Served(LogRead),
+    /// Wait for the read of this source already going to the store, then look again.
+    Wait(OwnedNotified),
+    /// Read from the store, and record it with the ticket.
+    Read(Ticket),
+}
+
+/// A read going to the store: record its result with [`Ticket::record`]. Dropped without
+/// recording (the read failed), it lets the lanes waiting for it go.
+pub(crate) struct Ticket {
+    cache: Arc<ReadCache>,
+    key: Key,
+    destination: String,
+    /// The signal this read registered (None: another read was already registered).
+    own: Option<Arc<Notify>>,
+}
+
+impl Ticket {
+    /// Records that the store returned every event of the source in `(after, read.read_to]`.
+    pub(crate) fn record(self, after: i64, read: &LogRead) {
+        self.cache.record(&self.key, &self.destination, after, read);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let Some(own) = self.own.take() else {
+            return;
+        };
+        if let Ok(mut segments) = self.cache.segments.lock()
+            && let Some(segment) = segments.by_source.get_mut(&self.key)
+            && segment
+                .reading
+                .as_ref()
+                .is_some_and(|(_, n)| Arc::ptr_eq(n, &own))
+        {
+            segment.reading = None;
+        }
+        own.notify_waiters();
+    }
+}
+
+#[derive(Debug, Default)]
+struct Segments {
+    by_source: HashMap<Key, Segment>,
+    bytes: usize,
+    last_sweep: Option<Instant>,
+}
+
+/// The shared reads of one host (one per [`crate::Store`]).
+#[derive(Debug, Default)]
+pub(crate) struct ReadCache {
+    segments: Mutex<Segments>,
+    #[cfg(test)]
+    served: std::sync::atomic::AtomicUsize,
+}
+
+impl ReadCache {
+    /// Where `destination`'s read of `source` above `after` comes from. `may_wait`: false once
+    /// the lane has waited (it reads on its own rather than wait twice).
+    pub(crate) fn lookup(
+        self: &Arc<Self>,
+        workspace: &str,
+        source: &str,
+        destination: &str,
+        after: i64,
+        limits: ReadLimits,
+        may_wait: bool,
+    ) -> Lookup {
+        let key = Key {
+            workspace: workspace.to_owned(),
+            source: source.to_owned(),
+        };
+        let now = Instant::now();
+        let Ok(mut segments) = self.segments.lock() else {
+            return Lookup::Read(self.ticket(key, destination, None));
+        };
+        let segment = segments
+            .by_source
+            .entry(key.clone())
+            .or_insert_with(|| Segment::new(after, destination, now));
+        segment.reader(destination, now);
+        if let Some(read) = serve(segment, after, limits) {
+            #[cfg(test)]
+            self.served
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Lookup::Served(read);
+        }
+        let own = match &segment.reading {
+            Some((from, notify)) if may_wait && *from <= after => {
+                return Lookup::Wait(notify.clone().notified_owned());
+            }
+            Some(_) => None,
+            None => {
+                let notify = Arc::new(Notify::new());
+                segment.reading = Some((after, notify.clone()));
+                Some(notify)
+            }
+        };
+        drop(segments);
+        Lookup::Read(self.ticket(key, destination, own))
+    }
+
+    fn ticket(self: &Arc<Self>, key: Key, destination: &str, own: Option<Arc<Notify>>) -> Ticket {
+        Ticket {
+            cache: self.clone(),
+            key,
+            destination: destination.to_owned(),
+            own,
+        }
+    }
+
+    fn record(&self, key: &Key, destination: &str, after: i64, read: &LogRead) {
+        let Ok(mut guard) = self.segments.lock() else {
+            return;
+        };
+        let segments = &mut *guard;
+        let now = Instant::now();
+        let segment = segments
+            .by_source
+            .entry(key.clone())
+            .or_insert_with(|| Segment::new(after, destination, now));
+        segment.reader(destination, now);
+        if read.read_to <= segment.hi && after >= segment.lo {
+            return; // nothing new
+        }
+        if !(segment.lo <= after && after <= segment.hi) {
+            // Not adjoining what is kept: start again from this read, unless it lies behind
+            // (lanes that lag behind read old stretches; the others meet at the head).
+            if read.read_to < segment.lo {
+                return;
+            }
+            segments.bytes -= segment.bytes;
+            segment.events.clear();
+            segment.bytes = 0;
+            segment.lo = after;
+            segment.hi = after;
+        }
+        for e in read.events.iter().filter(|e| e.id > segment.hi) {
+            if segment.shared {
+                segment.bytes += e.event.len();
+                segments.bytes += e.event.len();
+                segment.events.push_back(e.clone());
+            }
+        }
+        segment.hi = read.read_to;
+        if !segment.shared {
+            // Nothing is kept until a second destination reads the source.
+            segment.lo = segment.hi;
+        }
+        while segment.bytes > MAX_SEGMENT_BYTES {
+            let Some(first) = segment.events.pop_front() else {
+                break;
+            };
+            segment.bytes -= first.event.len();
+            segments.bytes -= first.event.len();
+            segment.lo = first.id;
+        }
+        let sweep_due = segments
+            .last_sweep
+            .is_none_or(|t| now.duration_since(t) > MAX_IDLE / 2);
+        if segments.bytes > MAX_TOTAL_BYTES || sweep_due {
+            evict(segments, now);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn served(&self) -> usize {
+        self.served.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The events of the source above `after` within `limits`, if the kept stretch covers
+/// `after`. Cut by count and bytes as the store's read is; `exhausted` is false (the stretch
+/// may end before the head), so the lane reads again from where it ends.
+fn serve(segment: &Segment, after: i64, limits: ReadLimits) -> Option<LogRead> {
+    if !(segment.shared && segment.lo <= after && after < segment.hi) {
+        return None;
+    }
+    let start = segment.events.partition_point(|e| e.id <= after);
+    let (max_events, max_bytes) = (limits.max_events.max(1), limits.max_bytes.max(1));
+    let mut events = Vec::new();
+    let mut running = 0usize;
+    // The store's rule: an event is returned when the bytes before it are under the budget
+    // (so the first one always is).
+    for e in segment.events.range(start..) {
+        if events.len() >= max_events || running >= max_bytes {
+            break;
+        }
+        running += e.event.len();
+        events.push(e.clone());
+    }
+    let cut = events.len() >= max_events || running >= max_bytes;
+    let read_to = match events.last() {
+        Some(last) if cut => last.id,
+        _ => segment.hi,
+    };
+    Some(LogRead {
+        events,
+        read_to,
+        exhausted: false,
+    })
+}
+
+/// Drops idle stretches, then the least recently used ones while over the total.
+fn evict(segments: &mut Segments, now: Instant) {
+    segments.last_sweep = Some(now);
+    let before = segments.by_source.len();
+    segments
+        .by_source
+        .retain(|_, s| s.reading.is_some() || now.duration_since(s.used) < MAX_IDLE);
+    if segments.by_source.len() != before {
+        segments.bytes = segments.by_source.values().map(|s| s.bytes).sum();
+    }
+    while segments.bytes > MAX_TOTAL_BYTES {
+        let Some(oldest) = segments
+            .by_source
+            .iter()
+            .min_by_key(|(_, s)| s.used)
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        if let Some(s) = segments.by_source.remove(&oldest) {
+            segments.bytes -= s.bytes;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+    use time::OffsetDateTime;
+
+    fn event(id: i64, bytes: usize) -> LogEvent {
+        LogEvent {
+            dataset: 1,
+            id,
+            source_id: "src".into(),
+            user_key: format!("u{id}"),
+            message_id: format!("m{id}"),
+            received_at: OffsetDateTime::UNIX_EPOCH,
+            event: "x".repeat(bytes),
+        }
+    }
+
+    fn read(ids: &[i64], read_to: i64) -> LogRead {
+        LogRead {
+            events: ids.iter().map(|&id| event(id, 10)).collect(),
+            read_to,
+            exhausted: true,
+        }
+    }
+
+    const ALL: ReadLimits = ReadLimits {
+        max_events: 1000,
+        max_bytes: 1 << 20,
+    };
+
+    fn ids(r: &LogRead) -> Vec<i64> {
+        r.events.iter().map(|e| e.id).collect()
+    }
+
+    /// `destination` read `(after, read.read_to]` of `source` from the store.
+    fn store_read(
+        cache: &Arc<ReadCache>,
+        source: &str,
+        destination: &str,
+        after: i64,
+        read: &LogRead,
+    ) {
+        match cache.lookup("ws", source, destination, after, ALL, false) {
+            Lookup::Read(ticket) => ticket.record(after, read),
+            _ => panic!("expected a store read at {after}"),
+        }
+    }
+
+    fn served(
+        cache: &Arc<ReadCache>,
+        source: &str,
+        destination: &str,
+        after: i64,
+        limits: ReadLimits,
+    ) -> Option<LogRead> {
+        match cache.lookup("ws", source, destination, after, limits, false) {
+            Lookup::Served(read) => Some(read),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_source_read_by_one_destination_is_not_kept() {
+        let cache = Arc::new(ReadCache::default());
+        store_read(&cache, "src", "d1", 0, &read(&[2, 5], 9));
+        store_read(&cache, "src", "d1", 9, &read(&[12], 15));
+        assert!(served(&cache, "src", "d1", 0, ALL).is_none());
+        assert!(served(&cache, "src", "d1", 9, ALL).is_none());
+        assert_eq!(cache.served(), 0);
+    }
+
+    #[test]
+    fn a_second_destination_is_served_what_the_first_read_after_it() {
+        let cache = Arc::new(ReadCache::default());
+        store_read(&cache, "src", "d1", 0, &read(&[2, 5], 9));
+        // d2 reads from the store (nothing kept yet) and makes the source shared.
+        store_read(&cache, "src", "d2", 0, &read(&[2, 5], 9));
+        store_read(&cache, "src", "d1", 9, &read(&[12, 14], 20));
+        let shared = served(&cache, "src", "d2", 9, ALL).expect("(9, 20] is kept");
+        assert_eq!(ids(&shared), [12, 14]);
+        assert_eq!(
+            shared.read_to, 20,
+            "everything of the source up to 20 was seen"
+        );
+        assert!(!shared.exhausted, "the head may be further on");
+        // From the middle of the stretch, and nothing past its end.
+        let middle = served(&cache, "src", "d2", 12, ALL).expect("kept");
+        assert_eq!(ids(&middle), [14]);
+        assert!(served(&cache, "src", "d2", 20, ALL).is_none());
+        // Another source is not served.
+        assert!(served(&cache, "other", "d2", 9, ALL).is_none());
+    }
+
+    #[test]
+    fn a_served_read_is_cut_like_the_stores() {
+        let cache = Arc::new(ReadCache::default());
+        store_read(&cache, "src", "d1", 0, &read(&[], 0));
+        store_read(&cache, "src", "d2", 0, &read(&[1, 2, 3, 4], 10));
+        let limits = |max_events, max_bytes| ReadLimits {
+            max_events,
+            max_bytes,
+        };
+        let by_count = served(&cache, "src", "d1", 0, limits(2, 1 << 20)).expect("kept");
+        assert_eq!(ids(&by_count), [1, 2]);
+        assert_eq!(
+            by_count.read_to, 2,
+            "cut: only as far as the last event returned"
+        );
+        // 10 bytes each: the third starts at 20 bytes, at the budget.
+        let by_bytes = served(&cache, "src", "d1", 0, limits(100, 20)).expect("kept");
+        assert_eq!(ids(&by_bytes), [1, 2]);
+        assert_eq!(by_bytes.read_to, 2);
+        // The first event always comes, however large.
+        let one = served(&cache, "src", "d1", 0, limits(100, 1)).expect("kept");
+        assert_eq!(ids(&one), [1]);
+    }
+
+    #[test]
+    fn a_read_that_does_not_adjoin_starts_the_stretch_again_unless_it_lies_behind() {
+        let cache = Arc::new(ReadCache::default());
+        store_read(&cache, "src", "d1", 0, &read(&[], 0));
+        store_read(&cache, "src", "d2", 100, &read(&[105], 110));
+        // Behind what is kept: ignored.
+        store_read(&cache, "src", "d1", 0, &read(&[3], 50));
+        assert!(served(&cache, "src", "d1", 0, ALL).is_none());
+        let kept = served(&cache, "src", "d1", 100, ALL).expect("kept");
+        assert_eq!(ids(&kept), [105]);
+        // Ahead, with a gap: the stretch restarts there (the gap was never seen).
+        store_read(&cache, "src", "d2", 200, &read(&[201], 210));
+        assert!(served(&cache, "src", "d1", 100, ALL).is_none());
+        let ahead = served(&cache, "src", "d1", 200, ALL).expect("kept");
+        assert_eq!(ids(&ahead), [201]);
+    }
+
+    #[test]
+    fn the_stretch_keeps_at_most_its_bytes_from_the_front() {
+        let cache = Arc::new(ReadCache::default());
+        store_read(&cache, "src", "d1", 0, &read(&[], 0));
+        let big = MAX_SEGMENT_BYTES / 4 + 1;
+        let events: Vec<LogEvent> = (1..=5).map(|id| event(id, big)).collect();
+        let whole = LogRead {
+            events,
+            read_to: 5,
+            exhausted: true,
+        };
+        store_read(&cache, "src", "d2", 0, &whole);
+        // Four of them do not fit: the first two went, and the stretch starts after them.
+        let unbounded = ReadLimits {
+            max_events: 1000,
+            max_bytes: usize::MAX,
+        };
+        assert!(served(&cache, "src", "d1", 0, unbounded).is_none());
+        assert!(served(&cache, "src", "d1", 1, unbounded).is_none());
+        let rest = served(&cache, "src", "d1", 2, unbounded).expect("kept");
+        assert_eq!(ids(&rest), [3, 4, 5]);
+    }
+
+    #[test]
+    fn a_read_in_flight_is_waited_for_by_the_lanes_at_or_past_its_start() {
+        let cache = Arc::new(ReadCache::default());
+        let Lookup::Read(first) = cache.lookup("ws", "src", "d1", 10, ALL, true) else {
+            panic!("the first read goes to the store");
+        };
+        // Behind its start: the read in flight will not cover it.
+        assert!(matches!(
+            cache.lookup("ws", "src", "d3", 5, ALL, true),
+            Lookup::Read(_)
+        ));
+        let Lookup::Wait(done) = cache.lookup("ws", "src", "d2", 12, ALL, true) else {
+            panic!("d2 waits for d1's read");
+        };
+        let mut done = Box::pin(done);
+        assert!(done.as_mut().now_or_never().is_none(), "still reading");
+        first.record(10, &read(&[11, 13, 15], 20));
+        assert!(done.now_or_never().is_some(), "woken by the record");
+        let shared = served(&cache, "src", "d2", 12, ALL).expect("served after waiting");
+        assert_eq!(ids(&shared), [13, 15]);
+        assert_eq!(shared.read_to, 20);
+    }
+
+    #[test]
+    fn a_read_that_fails_lets_its_waiters_go_and_read_themselves() {
+        let cache = Arc::new(ReadCache::default());
+        let Lookup::Read(first) = cache.lookup("ws", "src", "d1", 0, ALL, true) else {
+            panic!("the first read goes to the store");
+        };
+        let Lookup::Wait(done) = cache.lookup("ws", "src", "d2", 0, ALL, true) else {
+            panic!("d2 waits");
+        };
+        drop(first);
+        assert!(
+            done.now_or_never().is_some(),
+            "woken when the read is dropped"
+        );
+        assert!(matches!(
+            cache.lookup("ws", "src", "d2", 0, ALL, true),
+            Lookup::Read(_)
+        ));
+    }
+}
