@@ -507,3 +507,65 @@ async fn a_flood_of_failing_jobs_logs_a_few_lines_and_a_count_of_the_rest() {
         "{line}"
     );
 }
+
+/// Five destinations of one source: each gets every event, in order, exactly once, while their
+/// lanes share their reads of the log (`store::read_cache`); one of them fails a user's first
+/// event once, so its lane parks and retries that user's events while the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_destinations_of_one_source_share_their_reads_and_each_gets_every_event_in_order() {
+    let sinks: Vec<Sink> = (0..5)
+        .map(|i| {
+            if i == 4 {
+                Sink::with(SECRET, |r| {
+                    if r.user == "user-1" && r.seq == 0 && r.nth == 1 {
+                        503
+                    } else {
+                        200
+                    }
+                })
+            } else {
+                Sink::ok(SECRET)
+            }
+        })
+        .collect();
+    let ids: Vec<String> = (0..5).map(|i| format!("d{i}")).collect();
+    let tables: String = sinks
+        .iter()
+        .zip(&ids)
+        .map(|(sink, id)| {
+            let config = format!(r#"{{ url = "{}", secret = "{SECRET}" }}"#, sink.url);
+            destination_table(id, "webhook", &config, FAST_RETRY)
+        })
+        .collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let sluice = Sluice::start(&source_config(&id_refs, &tables));
+    for round in 0..4 {
+        post_all(&sluice, &rounds("", 5, round * 10, round * 10 + 10), 25).await;
+    }
+    for (sink, id) in sinks.iter().zip(&ids) {
+        let what = format!("200 deliveries to {id}");
+        wait_until(Duration::from_secs(60), &what, || async {
+            (sink.accepted().len() >= 200).then_some(())
+        })
+        .await;
+        assert_in_order_exactly_once(&sink.received(), 5, 40);
+    }
+    assert!(
+        sinks[4].received().iter().any(|r| r.status == 503),
+        "the flaky destination failed once"
+    );
+    let page = client()
+        .get(sluice.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let shared: f64 = page
+        .lines()
+        .filter(|l| l.starts_with("sluice_log_reads_total{") && l.contains(r#"from="shared""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(shared > 0.0, "some reads were shared: {page}");
+}

@@ -50,6 +50,10 @@ fn describe() {
         "sluice_jobs_total",
         "Attempts ended, per destination and outcome (delivered, skipped, failed, aborted, throttled), and jobs its filter kept from the destination (filtered)."
     );
+    describe_counter!(
+        "sluice_log_reads_total",
+        "Log reads of each destination's lane, by where they were served from: `store` (a query) or `shared` (what another lane of the same source had just read)."
+    );
     describe_histogram!(
         "sluice_ingest_commit_seconds",
         "From a request's events reaching the ingest writer to their commit: the group-commit wait and the transaction (the part of an ingest request's answer that makes it durable)."
@@ -125,6 +129,13 @@ pub fn jobs(destination: &str, what: JobMetric, n: u64) {
     stats::count(destination, what, n);
     counter!("sluice_jobs_total", "destination" => destination.to_string(), "outcome" => what.label())
         .increment(n);
+}
+
+/// A lane read the log: from the store, or from another lane's read of its source.
+pub fn log_read(destination: &str, shared: bool) {
+    let from = if shared { "shared" } else { "store" };
+    counter!("sluice_log_reads_total", "destination" => destination.to_string(), "from" => from)
+        .increment(1);
 }
 
 /// A request's events were committed `took` after they reached the ingest writer.

@@ -41,6 +41,8 @@ pub struct LogRead {
     pub read_to: i64,
     /// The read was not cut short: the lane has seen everything committed so far.
     pub exhausted: bool,
+    /// Served from what another lane of the source read (`read_cache`), not by the store.
+    pub shared: bool,
 }
 
 /// Limits of one read.
@@ -200,6 +202,7 @@ impl Store {
             events,
             read_to,
             exhausted,
+            shared: false,
         };
         if let Some(ticket) = ticket {
             ticket.record(after, &read);

@@ -289,6 +289,7 @@ fn serve(segment: &Segment, after: i64, limits: ReadLimits) -> Option<LogRead> {
         events,
         read_to,
         exhausted: false,
+        shared: true,
     })
 }
 
@@ -340,6 +341,7 @@ mod tests {
             events: ids.iter().map(|&id| event(id, 10)).collect(),
             read_to,
             exhausted: true,
+            shared: false,
         }
     }
 
@@ -403,6 +405,7 @@ mod tests {
             "everything of the source up to 20 was seen"
         );
         assert!(!shared.exhausted, "the head may be further on");
+        assert!(shared.shared);
         // From the middle of the stretch, and nothing past its end.
         let middle = served(&cache, "src", "d2", 12, ALL).expect("kept");
         assert_eq!(ids(&middle), [14]);
@@ -462,6 +465,7 @@ mod tests {
             events,
             read_to: 5,
             exhausted: true,
+            shared: false,
         };
         store_read(&cache, "src", "d2", 0, &whole);
         // Four of them do not fit: the first two went, and the stretch starts after them.
