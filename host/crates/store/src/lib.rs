@@ -6,7 +6,8 @@
 //!   [`dedup`] keys;
 //! - [`lanes`]: lanes and routes as the config says; [`leases`]: who owns a lane;
 //!   [`hosts`]: the host registry; [`notify`]: wake-ups between hosts (LISTEN/NOTIFY);
-//! - [`read`]: a lane reading its sources' events from the log;
+//! - [`read`]: a lane reading its sources' events from the log (the lanes of a source share
+//!   their reads on a host: `read_cache`);
 //! - [`commit`]: a lane owner recording outcomes and its cursor, fenced on its lease;
 //! - [`blocked`]: fetching the unfinished jobs of blocked keys that are due;
 //! - [`datasets`]: rotation, dropping and compaction of datasets (DDL helpers in `ddl`);
