@@ -64,21 +64,6 @@ async fn stored_order(sluice: &Sluice) -> Vec<String> {
         .expect("the stored events")
 }
 
-async fn metric(sluice: &Sluice, name: &str, label: &str) -> f64 {
-    let page = client()
-        .get(sluice.url("/metrics"))
-        .send()
-        .await
-        .expect("the metrics page")
-        .text()
-        .await
-        .expect("its text");
-    page.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Waits until the sink has accepted `n` events; returns them in the order received.
 async fn delivered(sink: &Sink, n: usize, what: &str) -> Vec<Value> {
     wait_until(Duration::from_secs(90), what, || async {
@@ -206,7 +191,7 @@ async fn an_origin_the_source_does_not_allow_gets_nothing_stored() {
     }
     // RudderStack's beacon batch reached Sluice and was refused before anything was stored.
     wait_until(Duration::from_secs(30), "the refused beacon", || async {
-        (metric(&sluice, "sluice_ingest_refused_total", "origin_not_allowed").await >= 1.0)
+        (metric_sum(&sluice, "sluice_ingest_refused_total", "origin_not_allowed").await >= 1.0)
             .then_some(())
     })
     .await;
@@ -261,7 +246,8 @@ async fn retries_past_a_rate_limit(sdk: &str) {
     ]);
     browser.client.goto(&url).await.expect("open the page");
     wait_until(Duration::from_secs(30), "a 429 for the page", || async {
-        (metric(&sluice, "sluice_ingest_refused_total", "rate_limited").await >= 1.0).then_some(())
+        (metric_sum(&sluice, "sluice_ingest_refused_total", "rate_limited").await >= 1.0)
+            .then_some(())
     })
     .await;
 

@@ -554,18 +554,10 @@ async fn five_destinations_of_one_source_share_their_reads_and_each_gets_every_e
         sinks[4].received().iter().any(|r| r.status == 503),
         "the flaky destination failed once"
     );
-    let page = client()
-        .get(sluice.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let shared: f64 = page
-        .lines()
-        .filter(|l| l.starts_with("sluice_log_reads_total{") && l.contains(r#"from="shared""#))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(shared > 0.0, "some reads were shared: {page}");
+    let shared = metric_sum(&sluice, "sluice_log_reads_total{", r#"from="shared""#).await;
+    assert!(
+        shared > 0.0,
+        "some reads were shared: {}",
+        metrics_page(&sluice).await
+    );
 }

@@ -148,14 +148,7 @@ async fn denied_events_are_never_sent_are_counted_as_filtered_and_do_not_hold_ba
         (n as i64, 0, 0, filtered),
         "(delivered, failed, aborted, filtered)"
     );
-    let page = client()
-        .get(sluice.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("the metrics page");
+    let page = metrics_page(&sluice).await;
     assert_eq!(
         jobs_total(&page, "filtered"),
         Some(filtered as f64),

@@ -27,14 +27,7 @@ async fn metrics_count_ingest_and_delivery_and_show_lane_state() {
     .await;
     wait_all_delivered(&pool, "hook", 100).await;
 
-    let page = client()
-        .get(sluice.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = metrics_page(&sluice).await;
     let hook = r#"destination="hook""#;
     assert_eq!(
         sample(&page, "sluice_events_ingested_total", &[r#"source="web""#]),
@@ -134,14 +127,7 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
     let pool = db(&sluice).await;
     post_all(&sluice, &events(2, 4), 4).await;
     wait_all_delivered(&pool, "hook", 4).await;
-    let page = client()
-        .get(sluice.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = metrics_page(&sluice).await;
     for name in &names {
         assert!(
             page.contains(&format!("# TYPE {name} ")),

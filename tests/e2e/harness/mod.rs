@@ -256,3 +256,25 @@ pub async fn states(pool: &PgPool, destination: &str) -> BTreeMap<String, i64> {
     .into_iter()
     .collect()
 }
+
+/// The host's Prometheus page (`GET /metrics`).
+pub async fn metrics_page(sluice: &Sluice) -> String {
+    client()
+        .get(sluice.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics page")
+}
+
+/// The sum of the samples of the metric `name` whose line contains `label`.
+pub async fn metric_sum(sluice: &Sluice, name: &str, label: &str) -> f64 {
+    metrics_page(sluice)
+        .await
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

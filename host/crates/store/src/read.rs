@@ -52,6 +52,24 @@ pub struct ReadLimits {
     pub max_bytes: usize,
 }
 
+impl ReadLimits {
+    /// At least one event and one byte: the first event always comes, however large.
+    fn events(self) -> usize {
+        self.max_events.max(1)
+    }
+
+    fn bytes(self) -> usize {
+        self.max_bytes.max(1)
+    }
+
+    /// Whether a read that returned `count` events of `bytes` bytes in all stopped at these
+    /// limits. An event is returned while the bytes before it are under the budget, so a read
+    /// that reached the budget may have left events out: it counts as cut.
+    pub(crate) fn cut(self, count: usize, bytes: usize) -> bool {
+        count >= self.events() || bytes >= self.bytes()
+    }
+}
+
 /// The read query for a lane with `sources` sources: one ordered index scan per source,
 /// merged by id (a Merge Append: no sort, whatever the backlog), then a running byte count.
 ///
@@ -144,8 +162,8 @@ impl Store {
             .bind(&lane.destination_id)
             .bind(after)
             .bind(skip_rows_to)
-            .bind(limits.max_events.max(1) as i64)
-            .bind(limits.max_bytes.max(1) as i64);
+            .bind(limits.events() as i64)
+            .bind(limits.bytes() as i64);
         for l in &sources {
             query = query
                 .bind(l.source.as_str())
@@ -189,11 +207,8 @@ impl Store {
         if !events.is_sorted_by_key(|e| e.id) {
             events.sort_unstable_by_key(|e| e.id);
         }
-        let cut_by_count = events.len() >= limits.max_events.max(1);
-        // The byte cut dropped rows when the last kept row did not end the window; we cannot see
-        // the dropped rows, so treat a read that reached the byte budget as cut.
-        let cut_by_bytes = last_running as usize >= limits.max_bytes.max(1);
-        let exhausted = !(cut_by_count || cut_by_bytes);
+        // `running` is the bytes of the rows up to each one: the last row's is the read's.
+        let exhausted = !limits.cut(events.len(), last_running as usize);
         let read_to = match events.last() {
             Some(last) if !exhausted => last.id,
             _ => head.max(after),

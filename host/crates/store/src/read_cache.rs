@@ -226,8 +226,8 @@ impl ReadCache {
             segment.lo = after;
             segment.hi = after;
         }
-        for e in read.events.iter().filter(|e| e.id > segment.hi) {
-            if segment.shared {
+        if segment.shared {
+            for e in read.events.iter().filter(|e| e.id > segment.hi) {
                 segment.bytes += e.event.len();
                 segments.bytes += e.event.len();
                 segment.events.push_back(e.clone());
@@ -268,19 +268,18 @@ fn serve(segment: &Segment, after: i64, limits: ReadLimits) -> Option<LogRead> {
         return None;
     }
     let start = segment.events.partition_point(|e| e.id <= after);
-    let (max_events, max_bytes) = (limits.max_events.max(1), limits.max_bytes.max(1));
     let mut events = Vec::new();
     let mut running = 0usize;
-    // The store's rule: an event is returned when the bytes before it are under the budget
-    // (so the first one always is).
+    // The store's rule (`ReadLimits::cut`): an event is returned while the bytes before it are
+    // under the budget.
     for e in segment.events.range(start..) {
-        if events.len() >= max_events || running >= max_bytes {
+        if limits.cut(events.len(), running) {
             break;
         }
         running += e.event.len();
         events.push(e.clone());
     }
-    let cut = events.len() >= max_events || running >= max_bytes;
+    let cut = limits.cut(events.len(), running);
     let read_to = match events.last() {
         Some(last) if cut => last.id,
         _ => segment.hi,
