@@ -18,6 +18,7 @@ mod operator;
 mod plugins;
 mod rows;
 mod schema;
+mod server;
 mod sql_docs;
 
 use std::process::ExitCode;
@@ -40,6 +41,7 @@ fn contracts() -> Vec<Trial> {
     trials.extend(rows::tests());
     trials.extend(datasets::tests());
     trials.extend(schema::tests());
+    trials.extend(server::tests());
     trials.extend(plugins::tests());
     trials.extend(operator::tests());
     trials.extend(sql_docs::tests());
