@@ -25,8 +25,14 @@
 //! 4. COPY the events into the log;
 //! 5. commit.
 //!
-//! On plain PostgreSQL steps 1–3 are one call of `sluice_ingest_prepare` (migration 0015): as
-//! separate statements they were about 13 round trips, most of a small request's commit. On
+//! Then the new events are handed to this host's lanes (`read_cache::feed`) with each
+//! workspace's head before and after the group, so a lane woken for them need not read them
+//! back. Plain PostgreSQL only: there the call of steps 1–3 returns the heads before.
+//!
+//! On plain PostgreSQL steps 1–3 are one call of `sluice_ingest_prepare` (migration 0015),
+//! through `sluice_ingest_prepare_with_heads` (migration 0016: the heads before, read under the
+//! same locks): as separate statements they were about 13 round trips, most of a small
+//! request's commit. On
 //! Citus they stay separate statements, because the dedup probe takes a per-shard form there
 //! (`dedup::DedupProbe`).
 
@@ -38,6 +44,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::dedup::{self, Dedup, DedupProbe, dedup_hash, minute_of};
+use super::read::LogEvent;
 use super::{Store, StoreError, ingest_lock, notify};
 
 /// One validated event, ready to store.
@@ -78,11 +85,13 @@ impl AppendOutcome {
 }
 
 /// What steps 1–3 found: which events are new (per request and event), their ids in group
-/// order, and the dataset they go to (`None` when no event is new).
+/// order, the dataset they go to (`None` when no event is new), and the head before this group
+/// of each workspace given new events (empty where the steps do not return it: Citus).
 struct Prepared {
     keep: Vec<Vec<bool>>,
     ids: Vec<i64>,
     dataset: Option<i32>,
+    heads_before: Vec<(String, i64)>,
 }
 
 impl Store {
@@ -113,11 +122,62 @@ impl Store {
         tx.commit()
             .await
             .map_err(StoreError::from_sqlx("committing the ingest transaction"))?;
+        if let Some(dataset) = prepared.dataset {
+            self.feed_reads(requests, &prepared, &outcomes, dataset);
+        }
         Ok(outcomes)
+    }
+
+    /// Hands each workspace's committed events to the lanes' shared reads.
+    fn feed_reads(
+        &self,
+        requests: &[&AppendRequest],
+        prepared: &Prepared,
+        outcomes: &[AppendOutcome],
+        dataset: i32,
+    ) {
+        for (workspace, before) in &prepared.heads_before {
+            let written = || {
+                requests
+                    .iter()
+                    .zip(&prepared.keep)
+                    .zip(outcomes)
+                    .filter(|((r, _), _)| &*r.workspace_id == workspace.as_str())
+            };
+            let Some(after) = written().filter_map(|(_, o)| o.ids.last()).max().copied() else {
+                continue;
+            };
+            let mut sources: Vec<&str> = written().map(|((r, _), _)| &*r.source_id).collect();
+            sources.sort_unstable();
+            sources.dedup();
+            self.reads
+                .feed(workspace, *before, after, &sources, |source| {
+                    let mut events = Vec::new();
+                    for ((request, keep), outcome) in
+                        written().filter(|((r, _), _)| &*r.source_id == source)
+                    {
+                        let received_at = stored_time(request.received_at);
+                        let kept = request.events.iter().zip(keep).filter(|(_, k)| **k);
+                        for ((event, _), &id) in kept.zip(&outcome.ids) {
+                            events.push(LogEvent {
+                                dataset,
+                                id,
+                                source_id: source.to_owned(),
+                                user_key: event.user_key.clone(),
+                                message_id: event.message_id.clone(),
+                                received_at,
+                                event: event.json.clone(),
+                            });
+                        }
+                    }
+                    events
+                });
+        }
     }
 }
 
-/// Steps 1–3 in one round trip (plain PostgreSQL): `sluice_ingest_prepare`. When no dedup
+/// Steps 1–3 in one round trip (plain PostgreSQL): `sluice_ingest_prepare_with_heads`, which
+/// also returns the workspaces' heads before the group. When no dedup
 /// partition covers the group's minute (after an idle spell; maintenance keeps the next one
 /// ready), the function writes nothing; the partition is created here and the call made again.
 async fn prepare_in_one_call(
@@ -136,8 +196,8 @@ async fn prepare_in_one_call(
     let mut created = false;
     loop {
         let row = sqlx::query(
-            "SELECT partition_missing, seen, ids, dataset
-             FROM sluice_ingest_prepare($1, $2, $3, $4, $5, $6, $7, $8)",
+            "SELECT partition_missing, seen, ids, dataset, head_workspaces, heads_before
+             FROM sluice_ingest_prepare_with_heads($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(ingest_lock::INGEST_LOCK)
         .bind(&lock_keys)
@@ -168,11 +228,22 @@ async fn prepare_in_one_call(
         let seen: Vec<Uuid> = row.get("seen");
         let ids: Vec<i64> = row.get("ids");
         let dataset: Option<i32> = row.get("dataset");
+        let head_workspaces: Option<Vec<String>> = row.get("head_workspaces");
+        let heads_before: Option<Vec<i64>> = row.get("heads_before");
         drop_seen(&hashes, &mut keep, &seen.into_iter().collect());
         if !ids.is_empty() && dataset.is_none() {
             return Err(no_open_dataset());
         }
-        return Ok(Prepared { keep, ids, dataset });
+        return Ok(Prepared {
+            keep,
+            ids,
+            dataset,
+            heads_before: head_workspaces
+                .into_iter()
+                .flatten()
+                .zip(heads_before.into_iter().flatten())
+                .collect(),
+        });
     }
 }
 
@@ -193,6 +264,7 @@ async fn prepare_by_statements(
             keep,
             ids: Vec::new(),
             dataset: None,
+            heads_before: Vec::new(),
         });
     }
     let (ids, dataset) = ids_take(conn, total).await?;
@@ -200,10 +272,12 @@ async fn prepare_by_statements(
     if let Some(payload) = notify {
         notify::notify(&mut *conn, payload, "notifying other hosts").await?;
     }
+    // The heads before are not read here: on Citus ingest does not hand its events over.
     Ok(Prepared {
         keep,
         ids,
         dataset: Some(dataset),
+        heads_before: Vec::new(),
     })
 }
 
@@ -388,6 +462,16 @@ fn outcomes(requests: &[&AppendRequest], keep: &[Vec<bool>], ids: &[i64]) -> Vec
         .collect()
 }
 
+/// Microseconds since the Unix epoch: a `timestamptz` keeps no finer (the COPY sends these).
+fn unix_micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1000) as i64
+}
+
+/// `t` as the log stores it and a read returns it: in UTC, to the microsecond.
+fn stored_time(t: OffsetDateTime) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_micros(t)) * 1000).unwrap_or(t)
+}
+
 /// Microseconds between the Unix epoch and Postgres' (2000-01-01).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
@@ -413,7 +497,7 @@ impl CopyEncoder {
         self.field(request.source_id.as_bytes());
         self.field(event.user_key.as_bytes());
         self.field(event.message_id.as_bytes());
-        let micros = (request.received_at.unix_timestamp_nanos() / 1000) as i64 - PG_EPOCH_MICROS;
+        let micros = unix_micros(request.received_at) - PG_EPOCH_MICROS;
         self.field(&micros.to_be_bytes());
         let size = i32::try_from(event.json.len()).unwrap_or(i32::MAX);
         self.field(&size.to_be_bytes());

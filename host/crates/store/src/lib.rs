@@ -7,7 +7,7 @@
 //! - [`lanes`]: lanes and routes as the config says; [`leases`]: who owns a lane;
 //!   [`hosts`]: the host registry; [`notify`]: wake-ups between hosts (LISTEN/NOTIFY);
 //! - [`read`]: a lane reading its sources' events from the log (the lanes of a source share
-//!   their reads on a host: `read_cache`);
+//!   their reads on a host, and ingest hands them what it just committed: `read_cache`);
 //! - [`commit`]: a lane owner recording outcomes and its cursor, fenced on its lease;
 //! - [`blocked`]: fetching the unfinished jobs of blocked keys that are due;
 //! - [`datasets`]: rotation, dropping and compaction of datasets (DDL helpers in `ddl`);
@@ -175,7 +175,7 @@ pub struct Store {
     dedup_probe: dedup::DedupProbe,
     /// Seals and opens destination configs (`catalog`).
     sealer: Option<std::sync::Arc<sealer::Sealer>>,
-    /// Log reads shared by the lanes of one source (`read_cache`).
+    /// Log reads shared by the lanes of one source, and fed by ingest (`read_cache`).
     reads: std::sync::Arc<read_cache::ReadCache>,
 }
 

@@ -34,7 +34,37 @@ pub fn tests() -> Vec<Trial> {
             "read_lanes_of_one_source_share_a_read_and_parked_or_mixed_reads_go_to_the_store",
             read_shared,
         ),
+        trial(
+            "read_a_lane_at_the_head_is_handed_what_ingest_commits_until_another_host_writes",
+            read_handed_over,
+        ),
     ]
+}
+
+/// Reads of at most ten events.
+const TEN: ReadLimits = ReadLimits {
+    max_events: 10,
+    max_bytes: 1 << 20,
+};
+
+/// The ids a read returned.
+fn ids(read: &sluice_store::LogRead) -> Vec<i64> {
+    read.events.iter().map(|e| e.id).collect()
+}
+
+/// `lane`'s read of `links` above `after` (rows up to `skip` may be parked).
+async fn read_at(
+    store: &sluice_store::Store,
+    lane: &LaneId,
+    links: &[sluice_core::catalog::Link],
+    after: i64,
+    skip: i64,
+    limits: ReadLimits,
+) -> sluice_store::LogRead {
+    store
+        .log_read(lane, links, after, skip, limits)
+        .await
+        .unwrap()
 }
 
 fn progress(lease: &sluice_store::Lease, at: time::OffsetDateTime, cursor: i64) -> LaneCommit {
@@ -439,32 +469,19 @@ async fn read_shared(db: Db) {
         .await
         .unwrap();
     let web = links(&["web"]);
-    let limits = ReadLimits {
-        max_events: 10,
-        max_bytes: 1 << 20,
-    };
-    let ids = |r: &sluice_store::LogRead| r.events.iter().map(|e| e.id).collect::<Vec<_>>();
+    let limits = TEN;
     append_users(&db.store, "web", &[("a", "1"), ("b", "2")]).await;
     // Both lanes read from the store first: a source read by one destination is not kept.
-    let first = db
-        .store
-        .log_read(&lane("h1"), &web, 0, 0, limits)
-        .await
-        .unwrap();
-    let second = db
-        .store
-        .log_read(&lane("h2"), &web, 0, 0, limits)
-        .await
-        .unwrap();
+    let first = read_at(&db.store, &lane("h1"), &web, 0, 0, limits).await;
+    let second = read_at(&db.store, &lane("h2"), &web, 0, 0, limits).await;
     assert_eq!((ids(&first), ids(&second)), (vec![1, 2], vec![1, 2]));
 
-    append_users(&db.store, "web", &[("a", "3"), ("c", "4")]).await;
-    append_users(&db.store, "other", &[("a", "5")]).await;
-    let ahead = db
-        .store
-        .log_read(&lane("h1"), &web, 2, 0, limits)
-        .await
-        .unwrap();
+    // Written by another host: this one's ingest hands nothing over (`read_handed_over`), and
+    // h1 reads the store.
+    let writer = sluice_store::Store::connect(&db.url).await.unwrap();
+    append_users(&writer, "web", &[("a", "3"), ("c", "4")]).await;
+    append_users(&writer, "other", &[("a", "5")]).await;
+    let ahead = read_at(&db.store, &lane("h1"), &web, 2, 0, limits).await;
     assert_eq!(ids(&ahead), vec![3, 4]);
     assert_eq!(ahead.read_to, 5);
     sqlx::query("DELETE FROM events WHERE id = 4")
@@ -473,11 +490,7 @@ async fn read_shared(db: Db) {
         .unwrap();
 
     // h2 is served h1's read: event 4 too, with the same stopping point.
-    let shared = db
-        .store
-        .log_read(&lane("h2"), &web, 2, 0, limits)
-        .await
-        .unwrap();
+    let shared = read_at(&db.store, &lane("h2"), &web, 2, 0, limits).await;
     assert_eq!(ids(&shared), vec![3, 4], "served from h1's read");
     assert_eq!(shared.read_to, 5);
     assert!(
@@ -485,42 +498,114 @@ async fn read_shared(db: Db) {
         "the head may have moved on: the lane reads again"
     );
     // Cut by count, as the store cuts.
-    let cut = db
-        .store
-        .log_read(
-            &lane("h2"),
-            &web,
-            2,
-            0,
-            ReadLimits {
-                max_events: 1,
-                max_bytes: 1 << 20,
-            },
-        )
-        .await
-        .unwrap();
+    let cut = read_at(
+        &db.store,
+        &lane("h2"),
+        &web,
+        2,
+        0,
+        ReadLimits {
+            max_events: 1,
+            max_bytes: 1 << 20,
+        },
+    )
+    .await;
     assert_eq!((ids(&cut), cut.read_to), (vec![3], 3));
 
     // Rows a previous owner may have parked are per destination: the store answers.
-    let parked = db
-        .store
-        .log_read(&lane("h2"), &web, 2, 4, limits)
-        .await
-        .unwrap();
+    let parked = read_at(&db.store, &lane("h2"), &web, 2, 4, limits).await;
     assert_eq!(ids(&parked), vec![3], "read from the store");
     // So does a lane of two sources.
-    let mixed = db
-        .store
-        .log_read(&lane("h3"), &links(&["web", "app"]), 2, 0, limits)
-        .await
-        .unwrap();
+    let mixed = read_at(
+        &db.store,
+        &lane("h3"),
+        &links(&["web", "app"]),
+        2,
+        0,
+        limits,
+    )
+    .await;
     assert_eq!(ids(&mixed), vec![3]);
     // Past the shared stretch, the store again, and the lane sees the head.
-    let caught_up = db
-        .store
-        .log_read(&lane("h2"), &web, 5, 0, limits)
-        .await
-        .unwrap();
+    let caught_up = read_at(&db.store, &lane("h2"), &web, 5, 0, limits).await;
     assert!(caught_up.events.is_empty() && caught_up.exhausted);
     assert_eq!(caught_up.read_to, 5);
+}
+
+/// `read_cache::feed`: a lane that has read its source up to the workspace's head is handed
+/// what this host's ingest commits next, as the store would return it; a write by another host
+/// in between breaks the chain and the lane reads the store. The proof a read did not reach the
+/// store: an event removed behind the store's back still comes. On Citus ingest hands nothing
+/// over (its steps do not return the heads before), and every read is the store's.
+async fn read_handed_over(db: Db) {
+    let fed = !db.store.is_distributed();
+    db.store
+        .lanes_sync(&[spec("hook", &["web"], OrderingScope::User)])
+        .await
+        .unwrap();
+    let web = links(&["web"]);
+    let limits = TEN;
+    append_users(&db.store, "web", &[("a", "1")]).await;
+    let first = read_at(&db.store, &lane("hook"), &web, 0, 0, limits).await;
+    assert_eq!(
+        (ids(&first), first.read_to, first.exhausted),
+        (vec![1], 1, true)
+    );
+
+    // One group: two events of the lane's source (received at a time finer than the store
+    // keeps) and one of another source of the workspace.
+    let at = t0() + time::Duration::nanoseconds(123_456_789);
+    let web_request = request("web", at, vec![event("b", "2", 50), event("a", "3", 50)]);
+    let app_request = request("app", at, vec![event("c", "4", 10)]);
+    db.store
+        .event_append(&[&web_request, &app_request], Some(DEDUP), None)
+        .await
+        .unwrap();
+    // What the store holds, read by another host (its own reads, nothing handed over).
+    let other = sluice_store::Store::connect(&db.url).await.unwrap();
+    let stored = read_at(&other, &lane("hook"), &web, 1, 0, limits).await;
+    assert_eq!((ids(&stored), stored.read_to), (vec![2, 3], 4));
+    if fed {
+        sqlx::query("DELETE FROM events WHERE id = 3")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let handed = read_at(&db.store, &lane("hook"), &web, 1, 0, limits).await;
+    assert_eq!(handed.shared, fed, "handed over by ingest");
+    let fields = |r: &sluice_store::LogRead| {
+        r.events
+            .iter()
+            .map(|e| {
+                (
+                    e.dataset,
+                    e.id,
+                    e.source_id.clone(),
+                    e.user_key.clone(),
+                    e.message_id.clone(),
+                    e.received_at,
+                    e.event.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    if fed {
+        assert_eq!(
+            fields(&handed),
+            fields(&stored),
+            "as the store returns them"
+        );
+        assert_eq!(handed.read_to, 4, "up to the workspace's head");
+        assert!(!handed.exhausted, "the lane reads the store once more");
+    }
+
+    // Another host writes, then this one: the chain is broken, and the lane reads the store.
+    append_users(&other, "web", &[("d", "5")]).await;
+    append_users(&db.store, "web", &[("e", "6")]).await;
+    let next = read_at(&db.store, &lane("hook"), &web, 4, 0, limits).await;
+    assert!(!next.shared, "read from the store");
+    assert_eq!(
+        (ids(&next), next.read_to, next.exhausted),
+        (vec![5, 6], 6, true)
+    );
 }
