@@ -32,9 +32,8 @@
 //! On plain PostgreSQL steps 1–3 are one call of `sluice_ingest_prepare` (migration 0015),
 //! through `sluice_ingest_prepare_with_heads` (migration 0016: the heads before, read under the
 //! same locks): as separate statements they were about 13 round trips, most of a small
-//! request's commit. On
-//! Citus they stay separate statements, because the dedup probe takes a per-shard form there
-//! (`dedup::DedupProbe`).
+//! request's commit. On Citus they stay separate statements, because the dedup probe takes a
+//! per-shard form there (`dedup::DedupProbe`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -86,7 +85,7 @@ impl AppendOutcome {
 
 /// What steps 1–3 found: which events are new (per request and event), their ids in group
 /// order, the dataset they go to (`None` when no event is new), and the head before this group
-/// of each workspace given new events (empty where the steps do not return it: Citus).
+/// of each of the group's workspaces (empty where the steps do not return it: Citus).
 struct Prepared {
     keep: Vec<Vec<bool>>,
     ids: Vec<i64>,
