@@ -135,22 +135,23 @@ impl Store {
         outcomes: &[AppendOutcome],
         dataset: i32,
     ) {
-        for (workspace, before) in &prepared.heads_before {
+        for (workspace, after) in heads_after(requests, outcomes) {
+            let Some(&(_, before)) = prepared.heads_before.iter().find(|(w, _)| w == workspace)
+            else {
+                continue;
+            };
             let written = || {
                 requests
                     .iter()
                     .zip(&prepared.keep)
                     .zip(outcomes)
-                    .filter(|((r, _), _)| &*r.workspace_id == workspace.as_str())
-            };
-            let Some(after) = written().filter_map(|(_, o)| o.ids.last()).max().copied() else {
-                continue;
+                    .filter(|((r, _), _)| &*r.workspace_id == workspace)
             };
             let mut sources: Vec<&str> = written().map(|((r, _), _)| &*r.source_id).collect();
             sources.sort_unstable();
             sources.dedup();
             self.reads
-                .feed(workspace, *before, after, &sources, |source| {
+                .feed(workspace, before, after, &sources, |source| {
                     let mut events = Vec::new();
                     for ((request, keep), outcome) in
                         written().filter(|((r, _), _)| &*r.source_id == source)
@@ -388,17 +389,8 @@ async fn heads_move(
     requests: &[&AppendRequest],
     outcomes: &[AppendOutcome],
 ) -> Result<(), StoreError> {
-    let mut heads: Vec<(&str, i64)> = Vec::new();
-    for (request, outcome) in requests.iter().zip(outcomes) {
-        let Some(&last) = outcome.ids.last() else {
-            continue;
-        };
-        match heads.iter_mut().find(|(w, _)| *w == &*request.workspace_id) {
-            Some((_, head)) => *head = (*head).max(last),
-            None => heads.push((&request.workspace_id, last)),
-        }
-    }
-    let (workspaces, last_ids): (Vec<&str>, Vec<i64>) = heads.into_iter().unzip();
+    let (workspaces, last_ids): (Vec<&str>, Vec<i64>) =
+        heads_after(requests, outcomes).into_iter().unzip();
     sqlx::query(
         "INSERT INTO workspace_heads (workspace_id, last_id)
          SELECT * FROM unnest($1::text[], $2::bigint[])
@@ -410,6 +402,25 @@ async fn heads_move(
     .await
     .map_err(StoreError::from_sqlx("moving the workspaces' heads"))?;
     Ok(())
+}
+
+/// Each workspace's head after the group: the last id it got (workspaces given no new event
+/// are left out).
+fn heads_after<'a>(
+    requests: &[&'a AppendRequest],
+    outcomes: &[AppendOutcome],
+) -> Vec<(&'a str, i64)> {
+    let mut heads: Vec<(&str, i64)> = Vec::new();
+    for (request, outcome) in requests.iter().zip(outcomes) {
+        let Some(&last) = outcome.ids.last() else {
+            continue;
+        };
+        match heads.iter_mut().find(|(w, _)| *w == &*request.workspace_id) {
+            Some((_, head)) => *head = (*head).max(last),
+            None => heads.push((&request.workspace_id, last)),
+        }
+    }
+    heads
 }
 
 /// Step 4: COPYs the kept events into `dataset`, with the ids `outcomes` gave them.

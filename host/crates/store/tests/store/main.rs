@@ -16,6 +16,7 @@ mod job_list;
 mod lanes;
 mod operator;
 mod plugins;
+mod read;
 mod rows;
 mod schema;
 mod server;
@@ -38,6 +39,7 @@ fn contracts() -> Vec<Trial> {
     trials.extend(catalog_drain::tests());
     trials.extend(catalog_secrets::tests());
     trials.extend(lanes::tests());
+    trials.extend(read::tests());
     trials.extend(rows::tests());
     trials.extend(datasets::tests());
     trials.extend(schema::tests());
