@@ -1,6 +1,7 @@
 //! What an operator's reads cost at a large backlog: the metrics scrape, the lane list (the
 //! web page polls it every 3 s), pages of jobs and one job, each against the same calls at a
-//! small backlog in the same run. "Fast at any backlog size" means the ratio stays near 1.
+//! small backlog in the same run, the calls to the two stores taking turns. "Fast at any backlog
+//! size" means the ratio stays near 1.
 //!
 //! The backlog is held by a destination whose plugin is not loaded (nothing drains it). Its
 //! first tenth is marked delivered with 200 jobs failed in it, as a destination that rejects
@@ -27,13 +28,29 @@ struct Call {
     on_admin: bool,
 }
 
+/// A filled store with its host up, and the calls to time against it.
+struct Store {
+    label: String,
+    db: String,
+    urls: Vec<(&'static str, String)>,
+    /// Kept alive while the calls run.
+    _host: Host,
+}
+
 impl Bench {
     pub(super) async fn operator(&mut self) -> anyhow::Result<()> {
         let big = self.sized(1_000_000, 100_000);
         let small = 10_000;
-        let at_small = self.operator_reads("operator_small", small).await?;
-        let at_big = self.operator_reads("operator_big", big).await?;
-        for ((label, small_ms), (_, big_ms)) in at_small.iter().zip(&at_big) {
+        let at_small = self.operator_store("operator_small", small).await?;
+        let at_big = self.operator_store("operator_big", big).await?;
+        let client = reqwest::Client::new();
+        for ((label, small_url), (_, big_url)) in at_small.urls.iter().zip(&at_big.urls) {
+            let (small_ms, big_ms) = median_ms(&client, small_url, big_url).await?;
+            eprintln!(
+                "bench: operator: {label}: {small_ms:.1} ms at {}, {big_ms:.1} ms at {}",
+                super::short(small),
+                super::short(big)
+            );
             let ratio = small_ms / big_ms.max(1e-9);
             self.rows.push(Row {
                 scenario: format!("operator read at {} backlog: {label}", super::short(big)),
@@ -47,15 +64,14 @@ impl Bench {
                 met: Some(ratio >= 0.5),
             });
         }
+        for store in [&at_small, &at_big] {
+            time_views(&store.label, &store.db).await?;
+        }
         Ok(())
     }
 
-    /// Fills a fresh store with `events` and times each operator read; returns (label, ms).
-    async fn operator_reads(
-        &mut self,
-        label: &str,
-        events: u64,
-    ) -> anyhow::Result<Vec<(String, f64)>> {
+    /// Fills a fresh store with `events`, leaves its host up and says what to call on it.
+    async fn operator_store(&mut self, label: &str, events: u64) -> anyhow::Result<Store> {
         let db = self.pg.fresh_db(label).await?;
         let config = ConfigBuilder::new(&self.empty_plugins).destination("dest", "devnull", "{}");
         let text = format!(
@@ -104,35 +120,40 @@ impl Bench {
                 on_admin: true,
             },
         ];
-        let client = reqwest::Client::new();
-        let mut out = Vec::new();
-        for call in &calls {
-            let url = if call.on_admin {
-                format!("http://{admin}{}", call.path)
-            } else {
-                host.url(&call.path)
-            };
-            let ms = median_ms(&client, &url).await?;
-            eprintln!("bench: {label}: {}: {ms:.1} ms", call.label);
-            out.push((call.label.to_string(), ms));
-        }
-        for (what, sql) in [
-            (
-                "destination_depth",
-                "SELECT * FROM destination_depth".to_string(),
-            ),
-            (
-                "job_overview page",
-                "SELECT event_id FROM job_overview WHERE workspace_id = 'bench'
-                 AND destination_id = 'dest' ORDER BY event_id, destination_id LIMIT 50"
-                    .to_string(),
-            ),
-        ] {
-            let ms = time_sql(&db, &sql).await?;
-            eprintln!("bench: {label}: the view it replaces, {what}: {ms:.1} ms");
-        }
-        Ok(out)
+        let urls = calls
+            .into_iter()
+            .map(|call| {
+                let url = if call.on_admin {
+                    format!("http://{admin}{}", call.path)
+                } else {
+                    host.url(&call.path)
+                };
+                (call.label, url)
+            })
+            .collect();
+        Ok(Store {
+            label: label.to_string(),
+            db,
+            urls,
+            _host: host,
+        })
     }
+}
+
+/// Times the views the API's calls replace, on one store.
+async fn time_views(label: &str, db: &str) -> anyhow::Result<()> {
+    for (what, sql) in [
+        ("destination_depth", "SELECT * FROM destination_depth"),
+        (
+            "job_overview page",
+            "SELECT event_id FROM job_overview WHERE workspace_id = 'bench'
+             AND destination_id = 'dest' ORDER BY event_id, destination_id LIMIT 50",
+        ),
+    ] {
+        let ms = time_sql(db, sql).await?;
+        eprintln!("bench: {label}: the view it replaces, {what}: {ms:.1} ms");
+    }
+    Ok(())
 }
 
 /// Moves the lane a tenth of the way through the log, as if it had delivered that much with
@@ -170,27 +191,41 @@ async fn fail_some(database_url: &str) -> anyhow::Result<i64> {
     Ok(middle)
 }
 
-async fn median_ms(client: &reqwest::Client, url: &str) -> anyhow::Result<f64> {
-    let mut times = Vec::with_capacity(CALLS);
+/// The median of `CALLS` calls of each URL, the two taking turns so that both see the same
+/// machine: on two shared cores a millisecond call's time moves with whatever else runs, and
+/// calls timed a minute apart compared that as much as the backlogs.
+async fn median_ms(client: &reqwest::Client, a: &str, b: &str) -> anyhow::Result<(f64, f64)> {
+    let mut times = (Vec::with_capacity(CALLS), Vec::with_capacity(CALLS));
     // Three calls first: connections, prepared statements and caches warm up.
     for i in 0..CALLS + 3 {
-        let started = Instant::now();
-        let resp = client
-            .get(url)
-            .bearer_auth(TOKEN)
-            .timeout(Duration::from_secs(120))
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let status = resp.status();
-        resp.bytes().await?;
-        anyhow::ensure!(status.is_success(), "GET {url}: {status}");
+        let ta = time_call(client, a).await?;
+        let tb = time_call(client, b).await?;
         if i >= 3 {
-            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            times.0.push(ta);
+            times.1.push(tb);
         }
     }
+    Ok((median(times.0), median(times.1)))
+}
+
+async fn time_call(client: &reqwest::Client, url: &str) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let resp = client
+        .get(url)
+        .bearer_auth(TOKEN)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    resp.bytes().await?;
+    anyhow::ensure!(status.is_success(), "GET {url}: {status}");
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    times[times.len() / 2]
 }
 
 async fn time_sql(database_url: &str, sql: &str) -> anyhow::Result<f64> {
