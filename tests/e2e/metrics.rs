@@ -89,6 +89,13 @@ async fn metrics_count_ingest_and_delivery_and_show_lane_state() {
         sample(&page, "sluice_lane_oldest_age_seconds", &[hook]).is_some_and(|age| age > 0.0),
         "{page}"
     );
+    // The lane sat at the head when those two were committed: it took them from what ingest
+    // handed over, not from the store.
+    assert!(
+        sample(&page, "sluice_log_reads_total", &[hook, r#"from="ingest""#])
+            .is_some_and(|n| n >= 1.0),
+        "{page}"
+    );
 }
 
 /// Every metric the sample Grafana dashboard (`docs/grafana-dashboard.json`) queries is one the

@@ -52,7 +52,7 @@ fn describe() {
     );
     describe_counter!(
         "sluice_log_reads_total",
-        "Log reads of each destination's lane, by where they were served from: `store` (a query) or `shared` (what another lane of the same source had just read)."
+        "Log reads of each destination's lane, by where they were served from: `store` (a query), `shared` (what another lane of the same source had just read) or `ingest` (what this host's ingest had just committed)."
     );
     describe_histogram!(
         "sluice_ingest_commit_seconds",
@@ -131,10 +131,9 @@ pub fn jobs(destination: &str, what: JobMetric, n: u64) {
         .increment(n);
 }
 
-/// A lane read the log: from the store, or from another lane's read of its source.
-pub fn log_read(destination: &str, shared: bool) {
-    let from = if shared { "shared" } else { "store" };
-    counter!("sluice_log_reads_total", "destination" => destination.to_string(), "from" => from)
+/// A lane read the log: from the store, another lane's read of its source or ingest's commit.
+pub fn log_read(destination: &str, from: sluice_store::ReadFrom) {
+    counter!("sluice_log_reads_total", "destination" => destination.to_string(), "from" => from.label())
         .increment(1);
 }
 

@@ -58,7 +58,7 @@ pub use lanes::LaneSpec;
 pub use leases::{AcquiredLane, OrphanLane};
 pub use notify::{Wake, WakeListener};
 pub use plugins::LoadedVersion;
-pub use read::{LogEvent, LogRead, ReadLimits};
+pub use read::{LogEvent, LogRead, ReadFrom, ReadLimits};
 pub use types::{AttemptOutcome, JobState, LaneId, Lease, OrderingScope};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../../migrations");

@@ -41,8 +41,30 @@ pub struct LogRead {
     pub read_to: i64,
     /// The read was not cut short: the lane has seen everything committed so far.
     pub exhausted: bool,
-    /// Served from what another lane of the source read (`read_cache`), not by the store.
-    pub shared: bool,
+    /// Where the events came from.
+    pub from: ReadFrom,
+}
+
+/// Where a lane's read was served from (`sluice_log_reads_total`'s `from` label).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// A query of the store.
+    #[default]
+    Store,
+    /// What another lane of the source had just read (`read_cache`).
+    Shared,
+    /// What this host's ingest had just committed (`read_cache::feed`).
+    Ingest,
+}
+
+impl ReadFrom {
+    pub fn label(self) -> &'static str {
+        match self {
+            ReadFrom::Store => "store",
+            ReadFrom::Shared => "shared",
+            ReadFrom::Ingest => "ingest",
+        }
+    }
 }
 
 /// Limits of one read.
@@ -217,7 +239,7 @@ impl Store {
             events,
             read_to,
             exhausted,
-            shared: false,
+            from: ReadFrom::Store,
         };
         if let Some(ticket) = ticket {
             ticket.record(after, &read);

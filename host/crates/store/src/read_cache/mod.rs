@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 
-use super::read::{LogEvent, LogRead, ReadLimits};
+use super::read::{LogEvent, LogRead, ReadFrom, ReadLimits};
 
 /// Largest stretch kept per source, in event bytes.
 const MAX_SEGMENT_BYTES: usize = 16 << 20;
@@ -67,6 +67,9 @@ struct Segment {
     /// The destination that read the source last, and whether a second one has read it.
     last_reader: String,
     shared: bool,
+    /// The ids in `(lo, hi]` of the stretch that ingest handed over (`feed`), for the metric
+    /// saying where a read came from.
+    fed: Option<(i64, i64)>,
     used: Instant,
     /// A read of this source going to the store: where it starts, and its end's signal.
     reading: Option<(i64, Arc<Notify>)>,
@@ -81,6 +84,7 @@ impl Segment {
             bytes: 0,
             last_reader: reader.to_owned(),
             shared: false,
+            fed: None,
             used: now,
             reading: None,
         }
@@ -252,6 +256,7 @@ impl ReadCache {
             segment.drop_through(i64::MAX, &mut segments.bytes);
             segment.lo = after;
             segment.hi = after;
+            segment.fed = None;
         }
         if segment.shared {
             for e in read.events.iter().filter(|e| e.id > segment.hi) {
@@ -307,6 +312,10 @@ impl ReadCache {
                 segments.bytes += e.event.len();
                 segment.events.push_back(e);
             }
+            segment.fed = match segment.fed {
+                Some((lo, hi)) if hi == before => Some((lo, after)),
+                _ => Some((before, after)),
+            };
             segment.hi = after;
             bound(segments, &key, now);
         }
@@ -363,11 +372,18 @@ fn serve(segment: &Segment, after: i64, limits: ReadLimits) -> Option<LogRead> {
         Some(last) if cut => last.id,
         _ => segment.hi,
     };
+    let fed = segment
+        .fed
+        .is_some_and(|(lo, hi)| lo <= after && after < hi);
     Some(LogRead {
         events,
         read_to,
         exhausted: false,
-        shared: true,
+        from: if fed {
+            ReadFrom::Ingest
+        } else {
+            ReadFrom::Shared
+        },
     })
 }
 

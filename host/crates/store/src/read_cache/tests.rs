@@ -21,7 +21,7 @@ fn read(ids: &[i64], read_to: i64) -> LogRead {
         events: ids.iter().map(|&id| event(id, 10)).collect(),
         read_to,
         exhausted: true,
-        shared: false,
+        from: ReadFrom::Store,
     }
 }
 
@@ -79,7 +79,7 @@ fn a_second_destination_is_served_what_the_first_read_after_it() {
         "everything of the source up to 20 was seen"
     );
     assert!(!shared.exhausted, "the head may be further on");
-    assert!(shared.shared);
+    assert_eq!(shared.from, ReadFrom::Shared);
     // From the middle of the stretch, and nothing past its end.
     let middle = served(&cache, "src", "d2", 12, ALL).expect("kept");
     assert_eq!(ids(&middle), [14]);
@@ -139,7 +139,7 @@ fn the_stretch_keeps_at_most_its_bytes_from_the_front() {
         events,
         read_to: 5,
         exhausted: true,
-        shared: false,
+        from: ReadFrom::Store,
     };
     store_read(&cache, "src", "d2", 0, &whole);
     // Four of them do not fit: the first two went, and the stretch starts after them.
@@ -195,12 +195,30 @@ fn ingest_hands_a_stretch_read_up_to_the_head_the_events_it_committed() {
         !handed.exhausted,
         "a served read never claims the head: the lane reads the store once more"
     );
+    assert_eq!(handed.from, ReadFrom::Ingest);
     // A source no lane read is not kept.
     assert!(served(&cache, "app", "d2", 9, ALL).is_none());
     // The next commit carries on from 15.
     commit(&cache, 15, 20, &[("src", &[17])]);
     let next = served(&cache, "src", "d1", 15, ALL).expect("handed over");
     assert_eq!((ids(&next), next.read_to), (vec![17], 20));
+    assert_eq!(
+        next.from,
+        ReadFrom::Ingest,
+        "one stretch handed over by two commits"
+    );
+    // A store read beyond what was handed over: a read starting there is another lane's.
+    store_read(&cache, "src", "d2", 20, &read(&[22], 25));
+    let after_feed = served(&cache, "src", "d1", 20, ALL).expect("d2's read");
+    assert_eq!(
+        (ids(&after_feed), after_feed.from),
+        (vec![22], ReadFrom::Shared)
+    );
+    let from_fed = served(&cache, "src", "d2", 15, ALL).expect("still kept");
+    assert_eq!(
+        (ids(&from_fed), from_fed.from),
+        (vec![17, 22], ReadFrom::Ingest)
+    );
 }
 
 #[test]

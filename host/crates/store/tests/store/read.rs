@@ -2,7 +2,7 @@
 //! between the lanes of a source and handed over by ingest.
 
 use libtest_mimic::Trial;
-use sluice_store::{LaneId, OrderingScope, ReadLimits};
+use sluice_store::{LaneId, OrderingScope, ReadFrom, ReadLimits};
 
 use crate::fixtures::*;
 use crate::harness::{Db, trial};
@@ -277,7 +277,12 @@ async fn read_handed_over(db: Db) {
             .unwrap();
     }
     let handed = read_at(&db.store, &lane("hook"), &web, 1, 0, limits).await;
-    assert_eq!(handed.shared, fed, "handed over by ingest");
+    let from = if fed {
+        ReadFrom::Ingest
+    } else {
+        ReadFrom::Store
+    };
+    assert_eq!(handed.from, from, "handed over by ingest");
     let fields = |r: &sluice_store::LogRead| {
         r.events
             .iter()
@@ -308,7 +313,7 @@ async fn read_handed_over(db: Db) {
     append_users(&other, "web", &[("d", "5")]).await;
     append_users(&db.store, "web", &[("e", "6")]).await;
     let next = read_at(&db.store, &lane("hook"), &web, 4, 0, limits).await;
-    assert!(!next.shared, "read from the store");
+    assert_eq!(next.from, ReadFrom::Store, "read from the store");
     assert_eq!(
         (ids(&next), next.read_to, next.exhausted),
         (vec![5, 6], 6, true)

@@ -181,7 +181,7 @@ impl LaneRunner {
     pub(super) fn read_done(&self, st: &mut Active, read: Result<LogRead, StoreError>) {
         match read {
             Ok(read) => {
-                crate::metrics::log_read(&self.lane.destination_id, read.shared);
+                crate::metrics::log_read(&self.lane.destination_id, read.from);
                 st.store_backoff.succeeded();
                 st.log_more = !read.exhausted || st.woken_while_reading;
                 st.lane
