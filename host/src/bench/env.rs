@@ -188,7 +188,8 @@ pub struct Host {
     logs: Arc<RunLogs>,
     log: Arc<Mutex<Vec<Value>>>,
     pub addr: String,
-    /// When it logged that it listens (plugins loaded, lanes started).
+    /// When it logged that it listens (plugins loaded; its lanes may have been delivering for
+    /// a while already).
     pub ready: Instant,
 }
 
@@ -199,8 +200,17 @@ fn bench_secrets_key() -> &'static str {
 }
 
 impl Host {
-    /// Starts `sluice serve` with `config` (written to `dir/sluice.toml`) on `database_url`.
+    /// Starts `sluice serve` with `config` (written to `dir/sluice.toml`) on `database_url`,
+    /// and waits until it listens.
     pub fn start(host_dir: &HostDir, config: &str, database_url: &str) -> anyhow::Result<Host> {
+        let mut host = Host::spawn(host_dir, config, database_url)?;
+        host.wait_ready()?;
+        Ok(host)
+    }
+
+    /// Starts `sluice serve` without waiting for it: its lanes start delivering before it
+    /// listens (see [`Host::wait_ready`]).
+    pub fn spawn(host_dir: &HostDir, config: &str, database_url: &str) -> anyhow::Result<Host> {
         let dir = &host_dir.path;
         std::fs::create_dir_all(dir)?;
         let config_path = dir.join("sluice.toml");
@@ -231,28 +241,32 @@ impl Host {
         let name = dir
             .file_name()
             .map_or_else(|| "host".into(), |n| n.to_string_lossy().into_owned());
-        let mut host = Host {
+        Ok(Host {
             child: Some(child),
             name,
             logs: host_dir.logs.clone(),
             log,
             addr: String::new(),
             ready: Instant::now(),
-        };
+        })
+    }
+
+    /// Waits until the host logs the address it listens on (blocking: it polls the log).
+    pub fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if let Some(addr) = host.find(|l| l["fields"]["addr"].as_str().map(str::to_string)) {
-                host.addr = addr;
-                host.ready = Instant::now();
-                return Ok(host);
+            if let Some(addr) = self.find(|l| l["fields"]["addr"].as_str().map(str::to_string)) {
+                self.addr = addr;
+                self.ready = Instant::now();
+                return Ok(());
             }
-            if let Some(c) = host.child.as_mut()
+            if let Some(c) = self.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
-                bail!("sluice serve exited ({status}):\n{}", host.log_text());
+                bail!("sluice serve exited ({status}):\n{}", self.log_text());
             }
             if Instant::now() > deadline {
-                bail!("sluice serve did not start:\n{}", host.log_text());
+                bail!("sluice serve did not start:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -430,6 +444,60 @@ impl ConfigBuilder {
     }
 }
 
+/// The first delivery a draining host recorded, seen by polling its lanes' cursors from the
+/// moment it was spawned: a host's lanes start before it listens, and on a 100k backlog a
+/// clock started at "listening" missed half of the drain (2026-12-04: the first log read
+/// ended 0.49 s before that line, and the drain took 1.08 s).
+pub struct FirstDelivery {
+    pub at: Instant,
+    /// Jobs delivered by then (the lanes' cursors moved past them).
+    pub jobs: i64,
+    /// CPU seconds used by then by the host, and by PostgreSQL (`tools::server_cpu_seconds`).
+    pub host_cpu: f64,
+    pub db_cpu: f64,
+}
+
+/// The sum of the live lanes' cursors: on a fresh log of one workspace (ids from 1) with no
+/// failures, the jobs its lanes have delivered.
+pub async fn cursor_sum(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(sum(cursor), 0)::bigint FROM lanes WHERE retired_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Polls until the lanes' cursors move past `baseline` (see [`FirstDelivery`]).
+pub async fn first_delivery(
+    database_url: String,
+    baseline: i64,
+    host: u32,
+    postmaster: Option<u32>,
+) -> anyhow::Result<FirstDelivery> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&database_url)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let sum = cursor_sum(&pool).await?;
+        if sum > baseline {
+            let first = FirstDelivery {
+                at: Instant::now(),
+                jobs: sum - baseline,
+                host_cpu: super::tools::cpu_seconds(&[host]),
+                db_cpu: postmaster.map_or(0.0, super::tools::server_cpu_seconds),
+            };
+            pool.close().await;
+            return Ok(first);
+        }
+        if Instant::now() > deadline {
+            bail!("no delivery within 300 s of the host's start");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Waits until every lane of `database_url` has delivered everything (cursor at the head,
 /// no unfinished rows); returns when that happened.
 pub async fn wait_drained(database_url: &str, timeout: Duration) -> anyhow::Result<Instant> {
@@ -455,6 +523,6 @@ pub async fn wait_drained(database_url: &str, timeout: Duration) -> anyhow::Resu
         if Instant::now() > deadline {
             bail!("not drained after {timeout:?} ({behind} lanes behind, {open} open jobs)");
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

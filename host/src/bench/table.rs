@@ -66,6 +66,15 @@ impl Row {
         self
     }
 
+    /// The host's CPU and PostgreSQL's per unit: whether depth costs the store or the host.
+    pub(super) fn with_cpu(mut self, host_us: f64, db_us: f64, unit: &str) -> Row {
+        self.sluice = format!(
+            "{} (CPU per {unit}: host {host_us:.1} µs, PostgreSQL {db_us:.1} µs)",
+            self.sluice
+        );
+        self
+    }
+
     pub(super) fn failed(scenario: &str, e: &anyhow::Error) -> Row {
         Row {
             scenario: scenario.into(),
