@@ -445,9 +445,11 @@ impl ConfigBuilder {
 }
 
 /// The first delivery a draining host recorded, seen by polling its lanes' cursors from the
-/// moment it was spawned: a host's lanes start before it listens, and on a 100k backlog a
-/// clock started at "listening" missed half of the drain (2026-12-04: the first log read
-/// ended 0.49 s before that line, and the drain took 1.08 s).
+/// moment it was spawned. A host's lanes start before it logs that it listens: a clock
+/// started at that line counted the lanes' head start as free (in a 100k drain with the
+/// statement log on, 2026-12-04T14:28Z, the first log read ended 0.49 s before the line and
+/// the drain took 1.08 s; without the log, the lanes' first 8,000 jobs are recorded about
+/// 0.06 s after it), and the host's CPU before it was not counted.
 pub struct FirstDelivery {
     pub at: Instant,
     /// Jobs delivered by then (the lanes' cursors moved past them).
