@@ -94,10 +94,10 @@ pub const SCENARIOS: [&str; 19] = [
     "backfill",
 ];
 
-/// What draining a backlog measured.
 /// Sluice-COPY pairs of the ingest row.
 const INGEST_PAIRS: usize = 3;
 
+/// What draining a backlog measured.
 struct Drained {
     /// Events delivered to every destination, per second.
     events_per_s: f64,
@@ -227,11 +227,10 @@ impl Bench {
         }
     }
 
-    /// Ingest alone (the destination's plugin is not loaded) vs raw COPY.
-    /// Sluice's ingest against the COPY limit, in pairs: each Sluice run right after a COPY
-    /// run, the ratio the median of the pairs'. The COPY limit of this machine moved from 41.6k
-    /// to 105k rows/s between runs, so one of each, a minute apart, compared the minutes as
-    /// much as the two writers.
+    /// Ingest alone (the destination's plugin is not loaded) against the COPY limit, in pairs:
+    /// each Sluice run right after a COPY run, the ratio the median of the pairs'. The COPY
+    /// limit of this machine moved from 41.6k to 105k rows/s between runs, so one of each, a
+    /// minute apart, compared the minutes as much as the two writers.
     async fn ingest(&mut self) -> anyhow::Result<()> {
         let total = self.sized(300_000, 60_000);
         let pairs = if self.opts.quick { 1 } else { INGEST_PAIRS };
