@@ -94,6 +94,13 @@ pub const SCENARIOS: [&str; 19] = [
     "backfill",
 ];
 
+/// The middle value of `values` (the upper of the two middle ones for an even count); not
+/// empty.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 /// Sluice-COPY pairs of the ingest row.
 const INGEST_PAIRS: usize = 3;
 
@@ -260,10 +267,6 @@ impl Bench {
             retried += r.failed_requests;
             runs.push((r.rate(), copy));
         }
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         let rate = median(runs.iter().map(|r| r.0).collect());
         let ratios: Vec<f64> = runs.iter().map(|(s, c)| s / c).collect();
         let ratio = median(ratios.clone());

@@ -205,7 +205,7 @@ async fn median_ms(client: &reqwest::Client, a: &str, b: &str) -> anyhow::Result
             times.1.push(tb);
         }
     }
-    Ok((median(times.0), median(times.1)))
+    Ok((super::median(times.0), super::median(times.1)))
 }
 
 async fn time_call(client: &reqwest::Client, url: &str) -> anyhow::Result<f64> {
@@ -221,11 +221,6 @@ async fn time_call(client: &reqwest::Client, url: &str) -> anyhow::Result<f64> {
     resp.bytes().await?;
     anyhow::ensure!(status.is_success(), "GET {url}: {status}");
     Ok(started.elapsed().as_secs_f64() * 1000.0)
-}
-
-fn median(mut times: Vec<f64>) -> f64 {
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
 }
 
 async fn time_sql(database_url: &str, sql: &str) -> anyhow::Result<f64> {
