@@ -232,6 +232,15 @@ async fn operator_retry_now_abort_and_replay_by_sql_on_citus() {
         .await
         .expect("retry now");
     assert_eq!(retried, 1);
+    // The abort released user-1's parked events: the replay comes after the lane delivered
+    // them (a replay the lane sees first puts the event back at the head of its key, and the
+    // user's events then go in id order, which is not what this test asks for).
+    let user_1 = format!("{ws}-user-1");
+    wait_until(Duration::from_secs(60), "user-1's later events", || async {
+        let by_user = accepted_by_user(&sink.received());
+        (by_user.get(&user_1).map_or(0, Vec::len) >= 9).then_some(())
+    })
+    .await;
     let replayed: i32 = sqlx::query_scalar("SELECT sluice_replay($1, $2, NULL, 'test')")
         .bind(&ws)
         .bind(&hook)
