@@ -64,6 +64,7 @@ async fn serve(
         url,
         &StoreOptions {
             max_connections: server.db_connections,
+            dedup_memory: server.dedup_memory,
         },
     )
     .await

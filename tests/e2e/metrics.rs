@@ -62,6 +62,12 @@ async fn metrics_count_ingest_and_delivery_and_show_lane_state() {
     );
     assert!(sample(&page, "sluice_concurrency_limit", &[hook]).is_some_and(|n| n >= 1.0));
     assert!(sample(&page, "sluice_db_connections", &[r#"pool="store""#]).is_some());
+    // The 100 events' dedup keys are in memory (256 MiB by default: 4,194,304 keys).
+    assert_eq!(sample(&page, "sluice_dedup_memory_keys", &[]), Some(100.0));
+    assert_eq!(
+        sample(&page, "sluice_dedup_memory_max_keys", &[]),
+        Some(4_194_304.0)
+    );
     assert!(page.contains("# HELP sluice_jobs_total"), "described");
 
     // A user whose first event keeps failing: it and the event parked behind it are the

@@ -27,6 +27,10 @@ pub struct ServerConfig {
     /// (`0s` turns dedup off).
     #[serde(default = "default_dedup_window", with = "humantime_serde")]
     pub dedup_window: Duration,
+    /// Memory for the dedup keys of the window, which ingest probes there; past it, keys are
+    /// recorded one by one in PostgreSQL (slower ingest, same dedup).
+    #[serde(default = "default_dedup_memory", deserialize_with = "size")]
+    pub dedup_memory: u64,
     /// How long a host's hold on a lane lasts without renewal; another host takes the lane
     /// over after that (hosts' clocks must agree to well within a third of it).
     #[serde(default = "default_lease_ttl", with = "humantime_serde")]
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             secrets_old_key_files: Vec::new(),
             database_url: None,
             dedup_window: default_dedup_window(),
+            dedup_memory: default_dedup_memory(),
             lease_ttl: default_lease_ttl(),
             lane_linger: default_linger(),
             lane_memory: default_lane_memory(),
@@ -121,6 +126,9 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_dedup_window() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_dedup_memory() -> u64 {
+    256 << 20
 }
 fn default_lease_ttl() -> Duration {
     Duration::from_secs(30)

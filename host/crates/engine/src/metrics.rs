@@ -110,6 +110,14 @@ fn describe() {
         "sluice_db_connections",
         "PostgreSQL connections per pool and state."
     );
+    describe_gauge!(
+        "sluice_dedup_memory_keys",
+        "Dedup keys of the window this host keeps in memory, where ingest probes them (plain PostgreSQL)."
+    );
+    describe_gauge!(
+        "sluice_dedup_memory_max_keys",
+        "Keys `dedup_memory` holds; at it, ingest records keys one by one in PostgreSQL (slower, same dedup)."
+    );
 }
 
 pub fn events_ingested(workspace: &str, source: &str, n: u64) {
@@ -193,5 +201,8 @@ pub async fn render(handle: &PrometheusHandle, store: &Store) -> String {
         gauge!("sluice_db_connections", "pool" => pool, "state" => "busy")
             .set((size as usize).saturating_sub(idle) as f64);
     }
+    let (keys, max_keys) = store.dedup_memory_stats();
+    gauge!("sluice_dedup_memory_keys").set(keys as f64);
+    gauge!("sluice_dedup_memory_max_keys").set(max_keys as f64);
     handle.render()
 }

@@ -266,7 +266,8 @@ impl Store {
         Ok(true)
     }
 
-    /// Drops dedup partitions whose newest minute is older than the window. Returns how many.
+    /// Drops dedup partitions whose newest minute is older than the window, and deletes the
+    /// `dedup_groups` rows older than it. Returns how many partitions it dropped.
     pub async fn dedup_expire(
         &self,
         dedup: Dedup,
@@ -312,6 +313,13 @@ impl Store {
                 .map_err(StoreError::from_sqlx("committing a dedup expiry"))?;
             dropped += 1;
         }
+        // The keys recorded a group at a time (`dedup_memory`): a row per group, not per key,
+        // so deleting them is cheap.
+        sqlx::query("DELETE FROM dedup_groups WHERE bucket < $1")
+            .bind(oldest_kept)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx("expiring dedup groups"))?;
         Ok(dropped)
     }
 }

@@ -25,6 +25,7 @@ pub mod commit;
 pub mod datasets;
 mod ddl;
 pub mod dedup;
+pub mod dedup_memory;
 pub mod embedded_pg;
 pub mod hosts;
 pub mod ingest_lock;
@@ -146,12 +147,16 @@ fn citus_lost_worker(code: &str, message: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub max_connections: u32,
+    /// Memory for the dedup keys of the window (`dedup_memory`); past it, keys are recorded
+    /// one by one, as before migration 0017.
+    pub dedup_memory: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             max_connections: 16,
+            dedup_memory: 256 << 20,
         }
     }
 }
@@ -177,6 +182,8 @@ pub struct Store {
     sealer: Option<std::sync::Arc<sealer::Sealer>>,
     /// Log reads shared by the lanes of one source, and fed by ingest (`read_cache`).
     reads: std::sync::Arc<read_cache::ReadCache>,
+    /// The dedup keys of the window (plain PostgreSQL; `dedup_memory`).
+    dedup_memory: std::sync::Arc<dedup_memory::DedupMemory>,
 }
 
 impl Store {
@@ -224,7 +231,13 @@ impl Store {
             dedup_probe,
             sealer: None,
             reads: Default::default(),
+            dedup_memory: std::sync::Arc::new(dedup_memory::DedupMemory::new(opts.dedup_memory)),
         })
+    }
+
+    /// The dedup keys this host keeps in memory, and the most its budget holds.
+    pub fn dedup_memory_stats(&self) -> (usize, usize) {
+        (self.dedup_memory.len(), self.dedup_memory.max_keys())
     }
 
     /// Whether the schema is distributed over a Citus cluster.

@@ -30,6 +30,19 @@ pub fn tests() -> Vec<Trial> {
             "append_finds_dedup_keys_recorded_before_they_carried_their_workspace",
             dedup_legacy_keys,
         ),
+        trial("dedup_two_hosts_find_each_others_keys", dedup_across_hosts),
+        trial(
+            "dedup_concurrent_writers_of_one_host_store_each_message_id_once",
+            dedup_concurrent_writers,
+        ),
+        trial(
+            "dedup_a_host_with_its_memory_full_records_keys_one_by_one",
+            dedup_memory_full,
+        ),
+        trial(
+            "dedup_a_host_drops_its_memory_when_the_store_is_behind_it",
+            dedup_memory_ahead_of_the_store,
+        ),
         trial(
             "dedup_prepare_creates_the_next_partition_before_ingest_needs_it",
             dedup_prepare,
@@ -121,13 +134,12 @@ async fn dedup(db: Db) {
     let after = append(&db.store, "web", later, vec![event("u", "m1", 5)]).await;
     assert_eq!(after.accepted, 1);
     // Expiry drops whole partitions.
-    let dropped = db.store.dedup_expire(DEDUP, later).await.unwrap();
-    assert!(dropped >= 1);
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM dedup_keys")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(left, 1, "only the key written after the window is left");
+    db.store.dedup_expire(DEDUP, later).await.unwrap();
+    assert_eq!(
+        recorded_keys(&db).await,
+        1,
+        "only the key written after the window is left"
+    );
 }
 
 /// One group, two workspaces, interleaved, with a repeat inside the group and a resend of an
@@ -208,7 +220,8 @@ async fn no_dedup_window(db: Db) {
     assert_eq!((first[0].accepted, first[0].duplicates), (1, 1));
     assert_eq!((again[0].accepted, again[0].ids.clone()), (1, vec![2]));
     let (keys, head): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM dedup_keys), (SELECT last_id FROM workspace_heads)",
+        "SELECT (SELECT count(*) FROM dedup_keys) + (SELECT count(*) FROM dedup_groups),
+                (SELECT last_id FROM workspace_heads)",
     )
     .fetch_one(&db.pool)
     .await
@@ -222,9 +235,11 @@ async fn no_dedup_window(db: Db) {
 
 /// Keys recorded before migration 0012 have workspace `''`. They are still found within the
 /// window, by a store connected after they were written (on Citus the probe looks for them only
-/// if some exist, which it learns at connect).
+/// if some exist, which it learns at connect). The key is written one by one, as a host whose
+/// dedup memory is full writes it (and as every host did before migration 0017).
 async fn dedup_legacy_keys(db: Db) {
-    let first = append_users(&db.store, "web", &[("u", "m1")]).await;
+    let full = memory_full(&db).await;
+    let first = append_users(&full, "web", &[("u", "m1")]).await;
     assert_eq!(first.accepted, 1);
     // Rewrite the key as an old host wrote it (Citus cannot update a distribution column).
     sqlx::raw_sql(
@@ -244,6 +259,120 @@ async fn dedup_legacy_keys(db: Db) {
     );
 }
 
+/// A store whose dedup memory holds no key: it records keys one by one in `dedup_keys`.
+async fn memory_full(db: &Db) -> sluice_store::Store {
+    let opts = sluice_store::StoreOptions {
+        dedup_memory: 0,
+        ..Default::default()
+    };
+    sluice_store::Store::connect_with(&db.url, &opts)
+        .await
+        .unwrap()
+}
+
+/// Keys recorded: one by one (`dedup_keys`) and a group at a time (`dedup_groups`).
+async fn recorded_keys(db: &Db) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM dedup_keys)
+              + (SELECT coalesce(sum(cardinality(hashes)), 0) FROM dedup_groups)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// Two hosts ingest into one workspace, turn about; each has its own dedup memory. Each finds
+/// the keys the other recorded: the first call of a host catches up on the whole window, and
+/// each later one on what the other recorded since. On plain PostgreSQL each group with new
+/// events is one row; on Citus (per-key probe) there are none.
+async fn dedup_across_hosts(db: Db) {
+    let a = &db.store;
+    let b = sluice_store::Store::connect(&db.url).await.unwrap();
+    let counts = |o: sluice_store::append::AppendOutcome| (o.accepted, o.duplicates);
+    assert_eq!(counts(append_users(a, "web", &[("u", "m1")]).await), (1, 0));
+    let got = append_users(&b, "web", &[("u", "m1"), ("u", "m2")]).await;
+    assert_eq!(counts(got), (1, 1), "b's first call finds a's key");
+    let got = append_users(a, "web", &[("u", "m2"), ("u", "m3")]).await;
+    assert_eq!(counts(got), (1, 1), "a catches up on b's group");
+    let got = append_users(&b, "web", &[("u", "m3"), ("u", "m1"), ("u", "m4")]).await;
+    assert_eq!(counts(got), (1, 2), "b catches up on a's second group");
+    let got = append_users(a, "web", &[("u", "m4"), ("u", "m1")]).await;
+    assert_eq!(counts(got), (0, 2));
+    assert_eq!(recorded_keys(&db).await, 4);
+    let groups: i64 = sqlx::query_scalar("SELECT count(*) FROM dedup_groups")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let expected = if a.is_distributed() { 0 } else { 4 };
+    assert_eq!(groups, expected, "one row per group with new events");
+}
+
+/// Sixteen concurrent requests into one workspace through one store, overlapping in their
+/// messageIds (each sends 20 ids from a sliding range of 60): each id is stored once. Writers
+/// of one host race on the workspace's lock, so most calls pass a memory head that another
+/// writer's group has already moved past, and find its keys through the catch-up.
+async fn dedup_concurrent_writers(db: Db) {
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = db.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let events = (0..20)
+                .map(|k| event("u", &format!("m{}", (i * 3 + k) % 60), 5))
+                .collect();
+            append(&store, "web", t0(), events).await
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.unwrap().accepted;
+    }
+    let (stored, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT message_id) FROM events")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((accepted as i64, stored), (distinct, distinct));
+    assert_eq!(distinct, 60, "every id of the range was sent");
+}
+
+/// A host whose dedup memory is full records keys one by one (`dedup_keys`), and they are
+/// found, by it and by a host with room.
+async fn dedup_memory_full(db: Db) {
+    let full = memory_full(&db).await;
+    let got = append_users(&full, "web", &[("u", "m1"), ("u", "m2")]).await;
+    assert_eq!(got.accepted, 2);
+    let (keys, groups): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM dedup_keys), (SELECT count(*) FROM dedup_groups)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((keys, groups), (2, 0), "recorded one by one");
+    let got = append_users(&full, "web", &[("u", "m1"), ("u", "m3")]).await;
+    assert_eq!((got.accepted, got.duplicates), (1, 1));
+    let got = append_users(&db.store, "web", &[("u", "m2"), ("u", "m3"), ("u", "m4")]).await;
+    assert_eq!((got.accepted, got.duplicates), (1, 2));
+}
+
+/// The database's heads go back below what a host's memory covers (restored from a backup
+/// taken before the host's last writes): the host drops that memory, and a messageId the
+/// database no longer has is stored again instead of being dropped on the memory's word.
+async fn dedup_memory_ahead_of_the_store(db: Db) {
+    let first = append_users(&db.store, "web", &[("u", "m1"), ("u", "m2")]).await;
+    assert_eq!(first.accepted, 2);
+    sqlx::raw_sql(
+        "DELETE FROM events; DELETE FROM dedup_keys; DELETE FROM dedup_groups;
+         UPDATE workspace_heads SET last_id = 0;",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let again = append_users(&db.store, "web", &[("u", "m1")]).await;
+    assert_eq!((again.accepted, again.duplicates), (1, 0));
+    let resend = append_users(&db.store, "web", &[("u", "m1"), ("u", "m2")]).await;
+    assert_eq!((resend.accepted, resend.duplicates), (1, 1));
+}
+
 /// Maintenance keeps the partition after the current one ready, so that ingest at the
 /// boundary finds it there.
 async fn dedup_prepare(db: Db) {
@@ -254,7 +383,9 @@ async fn dedup_prepare(db: Db) {
             .unwrap()
     };
     let m0 = sluice_store::minute_of(t0());
-    append_users(&db.store, "web", &[("u", "m1")]).await;
+    // Partitions hold the keys recorded one by one.
+    let store = memory_full(&db).await;
+    append_users(&store, "web", &[("u", "m1")]).await;
     assert_eq!(buckets(db.pool.clone()).await, vec![(m0, m0 + 60)]);
     let minutes = |n| t0() + time::Duration::minutes(n);
     assert!(db.store.dedup_prepare(DEDUP, minutes(1)).await.unwrap());
@@ -265,8 +396,8 @@ async fn dedup_prepare(db: Db) {
     let both = vec![(m0, m0 + 60), (m0 + 60, m0 + 120)];
     assert_eq!(buckets(db.pool.clone()).await, both);
     // Ingest past the boundary uses it, and the window spans both.
-    append(&db.store, "web", minutes(30), vec![event("u", "m2", 5)]).await;
-    let later = append(&db.store, "web", minutes(61), vec![event("u", "m2", 5)]).await;
+    append(&store, "web", minutes(30), vec![event("u", "m2", 5)]).await;
+    let later = append(&store, "web", minutes(61), vec![event("u", "m2", 5)]).await;
     assert_eq!(
         later.duplicates, 1,
         "m2, 31 minutes old, is within the window"
