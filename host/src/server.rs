@@ -124,6 +124,22 @@ async fn serve(
     let dedup = Dedup {
         window: server.dedup_window,
     };
+    {
+        // Before listening: a workspace's first write would otherwise load them while its
+        // requests wait.
+        let catalog = catalog_watch.borrow().clone();
+        let workspaces: Vec<&str> = catalog.workspaces.iter().map(|w| w.as_str()).collect();
+        let started = std::time::Instant::now();
+        store
+            .dedup_warm(&workspaces, dedup, clock.now())
+            .await
+            .context("loading the dedup keys of the window")?;
+        tracing::info!(
+            keys = store.dedup_memory_stats().0,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "dedup keys of the window loaded"
+        );
+    }
     let maintenance_wake = Arc::new(Notify::new());
     let writer = ingest::Writer::start(
         server.ingest_writers,

@@ -52,6 +52,12 @@ impl BenchPg {
 
     /// A new empty database; its URL.
     pub async fn fresh_db(&mut self, label: &str) -> anyhow::Result<String> {
+        anyhow::ensure!(
+            label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "a database label is lowercase letters, digits and _: {label:?}"
+        );
         self.next_db += 1;
         let name = format!("bench_{}_{label}", self.next_db);
         let admin = sqlx::PgPool::connect(&self.admin_url).await?;

@@ -420,7 +420,7 @@ impl Bench {
             // the same code: the baseline is the median of three.
             for extra in 1..TEN_MILLION_BASELINES {
                 let drained = self
-                    .drain(&format!("noop100k-{extra}"), 100_000, 1, "devnull", "{}")
+                    .drain(&format!("noop100k_{extra}"), 100_000, 1, "devnull", "{}")
                     .await?;
                 self.delivery_100k.push(drained.events_per_s);
             }

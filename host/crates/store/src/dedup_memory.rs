@@ -7,8 +7,9 @@
 //! workspace's lock the store returns the keys of the groups above it (other hosts', or this
 //! host's other writers' whose apply has not run yet), probes the candidates against them, and
 //! after the commit [`DedupMemory::apply`] adds those keys and the group's own and moves the
-//! head to the group's head after. A host that starts, or first sees a workspace, has head 0
-//! and catches up on the whole window in its first call.
+//! head to the group's head after. A host that starts, or first sees a workspace, has head 0:
+//! before its first call it loads the workspace's window outside any lock (`append::one_call`),
+//! and the call catches up from there.
 //!
 //! The memory is bounded ([`DedupMemory::has_room`]); a host whose memory is full records its
 //! keys as `dedup_keys` rows instead, which every host probes while any are in the window.

@@ -75,6 +75,9 @@ pub(super) async fn write(
     let mut created = false;
     let mut reloaded = false;
     loop {
+        if let Some(oldest) = oldest {
+            warm(pool, memory, &group_workspaces, oldest).await?;
+        }
         let (hashes, mut keep) = in_group(requests);
         // The heads first, then the probe: every key at or below a head read here is in
         // memory by the time of the probe (`apply` adds the keys before it moves the head).
@@ -166,6 +169,53 @@ pub(super) async fn write(
         };
         return Ok(Written { prepared, learned });
     }
+}
+
+/// Loads the window's keys of the workspaces this host's memory has nothing of (head 0: its
+/// first write to them, or after a `forget`), outside any lock: the call would otherwise catch
+/// up on the whole window under the workspace's lock (a 1M-key window took seconds, during
+/// which every request of the workspace waited). One statement, so the head and the groups
+/// are of one snapshot (a group's row and its head commit together); the call then catches
+/// up from that head.
+pub(crate) async fn warm(
+    pool: &sqlx::PgPool,
+    memory: &DedupMemory,
+    workspaces: &[&str],
+    oldest: i32,
+) -> Result<(), StoreError> {
+    for workspace in workspaces.iter().filter(|w| memory.head(w) == 0) {
+        let rows: Vec<(i64, Option<i32>, Option<Vec<Uuid>>)> = sqlx::query_as(
+            "WITH h AS (SELECT coalesce(max(last_id), 0) AS head FROM workspace_heads
+                        WHERE workspace_id = $1)
+             SELECT h.head, g.bucket, g.hashes
+             FROM h LEFT JOIN dedup_groups g
+               ON g.workspace_id = $1 AND g.bucket >= $2 AND g.head_after <= h.head",
+        )
+        .bind(workspace)
+        .bind(oldest)
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::from_sqlx(
+            "loading the dedup keys of the window",
+        ))?;
+        let Some(&(head, _, _)) = rows.first() else {
+            continue;
+        };
+        let mut keys = Vec::new();
+        for (_, bucket, hashes) in rows {
+            if let (Some(bucket), Some(hashes)) = (bucket, hashes) {
+                keys.extend(hashes.into_iter().map(|h| (bucket, h)));
+            }
+        }
+        tracing::debug!(workspace, head, keys = keys.len(), "dedup memory loaded");
+        let learned = Learned {
+            from: 0,
+            to: head,
+            keys,
+        };
+        memory.apply(workspace, learned, oldest);
+    }
+    Ok(())
 }
 
 /// The call wrote nothing twice in a row for a reason it fixes itself.
