@@ -266,8 +266,8 @@ impl Store {
         Ok(true)
     }
 
-    /// Drops dedup partitions whose newest minute is older than the window, and deletes the
-    /// `dedup_groups` rows older than it. Returns how many partitions it dropped.
+    /// Drops dedup partitions whose newest minute is older than the window, deletes the
+    /// `dedup_groups` rows older than it, and drops this host's memory of them. Returns how many partitions it dropped.
     pub async fn dedup_expire(
         &self,
         dedup: Dedup,
@@ -313,8 +313,14 @@ impl Store {
                 .map_err(StoreError::from_sqlx("committing a dedup expiry"))?;
             dropped += 1;
         }
+        // This host's memory of them too (a workspace's own writes sweep only its keys).
+        self.dedup_memory.expire(oldest_kept);
         // The keys recorded a group at a time (`dedup_memory`): a row per group, not per key,
-        // so deleting them is cheap.
+        // so deleting them is cheap. Not on Citus, where the table stays empty: a multi-shard
+        // DELETE would need every worker at every maintenance pass.
+        if self.distributed {
+            return Ok(dropped);
+        }
         sqlx::query("DELETE FROM dedup_groups WHERE bucket < $1")
             .bind(oldest_kept)
             .execute(&self.pool)

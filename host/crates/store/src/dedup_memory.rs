@@ -154,18 +154,17 @@ impl DedupMemory {
         if learned.from <= w.head {
             w.head = w.head.max(learned.to);
         }
-        while let Some(entry) = w.minutes.first_entry() {
-            if *entry.key() >= oldest {
-                break;
-            }
-            let (minute, hashes) = entry.remove_entry();
-            for hash in hashes {
-                // A key recorded again after it expired sits under a later minute.
-                if w.keys.get(&hash) == Some(&minute) {
-                    w.keys.remove(&hash);
-                    *keys -= 1;
-                }
-            }
+        sweep(w, keys, oldest);
+    }
+
+    /// Drops every workspace's keys older than `oldest` (maintenance): a workspace that stopped
+    /// writing would otherwise keep its keys, and their room in the budget, until its next
+    /// write.
+    pub fn expire(&self, oldest: i32) {
+        let mut inner = self.lock();
+        let Inner { workspaces, keys } = &mut *inner;
+        for w in workspaces.values_mut() {
+            sweep(w, keys, oldest);
         }
     }
 
@@ -174,6 +173,23 @@ impl DedupMemory {
         let mut inner = self.lock();
         if let Some(w) = inner.workspaces.remove(workspace) {
             inner.keys -= w.keys.len();
+        }
+    }
+}
+
+/// Drops `w`'s keys older than `oldest`, counting them off `keys`.
+fn sweep(w: &mut Workspace, keys: &mut usize, oldest: i32) {
+    while let Some(entry) = w.minutes.first_entry() {
+        if *entry.key() >= oldest {
+            break;
+        }
+        let (minute, hashes) = entry.remove_entry();
+        for hash in hashes {
+            // A key recorded again after it expired sits under a later minute.
+            if w.keys.get(&hash) == Some(&minute) {
+                w.keys.remove(&hash);
+                *keys -= 1;
+            }
         }
     }
 }
@@ -242,6 +258,20 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert!(m.seen("w", &key(1), 10));
         assert!(!m.seen("w", &key(3), 0));
+    }
+
+    #[test]
+    fn expiry_frees_the_room_of_a_workspace_that_stopped_writing() {
+        let m = DedupMemory::new(2 * BYTES_PER_KEY as u64);
+        m.apply("idle", learned(0, 1, &[(1, 1), (1, 2)]), 0);
+        assert!(!m.has_room(1));
+        m.expire(2);
+        assert!(m.has_room(2));
+        assert_eq!(
+            m.head("idle"),
+            1,
+            "the head stays: no group below it is missing"
+        );
     }
 
     #[test]
