@@ -37,6 +37,12 @@ impl Dedup {
     pub fn window_minutes(&self) -> i32 {
         (self.window.as_secs().div_ceil(60)).min(i32::MAX as u64) as i32
     }
+
+    /// The oldest minute (bucket) still within the window of a write at `minute`: a key
+    /// recorded in it or later is a duplicate.
+    pub fn oldest_minute(&self, minute: i32) -> i32 {
+        minute.saturating_sub(self.window_minutes())
+    }
 }
 
 /// Minutes since the Unix epoch: the dedup partition key.
@@ -110,7 +116,7 @@ pub(crate) async fn dedup_keys_check(
 ) -> Result<HashSet<Uuid>, StoreError> {
     dedup_partition_ensure(conn, minute, dedup).await?;
     let (workspaces, hashes): (Vec<&str>, Vec<Uuid>) = candidates.into_iter().unzip();
-    let oldest = minute.saturating_sub(dedup.window_minutes());
+    let oldest = dedup.oldest_minute(minute);
     // The workspaces to look in, and `''` while keys without one may be in the window.
     let mut probed = workspaces.clone();
     if legacy_until.is_some_and(|l| l >= oldest) {
@@ -273,7 +279,7 @@ impl Store {
         dedup: Dedup,
         now: OffsetDateTime,
     ) -> Result<usize, StoreError> {
-        let oldest_kept = minute_of(now).saturating_sub(dedup.window_minutes());
+        let oldest_kept = dedup.oldest_minute(minute_of(now));
         let expired: Vec<i32> =
             sqlx::query_scalar("SELECT lo FROM dedup_buckets WHERE hi <= $1 ORDER BY lo")
                 .bind(oldest_kept)

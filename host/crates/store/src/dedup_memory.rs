@@ -81,15 +81,6 @@ impl DedupMemory {
         self.lock().workspaces.get(workspace).map_or(0, |w| w.head)
     }
 
-    /// Whether `workspace` has `hash` recorded at `oldest` or later.
-    pub fn seen(&self, workspace: &str, hash: &Uuid, oldest: i32) -> bool {
-        self.lock()
-            .workspaces
-            .get(workspace)
-            .and_then(|w| w.keys.get(hash))
-            .is_some_and(|m| *m >= oldest)
-    }
-
     /// Of `candidates` (workspace, key), which are seen within the window (one lock for all).
     pub fn seen_all<'a>(
         &self,
@@ -202,6 +193,10 @@ mod tests {
         Uuid::from_u128(n)
     }
 
+    fn seen(m: &DedupMemory, workspace: &str, key: &Uuid, oldest: i32) -> bool {
+        m.seen_all([(workspace, key)], oldest)[0]
+    }
+
     fn learned(from: i64, to: i64, keys: &[(i32, u128)]) -> Learned {
         Learned {
             from,
@@ -215,9 +210,9 @@ mod tests {
         let m = DedupMemory::new(1 << 20);
         m.apply("w", learned(0, 5, &[(10, 1), (12, 2)]), 0);
         assert_eq!(m.head("w"), 5);
-        assert!(m.seen("w", &key(1), 10));
-        assert!(!m.seen("w", &key(1), 11), "recorded before the window");
-        assert!(!m.seen("other", &key(1), 0));
+        assert!(seen(&m, "w", &key(1), 10));
+        assert!(!seen(&m, "w", &key(1), 11), "recorded before the window");
+        assert!(!seen(&m, "other", &key(1), 0));
         assert_eq!(
             m.seen_all([("w", &key(2)), ("w", &key(3))], 0),
             vec![true, false]
@@ -256,8 +251,8 @@ mod tests {
         m.apply("w", learned(1, 2, &[(70, 1)]), 0);
         m.apply("w", learned(2, 3, &[]), 10);
         assert_eq!(m.len(), 1);
-        assert!(m.seen("w", &key(1), 10));
-        assert!(!m.seen("w", &key(3), 0));
+        assert!(seen(&m, "w", &key(1), 10));
+        assert!(!seen(&m, "w", &key(3), 0));
     }
 
     #[test]

@@ -83,12 +83,12 @@ impl AppendOutcome {
     }
 }
 
-/// What a write did: which events are new (per request and event), their ids in group order,
+/// What a write did: which events are new (per request and event), each request's outcome,
 /// the dataset they went to (`None` when no event is new), and the head before this group of
 /// each of the group's workspaces (empty where the write does not return it: Citus).
 struct Prepared {
     keep: Vec<Vec<bool>>,
-    ids: Vec<i64>,
+    outcomes: Vec<AppendOutcome>,
     dataset: Option<i32>,
     heads_before: Vec<(String, i64)>,
 }
@@ -106,26 +106,16 @@ impl Store {
         let dedup = dedup.filter(|d| !d.window.is_zero());
         let prepared = match self.dedup_probe {
             DedupProbe::PerKey => {
-                let written =
-                    one_call::write(&self.pool, &self.dedup_memory, requests, dedup, notify)
-                        .await?;
-                if let Some(d) = dedup {
-                    let oldest = group_minute(requests).saturating_sub(d.window_minutes());
-                    for (workspace, l) in written.learned {
-                        self.dedup_memory.apply(&workspace, l, oldest);
-                    }
-                }
-                written.prepared
+                one_call::write(&self.pool, &self.dedup_memory, requests, dedup, notify).await?
             }
             DedupProbe::PerShard { legacy_until } => {
                 statements::write(&self.pool, requests, dedup, legacy_until, notify).await?
             }
         };
-        let outcomes = outcomes(requests, &prepared.keep, &prepared.ids);
         if let Some(dataset) = prepared.dataset {
-            self.feed_reads(requests, &prepared, &outcomes, dataset);
+            self.feed_reads(requests, &prepared, dataset);
         }
-        Ok(outcomes)
+        Ok(prepared.outcomes)
     }
 
     /// Loads the dedup keys of the window of `workspaces` into this host's memory (plain
@@ -140,18 +130,13 @@ impl Store {
         if self.dedup_probe != DedupProbe::PerKey || dedup.window.is_zero() {
             return Ok(());
         }
-        let oldest = minute_of(now).saturating_sub(dedup.window_minutes());
+        let oldest = dedup.oldest_minute(minute_of(now));
         one_call::warm(&self.pool, &self.dedup_memory, workspaces, oldest).await
     }
 
     /// Hands each workspace's committed events to the lanes' shared reads.
-    fn feed_reads(
-        &self,
-        requests: &[&AppendRequest],
-        prepared: &Prepared,
-        outcomes: &[AppendOutcome],
-        dataset: i32,
-    ) {
+    fn feed_reads(&self, requests: &[&AppendRequest], prepared: &Prepared, dataset: i32) {
+        let outcomes = &prepared.outcomes;
         for (workspace, after) in heads_after(requests, outcomes) {
             let Some(&(_, before)) = prepared.heads_before.iter().find(|(w, _)| w == workspace)
             else {
@@ -220,22 +205,6 @@ fn drop_seen(hashes: &[Vec<Uuid>], keep: &mut [Vec<bool>], seen: &HashSet<Uuid>)
     }
 }
 
-/// The events `keep` still holds, in group order, as (workspace, hash).
-fn candidates<'a>(
-    requests: &[&'a AppendRequest],
-    hashes: &[Vec<Uuid>],
-    keep: &[Vec<bool>],
-) -> Vec<(&'a str, Uuid)> {
-    requests
-        .iter()
-        .zip(hashes)
-        .flat_map(|(r, hs)| hs.iter().map(move |h| (&*r.workspace_id, *h)))
-        .zip(keep.iter().flatten())
-        .filter(|(_, k)| **k)
-        .map(|(c, _)| c)
-        .collect()
-}
-
 /// The minute a group's dedup keys are recorded under: its first request's arrival.
 fn group_minute(requests: &[&AppendRequest]) -> i32 {
     minute_of(
@@ -243,13 +212,6 @@ fn group_minute(requests: &[&AppendRequest]) -> i32 {
             .first()
             .map_or_else(OffsetDateTime::now_utc, |r| r.received_at),
     )
-}
-
-fn no_open_dataset() -> StoreError {
-    StoreError::Query {
-        action: "finding the open dataset",
-        source: sqlx::Error::RowNotFound,
-    }
 }
 
 /// Each workspace's head after the group: the last id it got (workspaces given no new event

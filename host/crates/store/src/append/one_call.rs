@@ -13,12 +13,6 @@ use super::super::dedup_memory::{DedupMemory, Learned};
 use super::super::{StoreError, ingest_lock, notify};
 use super::{AppendRequest, Prepared, drop_seen, group_minute, in_group, outcomes};
 
-/// What a write did, and what the dedup memory learns from it (applied by the caller).
-pub(super) struct Written {
-    pub prepared: Prepared,
-    pub learned: Vec<(String, Learned)>,
-}
-
 /// The events left after the in-group dedup and the memory's probe, as the call's arrays.
 #[derive(Default)]
 struct Candidates<'a> {
@@ -63,9 +57,9 @@ pub(super) async fn write(
     requests: &[&AppendRequest],
     dedup: Option<Dedup>,
     notify: Option<&str>,
-) -> Result<Written, StoreError> {
+) -> Result<Prepared, StoreError> {
     let minute = group_minute(requests);
-    let oldest = dedup.map(|d| minute.saturating_sub(d.window_minutes()));
+    let oldest = dedup.map(|d| d.oldest_minute(minute));
     let request_workspaces: Vec<&str> = requests.iter().map(|r| &*r.workspace_id).collect();
     let lock_keys = ingest_lock::lock_keys(&request_workspaces);
     // The group's workspaces, each once, sorted: the call's heads are in this order.
@@ -145,9 +139,10 @@ pub(super) async fn write(
         let seen: Vec<Uuid> = row.get("seen");
         let heads_before: Vec<i64> = row.get("heads_before");
         drop_seen(&hashes, &mut keep, &seen.into_iter().collect());
+        let ids: Vec<i64> = row.get("ids");
         let prepared = Prepared {
+            outcomes: outcomes(requests, &keep, &ids),
             keep,
-            ids: row.get("ids"),
             dataset: row.get("dataset"),
             heads_before: group_workspaces
                 .iter()
@@ -155,8 +150,9 @@ pub(super) async fn write(
                 .zip(heads_before)
                 .collect(),
         };
-        let learned = match oldest {
-            Some(_) => learned(
+        // The statement has committed: the memory learns what it recorded and caught up on.
+        if let Some(oldest) = oldest {
+            let learned = learned(
                 requests,
                 &hashes,
                 &prepared,
@@ -164,10 +160,12 @@ pub(super) async fn write(
                 &known_heads,
                 &row,
                 group_keys.then_some(minute),
-            ),
-            None => Vec::new(),
-        };
-        return Ok(Written { prepared, learned });
+            );
+            for (workspace, l) in learned {
+                memory.apply(&workspace, l, oldest);
+            }
+        }
+        return Ok(prepared);
     }
 }
 
@@ -279,11 +277,10 @@ fn learned(
             l.keys.push((m, h));
         }
     }
-    let outcomes = outcomes(requests, &prepared.keep, &prepared.ids);
     for ((request, hs), (keep, outcome)) in requests
         .iter()
         .zip(hashes)
-        .zip(prepared.keep.iter().zip(&outcomes))
+        .zip(prepared.keep.iter().zip(&prepared.outcomes))
     {
         let Some((_, l)) = learned
             .iter_mut()

@@ -2,12 +2,13 @@
 //! (Citus, where the dedup probe takes a per-shard form: `dedup::DedupProbe`).
 
 use sqlx::{PgConnection, Row};
+use uuid::Uuid;
 
 use super::super::dedup::{self, Dedup};
 use super::super::{StoreError, ingest_lock, notify};
 use super::{
-    AppendOutcome, AppendRequest, NewEvent, Prepared, candidates, drop_seen, group_minute,
-    heads_after, in_group, no_open_dataset, outcomes, unix_micros,
+    AppendOutcome, AppendRequest, NewEvent, Prepared, drop_seen, group_minute, heads_after,
+    in_group, outcomes, unix_micros,
 };
 
 /// Steps 1–5 (the module doc of `append`): the locks, the new events, their ids and the
@@ -25,8 +26,14 @@ pub(super) async fn write(
         .map_err(StoreError::from_sqlx("starting the ingest transaction"))?;
     let prepared = prepare_by_statements(&mut tx, requests, dedup, legacy_until, notify).await?;
     if let Some(dataset) = prepared.dataset {
-        let outcomes = outcomes(requests, &prepared.keep, &prepared.ids);
-        events_copy(&mut tx, requests, &prepared.keep, &outcomes, dataset).await?;
+        events_copy(
+            &mut tx,
+            requests,
+            &prepared.keep,
+            &prepared.outcomes,
+            dataset,
+        )
+        .await?;
     }
     tx.commit()
         .await
@@ -48,21 +55,22 @@ async fn prepare_by_statements(
     let total: usize = keep.iter().flatten().filter(|k| **k).count();
     if total == 0 {
         return Ok(Prepared {
+            outcomes: outcomes(requests, &keep, &[]),
             keep,
-            ids: Vec::new(),
             dataset: None,
             heads_before: Vec::new(),
         });
     }
     let (ids, dataset) = ids_take(conn, total).await?;
-    heads_move(conn, requests, &outcomes(requests, &keep, &ids)).await?;
+    let outcomes = outcomes(requests, &keep, &ids);
+    heads_move(conn, requests, &outcomes).await?;
     if let Some(payload) = notify {
         notify::notify(&mut *conn, payload, "notifying other hosts").await?;
     }
     // The heads before are not read here: on Citus ingest does not hand its events over.
     Ok(Prepared {
         keep,
-        ids,
+        outcomes,
         dataset: Some(dataset),
         heads_before: Vec::new(),
     })
@@ -204,5 +212,28 @@ impl CopyEncoder {
     fn finish(mut self) -> Vec<u8> {
         self.buf.extend_from_slice(&(-1i16).to_be_bytes());
         self.buf
+    }
+}
+
+/// The events `keep` still holds, in group order, as (workspace, hash).
+fn candidates<'a>(
+    requests: &[&'a AppendRequest],
+    hashes: &[Vec<Uuid>],
+    keep: &[Vec<bool>],
+) -> Vec<(&'a str, Uuid)> {
+    requests
+        .iter()
+        .zip(hashes)
+        .flat_map(|(r, hs)| hs.iter().map(move |h| (&*r.workspace_id, *h)))
+        .zip(keep.iter().flatten())
+        .filter(|(_, k)| **k)
+        .map(|(c, _)| c)
+        .collect()
+}
+
+fn no_open_dataset() -> StoreError {
+    StoreError::Query {
+        action: "finding the open dataset",
+        source: sqlx::Error::RowNotFound,
     }
 }
