@@ -25,7 +25,9 @@
 //! 5. commit.
 //!
 //! On plain PostgreSQL all five are one statement (`one_call`: `sluice_ingest_write`,
-//! migration 0017), with the keys probed in this host's memory, and the rows passed as arrays.
+//! migrations 0017 and 0018), with the keys probed in this host's memory, and the rows passed
+//! as arrays; it commits without waiting for its WAL, and the write returns once a second
+//! statement has waited for it (so an outcome is only ever returned for durable events).
 //! On Citus they are separate statements in a transaction, the rows sent with binary COPY
 //! (`statements`), because the dedup probe takes a per-shard form there (`dedup::DedupProbe`).
 //!
@@ -106,7 +108,11 @@ impl Store {
         let dedup = dedup.filter(|d| !d.window.is_zero());
         let prepared = match self.dedup_probe {
             DedupProbe::PerKey => {
-                one_call::write(&self.pool, &self.dedup_memory, requests, dedup, notify).await?
+                let pools = one_call::Pools {
+                    write: &self.lane_pool,
+                    durable: &self.pool,
+                };
+                one_call::write(pools, &self.dedup_memory, requests, dedup, notify).await?
             }
             DedupProbe::PerShard { legacy_until } => {
                 statements::write(&self.pool, requests, dedup, legacy_until, notify).await?

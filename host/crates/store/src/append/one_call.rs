@@ -3,6 +3,18 @@
 //! commits when it returns. The dedup keys are probed first in this host's memory
 //! (`dedup_memory`); the call catches up on what other writers recorded since the memory's
 //! heads and returns it, with the workspaces' heads before the group.
+//!
+//! The statement commits without waiting for its WAL to reach the disk (it runs on the
+//! store's `synchronous_commit = off` pool), and a second statement outside any lock waits for
+//! that (`wal_flush`) before the write returns. The workspace's lock is released at commit, so
+//! the next group's statement runs while this one's WAL is flushed: the flush (about 0.8 ms,
+//! the lock held for all of it) is off the one-group-at-a-time section. Nothing is answered,
+//! fed to this host's lanes or learned by its dedup memory before the flush: a client is
+//! told its events are stored only once they are durable, and a memory never holds a key a
+//! PostgreSQL crash could lose (a retry of that event would be dropped as a repeat). Another
+//! host may read the group (its NOTIFY, a lane's read, a catch-up) before the flush; a crash
+//! then loses what it read together with whatever it wrote after (WAL is replayed in order),
+//! so it delivers the event at most once more, when its client sends it again.
 
 use sqlx::Row;
 use time::OffsetDateTime;
@@ -46,13 +58,21 @@ impl<'a> Candidates<'a> {
     }
 }
 
-/// The whole write in one round trip. When the call must record keys one by one (memory
-/// full) and no dedup partition covers the group's minute (after an idle spell; maintenance
-/// keeps the next one ready), it writes nothing; the partition is created and the call made
-/// again. When a workspace's head is below what the memory covers (the database is not the one
+/// Where the write runs: `write` commits without waiting for its WAL (`synchronous_commit =
+/// off`), `durable` waits for it.
+#[derive(Clone, Copy)]
+pub(super) struct Pools<'a> {
+    pub write: &'a sqlx::PgPool,
+    pub durable: &'a sqlx::PgPool,
+}
+
+/// The whole write in one round trip, and the wait for its WAL in a second one. When the call
+/// must record keys one by one (memory full) and no dedup partition covers the group's minute
+/// (after an idle spell; maintenance keeps the next one ready), it writes nothing; the
+/// partition is created and the call made again. When a workspace's head is below what the memory covers (the database is not the one
 /// the memory was filled from), that memory is dropped and the call made again from head 0.
 pub(super) async fn write(
-    pool: &sqlx::PgPool,
+    pools: Pools<'_>,
     memory: &DedupMemory,
     requests: &[&AppendRequest],
     dedup: Option<Dedup>,
@@ -70,7 +90,7 @@ pub(super) async fn write(
     let mut reloaded = false;
     loop {
         if let Some(oldest) = oldest {
-            warm(pool, memory, &group_workspaces, oldest).await?;
+            warm(pools.durable, memory, &group_workspaces, oldest).await?;
         }
         let (hashes, mut keep) = in_group(requests);
         // The heads first, then the probe: every key at or below a head read here is in
@@ -111,7 +131,7 @@ pub(super) async fn write(
         .bind(oldest)
         .bind(notify::EVENTS_CHANNEL)
         .bind(notify)
-        .fetch_one(pool)
+        .fetch_one(pools.write)
         .await
         .map_err(StoreError::from_sqlx("writing the ingest group"))?;
         if row.get::<bool, _>("behind") {
@@ -132,7 +152,7 @@ pub(super) async fn write(
             let Some(d) = dedup.filter(|_| !created) else {
                 return Err(again_failed());
             };
-            partition_create(pool, minute, d).await?;
+            partition_create(pools.durable, minute, d).await?;
             created = true;
             continue;
         }
@@ -150,7 +170,11 @@ pub(super) async fn write(
                 .zip(heads_before)
                 .collect(),
         };
-        // The statement has committed: the memory learns what it recorded and caught up on.
+        if !ids.is_empty() {
+            wal_flush(pools.durable).await?;
+        }
+        // The statement has committed and its WAL is on disk: the memory learns what it
+        // recorded and caught up on.
         if let Some(oldest) = oldest {
             let learned = learned(
                 requests,
@@ -213,6 +237,20 @@ pub(crate) async fn warm(
         };
         memory.apply(workspace, learned, oldest);
     }
+    Ok(())
+}
+
+/// Waits until the WAL written so far is on disk (and wherever the server's
+/// `synchronous_commit` asks for: a synchronous standby's too). A transaction commits
+/// durably only if it wrote WAL, so this one writes the smallest record there is, a logical
+/// message (any `wal_level`, no privilege needed), and commits with the server's setting;
+/// the flush up to its commit covers every commit before it. Concurrent flushes share the
+/// disk write.
+async fn wal_flush(pool: &sqlx::PgPool) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_logical_emit_message(true, 'sluice', '')")
+        .execute(pool)
+        .await
+        .map_err(StoreError::from_sqlx("flushing the ingest group's WAL"))?;
     Ok(())
 }
 

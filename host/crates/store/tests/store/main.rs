@@ -12,6 +12,7 @@ mod catalog_drain;
 mod catalog_secrets;
 mod citus;
 mod datasets;
+mod durability;
 mod job_list;
 mod lanes;
 mod operator;
@@ -55,5 +56,7 @@ fn main() -> ExitCode {
     // The same trials on Citus (names `citus::…`), and the cluster's own.
     trials.extend(harness::on_citus(contracts));
     trials.extend(citus::tests());
+    // Plain PostgreSQL only, on a server of its own (it crashes it).
+    trials.extend(durability::tests());
     sluice_store::testing::main(trials)
 }
