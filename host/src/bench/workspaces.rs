@@ -79,7 +79,7 @@ impl Bench {
             "ingest: 4 workspaces at once (8 connections each), 4 writers",
             four,
             "events/s",
-            "1 writer (one transaction at a time)",
+            "1 writer (each group holds the four workspaces' locks; two groups in flight)",
             one,
             1.3,
         ));
