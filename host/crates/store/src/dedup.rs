@@ -273,7 +273,8 @@ impl Store {
     }
 
     /// Drops dedup partitions whose newest minute is older than the window, deletes the
-    /// `dedup_groups` rows older than it, and drops this host's memory of them. Returns how many partitions it dropped.
+    /// `dedup_groups` rows older than it, and drops this host's memory of them. Returns how
+    /// many partitions it dropped.
     pub async fn dedup_expire(
         &self,
         dedup: Dedup,

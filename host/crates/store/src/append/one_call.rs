@@ -69,8 +69,9 @@ pub(super) struct Pools<'a> {
 /// The whole write in one round trip, and the wait for its WAL in a second one. When the call
 /// must record keys one by one (memory full) and no dedup partition covers the group's minute
 /// (after an idle spell; maintenance keeps the next one ready), it writes nothing; the
-/// partition is created and the call made again. When a workspace's head is below what the memory covers (the database is not the one
-/// the memory was filled from), that memory is dropped and the call made again from head 0.
+/// partition is created and the call made again. When a workspace's head is below what the
+/// memory covers (the database is not the one the memory was filled from), that memory is
+/// dropped and the call made again from head 0.
 pub(super) async fn write(
     pools: Pools<'_>,
     memory: &DedupMemory,

@@ -20,26 +20,38 @@ const TEMPLATE: &str = "sluice_template";
 
 static SERVER_URL: OnceLock<String> = OnceLock::new();
 
+/// A PostgreSQL server of its own in a temporary directory (removed when this is dropped,
+/// after the server is stopped).
+pub struct OwnPg {
+    pub pg: EmbeddedPostgres,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts an embedded PostgreSQL in a new temporary directory named `prefix…`: the run's
+/// shared server, or one a trial may crash or stop without disturbing the others.
+pub async fn own_postgres(prefix: &str) -> OwnPg {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("tempdir");
+    // The server runs as `postgres` when we are root: it must reach the directory.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let pg = EmbeddedPostgres::start(dir.path())
+        .await
+        .expect("start the embedded PostgreSQL");
+    OwnPg { pg, _dir: dir }
+}
+
 /// The running server; stopped at the end of `main`.
 pub struct TestPg {
-    pg: EmbeddedPostgres,
-    _dir: tempfile::TempDir,
+    own: OwnPg,
 }
 
 impl TestPg {
     pub async fn start() -> TestPg {
-        let dir = tempfile::Builder::new()
-            .prefix("sluice-store-tests-")
-            .tempdir()
-            .expect("tempdir");
-        // The server runs as `postgres` when we are root: it must reach the directory.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        let pg = EmbeddedPostgres::start(dir.path())
-            .await
-            .expect("start the embedded PostgreSQL");
-        let url = pg.url().to_string();
+        let own = own_postgres("sluice-store-tests-").await;
+        let url = own.pg.url().to_string();
         let admin = sqlx::PgPool::connect(&url).await.expect("connect");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {TEMPLATE}")))
             .execute(&admin)
@@ -51,12 +63,12 @@ impl TestPg {
         store.close().await;
         admin.close().await;
         SERVER_URL.set(url).expect("started once");
-        TestPg { pg, _dir: dir }
+        TestPg { own }
     }
 
     /// Stops the server, and the Citus cluster if a trial started one.
     pub async fn stop(self) {
-        if let Err(e) = self.pg.stop().await {
+        if let Err(e) = self.own.pg.stop().await {
             eprintln!("stopping the test PostgreSQL failed: {e}");
         }
         citus::stop().await;
@@ -177,12 +189,7 @@ where
         // Before the runtime exists: the first Citus trial may block for minutes (building
         // Citus, starting the cluster), and that must not happen on a runtime thread.
         let cluster = (backend == Backend::Citus).then(citus::cluster);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async move {
+        runtime()?.block_on(async move {
             match cluster {
                 None => test(Db::create().await).await,
                 Some(cluster) => citus::run(cluster, test).await,
@@ -190,4 +197,26 @@ where
         });
         Ok(())
     })
+}
+
+/// A test that brings its own server (`own_postgres`) and needs no database of the shared
+/// one: e.g. one that crashes PostgreSQL. Plain PostgreSQL only.
+pub fn trial_alone<F, Fut>(name: &'static str, test: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    Trial::test(name, move || {
+        runtime()?.block_on(test());
+        Ok(())
+    })
+}
+
+/// The runtime a trial runs on.
+fn runtime() -> Result<tokio::runtime::Runtime, libtest_mimic::Failed> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string().into())
 }

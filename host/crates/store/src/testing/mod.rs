@@ -10,7 +10,9 @@ pub mod fixtures;
 pub mod harness;
 
 pub use citus::OwnCluster;
-pub use harness::{Db, TestPg, citus_db, citus_own_cluster, on_citus, trial};
+pub use harness::{
+    Db, OwnPg, TestPg, citus_db, citus_own_cluster, on_citus, own_postgres, trial, trial_alone,
+};
 
 /// A test binary's `main`: starts the embedded PostgreSQL, runs `trials` with libtest-mimic's
 /// command line (filters, `--list`, …), stops the server, and exits with the result.

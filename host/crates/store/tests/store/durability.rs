@@ -9,34 +9,20 @@ use libtest_mimic::Trial;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sluice_store::Store;
-use sluice_store::embedded_pg::EmbeddedPostgres;
 
 use crate::fixtures::*;
+use crate::harness::{own_postgres, trial_alone};
 
 pub fn tests() -> Vec<Trial> {
-    vec![Trial::test(
+    vec![trial_alone(
         "an_acknowledged_append_survives_a_postgresql_crash_right_after_it",
-        || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(acknowledged_append_survives_a_crash());
-            Ok(())
-        },
+        acknowledged_append_survives_a_crash,
     )]
 }
 
 async fn acknowledged_append_survives_a_crash() {
-    let dir = tempfile::Builder::new()
-        .prefix("sluice-store-crash-")
-        .tempdir()
-        .expect("tempdir");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let pg = EmbeddedPostgres::start(dir.path()).await.expect("start");
-    let url = pg.url().to_string();
+    let own = own_postgres("sluice-store-crash-").await;
+    let url = own.pg.url().to_string();
     let store = Store::connect(&url).await.expect("connect");
     let admin = sqlx::PgPool::connect(&url).await.expect("connect");
 
@@ -94,5 +80,5 @@ async fn acknowledged_append_survives_a_crash() {
         Some(3),
         "the three acknowledged events after the crash (None: the server did not come back)"
     );
-    pg.stop().await.expect("stop");
+    own.pg.stop().await.expect("stop");
 }
