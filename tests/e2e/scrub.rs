@@ -1,8 +1,8 @@
 //! Credentials in a destination's URL (user info, query values) never reach what the host
-//! prints or stores, at any log level and whoever writes the text: the host, hyper's connection
-//! pool, the plugin refusing the config, or a receiver that echoes the whole request back into
-//! its error body (the path it quotes has no scheme, so only the values themselves give the
-//! secret away).
+//! prints or stores, at any log level and whoever writes the text: the host, its HTTP client
+//! (and hyper below it), the plugin refusing the config, or a receiver that echoes the whole
+//! request back into its error body (the path it quotes has no scheme, so only the values
+//! themselves give the secret away).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,8 @@ const SIG_DECODED: &str = "S1G+NATURE/42";
 /// Declared secret by the webhook manifest (`headers.Authorization`).
 const AUTH_VALUE: &str = "AUTHVALUE-5e1f";
 
-/// The whole host at debug level: hyper's pool prints its keys (the URL's authority) there.
+/// The whole host at debug level: the outbound client names each origin it connects to there
+/// (and hyper's pooled client, used before 2026-12-05, printed its keys, the URL's authority).
 const DEBUG: [(&str, &str); 1] = [("RUST_LOG", "debug")];
 
 /// A receiver that answers every request with a 500 quoting the request: its path and query
@@ -153,7 +154,7 @@ async fn url_credentials_echoed_by_a_receiver_never_reach_the_log_or_the_store()
         AUTH_VALUE,
     ];
     assert_not_stored(&pool, &needles).await;
-    // The log did carry the failures, and hyper's pool did talk at debug level.
+    // The log did carry the failures, and the client did name the origin at debug level.
     let failed = sluice.logs(|l| l["fields"]["message"] == "attempt failed");
     assert!(
         failed.iter().any(|l| l["fields"]["error"]
@@ -165,9 +166,9 @@ async fn url_credentials_echoed_by_a_receiver_never_reach_the_log_or_the_store()
     assert!(
         sluice.count_log(|l| l["target"]
             .as_str()
-            .is_some_and(|t| t.starts_with("hyper_util::client::legacy::pool")))
+            .is_some_and(|t| t.starts_with("sluice_runtime::outbound")))
             > 0,
-        "hyper's pool logged at debug level:\n{}",
+        "the client logged its connections at debug level:\n{}",
         sluice.log_text()
     );
     assert_not_printed(&sluice, &needles);

@@ -6,10 +6,11 @@
 //! because Rust's std imports it; the context grants no files, env, args or sockets, and stderr
 //! goes to a small in-memory pipe whose tail is attached to trap reports (panic messages).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tokio_util::task::AbortOnDropHandle;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -65,7 +66,7 @@ pub struct HostState {
     pub(crate) logs: LogBudget,
     /// Masks the destination's secrets in what the plugin logs or reports.
     pub(crate) scrubber: Arc<Scrubber>,
-    gate: Gate,
+    gate: Arc<Gate>,
     /// Job being transformed, for log lines (`None` during `send`, which spans a batch).
     pub(crate) current_job: Option<i64>,
 }
@@ -94,7 +95,8 @@ impl HostState {
             },
             clock: CallClock::new(limits.deadline),
             logs: LogBudget::default(),
-            gate: Gate {
+            gate: Arc::new(Gate {
+                requests_seconds: crate::metrics::http_requests(&labels.destination),
                 client,
                 allowlist,
                 limiter,
@@ -102,7 +104,8 @@ impl HostState {
                 timeout: limits.http_timeout,
                 max_response: limits.max_response,
                 scrubber: scrubber.clone(),
-            },
+                last_uri: Mutex::new(None),
+            }),
             scrubber,
             current_job: None,
         }
@@ -227,12 +230,24 @@ impl http::Host for HostState {
         requests: Vec<HttpRequest>,
     ) -> Vec<Result<HttpResponse, HttpError>> {
         let started = Instant::now();
-        let gate = &self.gate;
-        let results: Vec<_> = futures_util::stream::iter(requests)
-            .map(|r| gate.execute(r))
-            .buffered(MAX_CONCURRENT_REQUESTS)
-            .collect()
-            .await;
+        let gate = self.gate.clone();
+        let count = requests.len();
+        // In a task of its own: polled inside the plugin call, every wake-up of a request
+        // (its connection readable, its permit free) would resume the guest's fiber first.
+        // Aborted when dropped, so a cancelled call takes its requests with it.
+        let batch = AbortOnDropHandle::new(tokio::spawn(async move {
+            futures_util::stream::iter(requests)
+                .map(|r| gate.execute(r))
+                .buffered(MAX_CONCURRENT_REQUESTS)
+                .collect::<Vec<_>>()
+                .await
+        }));
+        let results = batch.await.unwrap_or_else(|e| {
+            tracing::error!(plugin = %self.gate.labels.plugin, destination = %self.gate.labels.destination, error = %e, "the requests of a send-batch call failed in the host");
+            (0..count)
+                .map(|_| Err(HttpError::Other(format!("host error while sending: {e}"))))
+                .collect()
+        });
         self.clock.add_host_time(started.elapsed());
         results
     }
@@ -249,6 +264,10 @@ struct Gate {
     max_response: usize,
     /// The instance's scrubber: errors go back to the plugin, which may log or store them.
     scrubber: Arc<Scrubber>,
+    /// The last URL the allowlist let through, as sent (see `checked_uri`).
+    last_uri: Mutex<Option<(String, ::http::Uri)>>,
+    /// `sluice_http_request_seconds` of the destination, looked up once.
+    requests_seconds: metrics::Histogram,
 }
 
 impl Gate {
@@ -270,22 +289,39 @@ impl Gate {
         }
     }
 
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    /// The request's URL as it is sent, once the allowlist has let it through. A plugin sends
+    /// to the same URL request after request, so the last one checked is kept: the parse and
+    /// the check cost more than the rest of a request's preparation together.
+    fn checked_uri(&self, url: &str) -> Result<::http::Uri, HttpError> {
+        let mut last = self.last_uri.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((checked, uri)) = &*last
+            && checked == url
+        {
+            return Ok(uri.clone());
+        }
+        drop(last);
+        let uri = self.check_uri(url)?;
+        last = self.last_uri.lock().unwrap_or_else(|p| p.into_inner());
+        *last = Some((url.to_string(), uri.clone()));
+        Ok(uri)
+    }
+
+    fn check_uri(&self, url: &str) -> Result<::http::Uri, HttpError> {
         // WHATWG parsing first: it writes hosts the way browsers (and resolvers) read them,
         // so `2130706433`, `0x7f.1` and `127.1` all become `127.0.0.1` before the allowlist and
         // the network policy look at them.
         // URLs are only ever printed redacted: webhook URLs carry tokens.
-        let shown_url = redact_url(&request.url);
         let bad_url = |e: &dyn std::fmt::Display| {
-            HttpError::InvalidRequest(format!("bad url `{shown_url}`: {e}"))
+            HttpError::InvalidRequest(format!("bad url `{}`: {e}", redact_url(url)))
         };
-        let mut normalized = url::Url::parse(&request.url).map_err(|e| bad_url(&e))?;
+        let mut normalized = url::Url::parse(url).map_err(|e| bad_url(&e))?;
         strip_userinfo(&mut normalized);
         let uri: ::http::Uri = normalized.as_str().parse().map_err(|e| bad_url(&e))?;
         let scheme = uri.scheme_str().unwrap_or_default();
         if !matches!(scheme, "http" | "https") {
             return Err(HttpError::InvalidRequest(format!(
-                "unsupported scheme `{scheme}` in `{shown_url}`"
+                "unsupported scheme `{scheme}` in `{}`",
+                redact_url(url)
             )));
         }
         if !self.allowlist.allows_uri(&uri) {
@@ -294,9 +330,14 @@ impl Gate {
                 "host `{host}` is not in the plugin's allowed_hosts (allowed: {})",
                 self.allowlist.describe()
             );
-            tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %shown_url, "outbound request denied");
+            tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %redact_url(url), "outbound request denied");
             return Err(HttpError::Denied(message));
         }
+        Ok(uri)
+    }
+
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let uri = self.checked_uri(&request.url)?;
         let method = ::http::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| HttpError::InvalidRequest(format!("bad method `{}`", request.method)))?;
         // The manifest's http_timeout is both the default and the ceiling.
@@ -333,10 +374,11 @@ impl Gate {
             Err(_) => Signal::Overload,
         };
         place.finish(signal);
-        crate::metrics::http_request(&self.labels.destination, started.elapsed());
+        self.requests_seconds
+            .record(started.elapsed().as_secs_f64());
         let response = result.map_err(|e| match e {
             OutboundError::DeniedAddress(denied) => {
-                tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %shown_url, %denied, "outbound request refused by the network policy");
+                tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %redact_url(&request.url), %denied, "outbound request refused by the network policy");
                 HttpError::DeniedAddress(denied.to_string())
             }
             OutboundError::Timeout(_) => HttpError::Timeout,
@@ -365,11 +407,10 @@ impl Gate {
     }
 }
 
-/// Removes `user:password@` from `url` before hyper sees it. It was never sent on HTTP/1.1
-/// (hyper writes the origin form and a `Host` of host and port; no `Authorization` is made from
-/// it, see `sluice_sdk::validate::http_url`), but hyper keys its connection pool by the
-/// authority, user info included, and prints that key in its debug log; HTTP/2 would even put
-/// it in `:authority`, which RFC 9113 forbids.
+/// Removes `user:password@` from `url` before the client sees it. It is never sent (requests
+/// go out in origin form, and no `Authorization` is made from it, see
+/// `sluice_sdk::validate::http_url`), but the client keys its kept connections and the `Host`
+/// header by the URI's authority, which would otherwise carry it.
 fn strip_userinfo(url: &mut url::Url) {
     if url.username().is_empty() && url.password().is_none() {
         return;
@@ -388,7 +429,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn user_info_is_stripped_before_the_request_reaches_hyper() {
+    fn user_info_is_stripped_before_the_request_reaches_the_client() {
         let mut url = url::Url::parse("http://user:PASSW0RD@127.0.0.1:9/hook?token=T#f")
             .expect("a valid url");
         strip_userinfo(&mut url);

@@ -2,12 +2,10 @@
 //! recorder; without one these are no-ops). Labels are destination ids from the catalog,
 //! never user data.
 
-use std::time::Duration;
+use metrics::{Histogram, histogram};
 
-use metrics::histogram;
-
-/// One outbound HTTP request of a plugin, sent and answered (or failed).
-pub fn http_request(destination: &str, took: Duration) {
+/// Where a destination's outbound HTTP requests (sent and answered, or failed) are timed;
+/// looked up once per plugin instance, not per request.
+pub fn http_requests(destination: &str) -> Histogram {
     histogram!("sluice_http_request_seconds", "destination" => destination.to_string())
-        .record(took.as_secs_f64());
 }
