@@ -54,11 +54,15 @@ async fn client_of(url: String, ws: String, answers: Arc<Answers>, stop: Arc<Ato
                         .other
                         .lock()
                         .expect("answers")
-                        .push(format!("{status}: {body}"));
+                        .push(format!("{ws} batch {seq}: {status}: {body}"));
                     0
                 }
                 Err(e) => {
-                    answers.other.lock().expect("answers").push(e.to_string());
+                    // Which workspace and when: a timeout here says whose request hung.
+                    answers.other.lock().expect("answers").push(format!(
+                        "{ws} batch {seq} at {:?}: {e}",
+                        std::time::SystemTime::now()
+                    ));
                     0
                 }
             };

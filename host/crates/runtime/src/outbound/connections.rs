@@ -42,8 +42,8 @@ pub(super) type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 /// Idle connections are closed after this.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 /// How often idle connections of every origin are looked over for ones past [`POOL_IDLE`]
-/// (at a checkout or give-back; an origin not used again keeps its own until then).
-const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// (by a task of the client's, and at a checkout or give-back).
+pub(super) const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// Most idle connections kept per origin.
 const MAX_IDLE_PER_ORIGIN: usize = 1024;
 
@@ -211,6 +211,11 @@ impl Connections {
         }
     }
 
+    /// Closes the idle connections that have been idle for [`POOL_IDLE`] at `now`.
+    pub fn close_expired(&self, now: Instant) {
+        self.lock().close_expired(now);
+    }
+
     /// How many idle connections are kept, over every origin.
     #[cfg(test)]
     pub fn idle_count(&self) -> usize {
@@ -241,9 +246,12 @@ impl Connections {
 
 impl State {
     fn prune(&mut self, now: Instant) {
-        if now.duration_since(self.pruned_at) < PRUNE_EVERY {
-            return;
+        if now.duration_since(self.pruned_at) >= PRUNE_EVERY {
+            self.close_expired(now);
         }
+    }
+
+    fn close_expired(&mut self, now: Instant) {
         self.pruned_at = now;
         for idle in self.idle.values_mut() {
             idle.retain(|(_, since)| now.duration_since(*since) < POOL_IDLE);

@@ -93,9 +93,11 @@ impl Outbound {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        let connections = Arc::new(Connections::default());
+        close_idle_connections(&connections);
         Ok(Outbound {
             connector,
-            connections: Arc::new(Connections::default()),
+            connections,
             policy,
         })
     }
@@ -168,6 +170,27 @@ impl Outbound {
             .map_err(|e| classify_connect(&*e))?;
         Conn::handshake(io).await
     }
+}
+
+/// Closes connections left idle too long even when no request comes to look at them (a
+/// destination removed, a quiet night), until the client is dropped. Without a runtime (a
+/// client made outside one) the checkouts and give-backs still do it.
+fn close_idle_connections(connections: &Arc<Connections>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let connections = Arc::downgrade(connections);
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(connections::PRUNE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(connections) = connections.upgrade() else {
+                return;
+            };
+            connections.close_expired(std::time::Instant::now());
+        }
+    });
 }
 
 /// A connect error: refused by the network policy (the resolver's [`AddressDenied`], anywhere

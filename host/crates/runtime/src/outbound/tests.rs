@@ -145,6 +145,25 @@ async fn a_kept_connection_carries_the_next_requests() {
 }
 
 #[tokio::test]
+async fn connections_idle_past_their_time_are_closed() {
+    let (url, _) = server(Then::Keep).await;
+    let outbound = loopback_client();
+    outbound
+        .send(post(&url, "{}"), TIMEOUT, 1024)
+        .await
+        .expect("answered");
+    let now = std::time::Instant::now();
+    outbound
+        .connections
+        .close_expired(now + Duration::from_secs(60));
+    assert_eq!(outbound.connections.idle_count(), 1, "60 s idle: kept");
+    outbound
+        .connections
+        .close_expired(now + Duration::from_secs(91));
+    assert_eq!(outbound.connections.idle_count(), 0, "91 s idle: closed");
+}
+
+#[tokio::test]
 async fn a_connection_the_server_closed_while_idle_is_not_used_again() {
     let (url, accepted) = server(Then::CloseQuietly).await;
     let outbound = loopback_client();
