@@ -41,8 +41,8 @@ pub(super) type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
 /// Idle connections are closed after this.
 const POOL_IDLE: Duration = Duration::from_secs(90);
-/// How often idle connections of every origin are looked over for ones past [`POOL_IDLE`]
-/// (by a task of the client's, and at a checkout or give-back).
+/// How often a task of the client's looks over every origin's idle connections for ones past
+/// [`POOL_IDLE`] (a checkout also skips its own origin's).
 pub(super) const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// Most idle connections kept per origin.
 const MAX_IDLE_PER_ORIGIN: usize = 1024;
@@ -169,24 +169,12 @@ pub(super) enum Failure {
     Failed(OutboundError),
 }
 
-/// Idle connections by origin.
+/// Idle connections by origin, each with the moment it was given back.
+type Idle = HashMap<Origin, Vec<(Box<Conn>, Instant)>>;
+
 #[derive(Default)]
 pub(super) struct Connections {
-    state: Mutex<State>,
-}
-
-struct State {
-    idle: HashMap<Origin, Vec<(Box<Conn>, Instant)>>,
-    pruned_at: Instant,
-}
-
-impl Default for State {
-    fn default() -> State {
-        State {
-            idle: HashMap::new(),
-            pruned_at: Instant::now(),
-        }
-    }
+    idle: Mutex<Idle>,
 }
 
 impl Connections {
@@ -202,34 +190,35 @@ impl Connections {
 
     /// Gives a connection whose last exchange went through back to `origin`'s idle list.
     pub fn give_back(&self, origin: Origin, conn: Box<Conn>) {
-        let now = Instant::now();
-        let mut state = self.lock();
-        state.prune(now);
-        let idle = state.idle.entry(origin).or_default();
-        if idle.len() < MAX_IDLE_PER_ORIGIN {
-            idle.push((conn, now));
+        let mut idle = self.lock();
+        let kept = idle.entry(origin).or_default();
+        if kept.len() < MAX_IDLE_PER_ORIGIN {
+            kept.push((conn, Instant::now()));
         }
     }
 
     /// Closes the idle connections that have been idle for [`POOL_IDLE`] at `now`.
     pub fn close_expired(&self, now: Instant) {
-        self.lock().close_expired(now);
+        let mut idle = self.lock();
+        for kept in idle.values_mut() {
+            kept.retain(|(_, since)| now.duration_since(*since) < POOL_IDLE);
+        }
+        idle.retain(|_, kept| !kept.is_empty());
     }
 
     /// How many idle connections are kept, over every origin.
     #[cfg(test)]
     pub fn idle_count(&self) -> usize {
-        self.lock().idle.values().map(Vec::len).sum()
+        self.lock().values().map(Vec::len).sum()
     }
 
     /// The most recently used idle connection (its peer is the least likely to have closed
     /// it), skipping any idle for longer than [`POOL_IDLE`].
     fn pop(&self, origin: &Origin) -> Option<Box<Conn>> {
         let now = Instant::now();
-        let mut state = self.lock();
-        state.prune(now);
-        let idle = state.idle.get_mut(origin)?;
-        while let Some((conn, since)) = idle.pop() {
+        let mut idle = self.lock();
+        let kept = idle.get_mut(origin)?;
+        while let Some((conn, since)) = kept.pop() {
             if now.duration_since(since) < POOL_IDLE {
                 return Some(conn);
             }
@@ -237,40 +226,22 @@ impl Connections {
         None
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
         // A panic while holding the lock leaves only a list of connections behind: still
         // usable, so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl State {
-    fn prune(&mut self, now: Instant) {
-        if now.duration_since(self.pruned_at) >= PRUNE_EVERY {
-            self.close_expired(now);
-        }
-    }
-
-    fn close_expired(&mut self, now: Instant) {
-        self.pruned_at = now;
-        for idle in self.idle.values_mut() {
-            idle.retain(|(_, since)| now.duration_since(*since) < POOL_IDLE);
-        }
-        self.idle.retain(|_, idle| !idle.is_empty());
-    }
-}
-
-/// `request` as a connection sends it: the origin-form URI (path and query) and a `Host`
-/// header of the URI's authority unless the plugin set one, as hyper's pooled client did.
+/// `request` as a connection to `origin` sends it: the origin-form URI (path and query) and
+/// a `Host` header of the origin's host and port unless the plugin set one, as hyper's pooled
+/// client did.
 pub(super) fn origin_form(
     mut request: http::Request<Full<Bytes>>,
+    origin: &Origin,
 ) -> Result<http::Request<Full<Bytes>>, OutboundError> {
-    let uri = request.uri();
     if !request.headers().contains_key(HOST) {
-        let authority = uri
-            .authority()
-            .ok_or_else(|| OutboundError::Other(format!("no host in `{uri}`")))?;
-        let host = HeaderValue::from_str(host_and_port(authority))
+        let host = HeaderValue::from_str(&origin.authority)
             .map_err(|e| OutboundError::Other(e.to_string()))?;
         request.headers_mut().insert(HOST, host);
     }

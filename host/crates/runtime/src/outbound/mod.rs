@@ -94,7 +94,7 @@ impl Outbound {
             .enable_http1()
             .wrap_connector(http);
         let connections = Arc::new(Connections::default());
-        close_idle_connections(&connections);
+        close_idle_connections(&connections)?;
         Ok(Outbound {
             connector,
             connections,
@@ -121,7 +121,7 @@ impl Outbound {
             }
         }
         let origin = Origin::of(request.uri())?;
-        let request = connections::origin_form(request)?;
+        let request = connections::origin_form(request, &origin)?;
         // Boxed: the exchange's state runs to kilobytes (hyper's futures), and an unboxed
         // future is moved whole each time a caller moves its own (into a stream, a task).
         let exchange = Box::pin(self.exchange(origin, request, max_body));
@@ -173,12 +173,11 @@ impl Outbound {
 }
 
 /// Closes connections left idle too long even when no request comes to look at them (a
-/// destination removed, a quiet night), until the client is dropped. Without a runtime (a
-/// client made outside one) the checkouts and give-backs still do it.
-fn close_idle_connections(connections: &Arc<Connections>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
+/// destination removed, a quiet night), until the client is dropped.
+fn close_idle_connections(connections: &Arc<Connections>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let runtime = tokio::runtime::Handle::try_current()
+        .context("the outbound HTTP client is made inside the tokio runtime")?;
     let connections = Arc::downgrade(connections);
     runtime.spawn(async move {
         let mut tick = tokio::time::interval(connections::PRUNE_EVERY);
@@ -191,6 +190,7 @@ fn close_idle_connections(connections: &Arc<Connections>) {
             connections.close_expired(std::time::Instant::now());
         }
     });
+    Ok(())
 }
 
 /// A connect error: refused by the network policy (the resolver's [`AddressDenied`], anywhere
