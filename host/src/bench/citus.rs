@@ -14,7 +14,7 @@ use sluice_store::embedded_pg::citus::{CitusCluster, CitusSource, ensure_citus_i
 
 use super::env::{Host, wait_drained};
 use super::load::Shape;
-use super::workspaces::{WORKSPACES, config, ingest_all};
+use super::workspaces::{CONNECTIONS, WORKSPACES, config, ingest_all};
 use super::{Bench, Row, tools};
 
 /// Workers beside the coordinator.
@@ -123,7 +123,7 @@ impl Bench {
         };
         let before = cpu_at(servers);
         let started = Instant::now();
-        ingest_all(&url, label, per_workspace, shape).await?;
+        ingest_all(&url, label, WORKSPACES, per_workspace, CONNECTIONS, shape).await?;
         let ingested = started.elapsed();
         let drained = wait_drained(database_url, Duration::from_secs(900)).await?;
         let after = cpu_at(servers);

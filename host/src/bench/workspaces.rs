@@ -1,7 +1,12 @@
 //! Per-workspace ingest on one PostgreSQL (issue "Past one PostgreSQL"): four workspaces
-//! ingesting at once, with four ingest writers (each workspace's transactions under its own
-//! lock, committing side by side) against one writer (one ingest transaction at a time: what
-//! the single store-wide ingest lock allowed), in the same run on the same PostgreSQL.
+//! ingesting at once (each workspace's transactions under its own lock, committing side by
+//! side) against one workspace sent the same load over as many connections (its lock lets one
+//! ingest transaction write at a time: what the single store-wide ingest lock allowed for
+//! all), in the same run on the same PostgreSQL.
+//!
+//! Until 2026-12-05 the peer was the four workspaces on one ingest writer, whose groups then
+//! held all four workspaces' locks; a group now holds one workspace's requests
+//! (`engine::ingest::write_queue`), so one writer commits workspaces side by side too.
 
 use std::path::Path;
 
@@ -31,19 +36,21 @@ pub(super) fn config(plugins_dir: &Path, writers: usize) -> String {
     t
 }
 
-/// The [`WORKSPACES`] workspaces' clients at once, each sending `per_workspace` events over
-/// [`CONNECTIONS`] connections (write keys `wk_<i>`, as [`config`] gives them).
+/// `workspaces` workspaces' clients at once (write keys `wk_<i>`, as [`config`] gives them),
+/// each sending `per_workspace` events over `connections` connections.
 pub(super) async fn ingest_all(
     url: &str,
     label: &str,
+    workspaces: usize,
     per_workspace: u64,
+    connections: usize,
     shape: Shape,
 ) -> anyhow::Result<()> {
     let mut loads = tokio::task::JoinSet::new();
-    for i in 0..WORKSPACES {
+    for i in 0..workspaces {
         let (url, key, run) = (url.to_string(), format!("wk_{i}"), format!("{label}-{i}"));
         loads.spawn(async move {
-            load::ingest(&url, &key, per_workspace, shape, CONNECTIONS, &run).await
+            load::ingest(&url, &key, per_workspace, shape, connections, &run).await
         });
     }
     while let Some(done) = loads.join_next().await {
@@ -53,33 +60,35 @@ pub(super) async fn ingest_all(
 }
 
 impl Bench {
-    /// Events/s of four workspaces ingesting at once (CONNECTIONS each), with `writers`
-    /// ingest writers.
-    async fn four_workspaces(&mut self, writers: usize, total: u64) -> anyhow::Result<f64> {
-        let label = format!("workspaces_{writers}");
+    /// Events/s of `workspaces` workspaces ingesting at once, [`WORKSPACES`] × [`CONNECTIONS`]
+    /// connections in all, `total` events in all.
+    async fn workspaces_at_once(&mut self, workspaces: usize, total: u64) -> anyhow::Result<f64> {
+        let label = format!("workspaces_{workspaces}");
         let db = self.pg.fresh_db(&label).await?;
         let host = Host::start(
             &self.host_dir(&label),
-            &config(&self.empty_plugins, writers),
+            &config(&self.empty_plugins, WORKSPACES),
             &db,
         )?;
         let shape = Shape::STANDARD;
-        let per_workspace = total / WORKSPACES as u64;
+        let per_workspace = total / workspaces as u64;
+        let connections = WORKSPACES * CONNECTIONS / workspaces;
         let started = std::time::Instant::now();
-        ingest_all(&host.url("/v1/batch"), &label, per_workspace, shape).await?;
-        Ok((per_workspace * WORKSPACES as u64) as f64 / started.elapsed().as_secs_f64())
+        let url = host.url("/v1/batch");
+        ingest_all(&url, &label, workspaces, per_workspace, connections, shape).await?;
+        Ok((per_workspace * workspaces as u64) as f64 / started.elapsed().as_secs_f64())
     }
 
-    /// Four workspaces at once: four writers vs one.
+    /// Four workspaces at once against one, the same connections and events in all.
     pub(super) async fn ingest_workspaces(&mut self) -> anyhow::Result<()> {
         let total = self.sized(300_000, 60_000);
-        let one = self.four_workspaces(1, total).await?;
-        let four = self.four_workspaces(4, total).await?;
+        let one = self.workspaces_at_once(1, total).await?;
+        let four = self.workspaces_at_once(WORKSPACES, total).await?;
         self.rows.push(Row::ratio(
-            "ingest: 4 workspaces at once (8 connections each), 4 writers",
+            "ingest: 4 workspaces at once (8 connections each)",
             four,
             "events/s",
-            "1 writer (each group holds the four workspaces' locks; two groups in flight)",
+            "1 workspace, 32 connections (its lock: one ingest transaction writes at a time)",
             one,
             1.3,
         ));

@@ -23,6 +23,7 @@ mod handlers;
 mod limits;
 mod sdk_settings;
 pub mod server;
+mod write_queue;
 pub mod writer;
 
 use std::collections::HashMap;

@@ -5,13 +5,16 @@
 //! (by a hash of its id): workspaces on different writers commit at once (their ingest locks
 //! are their own, `store::ingest_lock`).
 //!
-//! A writer has up to [`IN_FLIGHT`] groups on their way to the store: while one holds the
-//! workspace's lock, the next is already sent and waits for it in PostgreSQL, so the lock is
-//! never idle for the round trip and the host's work between two groups (2026-12-04, two
-//! `--scenario ingest` runs each: 0.57 and 0.59 of the COPY peer with one group in flight,
-//! 0.59 and 0.60 with two, 0.55 and 0.58 with three; a small gain, within a run's spread). Two
-//! groups in flight at once take the lock in either order; a request sent after another's
-//! answer is always stored after it, and ids within a group follow request order.
+//! A workspace has up to two groups on their way to the store (`write_queue::PER_WORKSPACE`):
+//! while one holds the workspace's lock, the next is already sent and waits for it in
+//! PostgreSQL, so the lock is never idle for the round trip and the host's work between two
+//! groups (2026-12-04, two `--scenario ingest` runs each: 0.57 and 0.59 of the COPY peer with
+//! one group in flight, 0.59 and 0.60 with two, 0.55 and 0.58 with three; a small gain, within
+//! a run's spread). Two groups in flight at once take the lock in either order; a request sent
+//! after another's answer is always stored after it, and ids within a group follow request
+//! order. The places in flight are the workspace's own: a workspace whose writes hang (its
+//! lock held elsewhere, a Citus worker down) holds up no other workspace of its writer (see
+//! `write_queue`). The writer as a whole has at most [`MAX_GROUPS`] in flight.
 //!
 //! There is no artificial delay: while groups commit, the next requests queue up and form the
 //! next group, so under load groups grow by themselves and one fsync serves many requests; at
@@ -20,10 +23,12 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
+use super::write_queue::{Bounds, Queued, WriteQueue};
 use crate::wake::Wakers;
 use sluice_store::notify::wake_payload;
 use sluice_store::{AppendOutcome, AppendRequest, Dedup, Store, StoreError};
@@ -31,10 +36,12 @@ use sluice_store::{AppendOutcome, AppendRequest, Dedup, Store, StoreError};
 /// Largest group: events and bytes.
 const MAX_GROUP_EVENTS: usize = 20_000;
 const MAX_GROUP_BYTES: usize = 32 << 20;
-/// Requests waiting for the writer before senders wait too.
+/// Requests handed to a writer and not yet taken from its channel, before senders wait too.
 const QUEUE: usize = 1024;
-/// Groups of one writer on their way to the store at once.
-const IN_FLIGHT: usize = 2;
+/// Groups of one writer on their way to the store at once, whatever their workspaces (each
+/// workspace has at most `write_queue::PER_WORKSPACE` of them): a bound on the connections
+/// ingest takes from the store's pool.
+const MAX_GROUPS: usize = 8;
 
 /// Why a write failed, as the handler needs it (one error answers every request of a group,
 /// so it carries text rather than the store's error).
@@ -72,10 +79,18 @@ struct Pending {
     reply: oneshot::Sender<Result<AppendOutcome, WriteError>>,
 }
 
+/// How long a request waits for its write before it is answered 503. Below the timeouts of
+/// the SDKs (10 s in analytics-node, 15 s in the Python SDKs), so that a client gets an answer
+/// to retry on rather than its own timeout. A request still waiting for its group is then
+/// dropped (`write_queue`); one whose group is on its way may still be stored, which the
+/// retry's dedup absorbs (a 503 says the outcome is unknown, not that nothing was stored).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// Handle to the writer tasks; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     txs: Arc<[mpsc::Sender<Pending>]>,
+    answer_timeout: Duration,
 }
 
 impl Writer {
@@ -102,7 +117,16 @@ impl Writer {
                 tx
             })
             .collect();
-        Writer { txs: txs.into() }
+        Writer {
+            txs: txs.into(),
+            answer_timeout: ANSWER_TIMEOUT,
+        }
+    }
+
+    /// Another wait before a request is answered 503 (tests).
+    pub fn with_answer_timeout(mut self, timeout: Duration) -> Writer {
+        self.answer_timeout = timeout;
+        self
     }
 
     /// The writer of a workspace: always the same one.
@@ -122,6 +146,7 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let started = std::time::Instant::now();
         let stopped = || WriteError::Unavailable("the ingest writer is stopping".into());
+        let workspace = request.workspace_id.clone();
         self.writer_of(&request.workspace_id)
             .send(Pending {
                 request,
@@ -130,7 +155,18 @@ impl Writer {
             })
             .await
             .map_err(|_| stopped())?;
-        let outcome = answer.await.map_err(|_| stopped())?;
+        let Ok(answered) = tokio::time::timeout(self.answer_timeout, answer).await else {
+            tracing::warn!(
+                workspace = %workspace,
+                waited_ms = self.answer_timeout.as_millis() as u64,
+                "an ingest write did not finish in time; answering 503"
+            );
+            return Err(WriteError::Unavailable(format!(
+                "the write did not finish within {} s; retry",
+                self.answer_timeout.as_secs_f64()
+            )));
+        };
+        let outcome = answered.map_err(|_| stopped())?;
         if outcome.is_ok() {
             crate::metrics::ingest_commit(started.elapsed());
         }
@@ -146,39 +182,75 @@ async fn run(
     maintenance: Arc<Notify>,
     me: Uuid,
 ) {
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut queue = WriteQueue::new(Bounds {
+        events: MAX_GROUP_EVENTS,
+        bytes: MAX_GROUP_BYTES,
+    });
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Arc<str>>();
+    let mut in_flight = 0;
+    let mut open = true;
     loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+        while in_flight < MAX_GROUPS
+            && let Some((group, workspace)) = queue.next_group()
+        {
+            in_flight += 1;
+            let done = Done {
+                tx: done_tx.clone(),
+                workspace,
+            };
+            let (store, wakers, maintenance) = (store.clone(), wakers.clone(), maintenance.clone());
+            tokio::spawn(async move {
+                commit(group, &store, dedup, &wakers, &maintenance, me).await;
+                drop(done);
+            });
+        }
+        if !open && queue.is_empty() && in_flight == 0 {
             return;
-        };
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        let mut events = first.request.events.len();
-        let mut bytes: usize = first.request.events.iter().map(|e| e.json.len()).sum();
-        let mut group = vec![first];
-        while events < MAX_GROUP_EVENTS && bytes < MAX_GROUP_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
-                    events += p.request.events.len();
-                    bytes += p.request.events.iter().map(|e| e.json.len()).sum::<usize>();
-                    group.push(p);
-                }
-                Err(_) => break,
+        }
+        tokio::select! {
+            pending = rx.recv(), if open => match pending {
+                Some(p) => queue.push(p),
+                None => open = false,
+            },
+            Some(workspace) = done_rx.recv() => {
+                in_flight -= 1;
+                queue.finished(&workspace);
             }
         }
-        let (store, wakers, maintenance) = (store.clone(), wakers.clone(), maintenance.clone());
-        tokio::spawn(async move {
-            commit(group, &store, dedup, &wakers, &maintenance, me).await;
-            drop(permit);
-        });
+        // Whatever else is waiting joins the next group.
+        while let Ok(p) = rx.try_recv() {
+            queue.push(p);
+        }
     }
 }
 
-/// Appends `group` in one transaction and answers each request. When that fails and the
-/// group holds several workspaces, each workspace's requests are tried again in a transaction
-/// of their own: on Citus a workspace's rows live on one worker, and a worker that is down
-/// must cost only its own workspaces a 503, not every workspace that shared the group.
+/// Tells the writer a group is done when its commit task ends, however it ends (a panic too:
+/// its workspace must not stay counted in flight for good).
+struct Done {
+    tx: mpsc::UnboundedSender<Arc<str>>,
+    workspace: Arc<str>,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.tx.send(self.workspace.clone());
+    }
+}
+
+impl Queued for Pending {
+    fn workspace(&self) -> &Arc<str> {
+        &self.request.workspace_id
+    }
+    fn size(&self) -> (usize, usize) {
+        let events = &self.request.events;
+        (events.len(), events.iter().map(|e| e.json.len()).sum())
+    }
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// Appends `group` (one workspace's requests) in one transaction and answers each request.
 async fn commit(
     group: Vec<Pending>,
     store: &Store,
@@ -187,29 +259,9 @@ async fn commit(
     maintenance: &Notify,
     me: Uuid,
 ) {
-    let e = match try_commit(&group, store, dedup, me).await {
-        Ok(outcomes) => return answer(group, outcomes, wakers, maintenance),
-        Err(e) => e,
-    };
-    let mut by_workspace: Vec<Vec<Pending>> = Vec::new();
-    for p in group {
-        match by_workspace
-            .iter_mut()
-            .find(|g| g[0].request.workspace_id == p.request.workspace_id)
-        {
-            Some(g) => g.push(p),
-            None => by_workspace.push(vec![p]),
-        }
-    }
-    if by_workspace.len() == 1 {
-        return fail(by_workspace.into_iter().flatten().collect(), &e);
-    }
-    tracing::warn!(error = %e, workspaces = by_workspace.len(), "group commit failed; committing each workspace on its own");
-    for group in by_workspace {
-        match try_commit(&group, store, dedup, me).await {
-            Ok(outcomes) => answer(group, outcomes, wakers, maintenance),
-            Err(e) => fail(group, &e),
-        }
+    match try_commit(&group, store, dedup, me).await {
+        Ok(outcomes) => answer(group, outcomes, wakers, maintenance),
+        Err(e) => fail(group, &e),
     }
 }
 
