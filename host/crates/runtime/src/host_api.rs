@@ -346,22 +346,29 @@ impl Gate {
             .map(|ms| Duration::from_millis(ms.into()))
             .unwrap_or(self.timeout)
             .min(self.timeout);
-        let mut builder = ::http::Request::builder().method(method).uri(uri);
-        let mut has_agent = false;
-        for (name, value) in &request.headers {
+        let HttpRequest {
+            url, headers, body, ..
+        } = request;
+        // Built in place rather than through `http::request::Builder`, which moves its parts
+        // at every header; the lifted strings become the header values without a copy.
+        let mut outgoing = ::http::Request::new(Full::new(Bytes::from(body)));
+        *outgoing.method_mut() = method;
+        *outgoing.uri_mut() = uri;
+        let map = outgoing.headers_mut();
+        map.reserve(headers.len() + 1);
+        for (name, value) in headers {
             let name = ::http::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| HttpError::InvalidRequest(format!("bad header name `{name}`")))?;
-            let value = ::http::header::HeaderValue::from_str(value)
+            let value = ::http::header::HeaderValue::from_maybe_shared(Bytes::from(value))
                 .map_err(|_| HttpError::InvalidRequest(format!("bad value for header `{name}`")))?;
-            has_agent |= name == ::http::header::USER_AGENT;
-            builder = builder.header(name, value);
+            map.append(name, value);
         }
-        if !has_agent {
-            builder = builder.header(::http::header::USER_AGENT, USER_AGENT);
+        if !map.contains_key(::http::header::USER_AGENT) {
+            map.insert(
+                ::http::header::USER_AGENT,
+                ::http::header::HeaderValue::from_static(USER_AGENT),
+            );
         }
-        let outgoing = builder
-            .body(Full::new(Bytes::from(request.body)))
-            .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
 
         // Waiting for room under the destination's limit is not part of the timeout.
         let place = self.limiter.enter().await;
@@ -378,7 +385,7 @@ impl Gate {
             .record(started.elapsed().as_secs_f64());
         let response = result.map_err(|e| match e {
             OutboundError::DeniedAddress(denied) => {
-                tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %redact_url(&request.url), %denied, "outbound request refused by the network policy");
+                tracing::warn!(plugin = %self.labels.plugin, destination = %self.labels.destination, url = %redact_url(&url), %denied, "outbound request refused by the network policy");
                 HttpError::DeniedAddress(denied.to_string())
             }
             OutboundError::Timeout(_) => HttpError::Timeout,
