@@ -40,22 +40,26 @@ pub struct Bounds {
     pub bytes: usize,
 }
 
-/// One writer's waiting requests.
+/// One writer's waiting requests, and its groups on their way.
 pub struct WriteQueue<T> {
     waiting: HashMap<Arc<str>, VecDeque<T>>,
     /// Workspaces with waiting requests, the one waiting longest first.
     order: VecDeque<Arc<str>>,
+    /// Groups on their way, per workspace (workspaces with none are absent).
     in_flight: HashMap<Arc<str>, usize>,
     bounds: Bounds,
+    /// Groups on their way at once, whatever their workspaces.
+    max_in_flight: usize,
 }
 
 impl<T: Queued> WriteQueue<T> {
-    pub fn new(bounds: Bounds) -> Self {
+    pub fn new(bounds: Bounds, max_in_flight: usize) -> Self {
         WriteQueue {
             waiting: HashMap::new(),
             order: VecDeque::new(),
             in_flight: HashMap::new(),
             bounds,
+            max_in_flight,
         }
     }
 
@@ -68,15 +72,25 @@ impl<T: Queued> WriteQueue<T> {
         queue.push_back(request);
     }
 
-    /// Whether no request waits.
+    /// Whether no request waits (the writer asks [`WriteQueue::is_idle`]).
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
 
-    /// The next group: the waiting requests of the workspace waiting longest among those with
-    /// room in flight, oldest first, within the bounds. The workspace counts it in flight
-    /// until [`WriteQueue::finished`].
+    /// Whether no request waits and no group is on its way.
+    pub fn is_idle(&self) -> bool {
+        self.order.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// The next group, unless the writer has its most groups on their way: the waiting
+    /// requests of the workspace waiting longest among those with room in flight, oldest
+    /// first, within the bounds. The workspace counts it in flight until
+    /// [`WriteQueue::finished`].
     pub fn next_group(&mut self) -> Option<(Vec<T>, Arc<str>)> {
+        if self.in_flight.values().sum::<usize>() >= self.max_in_flight {
+            return None;
+        }
         loop {
             let index = self
                 .order

@@ -182,18 +182,17 @@ async fn run(
     maintenance: Arc<Notify>,
     me: Uuid,
 ) {
-    let mut queue = WriteQueue::new(Bounds {
-        events: MAX_GROUP_EVENTS,
-        bytes: MAX_GROUP_BYTES,
-    });
+    let mut queue = WriteQueue::new(
+        Bounds {
+            events: MAX_GROUP_EVENTS,
+            bytes: MAX_GROUP_BYTES,
+        },
+        MAX_GROUPS,
+    );
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Arc<str>>();
-    let mut in_flight = 0;
     let mut open = true;
     loop {
-        while in_flight < MAX_GROUPS
-            && let Some((group, workspace)) = queue.next_group()
-        {
-            in_flight += 1;
+        while let Some((group, workspace)) = queue.next_group() {
             let done = Done {
                 tx: done_tx.clone(),
                 workspace,
@@ -204,7 +203,7 @@ async fn run(
                 drop(done);
             });
         }
-        if !open && queue.is_empty() && in_flight == 0 {
+        if !open && queue.is_idle() {
             return;
         }
         tokio::select! {
@@ -212,10 +211,7 @@ async fn run(
                 Some(p) => queue.push(p),
                 None => open = false,
             },
-            Some(workspace) = done_rx.recv() => {
-                in_flight -= 1;
-                queue.finished(&workspace);
-            }
+            Some(workspace) = done_rx.recv() => queue.finished(&workspace),
         }
         // Whatever else is waiting joins the next group.
         while let Ok(p) = rx.try_recv() {

@@ -28,10 +28,17 @@ fn abandoned(workspace: &str, n: u32) -> R {
 }
 
 fn queue() -> WriteQueue<R> {
-    WriteQueue::new(Bounds {
-        events: 100,
-        bytes: 1000,
-    })
+    queue_of_at_most(8)
+}
+
+fn queue_of_at_most(max_in_flight: usize) -> WriteQueue<R> {
+    WriteQueue::new(
+        Bounds {
+            events: 100,
+            bytes: 1000,
+        },
+        max_in_flight,
+    )
 }
 
 fn numbers(group: &[R]) -> Vec<u32> {
@@ -137,4 +144,25 @@ fn abandoned_requests_are_dropped_not_written() {
     q.push(r("b", 6, 10));
     let (group, _) = q.next_group().expect("b's group");
     assert_eq!(numbers(&group), [5, 6]);
+}
+
+#[test]
+fn the_writer_has_at_most_its_groups_on_their_way() {
+    let mut q = queue_of_at_most(2);
+    q.push(r("a", 0, 10));
+    q.push(r("b", 1, 10));
+    q.push(r("c", 2, 10));
+    assert!(q.next_group().is_some());
+    assert!(q.next_group().is_some());
+    assert!(
+        q.next_group().is_none(),
+        "two groups on their way, the most"
+    );
+    assert!(!q.is_idle());
+    q.finished("a");
+    let (group, workspace) = q.next_group().expect("a place is free");
+    assert_eq!((numbers(&group), &*workspace), (vec![2], "c"));
+    q.finished("b");
+    q.finished("c");
+    assert!(q.is_idle());
 }
