@@ -248,10 +248,31 @@ async fn operator_retry_now_abort_and_replay_by_sql_on_citus() {
         .await
         .expect("replay");
     assert!(replayed >= 1, "replayed {replayed}");
-    wait_until(Duration::from_secs(120), "every user's events", || async {
-        (sink.accepted().len() >= 50).then_some(())
-    })
-    .await;
+    // Polled by hand rather than with `wait_until`, to say what is missing if it times out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while sink.accepted().len() < 50 {
+        if std::time::Instant::now() > deadline {
+            let rows: Vec<(i64, String, String)> = sqlx::query_as(
+                "SELECT event_id, order_key, state::text FROM job_state ORDER BY event_id",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("job rows");
+            let blocked: Vec<(String, String)> = sqlx::query_as(
+                "SELECT order_key, next_attempt_at::text FROM blocked_keys ORDER BY order_key",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("blocked keys");
+            panic!(
+                "after the replay, {} of 50 events delivered: by user {:?}; job rows {rows:?}; \
+                 blocked keys {blocked:?}",
+                sink.accepted().len(),
+                accepted_by_user(&sink.received())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // user-1's first event was aborted, so its later ones went on; the replay then delivered
     // it. Everyone else in order.
     let by_user = accepted_by_user(&sink.received());

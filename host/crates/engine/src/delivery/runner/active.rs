@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use super::LaneSettings;
 use super::batch_cap::BatchCap;
+use super::due::DueKeys;
 use super::wake::StoreBackoff;
 use crate::delivery::breaker::Breaker;
 use crate::delivery::calls::Calls;
@@ -45,7 +46,7 @@ pub(super) struct Active {
     /// A wake-up came while a read was under way: read again after it.
     pub(super) woken_while_reading: bool,
     /// When the next blocked key falls due.
-    pub(super) next_due: Option<OffsetDateTime>,
+    pub(super) due: DueKeys,
     pub(super) paused_until: Option<Instant>,
     /// When the lease was last renewed (a commit or a renewal that started then succeeded).
     pub(super) renewed_at: Instant,
@@ -74,7 +75,7 @@ impl Active {
             renewing: None,
             log_more: true,
             woken_while_reading: false,
-            next_due: (!acquired.blocked_keys.is_empty()).then_some(now),
+            due: DueKeys::starting((!acquired.blocked_keys.is_empty()).then_some(now)),
             paused_until: None,
             renewed_at: Instant::now(),
             last_commit: Instant::now(),

@@ -20,7 +20,7 @@ impl LaneRunner {
                 tracing::warn!(lane = %self.lane, error = %e, "releasing the lane failed; its lease will expire")
             }
         }
-        End::Released(st.next_due)
+        End::Released(st.due.next())
     }
 
     /// This host holds more than its share: stop, then tell the other hosts.

@@ -31,7 +31,8 @@
 //! - `store_io.rs`: every store call (spawned or awaited) and what its result changes;
 //! - `outcomes.rs`: a call's outcomes into decisions, log lines and counters;
 //! - `finish.rs`: how an active period ends (released, stopped, handed over);
-//! - `active.rs`: the state of an active period; `batch_cap.rs`: the call size after a 413.
+//! - `active.rs`: the state of an active period; `batch_cap.rs`: the call size after a 413;
+//!   `due.rs`: when blocked keys fall due (pure, unit-tested).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,7 @@ use uuid::Uuid;
 
 mod active;
 mod batch_cap;
+mod due;
 mod finish;
 mod outcomes;
 mod step;

@@ -161,7 +161,7 @@ impl LaneRunner {
             && fetch_room
             && st.fetching.is_none()
             && st.lane.may_fetch_rows()
-            && st.next_due.is_some_and(|t| t <= self.clock.now())
+            && st.due.is_due(self.clock.now())
         {
             self.start_fetch(st, pass.probing);
         }
@@ -246,7 +246,7 @@ impl LaneRunner {
     /// nothing more in the log, no retry due soon.
     fn dry_for_linger(&self, st: &mut Active) -> bool {
         let linger = self.settings.linger;
-        let due_soon = st.next_due.is_some_and(|t| {
+        let due_soon = st.due.next().is_some_and(|t| {
             t <= self.clock.now() + time::Duration::try_from(linger).unwrap_or_default()
         });
         let dry = st.lane.is_drained()
@@ -274,7 +274,7 @@ impl LaneRunner {
             .filter(|_| has_ready)
             .and_then(|rate| (rate.available(now) == 0).then(|| rate.next_at(now)));
         Deadlines {
-            fetch: st.next_due.map(|t| self.instant_of(t)),
+            fetch: st.due.next().map(|t| self.instant_of(t)),
             commit: st
                 .lane
                 .wants_commit()
@@ -340,7 +340,7 @@ impl LaneRunner {
 
     /// Keys may be due now; and the lane may be paused.
     async fn operator_changed(&self, st: &mut Active) -> Step {
-        st.next_due = Some(self.clock.now());
+        st.due.note(self.clock.now());
         if self.paused_by_operator().await {
             tracing::info!(lane = %self.lane, "paused by an operator; finishing the calls in flight and giving the lane up");
             return Step::Stop(End::Paused);

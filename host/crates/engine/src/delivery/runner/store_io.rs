@@ -29,7 +29,7 @@ impl LaneRunner {
     /// Gives the lease back, with when the lane's next blocked key falls due.
     pub(super) async fn give_back(&self, st: &Active) -> Result<(), StoreError> {
         self.store
-            .lane_release(&st.lease, st.next_due)
+            .lane_release(&st.lease, st.due.next())
             .await
             .map(|_| ())
     }
@@ -119,7 +119,7 @@ impl LaneRunner {
                     due = Some(due.map_or(commit.now, |d| d.min(commit.now)));
                 }
                 if let Some(d) = due {
-                    st.next_due = Some(st.next_due.map_or(d, |n| n.min(d)));
+                    st.due.note(d);
                 }
                 Ok(())
             }
@@ -209,6 +209,7 @@ impl LaneRunner {
         };
         let exclude = st.lane.fetch_exclusions();
         let (store, lane, now) = (self.store.clone(), self.lane.clone(), self.clock.now());
+        st.due.fetch_started();
         st.fetching = Some(tokio::spawn(async move {
             store.blocked_fetch(&lane, now, &exclude, limits).await
         }));
@@ -218,15 +219,15 @@ impl LaneRunner {
         match fetch {
             Ok(fetch) => {
                 st.store_backoff.succeeded();
-                // A commit while the fetch ran may have made keys due that it could not see.
-                st.next_due = match (fetch.next_due, st.next_due) {
-                    (Some(a), Some(b)) if b > self.clock.now() => Some(a.min(b)),
-                    (a, _) => a,
-                };
+                // Keys made due while the fetch ran (a commit, an operator) stand beside it.
+                st.due.fetched(fetch.next_due);
                 st.lane.accept_rows(fetch.jobs);
                 st.lane.accept_empty_keys(fetch.empty_keys);
             }
-            Err(e) => self.store_error(st, &e, "fetch of blocked keys"),
+            Err(e) => {
+                st.due.fetch_failed();
+                self.store_error(st, &e, "fetch of blocked keys");
+            }
         }
     }
 
