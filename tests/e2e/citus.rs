@@ -3,8 +3,10 @@
 //! both workers, delivered in order and signed; `kill -9` of the host mid-delivery; operator
 //! abort, retry now and replay by SQL; datasets rotated and dropped; a rolling restart of three
 //! hosts under load (the same test as on plain PostgreSQL, `hosts.rs`); a worker stopped
-//! mid-load (`worker_outage.rs`).
+//! mid-load (`worker_outage.rs`); a prepared transaction left on a worker
+//! (`prepared_leftover.rs`).
 
+mod prepared_leftover;
 mod worker_outage;
 
 use std::collections::{BTreeMap, HashSet};

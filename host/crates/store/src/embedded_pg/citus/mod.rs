@@ -421,6 +421,12 @@ fn node_settings() -> Vec<(String, String)> {
         // Citus runs a maintenance daemon (a background worker) in every database it is used
         // in, and tests make a database each: the default 8 would run out while tests overlap.
         ("max_worker_processes", "64"),
+        // A two-phase commit cut short by a worker going down leaves a prepared transaction
+        // on it, holding its locks once the worker is back, until the coordinator's recovery
+        // resolves it: once a minute by default, during which ingest for the workspaces whose
+        // shards it locks waits (`tests/e2e/citus/prepared_leftover.rs`). Recovery reads each
+        // worker's `pg_prepared_xacts`, which costs next to nothing.
+        ("citus.recover_2pc_interval", "2s"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
