@@ -21,6 +21,7 @@ pub mod admin;
 pub mod append;
 pub mod blocked;
 pub mod catalog;
+mod citus_settings;
 pub mod commit;
 pub mod datasets;
 mod ddl;
@@ -221,6 +222,7 @@ impl Store {
             tracing::info!(
                 "the database is a Citus coordinator: the schema is distributed by workspace"
             );
+            citus_settings::check(&pool).await?;
         }
         let dedup_probe = dedup::DedupProbe::detect(&pool, distributed).await?;
         Ok(Store {
