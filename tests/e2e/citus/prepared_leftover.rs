@@ -17,13 +17,6 @@ use sqlx::Connection;
 use super::{config, post, spread_workspaces, worker_port_of, workspace_events};
 use crate::harness::*;
 
-/// `url` (the coordinator's) with its port replaced by `port`.
-fn on_port(url: &str, port: i32) -> String {
-    let at = url.rfind(':').expect("a port in the URL");
-    let end = at + url[at..].find('/').expect("a database in the URL");
-    format!("{}:{port}{}", &url[..at], &url[end..])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepared_transaction_left_on_a_worker_holds_its_workspace_only_until_recovery() {
     let url = citus::database().await;
@@ -56,7 +49,12 @@ async fn a_prepared_transaction_left_on_a_worker_holds_its_workspace_only_until_
     .fetch_one(&pool)
     .await
     .expect("the workspace's shard");
-    let mut worker = sqlx::PgConnection::connect(&on_port(&url, held_port))
+    // The same database on that worker: the coordinator's URL with the worker's port.
+    let on_worker = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .expect("the coordinator's URL")
+        .port(u16::try_from(held_port).expect("a port"));
+    let mut worker = sqlx::PgConnection::connect_with(&on_worker)
         .await
         .expect("the held workspace's worker");
     for statement in [
