@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::cpu_split::CpuMark;
 use super::env::{ConfigBuilder, Host};
 use super::load::{self, LatencyReceiver, Shape};
 use super::{Bench, Row};
@@ -38,6 +39,8 @@ impl Bench {
             batch: 100,
         };
         let duration = Duration::from_secs(self.sized(20, 8));
+        let postmaster = self.pg.postmaster_pid();
+        let before = CpuMark::now(host.pid(), postmaster);
         let sent = load::steady(
             &host.url("/v1/batch"),
             "wk_0",
@@ -51,6 +54,7 @@ impl Bench {
         while (receiver.count() as u64) < sent.events && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let used = before.until(&CpuMark::now(host.pid(), postmaster));
         // The first second warms up connections and plugin instances.
         let (p50, p99) = receiver.percentiles(1000).context("nothing arrived")?;
         self.rows.push(Row {
@@ -99,6 +103,11 @@ impl Bench {
             (
                 "latency budget: … of which the HTTP request to the receiver",
                 mean_of(&page, "sluice_http_request_seconds"),
+            ),
+            (
+                // The cores are mostly idle at this pace: each step starts on a cold CPU.
+                "latency: CPU over the run (the load generator includes the receiver)",
+                used.per_sluice_event(sent.events as f64),
             ),
         ];
         for (step, figure) in steps {

@@ -30,6 +30,7 @@ mod browser;
 mod browser_sdk;
 mod catalog;
 mod citus;
+mod cpu_split;
 mod docs;
 mod drains;
 mod env;
@@ -48,6 +49,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cpu_split::{CpuMark, CpuUsed};
 pub use env::HostLogs;
 use env::{BenchPg, ConfigBuilder, Host, build_plugins, wait_drained};
 use load::Shape;
@@ -231,7 +233,10 @@ impl Bench {
         let pairs = if self.opts.quick { 1 } else { INGEST_PAIRS };
         let mut runs = Vec::new();
         let mut retried = 0;
+        let postmaster = self.pg.postmaster_pid();
+        let (mut copy_cpu, mut sluice_cpu) = (CpuUsed::default(), CpuUsed::default());
         for pair in 0..pairs {
+            let before = CpuMark::now(None, postmaster);
             let copy = tools::peer_script(
                 &self.peers,
                 "copy-limit.sh",
@@ -239,13 +244,16 @@ impl Bench {
                 &self.pg.admin_url,
                 "rows_per_s",
             )?;
+            copy_cpu = copy_cpu + before.until(&CpuMark::now(None, postmaster));
             let label = format!("ingest{pair}");
             let db = self.pg.fresh_db(&label).await?;
             let config =
                 ConfigBuilder::new(&self.empty_plugins).destination("noop", "devnull", "{}");
             let host = Host::start(&self.host_dir(&label), &config.text(), &db)?;
             let shape = Shape::STANDARD;
+            let before = CpuMark::now(host.pid(), postmaster);
             let r = load::ingest(&host.url("/v1/batch"), "wk_0", total, shape, 8, &label).await?;
+            sluice_cpu = sluice_cpu + before.until(&CpuMark::now(host.pid(), postmaster));
             drop(host);
             eprintln!(
                 "bench: ingest pair {pair}: {:.0} events/s, COPY {copy:.0} rows/s ({:.2})",
@@ -260,9 +268,12 @@ impl Bench {
         let ratio = median(ratios.clone());
         self.ingest_rate = Some(rate);
         let listed = |v: Vec<String>| v.join(", ");
+        // Each side's CPU over all the pairs: what bounds a ratio short of the target.
+        let rows = (total * pairs as u64) as f64;
         let mut peer = format!(
-            "COPY limit, before each: {} rows/s",
-            listed(runs.iter().map(|r| table::thousands(r.1)).collect())
+            "COPY limit, before each: {} rows/s ({})",
+            listed(runs.iter().map(|r| table::thousands(r.1)).collect()),
+            copy_cpu.per_peer_row(rows)
         );
         if retried > 0 {
             peer.push_str(&format!("; {retried} requests had to be retried"));
@@ -270,10 +281,11 @@ impl Bench {
         self.rows.push(Row {
             scenario: "ingest: 100-event batches of ~1 KB, 8 connections".into(),
             sluice: format!(
-                "{} events/s median ({}); each pair's ratio: {}",
+                "{} events/s median ({}); each pair's ratio: {} ({})",
                 table::thousands(rate),
                 listed(runs.iter().map(|r| table::thousands(r.0)).collect()),
-                listed(ratios.iter().map(|r| format!("{r:.2}")).collect())
+                listed(ratios.iter().map(|r| format!("{r:.2}")).collect()),
+                sluice_cpu.per_sluice_event(rows)
             ),
             peer,
             ratio: Some(ratio),

@@ -214,6 +214,18 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
         .sum()
 }
 
+/// CPU time (user + system) used so far by this process (every thread: the bench's load
+/// generators and receivers), in seconds.
+pub fn own_cpu_seconds() -> f64 {
+    stat_seconds(std::process::id(), [11, 12]).unwrap_or(0.0)
+}
+
+/// CPU time (user + system) of this process's children that ended and were waited for (a
+/// peer script, with the `psql` it waited for), in seconds.
+pub fn reaped_children_cpu_seconds() -> f64 {
+    stat_seconds(std::process::id(), [13, 14]).unwrap_or(0.0)
+}
+
 /// CPU time (user + system) used so far by a PostgreSQL server: its postmaster, the children
 /// it has reaped (backends that ended count there) and the children alive now, in seconds.
 pub fn server_cpu_seconds(postmaster: u32) -> f64 {

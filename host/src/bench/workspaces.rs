@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+use super::cpu_split::{CpuMark, CpuUsed};
 use super::env::Host;
 use super::load::{self, Shape};
 use super::{Bench, Row};
@@ -62,7 +63,12 @@ pub(super) async fn ingest_all(
 impl Bench {
     /// Events/s of `workspaces` workspaces ingesting at once, [`WORKSPACES`] × [`CONNECTIONS`]
     /// connections in all, `total` events in all.
-    async fn workspaces_at_once(&mut self, workspaces: usize, total: u64) -> anyhow::Result<f64> {
+    /// Also returns where the CPU went meanwhile.
+    async fn workspaces_at_once(
+        &mut self,
+        workspaces: usize,
+        total: u64,
+    ) -> anyhow::Result<(f64, CpuUsed)> {
         let label = format!("workspaces_{workspaces}");
         let db = self.pg.fresh_db(&label).await?;
         let host = Host::start(
@@ -73,25 +79,34 @@ impl Bench {
         let shape = Shape::STANDARD;
         let per_workspace = total / workspaces as u64;
         let connections = WORKSPACES * CONNECTIONS / workspaces;
-        let started = std::time::Instant::now();
+        let postmaster = self.pg.postmaster_pid();
+        let before = CpuMark::now(host.pid(), postmaster);
         let url = host.url("/v1/batch");
         ingest_all(&url, &label, workspaces, per_workspace, connections, shape).await?;
-        Ok((per_workspace * workspaces as u64) as f64 / started.elapsed().as_secs_f64())
+        let used = before.until(&CpuMark::now(host.pid(), postmaster));
+        let events = (per_workspace * workspaces as u64) as f64;
+        Ok((events / used.secs, used))
     }
 
     /// Four workspaces at once against one, the same connections and events in all.
     pub(super) async fn ingest_workspaces(&mut self) -> anyhow::Result<()> {
         let total = self.sized(300_000, 60_000);
-        let one = self.workspaces_at_once(1, total).await?;
-        let four = self.workspaces_at_once(WORKSPACES, total).await?;
-        self.rows.push(Row::ratio(
+        let (one, one_cpu) = self.workspaces_at_once(1, total).await?;
+        let (four, four_cpu) = self.workspaces_at_once(WORKSPACES, total).await?;
+        // Both are bounded by the cores when the split shows them full: four locks cannot
+        // add CPU.
+        let events = (total / WORKSPACES as u64 * WORKSPACES as u64) as f64;
+        let mut row = Row::ratio(
             "ingest: 4 workspaces at once (8 connections each)",
             four,
             "events/s",
             "1 workspace, 32 connections (its lock: one ingest transaction writes at a time)",
             one,
             1.3,
-        ));
+        );
+        row.sluice = format!("{} ({})", row.sluice, four_cpu.per_sluice_event(events));
+        row.peer = format!("{} ({})", row.peer, one_cpu.per_sluice_event(events));
+        self.rows.push(row);
         Ok(())
     }
 }
