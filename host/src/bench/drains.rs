@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::cpu_split::CpuMark;
 use super::env::{self, ConfigBuilder, Host, wait_drained};
 use super::load::{self, Shape};
 use super::table::{self, Row, short};
@@ -22,6 +23,8 @@ pub(super) struct Drained {
     pub(super) jobs_per_s: f64,
     /// The delivering host's CPU per job, in microseconds.
     pub(super) host_us_per_job: f64,
+    /// The machine's busy and stolen cores meanwhile (whether the two cores were full).
+    pub(super) cores: String,
     /// PostgreSQL's CPU per job meanwhile (every backend of the bench's server), in
     /// microseconds.
     pub(super) db_us_per_job: f64,
@@ -90,8 +93,8 @@ impl Bench {
             first.jobs
         );
         let done = wait_drained(&db, Duration::from_secs(3600)).await?;
-        let cpu = tools::cpu_seconds(&[pid]) - first.host_cpu;
-        let db_used = postmaster.map_or(0.0, tools::server_cpu_seconds) - first.db_cpu;
+        let used = first.cpu.until(&CpuMark::now(Some(pid), postmaster));
+        let (cpu, db_used) = (used.host, used.db);
         let secs = done.duration_since(first.at).as_secs_f64();
         let jobs = events * destinations as u64;
         let timed = jobs.saturating_sub(first.jobs.max(0) as u64);
@@ -105,6 +108,7 @@ impl Bench {
             jobs_per_s: timed / secs,
             host_us_per_job: cpu * 1e6 / timed,
             db_us_per_job: db_used * 1e6 / timed,
+            cores: used.cores(),
         })
     }
 

@@ -460,9 +460,8 @@ pub struct FirstDelivery {
     pub at: Instant,
     /// Jobs delivered by then (the lanes' cursors moved past them).
     pub jobs: i64,
-    /// CPU seconds used by then by the host, and by PostgreSQL (`tools::server_cpu_seconds`).
-    pub host_cpu: f64,
-    pub db_cpu: f64,
+    /// The CPU used so far by the host, PostgreSQL and the machine.
+    pub cpu: super::cpu_split::CpuMark,
 }
 
 /// The sum of the live lanes' cursors: on a fresh log of one workspace (ids from 1) with no
@@ -493,8 +492,7 @@ pub async fn first_delivery(
             let first = FirstDelivery {
                 at: Instant::now(),
                 jobs: sum - baseline,
-                host_cpu: super::tools::cpu_seconds(&[host]),
-                db_cpu: postmaster.map_or(0.0, super::tools::server_cpu_seconds),
+                cpu: super::cpu_split::CpuMark::now(Some(host), postmaster),
             };
             pool.close().await;
             return Ok(first);

@@ -314,7 +314,8 @@ impl Bench {
                 wrk,
                 0.5,
             )
-            .with_host_cpu(drained.host_us_per_job, "event"),
+            .with_host_cpu(drained.host_us_per_job, "event")
+            .with_note(&drained.cores),
         );
         Ok(())
     }

@@ -66,6 +66,12 @@ impl Row {
         self
     }
 
+    /// Adds a remark to the Sluice column (after its figure and any CPU split).
+    pub(super) fn with_note(mut self, note: &str) -> Row {
+        self.sluice = format!("{}; {note}", self.sluice);
+        self
+    }
+
     /// The host's CPU and PostgreSQL's per unit: whether depth costs the store or the host.
     pub(super) fn with_cpu(mut self, host_us: f64, db_us: f64, unit: &str) -> Row {
         self.sluice = format!(
