@@ -121,10 +121,7 @@ struct MachineSeconds {
 
 impl MachineSeconds {
     fn read() -> Option<MachineSeconds> {
-        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .unwrap_or(100) as f64;
+        let ticks = tools::clock_ticks();
         let (busy, stolen) = parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)?;
         Some(MachineSeconds {
             busy: busy as f64 / ticks,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::cpu_split::CpuMark;
+use super::cpu_split::{CpuMark, CpuUsed};
 use super::env::{self, ConfigBuilder, Host, wait_drained};
 use super::load::{self, Shape};
 use super::table::{self, Row, short};
@@ -23,8 +23,8 @@ pub(super) struct Drained {
     pub(super) jobs_per_s: f64,
     /// The delivering host's CPU per job, in microseconds.
     pub(super) host_us_per_job: f64,
-    /// The machine's busy and stolen cores meanwhile (whether the two cores were full).
-    pub(super) cores: String,
+    /// Where the CPU went meanwhile (whether the two cores were full).
+    pub(super) used: CpuUsed,
     /// PostgreSQL's CPU per job meanwhile (every backend of the bench's server), in
     /// microseconds.
     pub(super) db_us_per_job: f64,
@@ -108,7 +108,7 @@ impl Bench {
             jobs_per_s: timed / secs,
             host_us_per_job: cpu * 1e6 / timed,
             db_us_per_job: db_used * 1e6 / timed,
-            cores: used.cores(),
+            used,
         })
     }
 

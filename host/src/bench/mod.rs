@@ -315,7 +315,7 @@ impl Bench {
                 0.5,
             )
             .with_host_cpu(drained.host_us_per_job, "event")
-            .with_note(&drained.cores),
+            .with_note(&drained.used.cores()),
         );
         Ok(())
     }

@@ -191,13 +191,18 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
     Ok(server)
 }
 
+/// Clock ticks per second: the unit of the CPU times in `/proc` (100 when unknown).
+pub fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64
+}
+
 /// Seconds of CPU in fields `fields` (counted after the command name) of `/proc/PID/stat`:
 /// 11 and 12 are the process's user and system time, 13 and 14 its reaped children's.
 fn stat_seconds(pid: u32, fields: [usize; 2]) -> Option<f64> {
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
+    let ticks = clock_ticks();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use super::cpu_split::{CpuMark, CpuUsed};
+use super::cpu_split::CpuMark;
 use super::env::Host;
 use super::load::{self, Shape};
 use super::{Bench, Row};
@@ -63,12 +63,12 @@ pub(super) async fn ingest_all(
 impl Bench {
     /// Events/s of `workspaces` workspaces ingesting at once, [`WORKSPACES`] × [`CONNECTIONS`]
     /// connections in all, `total` events in all.
-    /// Also returns where the CPU went meanwhile.
+    /// Also returns where the CPU went meanwhile, per event.
     async fn workspaces_at_once(
         &mut self,
         workspaces: usize,
         total: u64,
-    ) -> anyhow::Result<(f64, CpuUsed)> {
+    ) -> anyhow::Result<(f64, String)> {
         let label = format!("workspaces_{workspaces}");
         let db = self.pg.fresh_db(&label).await?;
         let host = Host::start(
@@ -85,7 +85,7 @@ impl Bench {
         ingest_all(&url, &label, workspaces, per_workspace, connections, shape).await?;
         let used = before.until(&CpuMark::now(host.pid(), postmaster));
         let events = (per_workspace * workspaces as u64) as f64;
-        Ok((events / used.secs, used))
+        Ok((events / used.secs, used.per_sluice_event(events)))
     }
 
     /// Four workspaces at once against one, the same connections and events in all.
@@ -95,7 +95,6 @@ impl Bench {
         let (four, four_cpu) = self.workspaces_at_once(WORKSPACES, total).await?;
         // Both are bounded by the cores when the split shows them full: four locks cannot
         // add CPU.
-        let events = (total / WORKSPACES as u64 * WORKSPACES as u64) as f64;
         let mut row = Row::ratio(
             "ingest: 4 workspaces at once (8 connections each)",
             four,
@@ -104,8 +103,8 @@ impl Bench {
             one,
             1.3,
         );
-        row.sluice = format!("{} ({})", row.sluice, four_cpu.per_sluice_event(events));
-        row.peer = format!("{} ({})", row.peer, one_cpu.per_sluice_event(events));
+        row.sluice = format!("{} ({four_cpu})", row.sluice);
+        row.peer = format!("{} ({one_cpu})", row.peer);
         self.rows.push(row);
         Ok(())
     }
