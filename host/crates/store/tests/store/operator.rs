@@ -28,6 +28,10 @@ pub fn tests() -> Vec<Trial> {
             "operator_pause_keeps_every_host_off_the_lane_until_resume_and_tells_the_owner",
             pause,
         ),
+        trial(
+            "operator_calls_wait_for_a_lane_commit_holding_no_job_row_so_none_deadlocks",
+            lane_row_first,
+        ),
     ]
 }
 
@@ -239,4 +243,96 @@ async fn pause(db: Db) {
     acquire(&db.store, "hook", t0()).await;
     let actions: Vec<String> = audit(&db).await.into_iter().map(|a| a.1).collect();
     assert_eq!(actions, vec!["pause", "resume"]);
+}
+
+/// A lane commit locks the lane's row (its fence) and then job rows and blocked keys; an
+/// operator call that took a job row and then waited for the lane row would deadlock with it
+/// (.ci/run, 2026-12-05: `40P01` on Citus). Each call must wait for the lane row first, holding
+/// nothing a commit needs. The test's transaction stands in for a commit between its fence and
+/// its row writes: it holds the lane row while the call waits, then takes the call's job row
+/// and key without waiting.
+async fn lane_row_first(db: Db) {
+    setup(&db).await;
+    call(&db, "sluice_abort", Some(vec![4])).await;
+    for (function, event, key) in [
+        ("sluice_retry_now", 1, "a"),
+        ("sluice_abort", 1, "a"),
+        ("sluice_replay", 4, "c"),
+    ] {
+        let mut commit = db.pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM lanes WHERE workspace_id = 'acme' AND destination_id = 'hook' FOR UPDATE")
+            .execute(&mut *commit)
+            .await
+            .unwrap();
+        let pool = db.pool.clone();
+        let operator = tokio::spawn(async move {
+            let sql = format!("SELECT {function}('acme', 'hook', $1, 'alice')");
+            sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(sql))
+                .bind(vec![event])
+                .fetch_one(&pool)
+                .await
+        });
+        wait_for_a_lock_wait(&db).await;
+        let job = sqlx::query(
+            "SELECT 1 FROM job_state WHERE workspace_id = 'acme' AND destination_id = 'hook'
+                 AND event_id = $1 FOR UPDATE NOWAIT",
+        )
+        .bind(event)
+        .execute(&mut *commit)
+        .await;
+        assert!(
+            job.is_ok(),
+            "{function} holds job {event} while it waits: {job:?}"
+        );
+        let blocked = sqlx::query(
+            "SELECT 1 FROM blocked_keys WHERE workspace_id = 'acme' AND destination_id = 'hook'
+                 AND order_key = $1 FOR UPDATE NOWAIT",
+        )
+        .bind(key)
+        .execute(&mut *commit)
+        .await;
+        assert!(
+            blocked.is_ok(),
+            "{function} holds key {key} while it waits: {blocked:?}"
+        );
+        commit.commit().await.unwrap();
+        assert_eq!(
+            operator.await.unwrap().unwrap(),
+            1,
+            "{function} went on after the commit"
+        );
+    }
+}
+
+/// Until a backend of this test's database waits for a lock (on Citus, on any node: the
+/// call's statement waits on the worker that has the lane's shard).
+async fn wait_for_a_lock_wait(db: &Db) {
+    let citus: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let view = if citus {
+        "citus_stat_activity"
+    } else {
+        "pg_stat_activity"
+    };
+    let sql =
+        format!("SELECT count(*) FROM {view} WHERE datname = $1 AND wait_event_type = 'Lock'");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(&db.name)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the operator call never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
