@@ -415,23 +415,12 @@ async fn dedup_prepare(db: Db) {
 
 /// Waits until some advisory lock request is waiting (seen from the server).
 async fn until_a_lock_waits(db: &Db) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the append never waited for the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_counted(
+        &db.pool,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        "the append never waited for the lock",
+    )
+    .await;
 }
 
 async fn lock_orders_commits(db: Db) {

@@ -254,43 +254,35 @@ async fn pause(db: Db) {
 async fn lane_row_first(db: Db) {
     setup(&db).await;
     call(&db, "sluice_abort", Some(vec![4])).await;
-    for (function, event, key) in [
+    let cases: [(&str, i64, &str); 3] = [
         ("sluice_retry_now", 1, "a"),
         ("sluice_abort", 1, "a"),
         ("sluice_replay", 4, "c"),
-    ] {
+    ];
+    for (function, event, key) in cases {
         let mut commit = db.pool.begin().await.unwrap();
         sqlx::query("SELECT 1 FROM lanes WHERE workspace_id = 'acme' AND destination_id = 'hook' FOR UPDATE")
             .execute(&mut *commit)
             .await
             .unwrap();
         let pool = db.pool.clone();
-        let operator = tokio::spawn(async move {
+        let mut operator = tokio::spawn(async move {
             let sql = format!("SELECT {function}('acme', 'hook', $1, 'alice')");
             sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(sql))
                 .bind(vec![event])
                 .fetch_one(&pool)
                 .await
         });
-        wait_for_a_lock_wait(&db).await;
-        let job = sqlx::query(
-            "SELECT 1 FROM job_state WHERE workspace_id = 'acme' AND destination_id = 'hook'
-                 AND event_id = $1 FOR UPDATE NOWAIT",
-        )
-        .bind(event)
-        .execute(&mut *commit)
-        .await;
+        tokio::select! {
+            _ = wait_for_a_lock_wait(&db) => {}
+            r = &mut operator => panic!("{function} did not wait for the lane row: {r:?}"),
+        }
+        let job = lock_now(&mut commit, "job_state", "event_id = $1", event).await;
         assert!(
             job.is_ok(),
             "{function} holds job {event} while it waits: {job:?}"
         );
-        let blocked = sqlx::query(
-            "SELECT 1 FROM blocked_keys WHERE workspace_id = 'acme' AND destination_id = 'hook'
-                 AND order_key = $1 FOR UPDATE NOWAIT",
-        )
-        .bind(key)
-        .execute(&mut *commit)
-        .await;
+        let blocked = lock_now(&mut commit, "blocked_keys", "order_key = $1", key).await;
         assert!(
             blocked.is_ok(),
             "{function} holds key {key} while it waits: {blocked:?}"
@@ -302,6 +294,29 @@ async fn lane_row_first(db: Db) {
             "{function} went on after the commit"
         );
     }
+}
+
+/// Locks the lane's row of `table` that `filter` picks, failing at once if another
+/// transaction holds it.
+async fn lock_now<'a, T>(
+    tx: &mut sqlx::PgTransaction<'_>,
+    table: &'static str,
+    filter: &'static str,
+    value: T,
+) -> Result<(), sqlx::Error>
+where
+    T: sqlx::Encode<'a, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + 'a,
+{
+    // `table` and `filter` are this file's literals.
+    let sql = format!(
+        "SELECT 1 FROM {table} WHERE workspace_id = 'acme' AND destination_id = 'hook'
+             AND {filter} FOR UPDATE NOWAIT"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(value)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
 }
 
 /// Until a backend of this test's database waits for a lock (on Citus, on any node: the
@@ -317,22 +332,10 @@ async fn wait_for_a_lock_wait(db: &Db) {
     } else {
         "pg_stat_activity"
     };
-    let sql =
-        format!("SELECT count(*) FROM {view} WHERE datname = $1 AND wait_event_type = 'Lock'");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(&db.name)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the operator call never waited"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    // The database's name is the harness's (`t_…`), not input.
+    let sql = format!(
+        "SELECT count(*) FROM {view} WHERE datname = '{}' AND wait_event_type = 'Lock'",
+        db.name
+    );
+    until_counted(&db.pool, &sql, "the operator call never waited").await;
 }
