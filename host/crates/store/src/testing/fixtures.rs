@@ -140,9 +140,9 @@ pub fn job_row(event_id: i64, source: &str, key: &str, state: JobState, attempt:
 }
 
 /// Polls `count_sql` (a query returning a count) until it is above zero, and fails the test
-/// after 30 s saying `what` never happened: a condition seen from the server, not a sleep.
+/// after 10 s saying `what` never happened: a condition seen from the server, not a sleep.
 pub async fn until_counted(pool: &sqlx::PgPool, count_sql: &str, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql.to_owned()))
             .fetch_one(pool)

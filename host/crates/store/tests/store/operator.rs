@@ -101,13 +101,20 @@ async fn due_now(db: &Db) -> Vec<(i64, JobState)> {
 }
 
 async fn call(db: &Db, function: &'static str, ids: Option<Vec<i64>>) -> i32 {
+    call_on(&db.pool, function, ids).await.unwrap()
+}
+
+async fn call_on(
+    pool: &sqlx::PgPool,
+    function: &'static str,
+    ids: Option<Vec<i64>>,
+) -> Result<i32, sqlx::Error> {
     // `function` is one of this file's literals.
     let sql = format!("SELECT {function}('acme', 'hook', $1, 'alice')");
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(ids)
-        .fetch_one(&db.pool)
+        .fetch_one(pool)
         .await
-        .unwrap()
 }
 
 async fn audit(db: &Db) -> Vec<(String, String, Option<Vec<i64>>, i32)> {
@@ -254,7 +261,7 @@ async fn pause(db: Db) {
 async fn lane_row_first(db: Db) {
     setup(&db).await;
     call(&db, "sluice_abort", Some(vec![4])).await;
-    let cases: [(&str, i64, &str); 3] = [
+    let cases: [(&'static str, i64, &str); 3] = [
         ("sluice_retry_now", 1, "a"),
         ("sluice_abort", 1, "a"),
         ("sluice_replay", 4, "c"),
@@ -266,13 +273,8 @@ async fn lane_row_first(db: Db) {
             .await
             .unwrap();
         let pool = db.pool.clone();
-        let mut operator = tokio::spawn(async move {
-            let sql = format!("SELECT {function}('acme', 'hook', $1, 'alice')");
-            sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(sql))
-                .bind(vec![event])
-                .fetch_one(&pool)
-                .await
-        });
+        let mut operator =
+            tokio::spawn(async move { call_on(&pool, function, Some(vec![event])).await });
         tokio::select! {
             _ = wait_for_a_lock_wait(&db) => {}
             r = &mut operator => panic!("{function} did not wait for the lane row: {r:?}"),
